@@ -1,0 +1,40 @@
+# edgebench: `make run` and `make test` do all the set-up they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: help setup data run test test-all bench clean
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: ## install Fashion-MNIST from Debian's dataset-fashion-mnist when it is missing
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist) \
+	  || echo "WARNING: could not install dataset-fashion-mnist; set data.root or use data=digits"; \
+	fi
+
+setup: $(STAMP) data ## virtual environment in .venv, the package, the data
+
+run: setup ## the default experiment (dense LeNet-300-100 on Fashion-MNIST); extra overrides: make run ARGS="..."
+	$(PY) -m edgebench $(ARGS)
+
+test: setup ## the default test suite (no slow tests)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: setup ## every test, slow ones included
+	$(PY) -m pytest $(ARGS)
+
+bench: setup ## harness-overhead benchmark -> results/harness_overhead.json
+	$(PY) experiments/harness_overhead.py
+
+clean: ## remove the virtual environment and caches (not results/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,191 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The primary config (`conf/config.yaml`) extends ``edgebench_schema`` so every key has a type:
+a wrong type or an unknown key fails while Hydra composes the config, with the key's full name.
+Enum fields list their allowed values in the error. Range checks (a negative epoch count, a
+fraction outside (0, 1)) run in ``__post_init__`` when :func:`validate` turns the composed
+config into these dataclasses, before any data is loaded or any model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but not allowed; the message names the key."""
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+class ModelName(str, Enum):
+    lenet_300_100 = "lenet_300_100"
+    lenet5 = "lenet5"
+    conv2 = "conv2"
+    conv4 = "conv4"
+    conv6 = "conv6"
+    resnet20 = "resnet20"
+    alexnet = "alexnet"
+    vgg11 = "vgg11"
+    vgg16 = "vgg16"
+    vgg19 = "vgg19"
+    googlenet = "googlenet"
+    inception_v3 = "inception_v3"
+    resnet18 = "resnet18"
+    resnet50 = "resnet50"
+    resnet152 = "resnet152"
+    densenet121 = "densenet121"
+    mobilenet_v2 = "mobilenet_v2"
+    mobilenet_v3_small = "mobilenet_v3_small"
+
+
+class DataName(str, Enum):
+    fashion_mnist = "fashion_mnist"
+    mnist = "mnist"
+    digits = "digits"
+    cifar10 = "cifar10"
+    image_folder = "image_folder"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Scheduler(str, Enum):
+    none = "none"
+    cosine = "cosine"
+    step = "step"
+
+
+class ProgressBar(str, Enum):
+    auto = "auto"  # rich bar on a terminal, one plain log line per epoch otherwise
+    rich = "rich"
+    plain = "plain"
+    none = "none"
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = MISSING
+    pretrained: bool = False  # torchvision weights from the local torch hub cache; never downloads
+    # Torchvision nets need a minimum input resolution; smaller images are resized up to this
+    # size inside the model (0 = the model's own minimum, see edgebench.models).
+    min_input_size: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.min_input_size >= 0, "model.min_input_size", f"must be >= 0, got {self.min_input_size}")
+
+
+@dataclass
+class DataConfig:
+    name: DataName = MISSING
+    root: Optional[str] = None  # where the files are; None = the source's default search order
+    download: bool = True  # allow a torchvision download when no local copy is found
+    val_fraction: float = 0.1  # carved from the training split with split_seed
+    split_seed: int = 0
+    test_fraction: float = 0.2  # only for sources without a test split (digits, image_folder)
+    image_size: int = 32  # image_folder only: images are resized to image_size x image_size
+    channels: int = 3  # image_folder only: 1 (grayscale) or 3 (RGB)
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _check(self.image_size >= 8, "data.image_size", f"must be >= 8, got {self.image_size}")
+        _check(self.channels in (1, 3), "data.channels", f"must be 1 or 3, got {self.channels}")
+        if self.name == DataName.image_folder:
+            _check(bool(self.root), "data.root", "data=image_folder needs data.root=/path/to/folder "
+                   "(one sub-folder per class, or train/ and test/ each with one sub-folder per class)")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 15
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    optimizer: Optimizer = Optimizer.adam
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    scheduler: Scheduler = Scheduler.cosine
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, auto
+    deterministic: bool = True
+    progress_bar: ProgressBar = ProgressBar.auto
+    limit_train_batches: float = 1.0  # fraction (<= 1.0) of training batches per epoch, for quick tries
+
+    def __post_init__(self) -> None:
+        _check(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        _check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _check(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0.0 < self.limit_train_batches <= 1.0, "trainer.limit_train_batches",
+               f"must be in (0, 1], got {self.limit_train_batches}")
+        _check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator",
+               f"must be one of cpu, gpu, cuda, mps, auto; got {self.accelerator!r}")
+
+
+@dataclass
+class DeviceConfig:
+    """A target device profile. Issue-3 fields (compute, memory, runtimes) extend this."""
+
+    name: str = MISSING
+    description: str = ""
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING  # the launch directory
+    results_dir: str = MISSING
+    cache_dir: str = MISSING  # dense baselines, keyed by a hash of what they depend on
+    data_dir: str = MISSING  # where torchvision downloads go
+    output_dir: str = MISSING  # this job's Hydra output folder
+    mlflow_tracking_uri: str = MISSING
+    mlflow_artifact_dir: str = MISSING
+
+
+@dataclass
+class EdgebenchConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
+    seed: int = 0
+    experiment_name: str = "edgebench"  # the MLflow experiment
+    run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
+    use_baseline_cache: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="edgebench_schema", node=EdgebenchConfig)
+
+
+register_configs()
+
+
+def validate(cfg: DictConfig) -> EdgebenchConfig:
+    """Check a composed config and return it as typed dataclasses.
+
+    Raises :class:`ConfigError` naming the offending key; runs before any expensive work.
+    """
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:  # e.g. a value that fails its type, or a missing key
+        raise ConfigError(str(e)) from None
+    assert isinstance(obj, EdgebenchConfig)
+    return obj

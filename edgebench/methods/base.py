@@ -1,0 +1,55 @@
+"""The interface every compression method implements (methods arrive with later issues).
+
+A method gets the trained dense model and a :class:`MethodContext`, and returns a
+:class:`CompressionResult`. It never talks to MLflow and never measures anything: the
+pipeline logs ``result.metrics`` (``method/*``), evaluates, exports and measures the model.
+
+What the families in the README need, and where it lives here:
+
+* masks kept during retraining (pruning, lottery tickets): ``callbacks`` and ``retrain``;
+* an outer loop of rounds (iterative pruning, lottery levels): ``compress`` calls ``ctx.retrain``
+  once per round and records per-round figures in ``result.rounds``;
+* extra loss terms (distillation, KURE): ``extra_losses`` passed to ``ctx.retrain``;
+* a teacher (distillation): ``ctx.baseline``, the cached dense model;
+* calibration data (quantisation): ``ctx.datamodule``;
+* an example input (structured pruning, export): ``ctx.example_input``;
+* a deployable artifact of its own (int8): ``result.artifact``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodContext:
+    baseline: nn.Module  # the dense model (do not modify; copy it)
+    datamodule: Any  # EdgeDataModule: train/val/test loaders over in-memory tensors
+    example_input: torch.Tensor  # batch of 1
+    retrain: Callable[..., list[dict]]  # retrain(model, callbacks=(), extra_losses=(), max_epochs=None)
+    output_dir: Path
+    seed: int
+
+
+@dataclass
+class CompressionResult:
+    model: nn.Module  # the compressed model, evaluated and measured by the pipeline
+    metrics: dict[str, float] = field(default_factory=dict)  # logged as method/<key>
+    rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures, logged with step=round
+    artifact: Path | None = None  # a deployable file the method produced itself (else the pipeline exports)
+
+
+class Method(ABC):
+    """One compression method, configured by its own dataclass schema under conf/method/."""
+
+    name: str
+
+    @abstractmethod
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        """Compress (and retrain as needed) a copy of ``ctx.baseline``."""

@@ -1,0 +1,116 @@
+"""One edgebench run, stage by stage. This module owns the order; every stage lives elsewhere.
+
+    validate config -> open MLflow run -> load data -> dense baseline (cache or train)
+      -> method (compress / retrain; none yet) -> evaluate on test -> measure
+      -> log metrics -> summary on stdout
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import edgebench
+from edgebench import cache, measure, training
+from edgebench.config import ConfigError, EdgebenchConfig, validate
+from edgebench.data import EdgeDataModule, load_data
+from edgebench.models import build_model
+from edgebench.report import print_summary
+from edgebench.tracking import Tracker, flatten, git_sha, ui_command
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    baseline_from_cache: bool
+    history: list[dict] = field(default_factory=list)
+
+
+def _choices(cfg: DictConfig) -> dict[str, str]:
+    """The config option names chosen for each group (model=..., data=...)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # composed without Hydra's runtime (e.g. from Python)
+        choices = {}
+    return {
+        "model": str(choices.get("model") or cfg.model.name),
+        "data": str(choices.get("data") or cfg.data.name),
+        "device": str(choices.get("device") or cfg.device.name),
+        "method": str(choices.get("method") or "none"),
+    }
+
+
+def _sweep_tags() -> dict[str, str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return {"sweep_id": str(Path(hc.sweep.dir).name), "hydra.job.num": str(hc.job.num)}
+    except Exception:
+        pass
+    return {}
+
+
+def run(cfg: DictConfig) -> RunResult:
+    """Run one experiment from a composed config and return what it logged."""
+    spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
+    if spec.method is not None:
+        raise ConfigError("method: no compression method is available in this version; run without +method")
+    training.quiet_lightning()
+    choices = _choices(cfg)
+    run_name = spec.run_name or f"{choices['model']}-{choices['data']}-{choices['method']}-{choices['device']}"
+    tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), **_sweep_tags()}
+    paths = spec.paths
+
+    tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
+    with tracker.run(run_name, tags) as mlrun:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        mlrun.log_params(flatten(resolved))
+        mlrun.log_dict(resolved, "config.yaml")
+        log.info("MLflow run %s (%s) in %s", mlrun.run_id, run_name, paths.mlflow_tracking_uri)
+
+        pl.seed_everything(spec.seed, workers=True, verbose=False)
+        splits = load_data(spec.data, paths.data_dir)
+        log.info("data %s from %s: %s, input %s, %d classes", splits.name, splits.source, splits.sizes(),
+                 splits.input_shape, splits.num_classes)
+        dm = EdgeDataModule(splits, spec.trainer.batch_size, spec.trainer.eval_batch_size, spec.seed)
+
+        def build():
+            torch.manual_seed(spec.seed)
+            return build_model(spec.model, splits.input_shape, splits.num_classes)
+
+        def train(net):
+            return training.fit(net, dm, spec.trainer, default_root_dir=paths.output_dir,
+                                epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
+
+        baseline = cache.get_or_train(spec, paths.cache_dir, build, train)
+        if baseline.from_cache:  # the run still carries the curves of the model it reports
+            for row in baseline.history:
+                mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        model = baseline.model
+        # The method stage (compress, retrain) slots in here; the dense run reports the baseline.
+
+        test = training.evaluate(model, dm.test_dataloader())
+        example = splits.test_x[:1]
+        metrics = {**test, **measure.basic_metrics(model, example),
+                   "baseline/test_acc": test["test/acc"], "delta/acc": 0.0}
+        mlrun.log_metrics(metrics)
+        mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
+                        "baseline.key": baseline.key_hash})
+
+    result = RunResult(mlrun.run_id, metrics, tags, baseline.from_cache, baseline.history)
+    print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))
+    return result

@@ -1,0 +1,156 @@
+"""MLflow: the run lifecycle and logging of the metric contract.
+
+Runs are created with an explicit :class:`MlflowClient` (no process-global active run), so
+sequential jobs of a sweep in one process cannot leak into each other. A run that raises is
+terminated as FAILED with ``status_reason``; a run interrupted with Ctrl-C as KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LEN = 6000
+
+
+def _quiet_mlflow() -> None:
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def ui_command(uri: str, artifact_dir: str) -> str:
+    """The command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
+    if sqlite_path(uri) is None:
+        return f"open {uri} in a browser (tracking server)"
+    return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {Path(artifact_dir).as_uri()} "
+            "--host 127.0.0.1 --port 5000")
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """One MLflow experiment in one store; opens runs."""
+
+    def __init__(self, tracking_uri: str, artifact_dir: str | None, experiment_name: str):
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        self.artifact_dir = artifact_dir
+        db = sqlite_path(tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # Creating the schema and the experiment once, under a lock: parallel jobs race otherwise.
+            with FileLock(str(db) + ".lock"):
+                self.client = MlflowClient(tracking_uri)
+                self.experiment_id = self._experiment(experiment_name, artifact_dir)
+        else:  # a tracking server owns its artifact store
+            self.client = MlflowClient(tracking_uri)
+            self.experiment_id = self._experiment(experiment_name, None)
+
+    def _experiment(self, name: str, artifact_dir: str | None) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if artifact_dir is not None:
+            Path(artifact_dir).mkdir(parents=True, exist_ok=True)
+            location = Path(artifact_dir).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str]) -> Iterator["Run"]:
+        mlrun = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        run = Run(self.client, mlrun.info.run_id)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            run.end("KILLED", "KeyboardInterrupt: interrupted by the user")
+            raise
+        except BaseException as e:
+            run.end("FAILED", f"{type(e).__name__}: {e}")
+            raise
+        else:
+            run.end("FINISHED")
+
+
+class Run:
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log finite numeric metrics in one batch; a metric that does not apply is simply absent."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = []
+        for k, v in metrics.items():
+            if v is None:
+                continue
+            v = float(v)
+            if not math.isfinite(v):
+                raise ValueError(f"metric {k} is {v}: refusing to log a non-finite value")
+            items.append(Metric(k, v, now, step))
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, d: dict, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, d, artifact_file)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        try:
+            if reason:
+                self.client.set_tag(self.run_id, "status_reason", reason[:5000])
+        finally:
+            self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,223 @@
+"""The LightningModule for classification and the Trainer built from config.
+
+Methods hook in through ``extra_losses`` (e.g. distillation, KURE) and Lightning callbacks
+(e.g. mask enforcement); the module itself knows nothing of compression.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+from torch import nn
+from torch.nn import functional as F
+
+from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
+
+log = logging.getLogger(__name__)
+
+# A loss term: (module, inputs, logits, targets) -> scalar tensor, added to the cross-entropy.
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy classification of ``net`` with accuracy on val and test.
+
+    Optimisation is manual: ``manual_backward`` (so ``on_before_backward``/``on_after_backward``
+    hooks and callbacks still run) and a plain ``optimizer.step()``. Lightning's automatic
+    closure cost about 0.5 ms a step on a 2-core CPU, ~20% of an epoch of LeNet-300-100
+    (experiments/harness_overhead.py). Methods that must touch weights after each step use
+    ``on_train_batch_end``.
+    """
+
+    def __init__(self, net: nn.Module, cfg: TrainerConfig, extra_losses: Iterable[ExtraLoss] = ()):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = net
+        self.cfg = cfg
+        self.extra_losses = list(extra_losses)
+        self._sums: dict[str, torch.Tensor] = {}
+        self.history: list[dict[str, float]] = []  # one row per epoch: train/loss, val/loss, val/acc
+        self.epoch_sink: Callable[[int, dict[str, float]], None] | None = None
+        self.plain_log = False
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if device.type == "cpu":  # in-memory CPU tensors: skip Lightning's per-batch collection walk
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        for term in self.extra_losses:
+            loss = loss + term(self.net, x, logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                f"lower trainer.lr (now {self.cfg.lr}) or check the data for NaN values."
+            )
+        opt = self.optimizers(use_pl_optimizer=False)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        # Accumulate without syncing to Python every step; reduced once per epoch.
+        self._accumulate("train", loss.detach() * len(y), len(y))
+
+    def _accumulate(self, stage: str, loss_sum: torch.Tensor, n: int, correct: torch.Tensor | None = None):
+        s = self._sums
+        s[f"{stage}_loss"] = s.get(f"{stage}_loss", 0) + loss_sum
+        s[f"{stage}_n"] = s.get(f"{stage}_n", 0) + n
+        if correct is not None:
+            s[f"{stage}_correct"] = s.get(f"{stage}_correct", 0) + correct
+
+    def _eval_step(self, stage: str, batch):
+        x, y = batch
+        logits = self.net(x)
+        self._accumulate(stage, F.cross_entropy(logits, y, reduction="sum"), len(y), (logits.argmax(1) == y).sum())
+        if stage == "test" and logits.shape[1] > 5:
+            top5 = logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum()
+            self._sums["test_top5"] = self._sums.get("test_top5", 0) + top5
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def _flush(self, stage: str) -> dict[str, float]:
+        s = self._sums
+        n = s.pop(f"{stage}_n", 0)
+        out: dict[str, float] = {}
+        if not n:
+            return out
+        out[f"{stage}/loss"] = float(s.pop(f"{stage}_loss")) / n
+        if f"{stage}_correct" in s:
+            out[f"{stage}/acc"] = float(s.pop(f"{stage}_correct")) / n
+        if stage == "test" and "test_top5" in s:
+            out["test/acc_top5"] = float(s.pop("test_top5")) / n
+        for k, v in out.items():
+            self.log(k, v, prog_bar=stage != "test")
+        return out
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        # Lightning runs validation before this hook, so val/* of this epoch are already there.
+        row = {**self._flush("train"), **{k: float(v) for k, v in self.trainer.callback_metrics.items()
+                                          if k.startswith("val/")}}
+        self.history.append({"epoch": self.current_epoch, **row})
+        if self.plain_log:
+            log.info("epoch %d/%d  %s", self.current_epoch + 1, self.trainer.max_epochs,
+                     "  ".join(f"{k}={v:.4f}" for k, v in row.items()))
+        if self.epoch_sink is not None:
+            self.epoch_sink(self.current_epoch, row)
+
+    def on_validation_epoch_end(self) -> None:
+        self._flush("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._flush("test")
+
+    def configure_optimizers(self):
+        c = self.cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if c.optimizer == Optimizer.sgd:
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        elif c.optimizer == Optimizer.adamw:
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.scheduler == Scheduler.cosine:
+            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.max_epochs)]
+        if c.scheduler == Scheduler.step:  # /10 at 50% and 75% of training
+            milestones = [int(c.max_epochs * 0.5), int(c.max_epochs * 0.75)]
+            return [opt], [torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)]
+        return opt
+
+
+def _progress(cfg: TrainerConfig) -> tuple[bool, list[Callback], bool]:
+    """(enable Lightning's bar, bar callbacks, log one plain line per epoch)."""
+    mode = cfg.progress_bar
+    if mode == ProgressBar.auto:
+        mode = ProgressBar.rich if sys.stdout.isatty() else ProgressBar.plain
+    if mode == ProgressBar.rich:
+        return True, [RichProgressBar(leave=True)], False
+    return False, [], mode == ProgressBar.plain
+
+
+def build_trainer(cfg: TrainerConfig, callbacks: Iterable[Callback] = (), default_root_dir: str | None = None,
+                  max_epochs: int | None = None) -> tuple[pl.Trainer, bool]:
+    """A Trainer for one fit, and whether to log one plain line per epoch."""
+    bar, bar_callbacks, plain = _progress(cfg)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs or cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        deterministic=cfg.deterministic,
+        logger=False,  # MLflow logging is edgebench.tracking's job
+        enable_checkpointing=False,  # the baseline cache and methods save what they need
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        num_sanity_val_steps=0,
+        limit_train_batches=cfg.limit_train_batches,
+        callbacks=[*bar_callbacks, *callbacks],
+        default_root_dir=default_root_dir,
+    )
+    return trainer, plain
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's notices that do not apply to in-memory tensor data."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                 "lightning_fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, *,
+        callbacks: Iterable[Callback] = (), extra_losses: Iterable[ExtraLoss] = (),
+        epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
+        default_root_dir: str | None = None, max_epochs: int | None = None) -> list[dict[str, float]]:
+    """Train ``net`` in place; returns the per-epoch history."""
+    quiet_lightning()
+    module = Classifier(net, cfg, extra_losses)
+    trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs)
+    module.epoch_sink = epoch_sink
+    trainer.fit(module, datamodule=datamodule)
+    return module.history
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Iterable, device: str = "cpu") -> dict[str, float]:
+    """Test-split metrics of ``net`` with a plain loop (no Trainer needed)."""
+    net.eval().to(device)
+    n, loss, correct, top5 = 0, 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = net(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        if logits.shape[1] > 5:
+            top5 += int(logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum())
+        n += len(y)
+    out = {"test/acc": correct / n, "test/loss": loss / n}
+    if top5:
+        out["test/acc_top5"] = top5 / n
+    return out

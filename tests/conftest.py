@@ -1,0 +1,55 @@
+"""Shared fixtures: compose the real config with Hydra's compose API, pointed at tmp folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from edgebench.__main__ import config_dir
+
+CONF = config_dir()
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite store, made once (migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def make_cfg(tmp_path, mlflow_template_db):
+    """make_cfg(*overrides) -> a composed config whose paths all lie under tmp_path."""
+
+    def _make(*overrides: str):
+        GlobalHydra.instance().clear()
+        db = tmp_path / "results" / "mlflow.db"
+        if not db.exists():
+            db.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(mlflow_template_db, db)
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(tmp_path)
+            cfg.paths.output_dir = str(tmp_path / "out")
+            cfg.paths.mlflow_tracking_uri = f"sqlite:///{db}"
+            cfg.trainer.progress_bar = "plain"
+            del cfg["hydra"]
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()

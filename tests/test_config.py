@@ -1,0 +1,103 @@
+"""Every option of every config group composes; bad input fails at once, naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from edgebench.config import ConfigError, EdgebenchConfig, validate
+from tests.conftest import group_options
+
+GROUPS = ["model", "data", "device", "trainer", "paths", "experiment"]
+CASES = [(g, o) for g in GROUPS for o in group_options(g)]
+
+
+def test_every_group_has_options():
+    for g in GROUPS + ["hydra"]:
+        assert group_options(g), f"conf/{g}/ has no options"
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_option_composes_and_validates(make_cfg, group, option):
+    overrides = [f"{group}={option}"]
+    if option == "image_folder":
+        overrides.append("data.root=/some/folder")
+    cfg = make_cfg(*overrides)
+    spec = validate(cfg)
+    assert isinstance(spec, EdgebenchConfig)
+    if group in ("model", "data"):
+        assert getattr(spec, group).name.value == option
+    if group == "device":
+        assert spec.device.name == option
+
+
+def test_default_is_the_dense_baseline(make_cfg):
+    spec = validate(make_cfg())
+    assert spec.method is None
+    assert spec.model.name.value == "lenet_300_100" and spec.data.name.value == "fashion_mnist"
+    assert spec.device.name == "host"
+
+
+def test_unknown_option_lists_the_allowed_ones(make_cfg):
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg("model=resnet999")
+    msg = str(e.value)
+    assert "model/resnet999" in msg and "lenet_300_100" in msg and "resnet18" in msg
+
+
+def test_negative_epochs_rejected_naming_the_key(make_cfg):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs: must be >= 1, got -3"):
+        validate(make_cfg("trainer.max_epochs=-3"))
+
+
+def test_wrong_type_rejected_naming_the_key(make_cfg):
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg("trainer.max_epochs=ten")
+    assert "trainer.max_epochs" in str(e.value.__cause__) or "trainer.max_epochs" in str(e.value)
+
+
+def test_bad_enum_value_lists_the_allowed_values(make_cfg):
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg("trainer.optimizer=rmsprop")
+    msg = str(e.value.__cause__)
+    assert "trainer.optimizer" in msg and "adam" in msg and "sgd" in msg
+
+
+def test_unknown_key_rejected(make_cfg):
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg("trainer.max_epoch=3")
+    assert "max_epoch" in str(e.value)
+
+
+def test_fraction_out_of_range(make_cfg):
+    with pytest.raises(ConfigError, match=r"data\.val_fraction"):
+        validate(make_cfg("data.val_fraction=1.5"))
+
+
+def test_image_folder_needs_a_root(make_cfg):
+    with pytest.raises(ConfigError, match=r"data\.root"):
+        validate(make_cfg("data=image_folder", "data.root=null"))
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    out = _cli("--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for line in ("model:", "data:", "device:", "trainer:", "experiment:", "lenet_300_100", "fashion_mnist",
+                 "+method=OPTION", "max_epochs"):
+        assert line in out.stdout
+
+
+def test_cli_rejects_bad_value_before_any_work(tmp_path):
+    out = _cli("trainer.max_epochs=-1", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "trainer.max_epochs: must be >= 1, got -1" in out.stderr
+    assert not (tmp_path / "results" / "mlflow.db").exists(), "no store or run may be created for a bad config"

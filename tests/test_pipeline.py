@@ -1,0 +1,163 @@
+"""End to end: a real run on bundled data, logged to MLflow, with the baseline cache and failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from edgebench import cache, pipeline, training
+from edgebench.config import validate
+
+QUICK = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=15", "trainer.batch_size=32"]
+CONTRACT = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "size/params",
+            "size/params_nonzero", "size/bytes_fp32", "compute/macs", "baseline/test_acc", "delta/acc"]
+
+
+def _search(cfg):
+    mlflow.set_tracking_uri(cfg.paths.mlflow_tracking_uri)
+    try:
+        return mlflow.search_runs(experiment_names=[cfg.experiment_name], order_by=["start_time ASC"])
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_dense_run_on_digits_logs_the_contract(make_cfg):
+    cfg = make_cfg(*QUICK)
+    res = pipeline.run(cfg)
+    assert res.metrics["test/acc"] > 0.9
+    df = _search(cfg)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row.status == "FINISHED" and row.run_id == res.run_id
+    for key in CONTRACT:
+        assert f"metrics.{key}" in df.columns and row[f"metrics.{key}"] == row[f"metrics.{key}"], key
+    assert row["metrics.test/acc"] == pytest.approx(res.metrics["test/acc"])
+    assert row["metrics.size/params"] == 64 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    assert row["metrics.compute/macs"] == 64 * 300 + 300 * 100 + 100 * 10
+    assert row["tags.model"] == "lenet_300_100" and row["tags.data"] == "digits"
+    assert row["tags.method"] == "none" and row["tags.device"] == "host"
+    assert row["tags.edgebench.version"] and row["tags.git_sha"]
+    assert row["params.trainer.max_epochs"] == "15" and row["params.seed"] == "0"
+    # per-epoch curves, one point per epoch
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    hist = client.get_metric_history(res.run_id, "val/acc")
+    assert [m.step for m in hist] == list(range(15))
+    assert len(client.get_metric_history(res.run_id, "train/loss")) == 15
+    # the resolved config is an artifact
+    local = client.download_artifacts(res.run_id, "config.yaml", str(Path(cfg.paths.root_dir) / "dl"))
+    assert "lenet_300_100" in Path(local).read_text()
+
+
+def test_second_identical_run_reuses_the_baseline(make_cfg, monkeypatch):
+    cfg = make_cfg(*QUICK, "trainer.max_epochs=3")
+    first = pipeline.run(cfg)
+    assert not first.baseline_from_cache
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached baseline must not be retrained")
+
+    monkeypatch.setattr(training, "fit", no_training)
+    second = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=3"))
+    assert second.baseline_from_cache
+    assert second.metrics["test/acc"] == first.metrics["test/acc"]
+    # the cached run still carries the training curves
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    assert len(client.get_metric_history(second.run_id, "val/acc")) == 3
+    assert client.get_run(second.run_id).data.tags["baseline.cache_hit"] == "true"
+
+
+def test_changed_key_retrains(make_cfg):
+    a = validate(make_cfg(*QUICK))
+    for change in ("seed=1", "trainer.lr=0.01", "model=lenet5", "data.val_fraction=0.2", "trainer.batch_size=64"):
+        b = validate(make_cfg(*QUICK, change))
+        assert cache.key_hash(cache.baseline_key(a)) != cache.key_hash(cache.baseline_key(b)), change
+    # what does not change the weights does not change the key
+    c = validate(make_cfg(*QUICK, "trainer.progress_bar=none", "data.root=/elsewhere", "device=host"))
+    assert cache.key_hash(cache.baseline_key(a)) == cache.key_hash(cache.baseline_key(c))
+
+    first = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=2"))
+    other = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=2", "seed=1"))
+    assert not first.baseline_from_cache and not other.baseline_from_cache
+
+
+def test_corrupt_cache_entry_is_retrained(make_cfg):
+    cfg = make_cfg(*QUICK, "trainer.max_epochs=2")
+    pipeline.run(cfg)
+    entry = cache.entry_dir(cfg.paths.cache_dir, validate(cfg))
+    (entry / "model.pt").write_bytes(b"not a checkpoint")
+    again = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=2"))
+    assert not again.baseline_from_cache
+    assert list(entry.parent.glob(entry.name + ".corrupt-*")), "the bad entry is kept aside, not deleted"
+    third = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=2"))
+    assert third.baseline_from_cache
+
+
+def test_failing_run_is_marked_failed_with_the_reason(make_cfg, tmp_path):
+    cfg = make_cfg("data=image_folder", f"data.root={tmp_path / 'no_such_folder'}")
+    with pytest.raises(FileNotFoundError):
+        pipeline.run(cfg)
+    df = _search(cfg)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row.status == "FAILED"
+    assert row["tags.status_reason"].startswith("DataNotFoundError") and "no_such_folder" in row["tags.status_reason"]
+    assert "metrics.test/acc" not in df.columns or row["metrics.test/acc"] != row["metrics.test/acc"]
+    assert not list(Path(cfg.paths.cache_dir).glob("baselines/*")), "no cache entry for a failed run"
+
+
+def test_nan_loss_fails_clearly(make_cfg):
+    cfg = make_cfg(*QUICK, "trainer.lr=1e30", "trainer.max_epochs=3", "use_baseline_cache=false")
+    with pytest.raises(training.NonFiniteLossError, match="lower trainer.lr"):
+        pipeline.run(cfg)
+    row = _search(cfg).iloc[0]
+    assert row.status == "FAILED" and "NonFiniteLossError" in row["tags.status_reason"]
+
+
+def _cli(args, cwd, env=None, pythonpath=None):
+    e = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    e.update(env or {})
+    if pythonpath:
+        e["PYTHONPATH"] = pythonpath
+    return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=e, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_from_another_directory(tmp_path):
+    out = _cli([*QUICK, "trainer.max_epochs=2"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MLflow run id:" in out.stdout and "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert (tmp_path / "results" / "mlflow.db").exists()
+    assert list((tmp_path / "results" / "cache" / "baselines").iterdir())
+
+
+def test_tracking_uri_from_the_environment(tmp_path):
+    db = tmp_path / "elsewhere.db"
+    out = _cli([*QUICK, "trainer.max_epochs=1"], cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert db.exists() and not (tmp_path / "results" / "mlflow.db").exists()
+    assert len(MlflowClient(f"sqlite:///{db}").search_runs(
+        [MlflowClient(f"sqlite:///{db}").get_experiment_by_name("edgebench").experiment_id])) == 1
+
+
+def test_plain_pip_install(tmp_path):
+    """A non-editable install (wheel) finds its configs and runs from an unrelated directory."""
+    repo = Path(__file__).resolve().parents[1]
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheel_dir), str(repo)], check=True, timeout=300, cwd=tmp_path)
+    whl = next(wheel_dir.glob("edgebench-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
+                   check=True, timeout=300)
+    assert (target / "edgebench" / "conf" / "config.yaml").exists()
+    assert (target / "edgebench" / "conf" / "model" / "lenet_300_100.yaml").exists()
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    out = _cli([*QUICK, "trainer.max_epochs=1"], cwd=run_dir, pythonpath=str(target))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert str(target) in _cli(["--info", "searchpath"], cwd=run_dir, pythonpath=str(target)).stdout
