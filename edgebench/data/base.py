@@ -1,0 +1,126 @@
+"""In-memory datasets and the Lightning data module every source feeds.
+
+Small datasets live in memory as normalised float tensors, so batches are tensor slices
+and no worker processes are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are not where edgebench looked; the message says how to get them."""
+
+
+@dataclass
+class DataSplits:
+    """Train/val/test tensors of one dataset. Images are N x C x H x W float32, labels int64."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    source: str = ""  # where the data came from, for the log and MLflow
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+
+def carve_split(n: int, fraction: float, seed: int, labels: torch.Tensor | None = None):
+    """Indices (keep, held_out) with a fixed seed; stratified by label when labels are given."""
+    g = torch.Generator().manual_seed(seed)
+    if labels is None:
+        perm = torch.randperm(n, generator=g)
+        k = int(round(n * fraction))
+        return perm[k:].sort().values, perm[:k].sort().values
+    held, keep = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(len(idx) * fraction))
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def make_splits(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    val_fraction: float,
+    split_seed: int,
+    num_classes: int,
+    class_names: list[str] | None = None,
+    source: str = "",
+) -> DataSplits:
+    """Carve the validation split from the training split and normalise with train statistics.
+
+    ``train_x``/``test_x`` are float tensors in [0, 1], N x C x H x W. The per-channel mean and
+    std come from the remaining training images only; the test split is never looked at.
+    """
+    keep, val = carve_split(len(train_y), val_fraction, split_seed, labels=train_y)
+    tx, ty = train_x[keep], train_y[keep]
+    vx, vy = train_x[val], train_y[val]
+    mean = tx.mean(dim=(0, 2, 3), keepdim=True)
+    std = tx.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return ((x - mean) / std).contiguous()
+
+    return DataSplits(
+        name=name,
+        train_x=norm(tx), train_y=ty.long(),
+        val_x=norm(vx), val_y=vy.long(),
+        test_x=norm(test_x), test_y=test_y.long(),
+        num_classes=num_classes,
+        class_names=class_names or [str(i) for i in range(num_classes)],
+        source=source,
+    )
+
+
+def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader that fetches whole batches by tensor indexing (no per-sample collate)."""
+    ds = TensorDataset(x, y)
+    if shuffle:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(ds)
+    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+
+
+class EdgeDataModule(pl.LightningDataModule):
+    def __init__(self, splits: DataSplits, batch_size: int, eval_batch_size: int, seed: int = 0):
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        s = self.splits
+        return batch_loader(s.train_x, s.train_y, self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        s = self.splits
+        return batch_loader(s.val_x, s.val_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        s = self.splits
+        return batch_loader(s.test_x, s.test_y, self.eval_batch_size, shuffle=False)

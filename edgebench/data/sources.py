@@ -1,0 +1,189 @@
+"""Dataset sources: each turns a DataConfig into raw [0, 1] tensors plus labels."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgebench.config import DataConfig
+from edgebench.data.base import DataNotFoundError, DataSplits, carve_split, make_splits
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (the MNIST / Fashion-MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code != 0x08:
+        raise ValueError(f"{path}: only unsigned-byte IDX files are supported, got type 0x{dtype_code:02x}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
+    return arr.reshape(dims)
+
+
+def _find_idx_dir(candidates: list[Path]) -> Path | None:
+    for d in candidates:
+        if all((d / f).exists() or (d / (f + ".gz")).exists() for f in IDX_FILES.values()):
+            return d
+    return None
+
+
+def _load_idx_dir(d: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for key, f in IDX_FILES.items():
+        p = d / f if (d / f).exists() else d / (f + ".gz")
+        out[key] = read_idx(p)
+    return out
+
+
+def _idx_to_splits(name: str, arrays: dict[str, np.ndarray], cfg: DataConfig, classes: list[str], source: str):
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.copy()).float().div_(255.0).unsqueeze(1)
+
+    return make_splits(
+        name, images(arrays["train_x"]), torch.from_numpy(arrays["train_y"].astype(np.int64)),
+        images(arrays["test_x"]), torch.from_numpy(arrays["test_y"].astype(np.int64)),
+        val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, num_classes=10,
+        class_names=classes, source=source,
+    )
+
+
+def load_fashion_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
+    candidates = []
+    if cfg.root:
+        candidates += [Path(cfg.root), Path(cfg.root) / "FashionMNIST" / "raw"]
+    candidates += [DEBIAN_FASHION_MNIST, data_dir / "FashionMNIST" / "raw"]
+    found = _find_idx_dir(candidates)
+    if found is None and cfg.download:
+        found = _torchvision_download("FashionMNIST", data_dir)
+    if found is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise DataNotFoundError(
+            f"Fashion-MNIST IDX files not found (looked in: {looked}). Get them with "
+            "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
+            f"{DEBIAN_FASHION_MNIST}), or point data.root at a folder holding "
+            "train-images-idx3-ubyte.gz and the three other IDX files, or set data.download=true "
+            "on a machine with a network. For a quick try without files use data=digits."
+        )
+    log.info("Fashion-MNIST from %s", found)
+    return _idx_to_splits("fashion_mnist", _load_idx_dir(found), cfg, FASHION_CLASSES, str(found))
+
+
+def _torchvision_download(cls_name: str, data_dir: Path) -> Path | None:
+    """Download an IDX dataset with torchvision; None (with a warning) when there is no network."""
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, cls_name)(str(data_dir), train=True, download=True)
+        getattr(torchvision.datasets, cls_name)(str(data_dir), train=False, download=True)
+    except Exception as e:  # no network, a proxy error, a refused connection ...
+        log.warning("torchvision could not download %s: %s", cls_name, e)
+        return None
+    return data_dir / cls_name / "raw"
+
+
+def load_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
+    root = Path(cfg.root) if cfg.root else data_dir
+    found = _find_idx_dir([root, root / "MNIST" / "raw"])
+    if found is None and cfg.download:
+        found = _torchvision_download("MNIST", root)
+    if found is None:
+        raise DataNotFoundError(
+            f"MNIST IDX files not found under {root} (or {root / 'MNIST' / 'raw'}). Copy the four IDX "
+            "files there, set data.root to where they are, or set data.download=true on a machine "
+            "with a network."
+        )
+    return _idx_to_splits("mnist", _load_idx_dir(found), cfg, [str(i) for i in range(10)], str(found))
+
+
+def load_digits(cfg: DataConfig, data_dir: Path) -> DataSplits:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    keep, test = carve_split(len(y), cfg.test_fraction, cfg.split_seed, labels=y)
+    return make_splits(
+        "digits", x[keep], y[keep], x[test], y[test],
+        val_fraction=cfg.val_fraction, split_seed=cfg.split_seed + 1, num_classes=10,
+        source="sklearn.datasets.load_digits",
+    )
+
+
+def load_cifar10(cfg: DataConfig, data_dir: Path) -> DataSplits:
+    import torchvision
+
+    root = Path(cfg.root) if cfg.root else data_dir
+    try:
+        train = torchvision.datasets.CIFAR10(str(root), train=True, download=cfg.download)
+        test = torchvision.datasets.CIFAR10(str(root), train=False, download=cfg.download)
+    except Exception as e:
+        raise DataNotFoundError(
+            f"CIFAR-10 not found under {root} ({e}). Put the extracted cifar-10-batches-py folder "
+            "there, set data.root, or set data.download=true on a machine with a network."
+        ) from None
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)
+
+    return make_splits(
+        "cifar10", images(train.data), torch.tensor(train.targets), images(test.data), torch.tensor(test.targets),
+        val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, num_classes=10,
+        class_names=list(train.classes), source=str(root),
+    )
+
+
+def load_image_folder(cfg: DataConfig, data_dir: Path) -> DataSplits:
+    import torchvision
+    from torchvision import transforms
+
+    root = Path(cfg.root or "")
+    if not root.is_dir():
+        raise DataNotFoundError(f"data.root={root} is not a folder. data=image_folder needs a folder with "
+                                "one sub-folder of images per class (or train/ and test/ holding those).")
+    tf = transforms.Compose([
+        transforms.Grayscale(1) if cfg.channels == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
+        transforms.Resize((cfg.image_size, cfg.image_size)),
+        transforms.ToTensor(),
+    ])
+
+    def load(folder: Path):
+        ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+        if len(ds) == 0:
+            raise DataNotFoundError(f"no images found under {folder}")
+        xs, ys = zip(*[ds[i] for i in range(len(ds))])
+        return torch.stack(xs), torch.tensor(ys), ds.classes
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        tx, ty, classes = load(root / "train")
+        sx, sy, test_classes = load(root / "test")
+        if test_classes != classes:
+            raise DataNotFoundError(f"{root}/train and {root}/test have different class folders: "
+                                    f"{classes} vs {test_classes}")
+    else:
+        x, y, classes = load(root)
+        keep, test = carve_split(len(y), cfg.test_fraction, cfg.split_seed, labels=y)
+        tx, ty, sx, sy = x[keep], y[keep], x[test], y[test]
+    return make_splits(
+        "image_folder", tx, ty, sx, sy, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+        num_classes=len(classes), class_names=list(classes), source=str(root),
+    )
