@@ -135,12 +135,83 @@ class TrainerConfig:
                f"must be one of cpu, gpu, cuda, mps, auto; got {self.accelerator!r}")
 
 
+class DeviceKind(str, Enum):
+    host = "host"  # the machine running edgebench: latency is measured, not estimated
+    gpu = "gpu"
+    accelerator = "accelerator"
+    cpu = "cpu"  # an application processor running Linux
+    mcu = "mcu"
+    fpga = "fpga"
+
+
+DTYPES = ("fp32", "fp16", "int8")
+
+
 @dataclass
 class DeviceConfig:
-    """A target device profile. Issue-3 fields (compute, memory, runtimes) extend this."""
+    """A target device profile (conf/device/NAME.yaml). Add one with a single YAML file.
+
+    ``peak_ops`` are operations per second (1 MAC = 2 ops) per dtype, null where the device has no
+    such figure. Every figure names its source in ``sources``; figures derived or assumed
+    without a source are listed in ``unsourced``.
+    """
 
     name: str = MISSING
     description: str = ""
+    kind: DeviceKind = DeviceKind.cpu
+    peak_ops: dict[str, Optional[float]] = field(default_factory=dict)
+    memory_bytes: Optional[int] = None  # working memory for the model (RAM / SRAM); null on host = read at run time
+    storage_bytes: Optional[int] = None  # where the model file lives (flash, eMMC, SD)
+    bandwidth_bytes_per_s: Optional[float] = None  # off-chip memory bandwidth; null = on-chip only
+    power_w: Optional[float] = None  # active power while running inference
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    runtimes: list[str] = field(default_factory=list)
+    weights_in_ram: bool = True  # false: weights execute in place from flash (MCUs)
+    # roofline efficiencies (fraction of peak reached) and a fixed cost per layer; see README
+    compute_efficiency: float = 0.3
+    memory_efficiency: float = 0.6
+    layer_overhead_s: float = 0.0
+    calibration: str = "uncalibrated"  # how the efficiencies were set, and the error band
+    sources: dict[str, str] = field(default_factory=dict)
+    unsourced: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for d in list(self.peak_ops) + list(self.dtypes):
+            _check(d in DTYPES, f"device.{self.name}", f"unknown dtype {d!r}; use one of {', '.join(DTYPES)}")
+        for k, v in self.peak_ops.items():
+            _check(v is None or v > 0, f"device.peak_ops.{k}", f"must be > 0 or null, got {v}")
+        for k in ("memory_bytes", "storage_bytes", "bandwidth_bytes_per_s", "power_w"):
+            v = getattr(self, k)
+            _check(v is None or v > 0, f"device.{k}", f"must be > 0 or null, got {v}")
+        _check(0 < self.compute_efficiency <= 1, "device.compute_efficiency", f"must be in (0, 1], got {self.compute_efficiency}")
+        _check(0 < self.memory_efficiency <= 1, "device.memory_efficiency", f"must be in (0, 1], got {self.memory_efficiency}")
+        _check(self.layer_overhead_s >= 0, "device.layer_overhead_s", f"must be >= 0, got {self.layer_overhead_s}")
+
+
+class Runtime(str, Enum):
+    onnxruntime = "onnxruntime"  # the exported ONNX artifact in ONNX Runtime (what would be deployed)
+    torch = "torch"  # PyTorch eager
+
+
+@dataclass
+class MeasureConfig:
+    """How host figures are measured (see README, 'How figures are measured')."""
+
+    export: bool = True  # write the deployable ONNX artifact and measure its size
+    latency: bool = True  # measure batch-1 host latency
+    runtime: Runtime = Runtime.onnxruntime
+    threads: int = 0  # 0 = torch.get_num_threads() of this process; always recorded
+    warmup: int = 20
+    calls: int = 100
+    max_noise: float = 0.1  # IQR/median above this triggers a re-measurement
+    retries: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "measure.threads", f"must be >= 0, got {self.threads}")
+        _check(self.warmup >= 20, "measure.warmup", f"must be >= 20, got {self.warmup}")
+        _check(self.calls >= 100, "measure.calls", f"must be >= 100, got {self.calls}")
+        _check(self.max_noise > 0, "measure.max_noise", f"must be > 0, got {self.max_noise}")
+        _check(self.retries >= 0, "measure.retries", f"must be >= 0, got {self.retries}")
 
 
 @dataclass
@@ -161,6 +232,7 @@ class EdgebenchConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
     seed: int = 0
     experiment_name: str = "edgebench"  # the MLflow experiment

@@ -33,6 +33,7 @@ class RunResult:
     tags: dict[str, str]
     baseline_from_cache: bool
     history: list[dict] = field(default_factory=list)
+    device_report: object = None  # edgebench.devices.DeviceReport
 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:
@@ -104,13 +105,18 @@ def run(cfg: DictConfig) -> RunResult:
         # The method stage (compress, retrain) slots in here; the dense run reports the baseline.
 
         test = training.evaluate(model, dm.test_dataloader())
-        example = splits.test_x[:1]
-        metrics = {**test, **measure.basic_metrics(model, example),
-                   "baseline/test_acc": test["test/acc"], "delta/acc": 0.0}
+        log.info("test accuracy %.4f; measuring size, compute, memory and host latency", test["test/acc"])
+        artifact_dir = Path(paths.output_dir) / "artifact"
+        measured = measure.measure_model(model, splits.test_x[:1], device=spec.device, config=spec.measure,
+                                         artifact_dir=artifact_dir)
+        metrics = {**test, **measured, "baseline/test_acc": test["test/acc"], "delta/acc": 0.0}
         mlrun.log_metrics(metrics)
+        if measured.artifact is not None:
+            mlrun.log_artifacts(artifact_dir, "model")
         mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
-                        "baseline.key": baseline.key_hash})
+                        "baseline.key": baseline.key_hash, **measured.tags()})
 
-    result = RunResult(mlrun.run_id, metrics, tags, baseline.from_cache, baseline.history)
+    result = RunResult(mlrun.run_id, metrics, tags, baseline.from_cache, baseline.history,
+                       measured.device_report)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))
     return result

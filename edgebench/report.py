@@ -20,14 +20,30 @@ def _si(n: float, unit: str = "") -> str:
 
 
 def print_summary(result: "RunResult", ui: str, console: Console | None = None) -> None:
-    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     m, t = result.metrics, result.tags
     table = Table(title="edgebench run", title_justify="left")
-    for col in ("model", "data", "method", "device", "test acc", "params", "size fp32", "MACs"):
-        table.add_column(col, justify="right" if col not in ("model", "data", "method", "device") else "left")
+    cols = ["model", "data", "method", "device", "test acc", "params", "file", "MACs", "peak act.",
+            "host p50", "fits device", "device est."]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "data", "method", "device", "fits device") else "right")
+    r = result.device_report
+    fits = "-" if r is None else ("yes" if r.fits else "[bold red]NO[/]")
+    est = "-"
+    if r is not None and r.latency_ms_est is not None:
+        est = f"{r.latency_ms_est:.3g} ms (est.)"
+    p50 = f"{m['latency/host_p50_ms']:.3g} ms" if "latency/host_p50_ms" in m else "-"
+    file = _si(m["size/bytes_artifact"], "B") if "size/bytes_artifact" in m else "-"
+    peak = _si(m["memory/peak_activation_bytes"], "B") if "memory/peak_activation_bytes" in m else "-"
     table.add_row(t["model"], t["data"], t["method"], t["device"], f"{m['test/acc']:.4f}",
-                  _si(m["size/params"]), _si(m["size/bytes_fp32"], "B"), _si(m["compute/macs"]))
+                  _si(m["size/params"]), file, _si(m["compute/macs"]), peak, p50, fits, est)
     console.print(table)
+    if r is not None and not r.fits:
+        console.print(f"[bold red]does not fit {r.name}:[/] " + "; ".join(r.reasons), soft_wrap=True)
+    if r is not None and r.note:
+        console.print(f"device estimate: {r.note}", soft_wrap=True)
+    if m.get("latency/host_noisy"):
+        console.print("host latency was noisy (IQR/median > max_noise after re-measuring)", soft_wrap=True)
     # plain lines, never wrapped, so they can be copied
     console.print(f"baseline: {'from cache' if result.baseline_from_cache else 'trained in this run'}", soft_wrap=True)
     console.print(f"MLflow run id: {result.run_id}", soft_wrap=True, highlight=False)

@@ -16,7 +16,10 @@ from edgebench.config import validate
 
 QUICK = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=15", "trainer.batch_size=32"]
 CONTRACT = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "size/params",
-            "size/params_nonzero", "size/bytes_fp32", "compute/macs", "baseline/test_acc", "delta/acc"]
+            "size/params_nonzero", "size/bytes_fp32", "compute/macs", "baseline/test_acc", "delta/acc",
+            "size/sparsity", "size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse", "compute/macs_nonzero",
+            "memory/peak_activation_bytes", "latency/host_p50_ms", "latency/host_p90_ms", "latency/host_iqr_ms",
+            "latency/host_threads", "device/fits", "device/flash_bytes", "device/ram_bytes"]
 
 
 def _search(cfg):
@@ -52,6 +55,26 @@ def test_dense_run_on_digits_logs_the_contract(make_cfg):
     # the resolved config is an artifact
     local = client.download_artifacts(res.run_id, "config.yaml", str(Path(cfg.paths.root_dir) / "dl"))
     assert "lenet_300_100" in Path(local).read_text()
+    # the deployable artifact is logged, and its logged size is the file's size
+    files = {f.path: f.file_size for f in client.list_artifacts(res.run_id, "model")}
+    assert "model/model.onnx" in files
+    assert row["metrics.size/bytes_artifact"] == sum(files.values())
+    assert row["tags.export.exporter"] in ("dynamo", "torchscript") and row["tags.device.fit"] == "fits"
+
+
+def test_run_on_a_device_profile_that_does_not_fit(make_cfg):
+    res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=coral_dev_board", "measure.latency=false"))
+    assert res.metrics["device/fits"] == 0.0
+    assert "device/latency_ms_est" not in res.metrics  # no fp32 peak on the Edge TPU: no made-up estimate
+    assert "latency/host_p50_ms" not in res.metrics
+    assert not res.device_report.fits and "int8 only" in res.device_report.reasons[0]
+
+
+def test_run_on_a_microcontroller_profile_estimates(make_cfg):
+    res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=stm32h7", "measure.latency=false"))
+    assert res.metrics["device/fits"] == 1.0
+    assert res.metrics["device/latency_ms_est"] > 0 and res.metrics["device/energy_mj_est"] > 0
+    assert res.metrics["device/ram_bytes"] == res.metrics["memory/peak_activation_bytes"]
 
 
 def test_second_identical_run_reuses_the_baseline(make_cfg, monkeypatch):

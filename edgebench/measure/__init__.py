@@ -1,40 +1,138 @@
-"""Measurements of a model: size and compute (latency, memory and export come with issue 3).
+"""Measure what a model costs: ``measure_model(model, example_input, device="host", baseline=None)``.
 
-Every function takes any ``nn.Module``; the pipeline calls them for every run.
+Returns the metric contract's ``size/*``, ``compute/*``, ``memory/*``, ``latency/*`` and
+``device/*`` keys (see README, "How figures are measured"). The pipeline calls it for every run.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from edgebench.config import DeviceConfig, MeasureConfig, Runtime
+from edgebench.measure.compute import LayerInfo, count_macs, layer_profile, macs_nonzero
+from edgebench.measure.export import Artifact, export_onnx
+from edgebench.measure.latency import LatencyStats, measure_latency, onnxruntime_runner, torch_runner
+from edgebench.measure.memory import peak_activation_bytes
+from edgebench.measure.size import count_params, files_bytes, gzip_bytes, sparse_bytes
+
+log = logging.getLogger(__name__)
+
+BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 
 
-def count_params(model: nn.Module) -> dict[str, float]:
-    """``size/params``, ``size/params_nonzero`` and ``size/bytes_fp32`` (= 4 bytes x params)."""
-    params = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    return {"size/params": params, "size/params_nonzero": nonzero, "size/bytes_fp32": 4 * params}
+class Measurement(dict):
+    """The metrics (a plain ``{key: float}`` dict) plus what produced them."""
 
+    artifact: Artifact | None = None
+    device_report = None  # edgebench.devices.DeviceReport
+    latency: dict[str, LatencyStats] | None = None
+    layers: list[LayerInfo] | None = None
 
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass (FlopCounterMode FLOPs / 2).
-
-    Counts matrix products and convolutions; elementwise and normalisation ops are excluded.
-    ``example_input`` should have batch size 1.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example_input)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() // 2
+    def tags(self) -> dict[str, str]:
+        t: dict[str, str] = {}
+        if self.artifact is not None:
+            t["export.format"], t["export.exporter"] = self.artifact.format, self.artifact.exporter
+        if self.device_report is not None:
+            t["device.fit"] = "fits" if self.device_report.fits else "; ".join(self.device_report.reasons)
+            if self.device_report.note:
+                t["device.estimate_note"] = self.device_report.note
+        return t
 
 
 def basic_metrics(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
-    return {**count_params(model), "compute/macs": count_macs(model, example_input)}
+    """Size and compute only: cheap, no export, no timing."""
+    macs = count_macs(model, example_input)
+    return {**count_params(model), "compute/macs": macs,
+            "compute/macs_nonzero": macs_nonzero(model, example_input, macs)}
 
 
-__all__ = ["count_params", "count_macs", "basic_metrics"]
+def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
+    """A device profile: a DeviceConfig, a profile name under conf/device/, or the path of a YAML file."""
+    if isinstance(device, DeviceConfig):
+        return device
+    from omegaconf import OmegaConf
+
+    from edgebench.__main__ import config_dir
+
+    path = Path(device) if str(device).endswith((".yaml", ".yml")) else config_dir() / "device" / f"{device}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown device profile {device!r}; available: {', '.join(options)}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DeviceConfig), OmegaConf.load(path)))
+
+
+def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtime: Runtime, threads: int):
+    if runtime == Runtime.onnxruntime:
+        if artifact is None:
+            raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
+        return onnxruntime_runner(artifact.path, x, threads)
+    return torch_runner(model, x)
+
+
+def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | DeviceConfig = "host",
+                  baseline: nn.Module | None = None, *, config: MeasureConfig | None = None,
+                  artifact_dir: str | Path | None = None, dtype: str = "fp32") -> Measurement:
+    """Measure ``model`` at ``example_input`` (batch 1) for ``device``.
+
+    With ``baseline`` (the dense reference model), both are timed interleaved in this process and
+    the ratio keys (``latency/host_speedup``, ``compute/theoretical_speedup``,
+    ``size/compression_ratio``) are filled. The ONNX artifact is written to ``artifact_dir``
+    (a temporary folder when None, removed afterwards).
+    """
+    from edgebench.devices import evaluate_device, host_profile
+
+    cfg = config or MeasureConfig()
+    profile = host_profile(load_device(device), artifact_dir or ".")
+    x = example_input[:1]
+    m = Measurement(basic_metrics(model, x))
+    m.layers = layer_profile(model, x)
+    m["memory/peak_activation_bytes"] = peak_activation_bytes(model, x, BITS[dtype] // 8)
+    m["size/bytes_sparse"] = sparse_bytes(model, BITS[dtype])
+
+    tmp = tempfile.TemporaryDirectory(prefix="edgebench-measure-")
+    try:
+        out_dir = Path(artifact_dir) if artifact_dir is not None else Path(tmp.name)
+        if cfg.export:
+            m.artifact = export_onnx(model, x, out_dir / "model.onnx")
+            m["size/bytes_artifact"] = files_bytes(m.artifact.files)
+            m["size/bytes_gzip"] = gzip_bytes(m.artifact.files)
+        base_artifact = None
+        if baseline is not None:
+            base = basic_metrics(baseline, x)
+            m["compute/theoretical_speedup"] = base["compute/macs"] / max(m["compute/macs_nonzero"], 1)
+            smallest = min(v for k, v in m.items() if k in ("size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse"))
+            m["size/compression_ratio"] = base["size/bytes_fp32"] / smallest
+            if cfg.latency and cfg.runtime == Runtime.onnxruntime:
+                base_artifact = export_onnx(baseline, x, Path(tmp.name) / "baseline" / "model.onnx")
+        if cfg.latency:
+            threads = cfg.threads or torch.get_num_threads()
+            runners = {"model": _runner(model, m.artifact, x, cfg.runtime, threads)}
+            if baseline is not None:
+                runners["baseline"] = _runner(baseline, base_artifact, x, cfg.runtime, threads)
+            stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
+                                    max_noise=cfg.max_noise, retries=cfg.retries)
+            s = stats["model"]
+            m.latency = stats
+            m.update({"latency/host_p50_ms": s.p50_ms, "latency/host_p90_ms": s.p90_ms,
+                      "latency/host_iqr_ms": s.iqr_ms, "latency/host_threads": s.threads,
+                      "latency/host_noisy": float(s.noisy), "latency/host_calls": s.calls})
+            if baseline is not None:
+                m["latency/host_speedup"] = stats["baseline"].p50_ms / s.p50_ms
+    finally:
+        tmp.cleanup()
+
+    artifact_bytes = int(m.get("size/bytes_artifact", m["size/bytes_fp32"] * BITS[dtype] // 32))
+    report = evaluate_device(profile, m.layers, dtype=dtype, artifact_bytes=artifact_bytes,
+                             peak_activation_bytes=int(m["memory/peak_activation_bytes"]))
+    m.device_report = report
+    m.update(report.metrics())
+    return m
+
+
+__all__ = ["measure_model", "basic_metrics", "count_params", "count_macs", "macs_nonzero", "layer_profile",
+           "peak_activation_bytes", "sparse_bytes", "export_onnx", "measure_latency", "load_device", "Measurement"]

@@ -1,0 +1,105 @@
+"""What a model costs on a target device: does it fit, and estimated latency and energy.
+
+Fit: the artifact must fit the device's storage, the working memory (peak activations, plus the
+weights where the device loads them into RAM) must fit its memory, and the device must support
+the model's dtype. Latency is an estimate from a per-layer roofline:
+
+    t_layer = max(2 * MACs / (peak_ops[dtype] * compute_efficiency),
+                  bytes_moved / (bandwidth * memory_efficiency)) + layer_overhead_s
+    bytes_moved = (weights + input + output elements) * bytes per element
+
+summed over the convolution and linear layers in execution order (other ops are not modelled).
+A device without bandwidth figure (on-chip memory, MCUs) gets the compute term only.
+Energy = power_w x latency. Both carry the ``_est`` suffix in MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgebench.config import DeviceConfig, DeviceKind
+from edgebench.measure.compute import LayerInfo
+
+BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass
+class DeviceReport:
+    name: str
+    fits: bool
+    reasons: list[str] = field(default_factory=list)  # why it does not fit (empty when it fits)
+    flash_bytes: int = 0
+    ram_bytes: int = 0
+    latency_ms_est: float | None = None
+    energy_mj_est: float | None = None
+    note: str = ""  # why an estimate is missing
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {"device/fits": float(self.fits), "device/flash_bytes": self.flash_bytes,
+                                 "device/ram_bytes": self.ram_bytes}
+        if self.latency_ms_est is not None:
+            out["device/latency_ms_est"] = self.latency_ms_est
+        if self.energy_mj_est is not None:
+            out["device/energy_mj_est"] = self.energy_mj_est
+        return out
+
+
+def host_profile(profile: DeviceConfig, results_dir: str | Path = ".") -> DeviceConfig:
+    """Fill the host profile's memory and storage from this machine."""
+    if profile.kind != DeviceKind.host:
+        return profile
+    mem = profile.memory_bytes or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    d = Path(results_dir)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    disk = profile.storage_bytes or shutil.disk_usage(d).free
+    return replace(profile, memory_bytes=int(mem), storage_bytes=int(disk))
+
+
+def estimate_latency_s(layers: list[LayerInfo], profile: DeviceConfig, dtype: str) -> float | None:
+    """Roofline estimate of one batch-1 inference in seconds; None when the profile has no peak for ``dtype``."""
+    peak = profile.peak_ops.get(dtype)
+    if not peak:
+        return None
+    size = BYTES[dtype]
+    compute_rate = peak * profile.compute_efficiency
+    memory_rate = profile.bandwidth_bytes_per_s * profile.memory_efficiency if profile.bandwidth_bytes_per_s else None
+    total = 0.0
+    for layer in layers:
+        t = 2 * layer.macs / compute_rate
+        if memory_rate:
+            moved = (layer.weight_params + layer.input_elems + layer.output_elems) * size
+            t = max(t, moved / memory_rate)
+        total += t + profile.layer_overhead_s
+    return total
+
+
+def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: str, artifact_bytes: int,
+                    peak_activation_bytes: int) -> DeviceReport:
+    """Fit check and estimates of one deployable model (its dtype, file size and peak memory) on ``profile``."""
+    ram = peak_activation_bytes + (artifact_bytes if profile.weights_in_ram else 0)
+    reasons = []
+    if dtype not in profile.dtypes:
+        reasons.append(f"{profile.name} runs {', '.join(profile.dtypes)} only; this model is {dtype}"
+                       + (" (quantise it to int8)" if "int8" in profile.dtypes else ""))
+    if profile.storage_bytes is not None and artifact_bytes > profile.storage_bytes:
+        reasons.append(f"model file {artifact_bytes:,} B > storage {profile.storage_bytes:,} B")
+    if profile.memory_bytes is not None and ram > profile.memory_bytes:
+        what = "activations + weights" if profile.weights_in_ram else "peak activations"
+        reasons.append(f"{what} {ram:,} B > memory {profile.memory_bytes:,} B")
+    report = DeviceReport(profile.name, not reasons, reasons, artifact_bytes, ram)
+    if profile.kind == DeviceKind.host:
+        report.note = "host latency is measured (latency/host_*), not estimated"
+        return report
+    est_dtype = dtype if profile.peak_ops.get(dtype) else None
+    if est_dtype is None:
+        report.note = f"no estimate: {profile.name} has no peak compute figure for {dtype}"
+        return report
+    t = estimate_latency_s(layers, profile, est_dtype)
+    report.latency_ms_est = t * 1e3
+    if profile.power_w is not None:
+        report.energy_mj_est = profile.power_w * t * 1e3
+    return report

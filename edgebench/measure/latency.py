@@ -1,0 +1,113 @@
+"""Batch-1 host latency: interleaved per-call timing of one or more runnables in one process.
+
+Protocol: fixed thread count (recorded), at least ``warmup`` untimed calls of each runnable,
+then ``calls`` rounds; each round calls every runnable once, in an order that rotates between
+rounds, timed with ``time.perf_counter_ns``. Reported per runnable: median (p50), p90 and IQR in
+ms. When any IQR/median exceeds ``max_noise``, the whole interleaved measurement is repeated
+(up to ``retries`` times) and the last one is reported with ``noisy`` set if it is still noisy.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyStats:
+    p50_ms: float
+    p90_ms: float
+    iqr_ms: float
+    calls: int
+    threads: int
+    noisy: bool
+    remeasured: int  # how many times the measurement was repeated for noise
+
+    @property
+    def noise(self) -> float:
+        return self.iqr_ms / self.p50_ms if self.p50_ms else float("inf")
+
+
+def torch_runner(model: nn.Module, example_input: torch.Tensor) -> Callable[[], object]:
+    model = model.eval()
+    x = example_input.clone()
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def onnxruntime_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting pool threads: they would steal the CPU from the runnable measured next
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    feed = {name: example_input.detach().cpu().numpy()}
+
+    def run():
+        return sess.run(None, feed)
+
+    return run
+
+
+def _stats(ns: list[int], threads: int, remeasured: int, max_noise: float) -> LatencyStats:
+    ms = np.asarray(ns, dtype=np.float64) / 1e6
+    q25, p50, q75, p90 = np.percentile(ms, [25, 50, 75, 90])
+    iqr = float(q75 - q25)
+    return LatencyStats(float(p50), float(p90), iqr, len(ms), threads, bool(iqr / p50 > max_noise), remeasured)
+
+
+def measure_latency(runners: dict[str, Callable[[], object]], *, threads: int, warmup: int = 20, calls: int = 100,
+                    max_noise: float = 0.1, retries: int = 1) -> dict[str, LatencyStats]:
+    """Interleaved batch-1 latency of every runner (see the module docstring)."""
+    if calls < 1 or warmup < 0:
+        raise ValueError(f"calls must be >= 1 and warmup >= 0, got calls={calls}, warmup={warmup}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    names = list(runners)
+    try:
+        for attempt in range(retries + 1):
+            for _ in range(warmup):
+                for n in names:
+                    runners[n]()
+            times: dict[str, list[int]] = {n: [] for n in names}
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for i in range(calls):
+                    k = i % len(names)
+                    for n in names[k:] + names[:k]:
+                        t0 = time.perf_counter_ns()
+                        runners[n]()
+                        times[n].append(time.perf_counter_ns() - t0)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+            stats = {n: _stats(times[n], threads, attempt, max_noise) for n in names}
+            if not any(s.noisy for s in stats.values()):
+                return stats
+            log.info("latency noisy (IQR/median %s); measuring again",
+                     ", ".join(f"{n}={s.noise:.2f}" for n, s in stats.items()))
+        return stats
+    finally:
+        torch.set_num_threads(previous)
