@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, measure, training
-from edgebench.config import ConfigError, EdgebenchConfig, validate
+from edgebench import cache, measure, methods, training
+from edgebench.config import EdgebenchConfig, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
 from edgebench.report import print_summary
@@ -65,11 +66,32 @@ def _sweep_tags() -> dict[str, str]:
     return {}
 
 
+def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir) -> methods.MethodContext:
+    def retrain(net, epochs, callbacks=(), extra_losses=()):
+        cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1))  # the schedule spans the retraining
+        return training.fit(net, dm, cfg, callbacks=callbacks, extra_losses=extra_losses,
+                            default_root_dir=output_dir, max_epochs=epochs)
+
+    batches = len(dm.train_dataloader())
+    return methods.MethodContext(
+        baseline=dense, datamodule=dm, example_input=example, retrain=retrain,
+        evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
+        train_batches_per_epoch=max(1, int(batches * spec.trainer.limit_train_batches)),
+        output_dir=Path(output_dir), seed=spec.seed,
+    )
+
+
+def _layers_markdown(rows: list[dict]) -> str:
+    lines = ["| layer | type | shape | params | nonzero | sparsity |", "|---|---|---|---:|---:|---:|"]
+    lines += [f"| {r['layer']} | {r['type']} | {'x'.join(map(str, r['shape']))} | {r['params']:,} | "
+              f"{r['nonzero']:,} | {r['sparsity']:.4f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def run(cfg: DictConfig) -> RunResult:
     """Run one experiment from a composed config and return what it logged."""
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
-    if spec.method is not None:
-        raise ConfigError("method: no compression method is available in this version; run without +method")
+    method = methods.build(methods.parse(spec.method))
     training.quiet_lightning()
     choices = _choices(cfg)
     run_name = spec.run_name or f"{choices['model']}-{choices['data']}-{choices['method']}-{choices['device']}"
@@ -93,6 +115,10 @@ def run(cfg: DictConfig) -> RunResult:
             torch.manual_seed(spec.seed)
             return build_model(spec.model, splits.input_shape, splits.num_classes)
 
+        example = splits.test_x[:1]
+        if method is not None:  # refuse an impossible combination before any training
+            method.check(build(), example)
+
         def train(net):
             return training.fit(net, dm, spec.trainer, default_root_dir=paths.output_dir,
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
@@ -102,14 +128,26 @@ def run(cfg: DictConfig) -> RunResult:
             for row in baseline.history:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         model = baseline.model
-        # The method stage (compress, retrain) slots in here; the dense run reports the baseline.
+        base_test = training.evaluate(model, dm.test_dataloader())
+        if method is not None:
+            result = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir))
+            model = result.model
+            mlrun.log_metrics({f"method/{k}": v for k, v in result.metrics.items()})
+            for row in result.rounds:
+                mlrun.log_metrics({k: v for k, v in row.items() if k != "round"}, step=int(row["round"]))
+            if result.layers:
+                mlrun.log_dict({"layers": result.layers}, "method/layers.json")
+                mlrun.log_text(_layers_markdown(result.layers), "method/layers.md")
 
         test = training.evaluate(model, dm.test_dataloader())
-        log.info("test accuracy %.4f; measuring size, compute, memory and host latency", test["test/acc"])
+        log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
+                 test["test/acc"], base_test["test/acc"])
         artifact_dir = Path(paths.output_dir) / "artifact"
-        measured = measure.measure_model(model, splits.test_x[:1], device=spec.device, config=spec.measure,
-                                         artifact_dir=artifact_dir)
-        metrics = {**test, **measured, "baseline/test_acc": test["test/acc"], "delta/acc": 0.0}
+        measured = measure.measure_model(model, example, device=spec.device, config=spec.measure,
+                                         artifact_dir=artifact_dir,
+                                         baseline=baseline.model if method is not None else None)
+        metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
+                   "delta/acc": test["test/acc"] - base_test["test/acc"]}
         mlrun.log_metrics(metrics)
         if measured.artifact is not None:
             mlrun.log_artifacts(artifact_dir, "model")

@@ -197,6 +197,7 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, 
         default_root_dir: str | None = None, max_epochs: int | None = None) -> list[dict[str, float]]:
     """Train ``net`` in place; returns the per-epoch history."""
     quiet_lightning()
+    net.train()  # a model coming from evaluation (or a cache) is in eval mode
     module = Classifier(net, cfg, extra_losses)
     trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs)
     module.epoch_sink = epoch_sink

@@ -101,3 +101,17 @@ def test_cli_rejects_bad_value_before_any_work(tmp_path):
     assert out.returncode != 0
     assert "trainer.max_epochs: must be >= 1, got -1" in out.stderr
     assert not (tmp_path / "results" / "mlflow.db").exists(), "no store or run may be created for a bad config"
+
+
+def test_a_user_device_profile_from_another_config_dir(tmp_path):
+    """The README's recipe: one YAML in a folder of your own, then --config-dir and device=NAME."""
+    (tmp_path / "my_conf" / "device").mkdir(parents=True)
+    (tmp_path / "my_conf" / "device" / "my_board.yaml").write_text(
+        "name: my_board\nkind: mcu\npeak_ops: {int8: 1.0e9, fp32: 5.0e8}\nmemory_bytes: 131072\n"
+        "storage_bytes: 2097152\ndtypes: [fp32, int8]\nweights_in_ram: false\nsources: {memory_bytes: my datasheet}\n")
+    out = _cli("--config-dir", str(tmp_path / "my_conf"), "device=my_board", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "name: my_board" in out.stdout and "memory_bytes: 131072" in out.stdout
+    bad = _cli("--config-dir", str(tmp_path / "my_conf"), "device=my_board", "device.memory_bytes=lots",
+               "--cfg", "job", cwd=tmp_path)
+    assert bad.returncode != 0 and "device.memory_bytes" in bad.stderr

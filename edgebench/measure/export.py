@@ -30,6 +30,8 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.glob(path.name + "*"):
         old.unlink()
+    for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # the exporter reports every graph pass at INFO
     was_training = model.training
     model.eval()
     exporter = "dynamo"

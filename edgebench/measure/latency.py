@@ -1,7 +1,8 @@
 """Batch-1 host latency: interleaved per-call timing of one or more runnables in one process.
 
-Protocol: fixed thread count (recorded), at least ``warmup`` untimed calls of each runnable,
-then ``calls`` rounds; each round calls every runnable once, in an order that rotates between
+Protocol: fixed thread count (recorded), at least ``warmup`` untimed calls of each runnable and
+at least ``min_warmup_s`` seconds of them (tiny models finish 20 calls in a millisecond, before
+thread pools and clocks settle), then ``calls`` rounds; each round calls every runnable once, in an order that rotates between
 rounds, timed with ``time.perf_counter_ns``. Reported per runnable: median (p50), p90 and IQR in
 ms. When any IQR/median exceeds ``max_noise``, the whole interleaved measurement is repeated
 (up to ``retries`` times) and the last one is reported with ``noisy`` set if it is still noisy.
@@ -78,7 +79,7 @@ def _stats(ns: list[int], threads: int, remeasured: int, max_noise: float) -> La
 
 
 def measure_latency(runners: dict[str, Callable[[], object]], *, threads: int, warmup: int = 20, calls: int = 100,
-                    max_noise: float = 0.1, retries: int = 1) -> dict[str, LatencyStats]:
+                    max_noise: float = 0.1, retries: int = 1, min_warmup_s: float = 0.2) -> dict[str, LatencyStats]:
     """Interleaved batch-1 latency of every runner (see the module docstring)."""
     if calls < 1 or warmup < 0:
         raise ValueError(f"calls must be >= 1 and warmup >= 0, got calls={calls}, warmup={warmup}")
@@ -87,9 +88,12 @@ def measure_latency(runners: dict[str, Callable[[], object]], *, threads: int, w
     names = list(runners)
     try:
         for attempt in range(retries + 1):
-            for _ in range(warmup):
+            t_end = time.perf_counter() + min_warmup_s
+            i = 0
+            while i < warmup or time.perf_counter() < t_end:
                 for n in names:
                     runners[n]()
+                i += 1
             times: dict[str, list[int]] = {n: [] for n in names}
             gc_was_enabled = gc.isenabled()
             gc.disable()

@@ -32,7 +32,9 @@ class MethodContext:
     baseline: nn.Module  # the dense model (do not modify; copy it)
     datamodule: Any  # EdgeDataModule: train/val/test loaders over in-memory tensors
     example_input: torch.Tensor  # batch of 1
-    retrain: Callable[..., list[dict]]  # retrain(model, callbacks=(), extra_losses=(), max_epochs=None)
+    retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), extra_losses=()) -> per-epoch history
+    evaluate: Callable[[nn.Module], dict[str, float]]  # test-split metrics of a model (for per-round reports)
+    train_batches_per_epoch: int
     output_dir: Path
     seed: int
 
@@ -41,7 +43,8 @@ class MethodContext:
 class CompressionResult:
     model: nn.Module  # the compressed model, evaluated and measured by the pipeline
     metrics: dict[str, float] = field(default_factory=dict)  # logged as method/<key>
-    rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures, logged with step=round
+    rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures {"round": r, ...}, step=round
+    layers: list[dict] = field(default_factory=list)  # per-layer table, logged as an artifact
     artifact: Path | None = None  # a deployable file the method produced itself (else the pipeline exports)
 
 
@@ -49,6 +52,9 @@ class Method(ABC):
     """One compression method, configured by its own dataclass schema under conf/method/."""
 
     name: str
+
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        """Refuse a model this method cannot handle, before any training (raise ConfigError)."""
 
     @abstractmethod
     def compress(self, ctx: MethodContext) -> CompressionResult:
