@@ -20,38 +20,45 @@ def _si(n: float, unit: str = "") -> str:
 
 
 def print_summary(result: "RunResult", ui: str, console: Console | None = None) -> None:
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     m, t = result.metrics, result.tags
-    table = Table(title="edgebench run", title_justify="left")
-    compressed = t["method"] != "none"
-    cols = ["model", "data", "method", "device", "test acc", *(["Δ acc"] if compressed else []), "params",
-            *(["sparsity"] if compressed else []), "file", "MACs", "peak act.", "host p50",
-            *(["speedup host / MACs"] if compressed else []), "fits device", "device est."]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "data", "method", "device", "fits device") else "right")
     r = result.device_report
-    fits = "-" if r is None else ("yes" if r.fits else "[bold red]NO[/]")
-    est = "-"
-    if r is not None and r.latency_ms_est is not None:
-        est = f"{r.latency_ms_est:.3g} ms (est.)"
-    p50 = f"{m['latency/host_p50_ms']:.3g} ms" if "latency/host_p50_ms" in m else "-"
-    file = _si(m["size/bytes_artifact"], "B") if "size/bytes_artifact" in m else "-"
-    peak = _si(m["memory/peak_activation_bytes"], "B") if "memory/peak_activation_bytes" in m else "-"
-    extra_acc = [f"{m['delta/acc']:+.4f}"] if compressed else []
-    extra_size = [f"{m.get('size/sparsity', 0):.1%}"] if compressed else []
-    speed = []
+    compressed = t["method"] != "none"
+    rows: list[tuple[str, str]] = [
+        ("model / data", f"{t['model']} on {t['data']}"),
+        ("method", t["method"]),
+        ("test accuracy", f"{m['test/acc']:.4f}" + (f"  ({m['delta/acc'] * 100:+.2f} pt vs dense "
+                                                     f"{m['baseline/test_acc']:.4f})" if compressed else "")),
+        ("parameters", _si(m["size/params"]) + (f"  ({_si(m['size/params_nonzero'])} nonzero, sparsity "
+                                                f"{m.get('size/sparsity', 0):.1%})" if compressed else "")),
+    ]
+    if "size/bytes_artifact" in m:
+        rows.append(("model file (ONNX)", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
+                                         f"sparse encoding {_si(m['size/bytes_sparse'], 'B')})"))
+    rows.append(("MACs", _si(m["compute/macs"]) + (f"  ({_si(m['compute/macs_nonzero'])} touch nonzero weights)"
+                                                  if compressed else "")))
+    if "memory/peak_activation_bytes" in m:
+        rows.append(("peak activations", _si(m["memory/peak_activation_bytes"], "B")))
+    if "latency/host_p50_ms" in m:
+        noisy = "  [noisy]" if m.get("latency/host_noisy") else ""
+        rows.append(("host latency (measured)", f"p50 {m['latency/host_p50_ms']:.3g} ms, p90 {m['latency/host_p90_ms']:.3g} ms, "
+                                               f"{int(m['latency/host_threads'])} threads{noisy}"))
     if compressed:
-        host = f"{m['latency/host_speedup']:.2f}x" if "latency/host_speedup" in m else "-"
-        speed = [f"{host} / {m.get('compute/theoretical_speedup', 1):.2f}x"]
-    table.add_row(t["model"], t["data"], t["method"], t["device"], f"{m['test/acc']:.4f}", *extra_acc,
-                  _si(m["size/params"]), *extra_size, file, _si(m["compute/macs"]), peak, p50, *speed, fits, est)
+        host = f"{m['latency/host_speedup']:.2f}x measured" if "latency/host_speedup" in m else "not measured"
+        rows.append(("speedup vs dense", f"{host}; {m.get('compute/theoretical_speedup', 1):.2f}x fewer MACs (theoretical)"))
+    if r is not None:
+        rows.append((f"fits {t['device']}", "yes" if r.fits else "[bold red]NO[/]: " + "; ".join(r.reasons)))
+        if r.latency_ms_est is not None:
+            energy = f", {r.energy_mj_est:.3g} mJ" if r.energy_mj_est is not None else ""
+            rows.append((f"on {t['device']} (estimate)", f"{r.latency_ms_est:.3g} ms{energy}"))
+    table = Table(title="edgebench run", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, v)
     console.print(table)
-    if r is not None and not r.fits:
-        console.print(f"[bold red]does not fit {r.name}:[/] " + "; ".join(r.reasons), soft_wrap=True)
     if r is not None and r.note and t["device"] != "host":
         console.print(f"device estimate: {r.note}", soft_wrap=True)
-    if m.get("latency/host_noisy"):
-        console.print("host latency was noisy (IQR/median > max_noise after re-measuring)", soft_wrap=True)
     # plain lines, never wrapped, so they can be copied
     console.print(f"baseline: {'from cache' if result.baseline_from_cache else 'trained in this run'}", soft_wrap=True)
     console.print(f"MLflow run id: {result.run_id}", soft_wrap=True, highlight=False)

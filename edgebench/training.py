@@ -7,6 +7,7 @@ Methods hook in through ``extra_losses`` (e.g. distillation, KURE) and Lightning
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import warnings
 from typing import Callable, Iterable
@@ -32,11 +33,10 @@ class NonFiniteLossError(FloatingPointError):
 class Classifier(pl.LightningModule):
     """Cross-entropy classification of ``net`` with accuracy on val and test.
 
-    Optimisation is manual: ``manual_backward`` (so ``on_before_backward``/``on_after_backward``
-    hooks and callbacks still run) and a plain ``optimizer.step()``. Lightning's automatic
-    closure cost about 0.5 ms a step on a 2-core CPU, ~20% of an epoch of LeNet-300-100
-    (experiments/harness_overhead.py). Methods that must touch weights after each step use
-    ``on_train_batch_end``.
+    Optimisation is manual: a plain ``loss.backward()`` and ``optimizer.step()`` in fp32. Lightning's
+    automatic closure and backward hooks cost about 0.5 ms a step on a 2-core CPU, ~20% of an
+    epoch of LeNet-300-100 (experiments/harness_overhead.py). Methods that must act around a
+    step use ``on_train_batch_start``/``on_train_batch_end`` callbacks.
     """
 
     def __init__(self, net: nn.Module, cfg: TrainerConfig, extra_losses: Iterable[ExtraLoss] = ()):
@@ -47,6 +47,7 @@ class Classifier(pl.LightningModule):
         self.extra_losses = list(extra_losses)
         self._sums: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train/loss, val/loss, val/acc
+        self.epoch_metrics: dict[str, float] = {}  # the latest value of every stage's figures
         self.epoch_sink: Callable[[int, dict[str, float]], None] | None = None
         self.plain_log = False
 
@@ -64,17 +65,17 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         for term in self.extra_losses:
             loss = loss + term(self.net, x, logits, y)
-        if not torch.isfinite(loss):
+        value = loss.item()  # one host sync per step (free on CPU): the NaN check and the epoch mean
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx}; "
                 f"lower trainer.lr (now {self.cfg.lr}) or check the data for NaN values."
             )
         opt = self.optimizers(use_pl_optimizer=False)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        loss.backward()  # fp32 only (no precision plugin to route through)
         opt.step()
-        # Accumulate without syncing to Python every step; reduced once per epoch.
-        self._accumulate("train", loss.detach() * len(y), len(y))
+        self._accumulate("train", value * len(y), len(y))
 
     def _accumulate(self, stage: str, loss_sum: torch.Tensor, n: int, correct: torch.Tensor | None = None):
         s = self._sums
@@ -108,8 +109,10 @@ class Classifier(pl.LightningModule):
             out[f"{stage}/acc"] = float(s.pop(f"{stage}_correct")) / n
         if stage == "test" and "test_top5" in s:
             out["test/acc_top5"] = float(s.pop("test_top5")) / n
-        for k, v in out.items():
-            self.log(k, v, prog_bar=stage != "test")
+        self.epoch_metrics.update(out)
+        if not self.trainer.barebones:  # only the rich progress bar reads Lightning's logged values
+            for k, v in out.items():
+                self.log(k, v, prog_bar=stage != "test")
         return out
 
     def on_train_epoch_end(self) -> None:
@@ -117,8 +120,7 @@ class Classifier(pl.LightningModule):
         if sched is not None:
             sched.step()
         # Lightning runs validation before this hook, so val/* of this epoch are already there.
-        row = {**self._flush("train"), **{k: float(v) for k, v in self.trainer.callback_metrics.items()
-                                          if k.startswith("val/")}}
+        row = {**self._flush("train"), **{k: v for k, v in self.epoch_metrics.items() if k.startswith("val/")}}
         self.history.append({"epoch": self.current_epoch, **row})
         if self.plain_log:
             log.info("epoch %d/%d  %s", self.current_epoch + 1, self.trainer.max_epochs,
@@ -163,20 +165,22 @@ def build_trainer(cfg: TrainerConfig, callbacks: Iterable[Callback] = (), defaul
                   max_epochs: int | None = None) -> tuple[pl.Trainer, bool]:
     """A Trainer for one fit, and whether to log one plain line per epoch."""
     bar, bar_callbacks, plain = _progress(cfg)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs or cfg.max_epochs,
-        accelerator=cfg.accelerator,
-        devices=1,
-        deterministic=cfg.deterministic,
-        logger=False,  # MLflow logging is edgebench.tracking's job
-        enable_checkpointing=False,  # the baseline cache and methods save what they need
-        enable_model_summary=False,
-        enable_progress_bar=bar,
-        num_sanity_val_steps=0,
-        limit_train_batches=cfg.limit_train_batches,
-        callbacks=[*bar_callbacks, *callbacks],
-        default_root_dir=default_root_dir,
-    )
+    common = dict(max_epochs=max_epochs or cfg.max_epochs, accelerator=cfg.accelerator, devices=1,
+                  deterministic=cfg.deterministic, limit_train_batches=cfg.limit_train_batches,
+                  callbacks=[*bar_callbacks, *callbacks], default_root_dir=default_root_dir)
+    if bar:
+        trainer = pl.Trainer(
+            logger=False,  # MLflow logging is edgebench.tracking's job
+            enable_checkpointing=False,  # the baseline cache and methods save what they need
+            enable_model_summary=False,
+            enable_progress_bar=True,
+            num_sanity_val_steps=0,
+            **common,
+        )
+    else:
+        # No bar to feed: Lightning's barebones mode drops its logging, progress and checkpoint
+        # machinery from every step (edgebench logs to MLflow itself).
+        trainer = pl.Trainer(barebones=True, **common)
     return trainer, plain
 
 

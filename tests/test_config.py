@@ -115,3 +115,25 @@ def test_a_user_device_profile_from_another_config_dir(tmp_path):
     bad = _cli("--config-dir", str(tmp_path / "my_conf"), "device=my_board", "device.memory_bytes=lots",
                "--cfg", "job", cwd=tmp_path)
     assert bad.returncode != 0 and "device.memory_bytes" in bad.stderr
+
+
+@pytest.mark.parametrize("option", group_options("method"))
+def test_every_method_option_composes_and_parses(make_cfg, option):
+    from edgebench import methods
+
+    cfg = make_cfg(f"+method={option}")
+    parsed = methods.parse(validate(cfg).method)
+    assert parsed.name == option
+    assert methods.build(parsed).name == option
+
+
+def test_method_is_added_not_overridden(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="Could not override 'method'"):
+        make_cfg("method=magnitude_pruning")
+
+
+def test_unknown_method_key_names_it(make_cfg):
+    from edgebench import methods
+
+    with pytest.raises(ConfigError, match="sparsityy"):
+        methods.parse(validate(make_cfg("+method=magnitude_pruning", "+method.sparsityy=0.5")).method)

@@ -161,7 +161,7 @@ def test_block_removal_on_resnet():
     m.check(model, torch.zeros(1, 3, 32, 32))
     m._remove_blocks(model)
     assert sum(isinstance(b, nn.Identity) for b in model.blocks) == 3  # 7 removable blocks, floor(3.5)
-    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_block_removal_refuses_a_net_without_residual_blocks():
@@ -213,3 +213,12 @@ def test_pruning_run_logs_the_contract(make_cfg):
     assert run.data.tags["method"] == "magnitude_pruning"
     arts = {a.path for a in client.list_artifacts(res.run_id, "method")}
     assert {"method/layers.json", "method/layers.md"} <= arts
+
+
+def test_block_removal_on_torchvision_resnet18():
+    model = build_model(ModelConfig(name="resnet18"), (3, 32, 32), 10)
+    m = methods.build(StructuredPruningConfig(ratio=0.5, granularity="layer"))
+    m._remove_blocks(model)  # identity shortcuts: layer1.0, layer1.1, layer2.1, layer3.1, layer4.1; floor(5 * 0.5) = 2
+    removed = [n for n, mod in model.named_modules() if isinstance(mod, nn.Identity) and n.startswith("layer")]
+    assert len(removed) == 2
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
