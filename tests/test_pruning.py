@@ -20,6 +20,7 @@ from edgebench.methods.pruning import (
     layer_targets,
     prunable_layers,
     prune_to,
+    refresh,
 )
 from edgebench.models import build_model
 
@@ -122,8 +123,28 @@ def test_iterative_schedule_reaches_the_target_in_its_rounds(digits_ctx):
     assert res.rounds[-1]["round/test_acc"] > 0.8  # survivors kept, retrained: still a classifier
 
 
-def test_agp_schedule_reaches_the_target(digits_ctx):
+def test_agp_schedule_prunes_gradually_during_training(digits_ctx):
+    from edgebench.methods.pruning import AGPCallback
+
     cfg = UnstructuredPruningConfig(sparsity=0.8, schedule="agp", retrain_epochs=2, agp_update_every=5)
+    model = copy.deepcopy(digits_ctx.baseline)
+    targets = layer_targets(model, cfg)
+    prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0)
+    seen = []
+
+    class Probe(training.pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen.append(_sparsity(bake(copy.deepcopy(refresh(pl_module.net)))))
+
+    steps = 2 * digits_ctx.train_batches_per_epoch
+    agp = AGPCallback(targets, cfg, steps)
+    digits_ctx.retrain(model, 2, callbacks=[agp, Probe()])
+    assert agp.step == steps and len(agp.trace) > 5
+    assert seen == sorted(seen) and seen[0] < 0.2 and seen[-1] == pytest.approx(0.8, abs=2e-3)
+    assert len(set(round(x, 3) for x in seen)) > 5  # gradual, not one jump
+    # Zhu & Gupta's cubic: at a third of the pruning steps, 1 - (2/3)^3 = 70% of the final sparsity
+    t, share = min(agp.trace, key=lambda p: abs(p[0] - agp.prune_steps / 3))
+    assert share == pytest.approx(1 - (1 - t / agp.prune_steps) ** 3)
     res = methods.build(cfg).compress(digits_ctx)
     assert _sparsity(res.model) == pytest.approx(0.8, abs=1e-3)
 

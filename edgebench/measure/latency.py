@@ -110,8 +110,12 @@ def measure_latency(runners: dict[str, Callable[[], object]], *, threads: int, w
             stats = {n: _stats(times[n], threads, attempt, max_noise) for n in names}
             if not any(s.noisy for s in stats.values()):
                 return stats
-            log.info("latency noisy (IQR/median %s); measuring again",
-                     ", ".join(f"{n}={s.noise:.2f}" for n, s in stats.items()))
+            noise = ", ".join(f"{n}={s.noise:.2f}" for n, s in stats.items())
+            if attempt < retries:
+                log.info("latency noisy (IQR/median %s); measuring again", noise)
+            else:
+                log.warning("latency still noisy after %d re-measurement(s) (IQR/median %s); reported as noisy",
+                            retries, noise)
         return stats
     finally:
         torch.set_num_threads(previous)

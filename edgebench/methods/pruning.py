@@ -196,13 +196,17 @@ class AGPCallback(pl.Callback):
     def __init__(self, targets: dict[str, float], cfg: UnstructuredPruningConfig, total_steps: int):
         self.targets, self.cfg = targets, cfg
         self.prune_steps = max(1, int(0.75 * total_steps))
+        self.step = 0  # own count: with manual optimisation Lightning's global_step does not advance
+        self.trace: list[tuple[int, float]] = []  # (step, share of the final sparsity) at each update
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        t = trainer.global_step
-        if t % self.cfg.agp_update_every == 0 or t == self.prune_steps:
+        t = self.step
+        self.step += 1
+        if t <= self.prune_steps and (t % self.cfg.agp_update_every == 0 or t == self.prune_steps):
             frac = min(1.0, t / self.prune_steps)
             progress = 1 - (1 - frac) ** 3  # share of the final sparsity reached now
             prune_to(pl_module.net, {n: s * progress for n, s in self.targets.items()}, self.cfg, 1.0)
+            self.trace.append((t, progress))
 
 
 # ----------------------------------------------------------------------------------- methods
@@ -227,7 +231,9 @@ class UnstructuredPruning(Method):
         if cfg.schedule == Schedule.agp:
             steps = cfg.retrain_epochs * ctx.train_batches_per_epoch
             prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0)
-            hist = ctx.retrain(model, cfg.retrain_epochs, callbacks=[AGPCallback(targets, cfg, steps)])
+            agp = AGPCallback(targets, cfg, steps)
+            hist = ctx.retrain(model, cfg.retrain_epochs, callbacks=[agp])
+            log.info("AGP: %d mask updates over %d steps", len(agp.trace), agp.step)
             prune_to(model, targets, cfg, 1.0)  # exactly at the target, whatever the step count
             refresh(model)
             rounds.append(self._round(ctx, model, 1, hist))
