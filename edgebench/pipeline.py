@@ -66,19 +66,37 @@ def _sweep_tags() -> dict[str, str]:
     return {}
 
 
-def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir) -> methods.MethodContext:
-    def retrain(net, epochs, callbacks=(), extra_losses=()):
-        cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1))  # the schedule spans the retraining
+def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
+    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None):
+        cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1))  # the schedule spans this training
         return training.fit(net, dm, cfg, callbacks=callbacks, extra_losses=extra_losses,
-                            default_root_dir=output_dir, max_epochs=epochs)
+                            default_root_dir=output_dir, max_epochs=epochs,
+                            val_check_interval=val_check_interval, val_points=val_points)
+
+    def retrain(net, epochs, callbacks=(), extra_losses=()):
+        return fit(net, epochs, callbacks, extra_losses)
 
     batches = len(dm.train_dataloader())
     return methods.MethodContext(
         baseline=dense, datamodule=dm, example_input=example, retrain=retrain,
         evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
         train_batches_per_epoch=max(1, int(batches * spec.trainer.limit_train_batches)),
-        output_dir=Path(output_dir), seed=spec.seed,
+        output_dir=Path(output_dir), seed=spec.seed, build_model=build, cache_dir=Path(spec.paths.cache_dir),
+        run_key=run_key, fit=fit,
     )
+
+
+def _child_run(tracker, parent_id, tags, run_name, child, dense, dm, example, spec) -> None:
+    """One child run (e.g. a lottery-ticket level) with the full per-model contract."""
+    child_tags = {**tags, **child.tags, "mlflow.parentRunId": parent_id}
+    with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
+        test = training.evaluate(child.model, dm.test_dataloader())
+        base = training.evaluate(dense, dm.test_dataloader())
+        measured = measure.measure_model(child.model, example, device=spec.device, config=spec.measure,
+                                         baseline=dense)
+        crun.log_metrics({**child.metrics, **test, **measured, "baseline/test_acc": base["test/acc"],
+                          "delta/acc": test["test/acc"] - base["test/acc"]})
+        crun.set_tags(measured.tags())
 
 
 def _layers_markdown(rows: list[dict]) -> str:
@@ -130,7 +148,8 @@ def run(cfg: DictConfig) -> RunResult:
         model = baseline.model
         base_test = training.evaluate(model, dm.test_dataloader())
         if method is not None:
-            result = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir))
+            result = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir, build,
+                                              baseline.key_hash))
             model = result.model
             mlrun.log_metrics({f"method/{k}": v for k, v in result.metrics.items()})
             for row in result.rounds:
@@ -138,6 +157,10 @@ def run(cfg: DictConfig) -> RunResult:
             if result.layers:
                 mlrun.log_dict({"layers": result.layers}, "method/layers.json")
                 mlrun.log_text(_layers_markdown(result.layers), "method/layers.md")
+            for artifact_path, local in result.files.items():
+                mlrun.log_artifact(local, str(Path(artifact_path).parent))
+            for child in result.children:
+                _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, dm, example, spec)
 
         test = training.evaluate(model, dm.test_dataloader())
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",

@@ -145,6 +145,9 @@ class Run:
     def log_dict(self, d: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, d, artifact_file)
 
+    def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_file), artifact_path or None)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 

@@ -48,6 +48,8 @@ class Classifier(pl.LightningModule):
         self._sums: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train/loss, val/loss, val/acc
         self.epoch_metrics: dict[str, float] = {}  # the latest value of every stage's figures
+        self.steps_done = 0  # optimizer steps (Lightning's global_step does not count manual steps)
+        self.val_points: list[dict[str, float]] = []  # every validation: {"step", "val/loss", "val/acc"}
         self.epoch_sink: Callable[[int, dict[str, float]], None] | None = None
         self.plain_log = False
 
@@ -75,6 +77,7 @@ class Classifier(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         loss.backward()  # fp32 only (no precision plugin to route through)
         opt.step()
+        self.steps_done += 1
         self._accumulate("train", value * len(y), len(y))
 
     def _accumulate(self, stage: str, loss_sum: torch.Tensor, n: int, correct: torch.Tensor | None = None):
@@ -129,7 +132,9 @@ class Classifier(pl.LightningModule):
             self.epoch_sink(self.current_epoch, row)
 
     def on_validation_epoch_end(self) -> None:
-        self._flush("val")
+        out = self._flush("val")
+        if out and not self.trainer.sanity_checking:
+            self.val_points.append({"step": self.steps_done, **out})
 
     def on_test_epoch_end(self) -> None:
         self._flush("test")
@@ -162,10 +167,11 @@ def _progress(cfg: TrainerConfig) -> tuple[bool, list[Callback], bool]:
 
 
 def build_trainer(cfg: TrainerConfig, callbacks: Iterable[Callback] = (), default_root_dir: str | None = None,
-                  max_epochs: int | None = None) -> tuple[pl.Trainer, bool]:
+                  max_epochs: int | None = None, val_check_interval: float = 1.0) -> tuple[pl.Trainer, bool]:
     """A Trainer for one fit, and whether to log one plain line per epoch."""
     bar, bar_callbacks, plain = _progress(cfg)
     common = dict(max_epochs=max_epochs or cfg.max_epochs, accelerator=cfg.accelerator, devices=1,
+                  val_check_interval=val_check_interval,
                   deterministic=cfg.deterministic, limit_train_batches=cfg.limit_train_batches,
                   callbacks=[*bar_callbacks, *callbacks], default_root_dir=default_root_dir)
     if bar:
@@ -198,14 +204,21 @@ def quiet_lightning() -> None:
 def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, *,
         callbacks: Iterable[Callback] = (), extra_losses: Iterable[ExtraLoss] = (),
         epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
-        default_root_dir: str | None = None, max_epochs: int | None = None) -> list[dict[str, float]]:
-    """Train ``net`` in place; returns the per-epoch history."""
+        default_root_dir: str | None = None, max_epochs: int | None = None,
+        val_check_interval: float = 1.0, val_points: list | None = None) -> list[dict[str, float]]:
+    """Train ``net`` in place; returns the per-epoch history.
+
+    ``val_check_interval`` < 1 validates several times per epoch; every validation is appended
+    to ``val_points`` (when given) as ``{"step": optimizer steps so far, "val/loss", "val/acc"}``.
+    """
     quiet_lightning()
     net.train()  # a model coming from evaluation (or a cache) is in eval mode
     module = Classifier(net, cfg, extra_losses)
-    trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs)
+    trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs, val_check_interval)
     module.epoch_sink = epoch_sink
     trainer.fit(module, datamodule=datamodule)
+    if val_points is not None:
+        val_points.extend(module.val_points)
     return module.history
 
 

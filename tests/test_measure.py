@@ -64,10 +64,16 @@ def test_peak_memory_lenet_300_100():
 def test_macs_nonzero_scale_with_weight_density():
     net = build_model(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10)
     x = torch.zeros(1, 1, 28, 28)
-    assert macs_nonzero(net, x) == count_macs(net, x) == 784 * 300 + 300 * 100 + 100 * 10
+
+    def nonzero_weights():  # at batch 1 a linear layer does one MAC per nonzero weight
+        return sum(int(torch.count_nonzero(m.weight)) for m in (net.fc1, net.fc2, net.fc3))
+
+    assert count_macs(net, x) == 784 * 300 + 300 * 100 + 100 * 10
+    # (a random init can contain an exact 0.0: count, do not assume)
+    assert macs_nonzero(net, x) == nonzero_weights()
     with torch.no_grad():
         net.fc1.weight[:, :392].zero_()  # half of fc1
-    assert macs_nonzero(net, x) == 392 * 300 + 300 * 100 + 100 * 10
+    assert macs_nonzero(net, x) == nonzero_weights() <= 392 * 300 + 300 * 100 + 100 * 10
 
 
 def test_conv_layer_profile_by_hand():

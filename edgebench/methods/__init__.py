@@ -12,9 +12,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from edgebench.config import ConfigError
 from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.methods.lottery import LOTTERY
 from edgebench.methods.pruning import STRUCTURED, UNSTRUCTURED
 
-REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED}
+REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED, **LOTTERY}
 
 
 def parse(node: Any):

@@ -37,6 +37,20 @@ class MethodContext:
     train_batches_per_epoch: int
     output_dir: Path
     seed: int
+    build_model: Callable[[], nn.Module] | None = None  # a freshly initialised model (the dense model's init)
+    cache_dir: Path | None = None  # where a method may keep resumable state
+    run_key: str = ""  # hash of everything the dense baseline depends on (model, data, trainer, seed)
+    fit: Callable[..., list[dict]] | None = None  # fit(model, epochs, callbacks=(), val_check_interval=1.0, val_points=None)
+
+
+@dataclass
+class ChildResult:
+    """A model the method produced along the way (e.g. a pruning level), logged as a child run."""
+
+    name: str
+    model: nn.Module
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +60,8 @@ class CompressionResult:
     rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures {"round": r, ...}, step=round
     layers: list[dict] = field(default_factory=list)  # per-layer table, logged as an artifact
     artifact: Path | None = None  # a deployable file the method produced itself (else the pipeline exports)
+    children: list[ChildResult] = field(default_factory=list)  # each logged as a child run, measured in full
+    files: dict[str, Path] = field(default_factory=dict)  # extra artifacts: {artifact path: local file}
 
 
 class Method(ABC):

@@ -1,0 +1,351 @@
+"""Lottery tickets (Frankle & Carbin 2019): iterative magnitude pruning with rewinding, and its controls.
+
+Level 0 trains the dense network from its initialisation and keeps the weights at iteration
+``rewind_step`` (0 = the initialisation itself; k > 0 = late rewinding, Frankle et al. 2020).
+Level L prunes ``rate`` of the weights still alive in each layer (``conv_rate`` for convolutions,
+``output_rate`` for the output layer; by magnitude of level L-1's trained weights), rewinds the
+survivors to the saved weights and trains again with the mask held fixed. So after L levels a
+layer keeps (1 - rate)^L of its weights. Controls at every level L >= 1:
+
+* ``reinit``: the level's mask with a fresh random initialisation;
+* ``random_prune``: a random mask with the same per-layer sparsity, from the rewind weights.
+
+Levels are resumable: every level's mask and trained weights live under
+``<cache_dir>/lottery/<hash>/level_<L>/<branch>/``, where the hash covers the dense key (model,
+data, trainer, seed) and the method settings that change results (not ``levels`` or
+``controls``, so adding levels or controls reuses what is done). A finished level is loaded,
+never retrained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from edgebench.config import ConfigError
+from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext
+from edgebench.methods.pruning import UnstructuredPruningConfig, bake, prunable_layers, prune_to, refresh
+
+log = logging.getLogger(__name__)
+CONTROLS = ("reinit", "random_prune")
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"method.{key}: {msg}")
+
+
+@dataclass
+class LotteryTicketConfig:
+    name: str = "lottery_ticket"
+    levels: int = 12  # pruning levels after the dense level 0; 0.8^12 = 6.9% of the fc weights left
+    rate: float = 0.2  # fraction of the remaining weights pruned per level
+    conv_rate: Optional[float] = None  # for convolutions (null = rate)
+    output_rate: Optional[float] = 0.1  # for the output layer (null = rate); the paper uses half the rate
+    scope: str = "layer"  # layer: each layer at its rate | global: one threshold (output layer apart)
+    rewind_step: int = 0  # 0: rewind to the initialisation; k: to the weights after k iterations
+    epochs: int = 5  # training epochs at every level (and for every control)
+    controls: list[str] = field(default_factory=lambda: ["reinit", "random_prune"])
+    val_checks_per_epoch: int = 4  # validations per epoch: resolution of the early-stopping iteration
+
+    def __post_init__(self) -> None:
+        _check(self.levels >= 1, "levels", f"must be >= 1, got {self.levels}")
+        _check(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
+        for k in ("conv_rate", "output_rate"):
+            v = getattr(self, k)
+            _check(v is None or 0.0 <= v < 1.0, k, f"must be in [0, 1) or null, got {v}")
+        _check(self.scope in ("layer", "global"), "scope", f"must be layer or global, got {self.scope!r}")
+        _check(not (self.scope == "global" and self.conv_rate is not None), "conv_rate",
+               "applies to scope=layer only (a global threshold has one rate)")
+        _check(self.rewind_step >= 0, "rewind_step", f"must be >= 0, got {self.rewind_step}")
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        bad = sorted(set(self.controls) - set(CONTROLS))
+        _check(not bad, "controls", f"unknown control(s) {bad}; available: {list(CONTROLS)}")
+        _check(self.val_checks_per_epoch >= 1, "val_checks_per_epoch", f"must be >= 1, got {self.val_checks_per_epoch}")
+
+
+def layer_rates(model: nn.Module, cfg: LotteryTicketConfig) -> dict[str, float]:
+    layers = prunable_layers(model)
+    rates = {n: (cfg.conv_rate if cfg.conv_rate is not None and isinstance(m, nn.modules.conv._ConvNd) else cfg.rate)
+             for n, m in layers}
+    if cfg.output_rate is not None and layers:
+        rates[layers[-1][0]] = cfg.output_rate
+    return rates
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: (m.weight_mask.detach().clone().bool() if prune.is_pruned(m) else torch.ones_like(m.weight, dtype=torch.bool))
+            for n, m in prunable_layers(model)}
+
+
+def apply_mask(model: nn.Module, mask: dict[str, torch.Tensor]) -> nn.Module:
+    """Hold ``mask`` fixed on ``model`` (pruned weights are zero in every forward pass)."""
+    layers = dict(prunable_layers(model))
+    for n, m in layers.items():
+        prune.custom_from_mask(m, "weight", mask[n].to(m.weight.dtype))
+    return refresh(model)
+
+
+def remaining(mask: dict[str, torch.Tensor]) -> float:
+    return sum(int(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
+
+
+def next_mask(trained: nn.Module, mask: dict[str, torch.Tensor], cfg: LotteryTicketConfig, level: int) -> dict[str, torch.Tensor]:
+    """Level ``level``'s mask: prune the smallest trained weights until layer l keeps (1 - rate_l)^level."""
+    model = apply_mask(copy.deepcopy(trained), mask)
+    rates = layer_rates(model, cfg)
+    output = prunable_layers(model)[-1][0]
+    ucfg = UnstructuredPruningConfig(scope=cfg.scope, sparsity=1 - (1 - cfg.rate) ** level,
+                                     layer_sparsity={output: 1 - (1 - rates[output]) ** level}
+                                     if cfg.scope == "global" else {})
+    prune_to(model, {n: 1 - (1 - r) ** level for n, r in rates.items()}, ucfg, 1.0)
+    return masks_of(model)
+
+
+def random_mask_like(mask: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """A random mask with exactly the same number of kept weights in every layer."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, m in mask.items():
+        keep = int(m.sum())
+        flat = torch.zeros(m.numel(), dtype=torch.bool)
+        flat[torch.randperm(m.numel(), generator=g)[:keep]] = True
+        out[n] = flat.view_as(m)
+    return out
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh random weights from each layer's own initialiser, drawn with ``seed``."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    return model
+
+
+def save_ticket(path: Path, mask: dict[str, torch.Tensor], rewind: dict, level: int, model_name: str = "") -> None:
+    torch.save({"format": 1, "mask": mask, "rewind": rewind, "level": level, "remaining": remaining(mask),
+                "model": model_name}, path)
+
+
+def load_ticket(path: str | Path, model: nn.Module) -> nn.Module:
+    """Load a winning ticket into ``model`` (same architecture): rewind weights with the mask's zeros baked in."""
+    t = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(t["rewind"])
+    with torch.no_grad():
+        for n, m in prunable_layers(model):
+            m.weight.mul_(t["mask"][n].to(m.weight.dtype))
+    return model
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class LotteryTicket(Method):
+    def __init__(self, cfg: LotteryTicketConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        if not prunable_layers(model):
+            raise ConfigError("lottery_ticket: the model has no conv or linear layers to prune")
+
+    def store(self, ctx: MethodContext) -> Path:
+        settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("levels", "controls")}
+        h = hashlib.sha256(json.dumps({"dense": ctx.run_key, "method": settings}, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(ctx.cache_dir or ctx.output_dir) / "lottery" / h
+
+    def _train(self, ctx: MethodContext, model: nn.Module, mask, rewind_at: int = 0):
+        """Train with ``mask`` held fixed; returns (trained model with zeros baked in, figures, rewind state)."""
+        import pytorch_lightning as pl
+
+        apply_mask(model, mask)
+        points: list[dict] = []
+        saved: dict = {}
+
+        class Rewind(pl.Callback):  # keep the weights after `rewind_at` optimizer steps
+            def __init__(self):
+                self.steps = 0
+
+            def on_train_batch_start(self, trainer, pl_module, *args):
+                if self.steps == rewind_at and not saved:
+                    saved.update({k: v.detach().clone() for k, v in bake(copy.deepcopy(refresh(pl_module.net))).state_dict().items()})
+                self.steps += 1
+
+        callbacks = [Rewind()] if rewind_at > 0 else []
+        ctx.fit(model, self.cfg.epochs, callbacks=callbacks, val_check_interval=1.0 / self.cfg.val_checks_per_epoch,
+                val_points=points)
+        bake(refresh(model))
+        best = min(points, key=lambda p: p["val/loss"]) if points else {}
+        figures = {"test_acc": ctx.evaluate(model)["test/acc"], "best_val_step": best.get("step", 0),
+                   "best_val_loss": best.get("val/loss", float("nan")),
+                   "final_val_acc": points[-1]["val/acc"] if points else float("nan")}
+        return model, figures, saved
+
+    def _branch(self, ctx, root: Path, level: int, branch: str, make) -> dict:
+        """Train one branch of one level unless it is stored already; returns its figures."""
+        d = root / f"level_{level}" / branch
+        if (d / "metrics.json").exists():
+            log.info("level %d %s: done already (%s)", level, branch, d)
+            return json.loads((d / "metrics.json").read_text())
+        model, mask, rewind_at = make()
+        model, fig, rewind_state = self._train(ctx, model, mask, rewind_at)
+        tmp = d.with_name(d.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(model.state_dict(), tmp / "final.pt")
+        if rewind_state:
+            torch.save(rewind_state, tmp / "rewind.pt")
+        fig["remaining"] = remaining(mask)
+        (tmp / "metrics.json").write_text(json.dumps(fig, indent=2))
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(tmp, d)
+        log.info("level %d %s: %.1f%% remaining, test acc %.4f, min val loss at step %d", level, branch,
+                 100 * fig["remaining"], fig["test_acc"], fig["best_val_step"])
+        return fig
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        cfg = self.cfg
+        if ctx.build_model is None or ctx.fit is None:
+            raise RuntimeError("lottery_ticket needs ctx.build_model and ctx.fit (the pipeline provides them)")
+        root = self.store(ctx)
+        root.mkdir(parents=True, exist_ok=True)
+        init = ctx.build_model()
+        init_state = {k: v.clone() for k, v in init.state_dict().items()}
+        ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(init)}
+
+        def fresh(state):
+            m = copy.deepcopy(init)
+            m.load_state_dict(state)
+            return m
+
+        # level 0: the dense network, which also records the rewind point
+        dense_fig = self._branch(ctx, root, 0, "ticket", lambda: (fresh(init_state), ones, cfg.rewind_step))
+        rewind_file = root / "level_0" / "ticket" / "rewind.pt"
+        rewind = torch.load(rewind_file, weights_only=True) if cfg.rewind_step > 0 else init_state
+        rows = [{"round": 0, "lth/remaining": 1.0, "lth/test_acc": dense_fig["test_acc"],
+                 "lth/best_val_step": dense_fig["best_val_step"]}]
+        figs = {0: dense_fig}
+        mask = ones
+        for level in range(1, cfg.levels + 1):
+            mask_file = root / f"level_{level}" / "mask.pt"
+            if mask_file.exists():
+                mask = torch.load(mask_file, weights_only=True)
+            else:
+                prev = fresh(init_state)
+                prev.load_state_dict(torch.load(root / f"level_{level - 1}" / "ticket" / "final.pt", weights_only=True))
+                mask = next_mask(prev, mask, cfg, level)
+                mask_file.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_save(mask, mask_file)
+            lvl_mask = mask
+            fig = self._branch(ctx, root, level, "ticket", lambda: (fresh(rewind), lvl_mask, 0))
+            figs[level] = fig
+            row = {"round": level, "lth/remaining": fig["remaining"], "lth/test_acc": fig["test_acc"],
+                   "lth/best_val_step": fig["best_val_step"]}
+            if "reinit" in cfg.controls:
+                seed = ctx.seed + 1000 + level
+                f = self._branch(ctx, root, level, "reinit",
+                                 lambda: (reinitialise(copy.deepcopy(init), seed), lvl_mask, 0))
+                row["lth/reinit_test_acc"] = f["test_acc"]
+                row["lth/reinit_best_val_step"] = f["best_val_step"]
+            if "random_prune" in cfg.controls:
+                rmask = random_mask_like(lvl_mask, ctx.seed + 2000 + level)
+                f = self._branch(ctx, root, level, "random_prune", lambda: (fresh(rewind), rmask, 0))
+                row["lth/random_prune_test_acc"] = f["test_acc"]
+                row["lth/random_prune_best_val_step"] = f["best_val_step"]
+            rows.append(row)
+
+        # The winning ticket: the sparsest level whose validation accuracy is at least the dense network's
+        # (validation, not test, so the test split stays out of the choice).
+        ok = [L for L in range(1, cfg.levels + 1) if figs[L]["final_val_acc"] >= dense_fig["final_val_acc"]]
+        win = max(ok) if ok else max(range(1, cfg.levels + 1), key=lambda L: figs[L]["final_val_acc"])
+        win_mask = torch.load(root / f"level_{win}" / "mask.pt", weights_only=True)
+        out = Path(ctx.output_dir) / "lottery"
+        out.mkdir(parents=True, exist_ok=True)
+        ticket_file = out / "winning_ticket.pt"
+        save_ticket(ticket_file, win_mask, rewind, win, type(init).__name__)
+
+        children = []
+        for level in range(0, cfg.levels + 1):
+            m = fresh(init_state)
+            m.load_state_dict(torch.load(root / f"level_{level}" / "ticket" / "final.pt", weights_only=True))
+            children.append(ChildResult(f"level {level}", m, {"lth/level": level, **{k: v for k, v in rows[level].items() if k != "round"}},
+                                        {"lth.level": str(level)}))
+        final = children[win].model
+        plot = out / "plot.png"
+        plot_levels(rows, plot, title=f"{type(init).__name__}: lottery tickets (rewind to step {cfg.rewind_step})")
+        knobs = {"levels": cfg.levels, "rate": cfg.rate, "output_rate": cfg.output_rate if cfg.output_rate is not None else cfg.rate,
+                 "rewind_step": cfg.rewind_step, "epochs": cfg.epochs, "winning_level": win,
+                 "winning_remaining": figs[win]["remaining"]}
+        if cfg.conv_rate is not None:
+            knobs["conv_rate"] = cfg.conv_rate
+        log.info("winning ticket: level %d, %.1f%% of weights remaining, test acc %.4f (dense %.4f)", win,
+                 100 * figs[win]["remaining"], figs[win]["test_acc"], dense_fig["test_acc"])
+        from edgebench.methods.pruning import layer_table
+
+        return CompressionResult(final, knobs, rows, layers=layer_table(final), children=children,
+                                 files={"lottery/winning_ticket.pt": ticket_file, "lottery/plot.png": plot,
+                                        "lottery/store.txt": _store_note(root, out)})
+
+
+def _store_note(root: Path, out: Path) -> Path:
+    p = out / "store.txt"
+    p.write_text(f"levels stored in {root}\n")
+    return p
+
+
+def plot_levels(rows: list[dict], path: Path, title: str = "") -> None:
+    """Test accuracy and early-stopping step against % of weights remaining (log x), with the controls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [100 * r["lth/remaining"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    series = [("lth/test_acc", "lth/best_val_step", "ticket (rewound)", "o-")]
+    series += [(f"lth/{c}_test_acc", f"lth/{c}_best_val_step", label, st)
+               for c, label, st in (("reinit", "random reinit", "s--"), ("random_prune", "random mask", "^:"))]
+    for acc_key, step_key, label, style in series:
+        pts = [(xi, r[acc_key], r.get(step_key)) for xi, r in zip(x, rows) if acc_key in r]
+        if acc_key != "lth/test_acc" and pts:
+            pts = [(x[0], rows[0]["lth/test_acc"], rows[0]["lth/best_val_step"])] + pts  # controls start from the dense net
+        if not pts:
+            continue
+        a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    ticks = [t for t in (100, 50, 30, 20, 10, 5, 3, 2, 1, 0.5) if t >= min(x) * 0.8]
+    for ax, ylabel in ((a, "test accuracy"), (b, "iteration of minimum validation loss")):
+        ax.set_xscale("log")
+        ax.set_xlim(105, min(x) * 0.8)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+LOTTERY = {"lottery_ticket": (LotteryTicketConfig, LotteryTicket)}

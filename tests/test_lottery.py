@@ -1,0 +1,188 @@
+"""Lottery tickets: rewinding, fixed masks, (1-p)^L per layer, resumable levels, honest controls, MLflow."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgebench import methods, pipeline, training
+from edgebench.config import ConfigError, DataConfig, ModelConfig, ProgressBar, TrainerConfig
+from edgebench.data import EdgeDataModule, load_data
+from edgebench.methods.base import MethodContext
+from edgebench.methods.lottery import (
+    LotteryTicketConfig,
+    apply_mask,
+    load_ticket,
+    next_mask,
+    random_mask_like,
+)
+from edgebench.methods.pruning import bake, prunable_layers, refresh
+from edgebench.models import build_model
+
+
+def _build():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(name="lenet_300_100"), (1, 8, 8), 10)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    splits = load_data(DataConfig(name="digits"), "unused")
+    dm = EdgeDataModule(splits, 64, 1000)
+    calls = []
+
+    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None):
+        calls.append(epochs)
+        return training.fit(net, dm, TrainerConfig(max_epochs=epochs, batch_size=64, progress_bar=ProgressBar.none),
+                            callbacks=callbacks, val_check_interval=val_check_interval, val_points=val_points)
+
+    c = MethodContext(baseline=_build(), datamodule=dm, example_input=splits.test_x[:1], retrain=fit,
+                      evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
+                      train_batches_per_epoch=len(dm.train_dataloader()), output_dir=tmp_path / "out", seed=0,
+                      build_model=_build, cache_dir=tmp_path / "cache", run_key="test", fit=fit)
+    c.calls = calls
+    return c
+
+
+def test_remaining_fraction_per_layer_after_L_levels():
+    cfg = LotteryTicketConfig(rate=0.2, output_rate=0.1)
+    model = _build()
+    mask = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}
+    for level in range(1, 6):
+        with torch.no_grad():  # pretend training moved the weights
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        mask = next_mask(model, mask, cfg, level)
+        for n, m in mask.items():
+            rate = 0.1 if n == "fc3" else 0.2
+            kept = float(m.float().mean())
+            assert kept == pytest.approx((1 - rate) ** level, abs=1.5 / m.numel() ** 0.5 / 10 + 1 / m.numel()), (n, level)
+
+
+def test_masks_only_shrink_and_follow_magnitude():
+    cfg = LotteryTicketConfig(rate=0.5, output_rate=0.5)
+    model = _build()
+    ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}
+    m1 = next_mask(model, ones, cfg, 1)
+    m2 = next_mask(model, m1, cfg, 2)
+    for n, m in prunable_layers(model):
+        assert not (m2[n] & ~m1[n]).any(), "a pruned weight never comes back"
+        w = m.weight.detach().abs()
+        assert w[~m1[n]].max() <= w[m1[n]].min()  # the smallest go first
+
+
+def test_rewinding_restores_the_saved_weights_on_surviving_connections(ctx):
+    cfg = LotteryTicketConfig(levels=2, epochs=1, controls=[], val_checks_per_epoch=1)
+    res = methods.build(cfg).compress(ctx)
+    init = _build().state_dict()
+    ticket = load_ticket(ctx.output_dir / "lottery" / "winning_ticket.pt", _build())
+    t = torch.load(ctx.output_dir / "lottery" / "winning_ticket.pt", weights_only=True)
+    for n, m in prunable_layers(ticket):
+        mask = t["mask"][n]
+        assert torch.equal(m.weight[mask], init[f"{n}.weight"][mask])  # survivors: exactly the init
+        assert torch.all(m.weight[~mask] == 0)
+    assert t["level"] in (1, 2) and 0 < t["remaining"] < 1
+    assert len(res.children) == 3 and [r["round"] for r in res.rounds] == [0, 1, 2]
+
+
+def test_late_rewinding_keeps_the_weights_after_k_steps(ctx):
+    cfg = LotteryTicketConfig(levels=1, epochs=1, controls=[], rewind_step=5, val_checks_per_epoch=1)
+    m = methods.build(cfg)
+    m.compress(ctx)
+    rewind = torch.load(m.store(ctx) / "level_0" / "ticket" / "rewind.pt", weights_only=True)
+    init = _build().state_dict()
+    assert not torch.equal(rewind["fc1.weight"], init["fc1.weight"])  # moved by 5 steps of training ...
+    assert (rewind["fc1.weight"] - init["fc1.weight"]).abs().max() < 0.1  # ... but only a little
+
+
+def test_pruned_weights_stay_zero_through_training(ctx):
+    model = _build()
+    mask = random_mask_like({n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}, 0)
+    apply_mask(model, mask)
+    ctx.fit(model, 1)
+    bake(refresh(model))
+    for n, m in prunable_layers(model):
+        assert torch.all(m.weight[~mask[n]] == 0)
+        assert torch.count_nonzero(m.weight[mask[n]]) > 0.9 * mask[n].sum()
+
+
+def test_resume_skips_finished_levels(ctx):
+    cfg = LotteryTicketConfig(levels=2, epochs=1, controls=["reinit"], val_checks_per_epoch=1)
+    method = methods.build(cfg)
+    first = method.compress(ctx)
+    assert len(ctx.calls) == 1 + 2 * 2  # dense, then ticket + reinit at 2 levels
+    ctx.calls.clear()
+    again = method.compress(ctx)
+    assert ctx.calls == [] and again.rounds == first.rounds  # finished: returns at once, same figures
+    # an interrupted run: level 2's ticket is missing; only it is trained again
+    import shutil
+
+    shutil.rmtree(method.store(ctx) / "level_2" / "ticket")
+    method.compress(ctx)
+    assert ctx.calls == [1]
+    # more levels reuse the done ones
+    ctx.calls.clear()
+    methods.build(LotteryTicketConfig(levels=3, epochs=1, controls=["reinit"], val_checks_per_epoch=1)).compress(ctx)
+    assert ctx.calls == [1, 1]
+
+
+def test_controls_use_the_masks_they_claim(ctx):
+    cfg = LotteryTicketConfig(levels=1, epochs=1, val_checks_per_epoch=1)
+    method = methods.build(cfg)
+    method.compress(ctx)
+    root = method.store(ctx) / "level_1"
+    mask = torch.load(root / "mask.pt", weights_only=True)
+    reinit = torch.load(root / "reinit" / "final.pt", weights_only=True)
+    rand = torch.load(root / "random_prune" / "final.pt", weights_only=True)
+    ticket = torch.load(root / "ticket" / "final.pt", weights_only=True)
+    for n in mask:
+        w = f"{n}.weight"
+        assert torch.all(reinit[w][~mask[n]] == 0)  # reinit: the ticket's own mask
+        kept_random = rand[w] != 0
+        assert kept_random.sum() <= mask[n].sum() and not torch.equal(kept_random, mask[n])  # random: another mask
+        assert abs(int(kept_random.sum()) - int(mask[n].sum())) <= 0.01 * mask[n].numel()  # same sparsity
+        assert not torch.equal(reinit[w], ticket[w])
+
+
+def test_random_mask_has_the_same_per_layer_counts():
+    base = {"a": torch.rand(30, 40) > 0.7, "b": torch.rand(10) > 0.5}
+    r = random_mask_like(base, seed=1)
+    assert all(int(r[k].sum()) == int(base[k].sum()) for k in base)
+    assert not torch.equal(r["a"], base["a"])
+
+
+@pytest.mark.parametrize("override,message", [("method.rate=1.0", "method.rate"), ("method.levels=0", "method.levels"),
+                                              ("method.controls=[bogus]", "method.controls"),
+                                              ("method.rewind_step=-1", "method.rewind_step")])
+def test_bad_lottery_options_fail_before_training(make_cfg, monkeypatch, override, message):
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
+    with pytest.raises(ConfigError, match=message):
+        pipeline.run(make_cfg("data=digits", "+method=lottery_ticket", override))
+
+
+def test_lottery_run_in_mlflow(make_cfg, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg("data=digits", "trainer.max_epochs=2", "trainer.batch_size=64", "+method=lottery_ticket",
+                   "method.levels=2", "method.epochs=1", "method.controls=[reinit]", "method.val_checks_per_epoch=2",
+                   "measure.runtime=torch", "measure.export=false")
+    res = pipeline.run(cfg)
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    hist = client.get_metric_history(res.run_id, "lth/remaining")
+    assert [h.step for h in hist] == [0, 1, 2] and hist[0].value == 1.0 and hist[2].value < hist[1].value < 1
+    assert [h.step for h in client.get_metric_history(res.run_id, "lth/reinit_test_acc")] == [1, 2]
+    assert len(client.get_metric_history(res.run_id, "lth/best_val_step")) == 3
+    run = client.get_run(res.run_id)
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.run_id}'")
+    assert len(children) == 3
+    for c in children:
+        for key in ("test/acc", "size/sparsity", "compute/macs_nonzero", "latency/host_p50_ms", "device/fits", "lth/level"):
+            assert key in c.data.metrics, key
+    arts = {a.path for a in client.list_artifacts(res.run_id, "lottery")}
+    assert {"lottery/winning_ticket.pt", "lottery/plot.png"} <= arts
+    local = client.download_artifacts(res.run_id, "lottery/winning_ticket.pt", str(tmp_path))
+    net = load_ticket(local, build_model(ModelConfig(name="lenet_300_100"), (1, 8, 8), 10))
+    assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
