@@ -38,6 +38,9 @@ def run(overrides: list[str], root: Path):
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sparsities", default="0.5,0.7,0.8,0.9,0.95")
     ap.add_argument("--rounds", type=int, default=5)
