@@ -106,6 +106,31 @@ def _layers_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compose(overrides: list[str] = (), root_dir: str | Path = ".", output_dir: str | Path | None = None) -> DictConfig:
+    """The config ``python -m edgebench OVERRIDES`` would run, launched from ``root_dir`` (for use from Python).
+
+    ``pipeline.run(pipeline.compose(["+method=lottery_ticket", "seed=1"]))`` is one run without the CLI.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from edgebench.__main__ import config_dir
+
+    root = Path(root_dir).resolve()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root)
+        cfg.paths.output_dir = str(output_dir or root / "results" / "runs" / "python")
+        del cfg["hydra"]
+    return cfg
+
+
 def run(cfg: DictConfig) -> RunResult:
     """Run one experiment from a composed config and return what it logged."""
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work

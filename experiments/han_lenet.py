@@ -15,26 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from edgebench import pipeline
-from edgebench.__main__ import config_dir
 
 
 def run(overrides: list[str], root: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.output_dir = str(root / "results" / "runs" / "han_lenet")
-        cfg.trainer.progress_bar = "none"
-        del cfg["hydra"]
-    return pipeline.run(cfg)
+    return pipeline.run(pipeline.compose(overrides + ["trainer.progress_bar=none"], root,
+                                         root / "results" / "runs" / "han_lenet"))
 
 
 def main() -> None:

@@ -22,14 +22,9 @@ import statistics
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict
 
 from edgebench import pipeline
-from edgebench.__main__ import config_dir
 from edgebench.methods.lottery import plot_levels
 
 KEYS = ["lth/remaining", "lth/test_acc", "lth/best_val_step", "lth/reinit_test_acc", "lth/reinit_best_val_step",
@@ -37,15 +32,9 @@ KEYS = ["lth/remaining", "lth/test_acc", "lth/best_val_step", "lth/reinit_test_a
 
 
 def run(overrides: list[str], root: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.output_dir = str(root / "results" / "runs" / "lth_lenet_fashion" / f"seed{cfg.seed}")
-        cfg.trainer.progress_bar = "none"
-        del cfg["hydra"]
+    seed = next(o.split("=")[1] for o in overrides if o.startswith("seed="))
+    cfg = pipeline.compose(overrides + ["trainer.progress_bar=none"], root,
+                           root / "results" / "runs" / "lth_lenet_fashion" / f"seed{seed}")
     return cfg, pipeline.run(cfg)
 
 

@@ -184,3 +184,14 @@ def test_plain_pip_install(tmp_path):
     out = _cli([*QUICK, "trainer.max_epochs=1"], cwd=run_dir, pythonpath=str(target))
     assert out.returncode == 0, out.stderr[-3000:]
     assert str(target) in _cli(["--info", "searchpath"], cwd=run_dir, pythonpath=str(target)).stdout
+
+
+def test_compose_runs_from_python(tmp_path, mlflow_template_db):
+    import shutil
+
+    (tmp_path / "results").mkdir()
+    shutil.copy(mlflow_template_db, tmp_path / "results" / "mlflow.db")
+    cfg = pipeline.compose([*QUICK, "trainer.max_epochs=1", "measure.latency=false"], tmp_path, tmp_path / "out")
+    assert cfg.paths.mlflow_tracking_uri == f"sqlite:///{tmp_path}/results/mlflow.db"
+    res = pipeline.run(cfg)
+    assert res.metrics["test/acc"] > 0.5 and (tmp_path / "out" / "artifact" / "model.onnx").exists()
