@@ -22,7 +22,8 @@ class ConfigError(ValueError):
     """A config value that is well-typed but not allowed; the message names the key."""
 
 
-def _check(ok: bool, key: str, msg: str) -> None:
+def check(ok: bool, key: str, msg: str) -> None:
+    """Raise ConfigError("<key>: <msg>") unless ``ok``: the one way schemas reject a value."""
     if not ok:
         raise ConfigError(f"{key}: {msg}")
 
@@ -84,7 +85,7 @@ class ModelConfig:
     min_input_size: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.min_input_size >= 0, "model.min_input_size", f"must be >= 0, got {self.min_input_size}")
+        check(self.min_input_size >= 0, "model.min_input_size", f"must be >= 0, got {self.min_input_size}")
 
 
 @dataclass
@@ -99,12 +100,12 @@ class DataConfig:
     channels: int = 3  # image_folder only: 1 (grayscale) or 3 (RGB)
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
-        _check(self.image_size >= 8, "data.image_size", f"must be >= 8, got {self.image_size}")
-        _check(self.channels in (1, 3), "data.channels", f"must be 1 or 3, got {self.channels}")
+        check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        check(0.0 < self.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        check(self.image_size >= 8, "data.image_size", f"must be >= 8, got {self.image_size}")
+        check(self.channels in (1, 3), "data.channels", f"must be 1 or 3, got {self.channels}")
         if self.name == DataName.image_folder:
-            _check(bool(self.root), "data.root", "data=image_folder needs data.root=/path/to/folder "
+            check(bool(self.root), "data.root", "data=image_folder needs data.root=/path/to/folder "
                    "(one sub-folder per class, or train/ and test/ each with one sub-folder per class)")
 
 
@@ -124,14 +125,14 @@ class TrainerConfig:
     limit_train_batches: float = 1.0  # fraction (<= 1.0) of training batches per epoch, for quick tries
 
     def __post_init__(self) -> None:
-        _check(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
-        _check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
-        _check(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(0.0 < self.limit_train_batches <= 1.0, "trainer.limit_train_batches",
+        check(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        check(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(0.0 < self.limit_train_batches <= 1.0, "trainer.limit_train_batches",
                f"must be in (0, 1], got {self.limit_train_batches}")
-        _check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator",
+        check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator",
                f"must be one of cpu, gpu, cuda, mps, auto; got {self.accelerator!r}")
 
 
@@ -177,15 +178,15 @@ class DeviceConfig:
 
     def __post_init__(self) -> None:
         for d in list(self.peak_ops) + list(self.dtypes):
-            _check(d in DTYPES, f"device.{self.name}", f"unknown dtype {d!r}; use one of {', '.join(DTYPES)}")
+            check(d in DTYPES, f"device.{self.name}", f"unknown dtype {d!r}; use one of {', '.join(DTYPES)}")
         for k, v in self.peak_ops.items():
-            _check(v is None or v > 0, f"device.peak_ops.{k}", f"must be > 0 or null, got {v}")
+            check(v is None or v > 0, f"device.peak_ops.{k}", f"must be > 0 or null, got {v}")
         for k in ("memory_bytes", "storage_bytes", "bandwidth_bytes_per_s", "power_w"):
             v = getattr(self, k)
-            _check(v is None or v > 0, f"device.{k}", f"must be > 0 or null, got {v}")
-        _check(0 < self.compute_efficiency <= 1, "device.compute_efficiency", f"must be in (0, 1], got {self.compute_efficiency}")
-        _check(0 < self.memory_efficiency <= 1, "device.memory_efficiency", f"must be in (0, 1], got {self.memory_efficiency}")
-        _check(self.layer_overhead_s >= 0, "device.layer_overhead_s", f"must be >= 0, got {self.layer_overhead_s}")
+            check(v is None or v > 0, f"device.{k}", f"must be > 0 or null, got {v}")
+        check(0 < self.compute_efficiency <= 1, "device.compute_efficiency", f"must be in (0, 1], got {self.compute_efficiency}")
+        check(0 < self.memory_efficiency <= 1, "device.memory_efficiency", f"must be in (0, 1], got {self.memory_efficiency}")
+        check(self.layer_overhead_s >= 0, "device.layer_overhead_s", f"must be >= 0, got {self.layer_overhead_s}")
 
 
 class Runtime(str, Enum):
@@ -207,11 +208,11 @@ class MeasureConfig:
     retries: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "measure.threads", f"must be >= 0, got {self.threads}")
-        _check(self.warmup >= 20, "measure.warmup", f"must be >= 20, got {self.warmup}")
-        _check(self.calls >= 100, "measure.calls", f"must be >= 100, got {self.calls}")
-        _check(self.max_noise > 0, "measure.max_noise", f"must be > 0, got {self.max_noise}")
-        _check(self.retries >= 0, "measure.retries", f"must be >= 0, got {self.retries}")
+        check(self.threads >= 0, "measure.threads", f"must be >= 0, got {self.threads}")
+        check(self.warmup >= 20, "measure.warmup", f"must be >= 20, got {self.warmup}")
+        check(self.calls >= 100, "measure.calls", f"must be >= 100, got {self.calls}")
+        check(self.max_noise > 0, "measure.max_noise", f"must be > 0, got {self.max_noise}")
+        check(self.retries >= 0, "measure.retries", f"must be >= 0, got {self.retries}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from edgebench import cache, measure, methods, training
 from edgebench.config import EdgebenchConfig, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
-from edgebench.report import print_summary
+from edgebench.summary import print_summary
 from edgebench.tracking import Tracker, flatten, git_sha, ui_command
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,15 @@ def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_d
     )
 
 
-def _child_run(tracker, parent_id, tags, run_name, child, dense, dm, example, spec) -> None:
+def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, example, spec) -> None:
     """One child run (e.g. a lottery-ticket level) with the full per-model contract."""
     child_tags = {**tags, **child.tags, "mlflow.parentRunId": parent_id}
     with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
         test = training.evaluate(child.model, dm.test_dataloader())
-        base = training.evaluate(dense, dm.test_dataloader())
         measured = measure.measure_model(child.model, example, device=spec.device, config=spec.measure,
                                          baseline=dense)
-        crun.log_metrics({**child.metrics, **test, **measured, "baseline/test_acc": base["test/acc"],
-                          "delta/acc": test["test/acc"] - base["test/acc"]})
+        crun.log_metrics({**child.metrics, **test, **measured, "baseline/test_acc": dense_acc,
+                          "delta/acc": test["test/acc"] - dense_acc})
         crun.set_tags(measured.tags())
 
 
@@ -185,7 +184,8 @@ def run(cfg: DictConfig) -> RunResult:
             for artifact_path, local in result.files.items():
                 mlrun.log_artifact(local, str(Path(artifact_path).parent))
             for child in result.children:
-                _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, dm, example, spec)
+                _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
+                           example, spec)
 
         test = training.evaluate(model, dm.test_dataloader())
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",

@@ -31,7 +31,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Classifier(pl.LightningModule):
-    """Cross-entropy classification of ``net`` with accuracy on val and test.
+    """Cross-entropy classification of ``net`` with accuracy on validation (test figures: :func:`evaluate`).
 
     Optimisation is manual: a plain ``loss.backward()`` and ``optimizer.step()`` in fp32. Lightning's
     automatic closure and backward hooks cost about 0.5 ms a step on a 2-core CPU, ~20% of an
@@ -91,15 +91,9 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self.net(x)
         self._accumulate(stage, F.cross_entropy(logits, y, reduction="sum"), len(y), (logits.argmax(1) == y).sum())
-        if stage == "test" and logits.shape[1] > 5:
-            top5 = logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum()
-            self._sums["test_top5"] = self._sums.get("test_top5", 0) + top5
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
 
     def _flush(self, stage: str) -> dict[str, float]:
         s = self._sums
@@ -110,12 +104,10 @@ class Classifier(pl.LightningModule):
         out[f"{stage}/loss"] = float(s.pop(f"{stage}_loss")) / n
         if f"{stage}_correct" in s:
             out[f"{stage}/acc"] = float(s.pop(f"{stage}_correct")) / n
-        if stage == "test" and "test_top5" in s:
-            out["test/acc_top5"] = float(s.pop("test_top5")) / n
         self.epoch_metrics.update(out)
         if not self.trainer.barebones:  # only the rich progress bar reads Lightning's logged values
             for k, v in out.items():
-                self.log(k, v, prog_bar=stage != "test")
+                self.log(k, v, prog_bar=True)
         return out
 
     def on_train_epoch_end(self) -> None:
@@ -135,9 +127,6 @@ class Classifier(pl.LightningModule):
         out = self._flush("val")
         if out and not self.trainer.sanity_checking:
             self.val_points.append({"step": self.steps_done, **out})
-
-    def on_test_epoch_end(self) -> None:
-        self._flush("test")
 
     def configure_optimizers(self):
         c = self.cfg

@@ -44,11 +44,11 @@ class Measurement(dict):
         return t
 
 
-def basic_metrics(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
+def basic_metrics(model: nn.Module, example_input: torch.Tensor, layers: list[LayerInfo] | None = None) -> dict[str, float]:
     """Size and compute only: cheap, no export, no timing."""
     macs = count_macs(model, example_input)
     return {**count_params(model), "compute/macs": macs,
-            "compute/macs_nonzero": macs_nonzero(model, example_input, macs)}
+            "compute/macs_nonzero": macs_nonzero(model, example_input, macs, layers)}
 
 
 def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
@@ -89,8 +89,9 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     cfg = config or MeasureConfig()
     profile = host_profile(load_device(device), artifact_dir or ".")
     x = example_input[:1]
-    m = Measurement(basic_metrics(model, x))
-    m.layers = layer_profile(model, x)
+    layers = layer_profile(model, x)
+    m = Measurement(basic_metrics(model, x, layers))
+    m.layers = layers
     m["memory/peak_activation_bytes"] = peak_activation_bytes(model, x, BITS[dtype] // 8)
     m["size/bytes_sparse"] = sparse_bytes(model, BITS[dtype])
 

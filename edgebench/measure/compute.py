@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from edgebench.measure.size import prunable_layers
+
 
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass (FlopCounterMode FLOPs / 2).
@@ -58,9 +60,8 @@ def layer_profile(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
                                     inputs[0].numel(), output.numel()))
         return fn
 
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)):
-            hooks.append(mod.register_forward_hook(hook(name)))
+    for name, mod in prunable_layers(model):
+        hooks.append(mod.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
     try:
@@ -73,11 +74,13 @@ def layer_profile(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
     return layers
 
 
-def macs_nonzero(model: nn.Module, example_input: torch.Tensor, total_macs: int | None = None) -> int:
+def macs_nonzero(model: nn.Module, example_input: torch.Tensor, total_macs: int | None = None,
+                 layers: list[LayerInfo] | None = None) -> int:
     """MACs a sparse kernel would do: conv/linear MACs scale with their weights' density.
 
-    Matrix products outside conv/linear modules (e.g. attention) count as dense.
+    Matrix products outside conv/linear modules (e.g. attention) count as dense. Pass ``layers``
+    (a ``layer_profile`` at this input) to avoid profiling the model again.
     """
     total = count_macs(model, example_input) if total_macs is None else total_macs
-    layers = layer_profile(model, example_input)
+    layers = layer_profile(model, example_input) if layers is None else layers
     return int(total - sum(l.macs for l in layers) + sum(l.macs_nonzero for l in layers))

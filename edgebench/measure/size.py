@@ -10,19 +10,21 @@ import torch
 from torch import nn
 
 
-def prunable_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Weights of convolution and linear layers: what pruning removes and sparsity is measured on."""
-    return [(f"{n}.weight", m.weight) for n, m in model.named_modules()
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Convolution and linear layers, in definition order: what pruning removes and sparsity is measured on."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
 def count_params(model: nn.Module) -> dict[str, float]:
     """``size/params``, ``size/params_nonzero``, ``size/bytes_fp32`` and ``size/sparsity``."""
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    prunable = prunable_weights(model)
-    total = sum(w.numel() for _, w in prunable)
-    zeros = sum(w.numel() - int(torch.count_nonzero(w)) for _, w in prunable)
+    weights = [m.weight for _, m in prunable_layers(model)]
+    total = sum(w.numel() for w in weights)
+    zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
     out = {"size/params": params, "size/params_nonzero": nonzero, "size/bytes_fp32": 4 * params}
     if total:
         out["size/sparsity"] = zeros / total

@@ -34,17 +34,17 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from edgebench.config import ConfigError
+from edgebench.config import ConfigError, check
 from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext
-from edgebench.methods.pruning import UnstructuredPruningConfig, bake, prunable_layers, prune_to, refresh
+from edgebench.measure.size import prunable_layers
+from edgebench.methods.pruning import UnstructuredPruningConfig, bake, prune_to, refresh
 
 log = logging.getLogger(__name__)
 CONTROLS = ("reinit", "random_prune")
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"method.{key}: {msg}")
+    check(ok, f"method.{key}", msg)
 
 
 @dataclass

@@ -25,15 +25,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from edgebench.config import ConfigError
+from edgebench.config import ConfigError, check
+from edgebench.measure.size import prunable_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
 log = logging.getLogger(__name__)
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"method.{key}: {msg}")
+    check(ok, f"method.{key}", msg)
 
 
 class Schedule(str, Enum):
@@ -96,10 +96,6 @@ class StructuredPruningConfig:
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
 
 
 def layer_table(model: nn.Module) -> list[dict]:
