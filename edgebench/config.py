@@ -145,7 +145,7 @@ class DeviceKind(str, Enum):
     fpga = "fpga"
 
 
-DTYPES = ("fp32", "fp16", "int8")
+DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import edgebench
 from edgebench import cache, measure, methods, training
-from edgebench.config import EdgebenchConfig, validate
+from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
 from edgebench.summary import print_summary
@@ -67,14 +67,15 @@ def _sweep_tags() -> dict[str, str]:
 
 
 def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
-    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None):
-        cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1))  # the schedule spans this training
+    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None, lr=None):
+        # the schedule spans this training; a method may fine-tune at its own learning rate
+        cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1), lr=lr or spec.trainer.lr)
         return training.fit(net, dm, cfg, callbacks=callbacks, extra_losses=extra_losses,
                             default_root_dir=output_dir, max_epochs=epochs,
                             val_check_interval=val_check_interval, val_points=val_points)
 
-    def retrain(net, epochs, callbacks=(), extra_losses=()):
-        return fit(net, epochs, callbacks, extra_losses)
+    def retrain(net, epochs, callbacks=(), extra_losses=(), lr=None):
+        return fit(net, epochs, callbacks, extra_losses, lr=lr)
 
     batches = len(dm.train_dataloader())
     return methods.MethodContext(
@@ -159,6 +160,10 @@ def run(cfg: DictConfig) -> RunResult:
 
         example = splits.test_x[:1]
         if method is not None:  # refuse an impossible combination before any training
+            if (getattr(method, "artifact_runtime", None) == "onnxruntime" and spec.measure.latency
+                    and spec.measure.runtime != Runtime.onnxruntime):
+                raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: {method.name} produces an int8 ONNX "
+                                  "file that only ONNX Runtime runs; use measure.runtime=onnxruntime")
             method.check(build(), example)
 
         def train(net):
@@ -171,29 +176,34 @@ def run(cfg: DictConfig) -> RunResult:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         model = baseline.model
         base_test = training.evaluate(model, dm.test_dataloader())
+        compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
         if method is not None:
-            result = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir, build,
-                                              baseline.key_hash))
-            model = result.model
-            mlrun.log_metrics({f"method/{k}": v for k, v in result.metrics.items()})
-            for row in result.rounds:
+            compressed = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir, build,
+                                                  baseline.key_hash))
+            model = compressed.model
+            mlrun.log_metrics({f"method/{k}": v for k, v in compressed.metrics.items()})
+            mlrun.log_metrics(compressed.named_metrics)
+            mlrun.set_tags(compressed.tags)
+            for row in compressed.rounds:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "round"}, step=int(row["round"]))
-            if result.layers:
-                mlrun.log_dict({"layers": result.layers}, "method/layers.json")
-                mlrun.log_text(_layers_markdown(result.layers), "method/layers.md")
-            for artifact_path, local in result.files.items():
+            if compressed.layers:
+                mlrun.log_dict({"layers": compressed.layers}, "method/layers.json")
+                mlrun.log_text(_layers_markdown(compressed.layers), "method/layers.md")
+            for artifact_path, local in compressed.files.items():
                 mlrun.log_artifact(local, str(Path(artifact_path).parent))
-            for child in result.children:
+            for child in compressed.children:
                 _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
                            example, spec)
 
-        test = training.evaluate(model, dm.test_dataloader())
+        test = training.evaluate(compressed.predict or model, dm.test_dataloader())  # the deployed form's accuracy
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])
         artifact_dir = Path(paths.output_dir) / "artifact"
         measured = measure.measure_model(model, example, device=spec.device, config=spec.measure,
                                          artifact_dir=artifact_dir,
-                                         baseline=baseline.model if method is not None else None)
+                                         baseline=baseline.model if method is not None else None,
+                                         artifact=compressed.artifact, dtype=compressed.dtype,
+                                         analytic_bytes=compressed.analytic_bytes)
         metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
                    "delta/acc": test["test/acc"] - base_test["test/acc"]}
         mlrun.log_metrics(metrics)
@@ -202,7 +212,7 @@ def run(cfg: DictConfig) -> RunResult:
         mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
                         "baseline.key": baseline.key_hash, **measured.tags()})
 
-    result = RunResult(mlrun.run_id, metrics, tags, baseline.from_cache, baseline.history,
-                       measured.device_report)
+    result = RunResult(mlrun.run_id, metrics, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
+                       baseline.history, measured.device_report)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))
     return result

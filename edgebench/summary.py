@@ -32,8 +32,10 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         ("parameters", _si(m["size/params"]) + (f"  ({_si(m['size/params_nonzero'])} nonzero, sparsity "
                                                 f"{m.get('size/sparsity', 0):.1%})" if compressed else "")),
     ]
+    if "quant.accuracy" in t:
+        rows.append(("quantisation", f"accuracy {t['quant.accuracy'].split(':')[0]}, size {t['quant.size'].split(':')[0]}"))
     if "size/bytes_artifact" in m:
-        rows.append(("model file (ONNX)", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
+        rows.append((f"model file ({t.get('export.dtype', 'fp32')} ONNX)", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
                                          f"sparse encoding {_si(m['size/bytes_sparse'], 'B')})"))
     rows.append(("MACs", _si(m["compute/macs"]) + (f"  ({_si(m['compute/macs_nonzero'])} touch nonzero weights)"
                                                   if compressed else "")))
@@ -42,7 +44,7 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     if "latency/host_p50_ms" in m:
         noisy = "  [noisy]" if m.get("latency/host_noisy") else ""
         rows.append(("host latency (measured)", f"p50 {m['latency/host_p50_ms']:.3g} ms, p90 {m['latency/host_p90_ms']:.3g} ms, "
-                                               f"{int(m['latency/host_threads'])} threads{noisy}"))
+                                               f"{int(m['latency/host_threads'])} threads, {t.get('latency.runtime', 'onnxruntime')}{noisy}"))
     if compressed:
         host = f"{m['latency/host_speedup']:.2f}x measured" if "latency/host_speedup" in m else "not measured"
         rows.append(("speedup vs dense", f"{host}; {m.get('compute/theoretical_speedup', 1):.2f}x fewer MACs (theoretical)"))

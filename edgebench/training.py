@@ -212,9 +212,11 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, 
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, loader: Iterable, device: str = "cpu") -> dict[str, float]:
-    """Test-split metrics of ``net`` with a plain loop (no Trainer needed)."""
-    net.eval().to(device)
+def evaluate(net: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: Iterable,
+             device: str = "cpu") -> dict[str, float]:
+    """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session)."""
+    if isinstance(net, nn.Module):
+        net.eval().to(device)
     n, loss, correct, top5 = 0, 0.0, 0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)

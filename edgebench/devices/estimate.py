@@ -23,7 +23,7 @@ from pathlib import Path
 from edgebench.config import DeviceConfig, DeviceKind
 from edgebench.measure.compute import LayerInfo
 
-BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 @dataclass

@@ -6,7 +6,9 @@ Returns the metric contract's ``size/*``, ``compute/*``, ``memory/*``, ``latency
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from edgebench.measure.size import count_params, files_bytes, gzip_bytes, sparse
 
 log = logging.getLogger(__name__)
 
-BITS = {"fp32": 32, "fp16": 16, "int8": 8}
+BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8}
 
 
 class Measurement(dict):
@@ -32,11 +34,17 @@ class Measurement(dict):
     device_report = None  # edgebench.devices.DeviceReport
     latency: dict[str, LatencyStats] | None = None
     layers: list[LayerInfo] | None = None
+    runtime: str | None = None  # what timed the model: onnxruntime or torch
 
     def tags(self) -> dict[str, str]:
         t: dict[str, str] = {}
         if self.artifact is not None:
             t["export.format"], t["export.exporter"] = self.artifact.format, self.artifact.exporter
+            t["export.dtype"] = self.artifact.dtype
+            if self.artifact.note:
+                t["export.note"] = self.artifact.note
+        if self.runtime is not None:
+            t["latency.runtime"] = self.runtime
         if self.device_report is not None:
             t["device.fit"] = "fits" if self.device_report.fits else "; ".join(self.device_report.reasons)
             if self.device_report.note:
@@ -67,22 +75,41 @@ def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
 
 
 def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtime: Runtime, threads: int):
-    if runtime == Runtime.onnxruntime:
+    """(runner, runtime name): the artifact in ONNX Runtime, or the model in PyTorch eager."""
+    if artifact is not None and artifact.dtype == "int8" and runtime != Runtime.onnxruntime:
+        raise ValueError("an int8 ONNX artifact runs in ONNX Runtime only; use measure.runtime=onnxruntime")
+    if runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime == "onnxruntime"):
         if artifact is None:
             raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
-        return onnxruntime_runner(artifact.path, x, threads)
-    return torch_runner(model, x)
+        return onnxruntime_runner(artifact.path, x, threads), "onnxruntime"
+    return torch_runner(model, x), "torch"  # also where ORT has no kernels for the artifact's dtype (bf16)
+
+
+def _copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for f in artifact.files:
+        dst = out_dir / f.name
+        if f.resolve() != dst.resolve():
+            shutil.copyfile(f, dst)
+        files.append(dst)
+    return dataclasses.replace(artifact, path=out_dir / artifact.path.name, files=files)
 
 
 def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | DeviceConfig = "host",
                   baseline: nn.Module | None = None, *, config: MeasureConfig | None = None,
-                  artifact_dir: str | Path | None = None, dtype: str = "fp32") -> Measurement:
+                  artifact_dir: str | Path | None = None, dtype: str = "fp32", artifact: Artifact | None = None,
+                  analytic_bytes: int | None = None) -> Measurement:
     """Measure ``model`` at ``example_input`` (batch 1) for ``device``.
 
     With ``baseline`` (the dense reference model), both are timed interleaved in this process and
     the ratio keys (``latency/host_speedup``, ``compute/theoretical_speedup``,
     ``size/compression_ratio``) are filled. The ONNX artifact is written to ``artifact_dir``
     (a temporary folder when None, removed afterwards).
+
+    A method that produced its own deployable file (int8, fp16) passes it as ``artifact`` (its
+    files are copied to ``artifact_dir``), and ``dtype`` is the deployed dtype. ``analytic_bytes``
+    replaces ``size/bytes_sparse`` for a stored format that is not a plain dtype (k-bit codes).
     """
     from edgebench.devices import evaluate_device, host_profile
 
@@ -93,13 +120,16 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     m = Measurement(basic_metrics(model, x, layers))
     m.layers = layers
     m["memory/peak_activation_bytes"] = peak_activation_bytes(model, x, BITS[dtype] // 8)
-    m["size/bytes_sparse"] = sparse_bytes(model, BITS[dtype])
+    m["size/bytes_sparse"] = analytic_bytes if analytic_bytes is not None else sparse_bytes(model, BITS[dtype])
 
     tmp = tempfile.TemporaryDirectory(prefix="edgebench-measure-")
     try:
         out_dir = Path(artifact_dir) if artifact_dir is not None else Path(tmp.name)
-        if cfg.export:
-            m.artifact = export_onnx(model, x, out_dir / "model.onnx")
+        if artifact is not None:
+            m.artifact = _copy_artifact(artifact, out_dir) if artifact_dir is not None else artifact
+        elif cfg.export:
+            m.artifact = export_onnx(model, x, out_dir / "model.onnx", dtype=dtype)
+        if m.artifact is not None:
             m["size/bytes_artifact"] = files_bytes(m.artifact.files)
             m["size/bytes_gzip"] = gzip_bytes(m.artifact.files)
         base_artifact = None
@@ -112,9 +142,11 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
                 base_artifact = export_onnx(baseline, x, Path(tmp.name) / "baseline" / "model.onnx")
         if cfg.latency:
             threads = cfg.threads or torch.get_num_threads()
-            runners = {"model": _runner(model, m.artifact, x, cfg.runtime, threads)}
-            if baseline is not None:
-                runners["baseline"] = _runner(baseline, base_artifact, x, cfg.runtime, threads)
+            runner, m.runtime = _runner(model, m.artifact, x, cfg.runtime, threads)
+            runners = {"model": runner}
+            if baseline is not None:  # in the same runtime as the model (PyTorch for bf16), so the ratio compares dtypes
+                same = cfg.runtime if m.runtime == "onnxruntime" else Runtime.torch
+                runners["baseline"] = _runner(baseline, base_artifact, x, same, threads)[0]
             stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
                                     max_noise=cfg.max_noise, retries=cfg.retries)
             s = stats["model"]

@@ -21,11 +21,36 @@ class Artifact:
     files: list[Path]  # every file of the artifact (e.g. model.onnx and model.onnx.data)
     format: str  # "onnx"
     exporter: str  # which exporter wrote it
-    dtype: str  # the dtype the weights are stored in: fp32, fp16, int8
+    dtype: str  # the dtype the weights are stored in: fp32, fp16, bf16, int8
+    runtime: str = "onnxruntime"  # what runs it on the host: onnxruntime, or torch where ORT has no kernels
+    note: str = ""  # how it was produced / what runs it, logged as the tag export.note
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Artifact:
-    """Export ``model`` to ONNX at ``path``: torch.export-based exporter first, TorchScript-based as fallback."""
+def strip_debug_info(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, module paths) and keep one file.
+
+    The torch.export-based exporter annotates every node with its source location, which is ~50%
+    of a small int8 file; a deployed model carries none of it. Weights go into the .onnx file
+    itself unless it would pass protobuf's 2 GB limit.
+    """
+    import onnx
+
+    model = onnx.load(str(path))  # with any external data
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for old in path.parent.glob(path.name + "*"):
+        old.unlink()
+    large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
+    onnx.save(model, str(path), save_as_external_data=large, location=path.name + ".data" if large else None)
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, dtype: str = "fp32") -> Artifact:
+    """Export ``model`` to ONNX at ``path``: torch.export-based exporter first, TorchScript-based as fallback.
+
+    The batch dimension is dynamic (one file serves batch-1 latency and batched test evaluation);
+    the other dimensions are fixed at ``example_input``'s.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.glob(path.name + "*"):
@@ -40,7 +65,8 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path)
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(model, (example_input,), str(path), dynamo=True, input_names=["input"],
-                                  output_names=["logits"], verbose=False)
+                                  output_names=["logits"], verbose=False,
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
             except Exception as e:  # some graphs only export through TorchScript
                 log.warning("dynamo ONNX export failed (%s: %s); using the TorchScript exporter",
                             type(e).__name__, str(e)[:200])
@@ -48,8 +74,9 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path)
                     old.unlink()
                 exporter = "torchscript"
                 torch.onnx.export(model, (example_input,), str(path), dynamo=False, input_names=["input"],
-                                  output_names=["logits"])
+                                  output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     finally:
         model.train(was_training)
+    strip_debug_info(path)
     files = sorted(p for p in path.parent.glob(path.name + "*") if p.is_file())
-    return Artifact(path, files, "onnx", exporter, "fp32")
+    return Artifact(path, files, "onnx", exporter, dtype)

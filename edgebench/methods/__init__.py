@@ -14,8 +14,10 @@ from edgebench.config import ConfigError
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 from edgebench.methods.lottery import LOTTERY
 from edgebench.methods.pruning import STRUCTURED, UNSTRUCTURED
+from edgebench.methods.quantization import HALF, INT8, WEIGHT_QUANT
 
-REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED, **LOTTERY}
+REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED, **LOTTERY, **HALF, **INT8,
+                                                  **WEIGHT_QUANT}
 
 
 def parse(node: Any):
@@ -28,6 +30,9 @@ def parse(node: Any):
     if name not in REGISTRY:
         raise ConfigError(f"method.name: unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
     schema, _ = REGISTRY[name]
+    aliases = getattr(schema, "yaml_aliases", {})  # YAML keys that are Python keywords (kure's `lambda`)
+    if aliases:
+        node = {aliases.get(k, k): v for k, v in OmegaConf.to_container(OmegaConf.create(node)).items()}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
@@ -35,6 +40,8 @@ def parse(node: Any):
         raise
     except OmegaConfBaseException as e:
         msg = str(e).replace("full_key: ", "full_key: method.")
+        for key, attr in aliases.items():
+            msg = msg.replace(attr, key)
         raise ConfigError(f"method ({name}): {msg}") from None
 
 

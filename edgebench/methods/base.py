@@ -13,7 +13,10 @@ What the families in the README need, and where it lives here:
 * a teacher (distillation): ``ctx.baseline``, the cached dense model;
 * calibration data (quantisation): ``ctx.datamodule``;
 * an example input (structured pruning, export): ``ctx.example_input``;
-* a deployable artifact of its own (int8): ``result.artifact``.
+* a deployable artifact of its own (int8, fp16): ``result.artifact``, with ``result.predict`` so
+  test accuracy comes from that artifact, and ``result.dtype`` for the device fit;
+* a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
+  saying that its size is analytic and its accuracy simulated.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from edgebench.measure.export import Artifact
+
 
 @dataclass
 class MethodContext:
     baseline: nn.Module  # the dense model (do not modify; copy it)
     datamodule: Any  # EdgeDataModule: train/val/test loaders over in-memory tensors
     example_input: torch.Tensor  # batch of 1
-    retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), extra_losses=()) -> per-epoch history
+    retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), extra_losses=(), lr=None) -> per-epoch history
     evaluate: Callable[[nn.Module], dict[str, float]]  # test-split metrics of a model (for per-round reports)
     train_batches_per_epoch: int
     output_dir: Path
@@ -59,7 +64,12 @@ class CompressionResult:
     metrics: dict[str, float] = field(default_factory=dict)  # logged as method/<key>
     rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures {"round": r, ...}, step=round
     layers: list[dict] = field(default_factory=list)  # per-layer table, logged as an artifact
-    artifact: Path | None = None  # a deployable file the method produced itself (else the pipeline exports)
+    artifact: Artifact | None = None  # a deployable file the method produced itself (else the pipeline exports `model`)
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # test accuracy comes from this (default: model)
+    dtype: str = "fp32"  # dtype of the deployed weights and activations (device fit, analytic sizes)
+    analytic_bytes: int | None = None  # size/bytes_sparse of a stored format that is not a plain dtype (k-bit codes)
+    tags: dict[str, str] = field(default_factory=dict)  # labels logged as run tags (e.g. quant.accuracy)
+    named_metrics: dict[str, float] = field(default_factory=dict)  # logged under their own names (quant/acc_w4)
     children: list[ChildResult] = field(default_factory=list)  # each logged as a child run, measured in full
     files: dict[str, Path] = field(default_factory=dict)  # extra artifacts: {artifact path: local file}
 

@@ -1,0 +1,337 @@
+"""Quantisation methods: fp16/bf16, real int8 (post-training and quantisation-aware), k-bit uniform and
+k-means weight quantisation, and KURE.
+
+What is real and what is simulated (tagged on every run as ``quant.accuracy`` / ``quant.size``):
+
+* ``fp16``, ``ptq_int8``, ``qat_int8``: a real low-precision ONNX file; test accuracy is computed
+  from that file's outputs in ONNX Runtime, its bytes are the file's, and its latency is measured
+  in ONNX Runtime. ``bf16`` has no ONNX Runtime CPU kernels: PyTorch runs it (accuracy and latency).
+* ``uniform_quant``, ``nonuniform_quant``, ``kure``: no runtime here executes 2-8 bit weight codes.
+  Accuracy is simulated (weights quantised, then dequantised to fp32); the size is analytic
+  (``size/bytes_sparse``: codes + scales or codebooks); the ONNX artifact holds the fp32 weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from edgebench.config import ConfigError, check
+from edgebench.measure.size import prunable_layers, tensor_sparse_bits
+from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, OnnxPredictor, SharedCodebook, UniformSTE,
+                             export_half, kmeans_quantize, kurtosis, quantize_int8, quantized_bits, uniform_quantize)
+
+log = logging.getLogger(__name__)
+
+SIMULATED = {
+    "quant.accuracy": "simulated: weights quantised to k-bit codes and dequantised to fp32 (no k-bit runtime here)",
+    "quant.size": "analytic: k-bit codes + scales or codebook (size/bytes_sparse); the ONNX file holds fp32 weights",
+}
+REAL = {"quant.accuracy": "measured: test split run through the low-precision artifact",
+        "quant.size": "measured: bytes of the low-precision artifact file"}
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    check(ok, f"method.{key}", msg)
+
+
+class Int8Mode(str, Enum):
+    static = "static"  # calibrated activation ranges, int8 convolutions and matmuls
+    dynamic = "dynamic"  # activation ranges at run time; MatMul/Gemm only (for linear-heavy models)
+
+
+class WeightGranularity(str, Enum):
+    per_channel = "per_channel"
+    per_tensor = "per_tensor"
+
+
+class Calibration(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+@dataclass
+class HalfConfig:
+    name: str = "fp16"  # fp16 | bf16
+
+
+@dataclass
+class Int8Config:
+    name: str = "ptq_int8"  # ptq_int8 | qat_int8
+    mode: Int8Mode = Int8Mode.static
+    granularity: WeightGranularity = WeightGranularity.per_channel
+    reduce_range: bool = True  # 7-bit weight codes: no u8*s8 saturation on CPUs without VNNI
+    calibration_batches: int = 8  # training batches (trainer.batch_size) for the activation ranges
+    calibration_method: Calibration = Calibration.minmax
+    finetune_epochs: int = 1  # qat_int8: epochs of fake-quantised fine-tuning
+    lr: float = 1.0e-4  # qat_int8: fine-tuning learning rate
+
+    def __post_init__(self) -> None:
+        _check(self.calibration_batches >= (1 if self.mode == Int8Mode.static else 0), "calibration_batches",
+               f"static int8 needs >= 1 calibration batch, got {self.calibration_batches}")
+        _check(self.finetune_epochs >= 0, "finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        if self.name == "qat_int8":
+            _check(self.mode == Int8Mode.static, "mode", "qat_int8 exports static int8; use ptq_int8 for dynamic")
+            _check(self.finetune_epochs >= 1, "finetune_epochs", "qat_int8 fine-tunes: needs >= 1 (or use ptq_int8)")
+
+
+@dataclass
+class WeightQuantConfig:
+    name: str = "uniform_quant"  # uniform_quant | nonuniform_quant
+    bits: int = 4  # uniform: code width; nonuniform: log2 of the codebook size
+    symmetric: bool = True  # uniform only: symmetric codes around 0, else affine with a zero point
+    bucket_size: int = 0  # uniform only: a scale per group of this many consecutive values (0: per tensor)
+    keep_first_last: bool = False  # leave the first and the last layer at fp32
+    finetune_epochs: int = 0  # 0: post-training; else fine-tune with the quantiser in the forward pass
+    lr: float = 1.0e-4
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.bits <= 8, "bits", f"must be in 2..8, got {self.bits} (8-bit with a runtime: +method=ptq_int8)")
+        _check(self.bucket_size >= 0, "bucket_size", f"must be >= 0 (0 = one scale per tensor), got {self.bucket_size}")
+        _check(self.finetune_epochs >= 0, "finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        if self.name == "nonuniform_quant":
+            _check(self.bucket_size == 0, "bucket_size", "nonuniform_quant has one codebook per tensor; leave it at 0")
+
+
+@dataclass
+class KureConfig:
+    name: str = "kure"
+    lambda_: float = 1.0  # YAML key `lambda`: weight of the kurtosis term (the authors' commands use 1.0)
+    target: float = 1.8  # kurtosis of a uniform distribution
+    finetune_epochs: int = 3  # KURE fine-tuning from the dense model (and the same for the control)
+    lr: float = 1.0e-4
+    control: bool = True  # fine-tune the same epochs without KURE and evaluate it the same way
+    eval_bits: list[int] = field(default_factory=lambda: [8, 6, 5, 4, 3])
+    eval_symmetric: bool = True  # the uniform quantiser of the evaluation
+    eval_bucket_size: int = 0  # 0: one scale per tensor (where outliers hurt most)
+    keep_first_last: bool = True  # as in the paper: first and last layer stay fp32 when quantised
+
+    def __post_init__(self) -> None:
+        _check(self.lambda_ >= 0, "lambda", f"must be >= 0, got {self.lambda_}")
+        _check(self.finetune_epochs >= 1, "finetune_epochs", f"KURE is a training regulariser: needs >= 1, got {self.finetune_epochs}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(bool(self.eval_bits) and all(2 <= b <= 8 for b in self.eval_bits), "eval_bits",
+               f"must be a non-empty list of bit widths in 2..8, got {self.eval_bits}")
+        _check(self.eval_bucket_size >= 0, "eval_bucket_size", f"must be >= 0, got {self.eval_bucket_size}")
+
+    yaml_aliases = {"lambda": "lambda_"}  # YAML keys that are Python keywords
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def quantizable(model: nn.Module, keep_first_last: bool) -> list[tuple[str, nn.Module]]:
+    layers = prunable_layers(model)
+    return layers[1:-1] if keep_first_last else layers
+
+
+def analytic_bytes(model: nn.Module, coded: dict[str, int]) -> int:
+    """Bytes of a packed file: coded weights at their bits (see ``quantized_bits``), everything else fp32."""
+    bits = sum(coded.values())
+    coded_params = {f"{n}.weight" for n in coded}
+    bits += sum(tensor_sparse_bits(p.detach(), 32) for n, p in model.named_parameters() if n not in coded_params)
+    bits += sum(b.numel() * b.element_size() * 8 for b in model.buffers())
+    return math.ceil(bits / 8)
+
+
+def quantize_weights(model: nn.Module, layers: list[tuple[str, nn.Module]], kind: str, bits: int,
+                     symmetric: bool = True, bucket_size: int = 0, seed: int = 0) -> dict[str, int]:
+    """Replace each layer's weight in place by its quantised value; returns {layer: analytic bits}."""
+    coded = {}
+    with torch.no_grad():
+        for name, m in layers:
+            if kind == "uniform":
+                q = uniform_quantize(m.weight, bits, symmetric, bucket_size)
+            else:
+                q = kmeans_quantize(m.weight, bits, seed=seed)[0]
+            m.weight.copy_(q.values)
+            coded[name] = quantized_bits(q, bits)
+    return coded
+
+
+def _calibration(ctx: MethodContext, batches: int) -> list[torch.Tensor]:
+    out = []
+    for x, _ in ctx.datamodule.train_dataloader():
+        if len(out) >= batches:
+            break
+        out.append(x)
+    return out
+
+
+# ----------------------------------------------------------------------------------- methods
+
+
+class HalfPrecisionMethod(Method):
+    def __init__(self, cfg: HalfConfig):
+        self.cfg, self.name = cfg, cfg.name
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.name]
+        model = HalfPrecision(copy.deepcopy(ctx.baseline).eval(), dtype).eval()
+        artifact = export_half(model, ctx.example_input, ctx.output_dir / "method" / self.name / "model.onnx")
+        predict = OnnxPredictor(artifact.path) if artifact.runtime == "onnxruntime" else None
+        tags = {**REAL, "quant.runtime": artifact.note}
+        return CompressionResult(model, {"bits": 16.0}, artifact=artifact, predict=predict, dtype=self.name, tags=tags)
+
+
+class Int8Method(Method):
+    def __init__(self, cfg: Int8Config):
+        self.cfg, self.name = cfg, cfg.name
+        self.artifact_runtime = "onnxruntime"
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        cfg = self.cfg
+        model = copy.deepcopy(ctx.baseline)
+        per_channel = cfg.granularity == WeightGranularity.per_channel
+        metrics = {"bits": 8.0, "per_channel": float(per_channel), "reduce_range": float(cfg.reduce_range),
+                   "calibration_batches": cfg.calibration_batches, "dynamic": float(cfg.mode == Int8Mode.dynamic)}
+        rounds = []
+        if self.name == "qat_int8":
+            fq = Int8FakeQuant(model, per_channel, cfg.reduce_range)
+            hist = ctx.retrain(model, cfg.finetune_epochs, lr=cfg.lr)
+            metrics["fakequant_test_acc"] = ctx.evaluate(model)["test/acc"]
+            rounds = [{"round": i + 1, **{f"qat/{k.replace('/', '_')}": v for k, v in row.items() if k != "epoch"}}
+                      for i, row in enumerate(hist)]
+            fq.remove()
+            metrics.update({"finetune_epochs": cfg.finetune_epochs, "lr": cfg.lr})
+            log.info("QAT: %d epochs; fake-quantised test acc %.4f", cfg.finetune_epochs, metrics["fakequant_test_acc"])
+        model.eval()
+        calibration = _calibration(ctx, cfg.calibration_batches) if cfg.mode == Int8Mode.static else []
+        artifact = quantize_int8(model, ctx.example_input, ctx.output_dir / "method" / self.name / "model.onnx",
+                                 mode=cfg.mode.value, calibration=calibration, per_channel=per_channel,
+                                 reduce_range=cfg.reduce_range, calibrate_method=cfg.calibration_method.value)
+        log.info("int8 artifact %s (%d bytes)", artifact.path, artifact.path.stat().st_size)
+        tags = {**REAL, "quant.runtime": artifact.note}
+        return CompressionResult(model, metrics, rounds, artifact=artifact, predict=OnnxPredictor(artifact.path),
+                                 dtype="int8", tags=tags)
+
+
+class WeightQuantMethod(Method):
+    def __init__(self, cfg: WeightQuantConfig):
+        self.cfg, self.name = cfg, cfg.name
+        self.kind = "uniform" if cfg.name == "uniform_quant" else "kmeans"
+
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        if not quantizable(model, self.cfg.keep_first_last):
+            raise ConfigError(f"{self.name}: no conv or linear layer left to quantise "
+                              f"(keep_first_last={self.cfg.keep_first_last})")
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        cfg = self.cfg
+        model = copy.deepcopy(ctx.baseline)
+        layers = quantizable(model, cfg.keep_first_last)
+        if cfg.finetune_epochs:
+            for _, m in layers:
+                if self.kind == "uniform":
+                    p = UniformSTE(cfg.bits, cfg.symmetric, cfg.bucket_size)
+                else:
+                    _, codebook, index = kmeans_quantize(m.weight, cfg.bits, seed=ctx.seed)
+                    p = SharedCodebook(codebook, index)
+                parametrize.register_parametrization(m, "weight", p, unsafe=self.kind != "uniform")
+            ctx.retrain(model, cfg.finetune_epochs, lr=cfg.lr)
+            for _, m in layers:
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        # quantise (again): after fine-tuning this is exact for both quantisers and gives the analytic size
+        coded = quantize_weights(model, layers, self.kind, cfg.bits, cfg.symmetric, cfg.bucket_size, ctx.seed)
+        size = analytic_bytes(model, coded)
+        metrics = {"bits": cfg.bits, "bucket_size": cfg.bucket_size, "symmetric": float(cfg.symmetric),
+                   "finetune_epochs": cfg.finetune_epochs, "quantized_layers": len(layers)}
+        return CompressionResult(model, metrics, analytic_bytes=size, tags=dict(SIMULATED))
+
+
+class KureMethod(Method):
+    def __init__(self, cfg: KureConfig):
+        self.cfg, self.name = cfg, cfg.name
+
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        layers = prunable_layers(model)
+        if len(layers) < 2:
+            raise ConfigError("kure regularises every conv/linear layer but the first: the model has fewer than 2")
+        if self.cfg.keep_first_last and len(layers) < 3:
+            raise ConfigError("kure: with keep_first_last=true no layer is left to quantise; set it to false")
+
+    def robustness(self, ctx: MethodContext, net: nn.Module) -> dict[str, float]:
+        """Test accuracy with the weights quantised at each of ``eval_bits``, by both quantisers."""
+        cfg = self.cfg
+        out = {"acc_fp32": ctx.evaluate(net)["test/acc"]}
+        for bits in cfg.eval_bits:
+            for kind, suffix in (("uniform", ""), ("kmeans", "_kmeans")):
+                q = copy.deepcopy(net)
+                quantize_weights(q, quantizable(q, cfg.keep_first_last), kind, bits, cfg.eval_symmetric,
+                                 cfg.eval_bucket_size, ctx.seed)
+                out[f"acc_w{bits}{suffix}"] = ctx.evaluate(q)["test/acc"]
+        return out
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        cfg = self.cfg
+        nets = {"kure": copy.deepcopy(ctx.baseline)}
+        if cfg.control:
+            nets["control"] = copy.deepcopy(ctx.baseline)
+        metrics: dict[str, float] = {"lambda": cfg.lambda_, "target": cfg.target, "finetune_epochs": cfg.finetune_epochs}
+        table: dict[str, dict[str, float]] = {}
+        for label, net in nets.items():
+            reg = [m for _, m in prunable_layers(net)[1:]]
+            extra = [KureLoss(reg, cfg.lambda_, cfg.target)] if label == "kure" else []
+            log.info("KURE: fine-tuning the %s model for %d epoch(s)", label, cfg.finetune_epochs)
+            ctx.retrain(net, cfg.finetune_epochs, extra_losses=extra, lr=cfg.lr)
+            with torch.no_grad():
+                kurt = [float(kurtosis(m.weight)) for m in reg]
+            prefix = "" if label == "kure" else "control_"
+            metrics[f"{prefix}kurtosis_mean"] = sum(kurt) / len(kurt)
+            metrics[f"{prefix}kurtosis_max"] = max(kurt)
+            table[label] = self.robustness(ctx, net)
+            log.info("KURE %s: mean kurtosis %.2f, %s", label, metrics[f"{prefix}kurtosis_mean"],
+                     ", ".join(f"{k} {v:.4f}" for k, v in table[label].items()))
+        for label, row in table.items():
+            prefix = "" if label == "kure" else "control_"
+            metrics.update({f"quant/{prefix}{k}": v for k, v in row.items()})
+        files = self._report(ctx.output_dir / "method" / "kure", table)
+        knobs = {k: v for k, v in metrics.items() if not k.startswith("quant/")}
+        named = {k: v for k, v in metrics.items() if k.startswith("quant/")}
+        return CompressionResult(nets["kure"], knobs, named_metrics=named, files=files,
+                                 tags={"quant.robustness": SIMULATED["quant.accuracy"]})
+
+    def _report(self, out: Path, table: dict[str, dict[str, float]]) -> dict[str, Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out.mkdir(parents=True, exist_ok=True)
+        bits = sorted(self.cfg.eval_bits, reverse=True)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        styles = {"kure": "C0", "control": "C1"}
+        for label, row in table.items():
+            for suffix, ls, qname in (("", "-", "uniform"), ("_kmeans", "--", "k-means")):
+                ax.plot(bits, [row[f"acc_w{b}{suffix}"] for b in bits], ls, marker="o", color=styles[label],
+                        label=f"{'KURE' if label == 'kure' else 'no KURE'}, {qname}")
+            ax.axhline(row["acc_fp32"], color=styles[label], lw=0.8, ls=":")
+        ax.set_xlabel("weight bits")
+        ax.set_ylabel("test accuracy")
+        ax.invert_xaxis()
+        ax.set_title("Accuracy when the weights are quantised (dotted: fp32)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "robustness.png", dpi=120)
+        plt.close(fig)
+        (out / "robustness.json").write_text(json.dumps(table, indent=2))
+        return {"quant/robustness.png": out / "robustness.png", "quant/robustness.json": out / "robustness.json"}
+
+
+HALF = {"fp16": (HalfConfig, HalfPrecisionMethod), "bf16": (HalfConfig, HalfPrecisionMethod)}
+INT8 = {"ptq_int8": (Int8Config, Int8Method), "qat_int8": (Int8Config, Int8Method)}
+WEIGHT_QUANT = {"uniform_quant": (WeightQuantConfig, WeightQuantMethod),
+                "nonuniform_quant": (WeightQuantConfig, WeightQuantMethod), "kure": (KureConfig, KureMethod)}
