@@ -179,6 +179,9 @@ def test_plain_pip_install(tmp_path):
                    check=True, timeout=300)
     assert (target / "edgebench" / "conf" / "config.yaml").exists()
     assert (target / "edgebench" / "conf" / "model" / "lenet_300_100.yaml").exists()
+    packages = {p.parent.relative_to(repo) for p in (repo / "edgebench").rglob("__init__.py")}
+    missing = [str(p) for p in packages if not (target / p / "__init__.py").exists()]
+    assert not missing, f"packages missing from the wheel (pyproject.toml [tool.setuptools] packages): {missing}"
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
     out = _cli([*QUICK, "trainer.max_epochs=1"], cwd=run_dir, pythonpath=str(target))

@@ -82,7 +82,11 @@ def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtim
         if artifact is None:
             raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
         return onnxruntime_runner(artifact.path, x, threads), "onnxruntime"
-    return torch_runner(model, x), "torch"  # also where ORT has no kernels for the artifact's dtype (bf16)
+    if artifact is not None and artifact.format == "torch.export":  # time the saved program itself (bf16)
+        from edgebench.quant.runtime import load_program
+
+        return torch_runner(load_program(artifact.path), x), "torch"
+    return torch_runner(model, x), "torch"
 
 
 def _copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:

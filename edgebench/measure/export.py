@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class Artifact:
     path: Path  # the file a runtime opens
     files: list[Path]  # every file of the artifact (e.g. model.onnx and model.onnx.data)
-    format: str  # "onnx"
+    format: str  # "onnx" or "torch.export"
     exporter: str  # which exporter wrote it
     dtype: str  # the dtype the weights are stored in: fp32, fp16, bf16, int8
     runtime: str = "onnxruntime"  # what runs it on the host: onnxruntime, or torch where ORT has no kernels
@@ -27,11 +27,13 @@ class Artifact:
 
 
 def strip_debug_info(path: Path) -> None:
-    """Drop the exporter's per-node debug metadata (stack traces, module paths) and keep one file.
+    """Keep what a runtime needs (graph, weights, input/output types) in one file; drop the rest.
 
-    The torch.export-based exporter annotates every node with its source location, which is ~50%
-    of a small int8 file; a deployed model carries none of it. Weights go into the .onnx file
-    itself unless it would pass protobuf's 2 GB limit.
+    Dropped: the exporter's per-node debug metadata (source locations, module paths; ~50% of a
+    small int8 file) and the intermediate shape annotations (``value_info``) left by shape
+    inference, which runtimes recompute at load. Applied to every artifact, fp32 and low precision
+    alike, so their sizes compare like with like. Weights stay inside the .onnx file unless it
+    would pass protobuf's 2 GB limit.
     """
     import onnx
 
@@ -39,6 +41,7 @@ def strip_debug_info(path: Path) -> None:
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
+    del model.graph.value_info[:]
     for old in path.parent.glob(path.name + "*"):
         old.unlink()
     large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000

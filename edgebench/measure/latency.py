@@ -39,8 +39,9 @@ class LatencyStats:
         return self.iqr_ms / self.p50_ms if self.p50_ms else float("inf")
 
 
-def torch_runner(model: nn.Module, example_input: torch.Tensor) -> Callable[[], object]:
-    model = model.eval()
+def torch_runner(model: nn.Module | Callable, example_input: torch.Tensor) -> Callable[[], object]:
+    if isinstance(model, nn.Module):
+        model = model.eval()
     x = example_input.clone()
 
     def run():

@@ -29,7 +29,7 @@ from edgebench.config import ConfigError, check
 from edgebench.measure.size import prunable_layers, tensor_sparse_bits
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, OnnxPredictor, SharedCodebook, UniformSTE,
-                             export_half, kmeans_quantize, kurtosis, quantize_int8, quantized_bits, uniform_quantize)
+                             export_half, kmeans_quantize, load_program, kurtosis, quantize_int8, quantized_bits, uniform_quantize)
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,8 @@ class HalfPrecisionMethod(Method):
     def compress(self, ctx: MethodContext) -> CompressionResult:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.name]
         model = HalfPrecision(copy.deepcopy(ctx.baseline).eval(), dtype).eval()
-        artifact = export_half(model, ctx.example_input, ctx.output_dir / "method" / self.name / "model.onnx")
-        predict = OnnxPredictor(artifact.path) if artifact.runtime == "onnxruntime" else None
+        artifact = export_half(model, ctx.example_input, ctx.output_dir / "method" / self.name)
+        predict = OnnxPredictor(artifact.path) if artifact.runtime == "onnxruntime" else load_program(artifact.path)
         tags = {**REAL, "quant.runtime": artifact.note}
         return CompressionResult(model, {"bits": 16.0}, artifact=artifact, predict=predict, dtype=self.name, tags=tags)
 

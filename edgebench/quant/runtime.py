@@ -92,17 +92,36 @@ class HalfPrecision(nn.Module):
         return self.net(x.to(self.dtype)).float()
 
 
-def export_half(model: HalfPrecision, example_input: torch.Tensor, out_path: str | Path) -> Artifact:
-    """The half-precision ONNX file. fp16 runs in ONNX Runtime; bf16 has no ORT CPU kernels, so PyTorch runs it."""
-    name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[model.dtype]
-    art = export_onnx(model, example_input[:1], out_path, dtype=name)
-    if name == "fp16":
+def export_half(model: HalfPrecision, example_input: torch.Tensor, out_dir: str | Path) -> Artifact:
+    """The half-precision deployable in ``out_dir``.
+
+    fp16: an ONNX file, run by ONNX Runtime. bf16: ONNX Runtime has no bf16 convolution on CPU (and
+    the ONNX exporter keeps conv weights in fp32 around casts), so the deployable is a
+    ``torch.export`` program (``model.pt2``, bf16 weights) that PyTorch loads and runs.
+    """
+    out_dir = Path(out_dir)
+    if model.dtype == torch.float16:
+        art = export_onnx(model, example_input[:1], out_dir / "model.onnx", dtype="fp16")
         art.note = ("fp16 weights and activations; ONNX Runtime's CPU provider has few fp16 kernels and inserts "
                     "casts to fp32 around the others, so host latency reflects that, not native fp16")
-    else:
-        art.runtime = "torch"
-        art.note = "bf16 weights and activations; ONNX Runtime has no bf16 convolution on CPU, so PyTorch eager runs it"
-    return art
+        return art
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.pt2"
+    x = example_input[:1].repeat(2, *([1] * (example_input.dim() - 1)))  # own storage; batch 1 would be specialised
+    program = torch.export.export(model.eval(), (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return Artifact(path, [path], "torch.export", "torch.export", "bf16", "torch",
+                    "bf16 weights and activations in a torch.export program, run by PyTorch (no ONNX Runtime bf16 convolution on CPU)")
+
+
+def load_program(path: str | Path):
+    """A saved ``torch.export`` program as a function from inputs to logits (it is always in eval mode)."""
+    module = torch.export.load(str(path)).module()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+    return run
 
 
 class OnnxPredictor:
