@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
@@ -22,12 +23,25 @@ def config_dir() -> Path:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _main(cfg: DictConfig) -> float:
     from edgebench.pipeline import run
+    from edgebench.sweep import record_failure
 
-    return run(cfg).metrics["test/acc"]
+    try:
+        return run(cfg).metrics["test/acc"]
+    except Exception as e:
+        if not record_failure(e):  # a single run: fail loudly
+            raise
+        # a sweep job: its MLflow run (if it got that far) is FAILED; the other jobs go on and the
+        # sweep ends with a non-zero exit status naming the failures
+        logging.getLogger("edgebench").exception("job failed; the sweep goes on")
+        return float("nan")
 
 
 def main() -> None:
+    from edgebench import sweep
+
     _main()
+    if sweep.LAST_FAILURE:  # a multirun in which some jobs failed: say so and exit non-zero
+        raise SystemExit(f"edgebench: {sweep.LAST_FAILURE}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ config into these dataclasses, before any data is loaded or any model is built.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -238,6 +239,7 @@ class EdgebenchConfig:
     seed: int = 0
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
+    resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
     use_baseline_cache: bool = True
 
 
@@ -246,6 +248,9 @@ def register_configs() -> None:
     cs.store(name="edgebench_schema", node=EdgebenchConfig)
 
 
+# The launch directory. ${hydra:runtime.cwd} is not available when a sweeper resolves
+# hydra.sweep.dir (before any job starts), so paths.root_dir uses this instead (hydra.job.chdir is false).
+OmegaConf.register_new_resolver("edgebench.cwd", lambda: os.getcwd(), replace=True)
 register_configs()
 
 

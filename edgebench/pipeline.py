@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, measure, methods, training
+from edgebench import cache, measure, methods, sweep, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
@@ -35,6 +35,7 @@ class RunResult:
     baseline_from_cache: bool
     history: list[dict] = field(default_factory=list)
     device_report: object = None  # edgebench.devices.DeviceReport
+    skipped: bool = False  # resume: an earlier FINISHED run with this config was returned instead
 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:
@@ -53,17 +54,21 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def _sweep_tags() -> dict[str, str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+def _sweep_tags(tracker: Tracker) -> dict[str, str]:
+    """sweep_id, job number and the parent run, for a job of a multirun (see edgebench.sweep)."""
+    ctx = sweep.job_context()
+    if ctx is None:
+        return {}
+    tags = {"sweep_id": str(ctx.get("sweep_id") or Path(ctx["sweep_dir"]).name), "hydra.job.num": str(ctx["job_num"])}
+    if ctx.get("parent_run_id") and ctx.get("experiment_id") == tracker.experiment_id:
+        tags["mlflow.parentRunId"] = ctx["parent_run_id"]
+    return tags
 
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN:
-            return {"sweep_id": str(Path(hc.sweep.dir).name), "hydra.job.num": str(hc.job.num)}
-    except Exception:
-        pass
-    return {}
+
+def _finished_run(tracker: Tracker, chash: str):
+    """A FINISHED run of this experiment with the same config hash, or None."""
+    found = tracker.search(f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'", max_results=1)
+    return found[0] if found else None
 
 
 def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
@@ -138,12 +143,26 @@ def run(cfg: DictConfig) -> RunResult:
     training.quiet_lightning()
     choices = _choices(cfg)
     run_name = spec.run_name or f"{choices['model']}-{choices['data']}-{choices['method']}-{choices['device']}"
-    tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), **_sweep_tags()}
     paths = spec.paths
-
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    chash = sweep.config_hash(resolved)
+    sweep_tags = _sweep_tags(tracker)
+    if sweep_tags and not spec.run_name:  # tell the jobs of a sweep apart in the MLflow UI
+        run_name = f"{run_name} {sweep.job_label(sweep.job_context()) or '#' + sweep_tags['hydra.job.num']}"
+    tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
+            **sweep_tags}
+    resume = spec.resume if spec.resume is not None else bool(sweep_tags)
+    done = _finished_run(tracker, chash) if resume else None
+    if done is not None:
+        log.info("skipped: run %s already finished with this config (config_hash %s); resume=false reruns it",
+                 done.info.run_id, chash)
+        parent = sweep_tags.get("mlflow.parentRunId")
+        if parent and done.data.tags.get("mlflow.parentRunId") != parent:  # the sweep's report includes it
+            tracker.client.set_tag(parent, f"{sweep.REUSED_TAG}.{sweep_tags['hydra.job.num']}", done.info.run_id)
+        return RunResult(done.info.run_id, dict(done.data.metrics), dict(done.data.tags), True, skipped=True)
+
     with tracker.run(run_name, tags) as mlrun:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         mlrun.log_params(flatten(resolved))
         mlrun.log_dict(resolved, "config.yaml")
         log.info("MLflow run %s (%s) in %s", mlrun.run_id, run_name, paths.mlflow_tracking_uri)

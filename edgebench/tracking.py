@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,6 +63,35 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _locked(e: Exception) -> bool:
+    return "database is locked" in str(e) or "database table is locked" in str(e)
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls are retried (with jittered backoff) while SQLite reports the
+    database locked: parallel jobs of a sweep write to one SQLite file."""
+
+    def __init__(self, client, attempts: int = 10, delay_s: float = 0.1):
+        self._client, self._attempts, self._delay = client, attempts, delay_s
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            for attempt in range(self._attempts):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as e:
+                    if not _locked(e) or attempt == self._attempts - 1:
+                        raise
+                    log.debug("MLflow store locked (%s); retry %d", name, attempt + 1)
+                    time.sleep(self._delay * 2 ** min(attempt, 5) * (1 + random.random()))
+
+        return call
+
+
 class Tracker:
     """One MLflow experiment in one store; opens runs."""
 
@@ -75,10 +106,10 @@ class Tracker:
             db.parent.mkdir(parents=True, exist_ok=True)
             # Creating the schema and the experiment once, under a lock: parallel jobs race otherwise.
             with FileLock(str(db) + ".lock"):
-                self.client = MlflowClient(tracking_uri)
+                self.client = RetryingClient(MlflowClient(tracking_uri))
                 self.experiment_id = self._experiment(experiment_name, artifact_dir)
         else:  # a tracking server owns its artifact store
-            self.client = MlflowClient(tracking_uri)
+            self.client = RetryingClient(MlflowClient(tracking_uri))
             self.experiment_id = self._experiment(experiment_name, None)
 
     def _experiment(self, name: str, artifact_dir: str | None) -> str:
@@ -90,6 +121,14 @@ class Tracker:
             Path(artifact_dir).mkdir(parents=True, exist_ok=True)
             location = Path(artifact_dir).resolve().as_uri()
         return self.client.create_experiment(name, artifact_location=location)
+
+    def search(self, filter_string: str, max_results: int = 5000) -> list:
+        """Runs of this experiment matching an MLflow filter, newest first."""
+        return self.client.search_runs([self.experiment_id], filter_string, max_results=max_results,
+                                       order_by=["attributes.start_time DESC"])
+
+    def attach(self, run_id: str) -> "Run":
+        return Run(self.client, run_id)
 
     @contextmanager
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator["Run"]:
@@ -121,7 +160,6 @@ class Run:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Log finite numeric metrics in one batch; a metric that does not apply is simply absent."""
-        import time
 
         from mlflow.entities import Metric
 

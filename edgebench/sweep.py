@@ -1,0 +1,148 @@
+"""Sweeps: one MLflow parent run per Hydra multirun, a stable sweep id, and resuming finished jobs.
+
+``SweepCallback`` (registered in conf/hydra/default.yaml) runs in the launching process:
+
+* before any job starts it opens the store and experiment once and creates the parent run (or
+  reopens the parent of an earlier launch of the same sweep), and writes ``sweep.json`` into the
+  sweep folder; every job reads it (``job_context``) and becomes a child run (``mlflow.parentRunId``);
+* after the last job it counts the children by status, logs ``sweep/*`` and closes the parent.
+
+The sweep id is a hash of the experiment and the multirun's overrides, so launching the same
+sweep again finds the same parent; with ``resume`` (the default in a multirun) a job whose config
+already has a FINISHED run in the experiment is skipped, and a job that failed runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+PARENT_TAG = "edgebench.sweep_parent"
+REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
+
+
+def sweep_id(experiment: str, overrides: list[str]) -> str:
+    text = json.dumps([experiment, sorted(overrides)])
+    return "sw-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def config_hash(resolved: dict) -> str:
+    """What identifies a job's result: the resolved config without paths, names and resume switches."""
+    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
+    """The keys a multirun varies: overrides with several values, and the sweeper's own params."""
+    keys = [o.split("=", 1)[0] for o in overrides
+            if "=" in o and any(t in o.split("=", 1)[1] for t in (",", "range(", "choice(", "interval(", "glob("))]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return keys + [str(k) for k in params if str(k) not in keys]
+
+
+def job_label(ctx: dict[str, Any]) -> str:
+    """The swept values of this job, e.g. ``method.sparsity=0.9 seed=1`` (for run names)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        swept = set(ctx.get("swept_keys") or [])
+        job = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] in swept]
+        return " ".join(job)
+    except Exception:
+        return ""
+
+
+def job_context() -> dict[str, Any] | None:
+    """The sweep this process's Hydra job belongs to (parent run id, sweep id, job number), or None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        path = Path(hc.sweep.dir) / SWEEP_FILE
+        info = json.loads(path.read_text()) if path.exists() else {}
+        return {**info, "job_num": hc.job.num, "sweep_dir": str(hc.sweep.dir)}
+    except Exception:  # composed without Hydra's runtime (from Python, tests)
+        return None
+
+
+def record_failure(error: BaseException) -> bool:
+    """In a sweep job, note the failure in the sweep folder (``failed/<job>.txt``) and return True."""
+    ctx = job_context()
+    if ctx is None:
+        return False
+    folder = Path(ctx["sweep_dir"]) / "failed"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{ctx['job_num']}.txt").write_text(f"{type(error).__name__}: {error}\n")
+    return True
+
+
+# Set by SweepCallback.on_multirun_end when jobs failed (Hydra turns exceptions raised in callbacks into
+# warnings, so ``edgebench.__main__`` reads this after the sweep and exits non-zero).
+LAST_FAILURE: str | None = None
+
+
+class SweepCallback(Callback):
+    def _tracker(self, config: DictConfig):
+        from edgebench.tracking import Tracker
+
+        paths = config.paths
+        return Tracker(str(paths.mlflow_tracking_uri), str(paths.mlflow_artifact_dir), str(config.experiment_name))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        sid = sweep_id(str(config.experiment_name), overrides)
+        tracker = self._tracker(config)
+        found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
+        if found:
+            parent_id = found[0].info.run_id
+            tracker.client.update_run(parent_id, status="RUNNING")
+            log.info("sweep %s: continuing in parent run %s", sid, parent_id)
+        else:
+            tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep", "sweep.overrides": " ".join(overrides)[:5000]}
+            parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}", tags=tags).info.run_id
+            log.info("sweep %s: parent run %s", sid, parent_id)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
+            old.unlink()
+        info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
+                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept_keys(config, overrides)}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global LAST_FAILURE
+        path = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
+        if not path.exists():
+            return
+        info = json.loads(path.read_text())
+        tracker = self._tracker(config)
+        children = tracker.search(f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+        parent = tracker.client.get_run(info["parent_run_id"])
+        failures = sorted((path.parent / "failed").glob("*.txt"), key=lambda f: int(f.stem))
+        finished = {r.info.run_id for r in children if r.info.status == "FINISHED"}  # over every launch
+        reused = {v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG + ".")} - finished
+        counts = {"finished": len(finished), "reused": len(reused),
+                  "failed": len(failures)}  # in this launch, including jobs that failed before their MLflow run
+        run = tracker.attach(info["parent_run_id"])
+        run.log_metrics({f"sweep/jobs_{k}": n for k, n in counts.items()})
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        if failures:
+            reasons = "; ".join(f"job {f.stem}: {f.read_text().strip()}" for f in failures)
+            run.end("FAILED", f"{len(failures)} job(s) failed: {reasons}")
+            LAST_FAILURE = (f"sweep {info['sweep_id']}: {summary}. {reasons[:2000]} "
+                            "(launch the same sweep again to rerun only the failed jobs)")
+        else:
+            run.end("FINISHED")
+        log.info("sweep %s: %s; parent run %s", info["sweep_id"], summary, info["parent_run_id"])

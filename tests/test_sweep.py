@@ -1,0 +1,124 @@
+"""Sweeps through the real CLI: one parent run per multirun, child runs, resume, failures, parallel jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+import pandas as pd
+
+from edgebench import report
+from edgebench.sweep import config_hash, sweep_id
+
+FAST = ["data=digits", "trainer.max_epochs=2", "trainer.batch_size=32", "measure.latency=false",
+        "trainer.progress_bar=none"]
+
+
+def _cli(args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", "edgebench", "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow.db")
+    exp = client.get_experiment_by_name("edgebench")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _parents(runs):
+    return [r for r in runs if "edgebench.sweep_parent" in r.data.tags]
+
+
+def test_sweep_has_one_parent_and_resumes_finished_jobs(tmp_path):
+    out = _cli([*FAST, "+method=magnitude_pruning", "method.sparsity=0.5,0.8", "method.retrain_epochs=1"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert {c.data.params["method.sparsity"] for c in children} == {"0.5", "0.8"}
+    assert client.get_run(parent.info.run_id).data.metrics["sweep/jobs_finished"] == 2
+    # both jobs share one dense baseline: trained by the first job, a cache hit for the second
+    assert sorted(c.data.tags["baseline.cache_hit"] for c in children) == ["false", "true"]
+
+    # the report of this sweep: one row per job, frontiers marked, plots also on the parent run
+    df = report.report(f"sqlite:///{tmp_path}/results/mlflow.db", sweep=parent.data.tags["sweep_id"],
+                       out=tmp_path / "report")
+    assert len(df) == 2 and set(df["method.sparsity"]) == {0.5, 0.8} and df["pareto_bytes"].any()
+    assert {"report.md", "report.csv", "pareto_bytes.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    assert "method.sparsity" in (tmp_path / "report" / "report.csv").read_text().splitlines()[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/pareto_bytes.png"} <= logged
+
+    # the same sweep again: same parent, nothing retrained, no new runs
+    again = _cli([*FAST, "+method=magnitude_pruning", "method.sparsity=0.5,0.8", "method.retrain_epochs=1"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped") + again.stderr.count("skipped") == 2
+    _, runs2 = _runs(tmp_path)
+    assert len(runs2) == len(runs) and _parents(runs2)[0].info.run_id == parent.info.run_id
+
+    # a wider sweep: only the new ratio runs; the reused runs are listed on its parent
+    wider = _cli([*FAST, "+method=magnitude_pruning", "method.sparsity=0.5,0.8,0.9", "method.retrain_epochs=1"],
+                 tmp_path)
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    _, runs3 = _runs(tmp_path)
+    new_parent = next(p for p in _parents(runs3) if p.info.run_id != parent.info.run_id)
+    assert len(runs3) == len(runs) + 2  # the new parent and one new job
+    reused = {v for k, v in new_parent.data.tags.items() if k.startswith("sweep.reused.")}
+    assert reused == {c.info.run_id for c in children}
+
+
+def test_failed_job_fails_the_sweep_and_reruns_on_resume(tmp_path):
+    args = [*FAST, "trainer.lr=1e30,1e-3"]  # lr 1e30 makes the loss NaN
+    out = _cli(args, tmp_path)
+    assert out.returncode != 0 and "1 failed" in out.stderr and "NonFiniteLossError" in out.stderr
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    assert parent.info.status == "FAILED" and "job 0" in parent.data.tags["status_reason"]
+    statuses = sorted(r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert statuses == ["FAILED", "FINISHED"]  # the good job ran although the first one failed
+
+    again = _cli(args, tmp_path)  # the failed job runs again (and fails again); the finished one is skipped
+    assert again.returncode != 0
+    _, runs2 = _runs(tmp_path)
+    statuses = sorted(r.info.status for r in runs2 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert statuses == ["FAILED", "FAILED", "FINISHED"]
+
+
+def test_parallel_jobs_with_joblib(tmp_path):
+    out = _cli(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "seed=0,1,2,3"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "database is locked" not in out.stderr
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["seed"] for c in children} == {"0", "1", "2", "3"}
+    assert all("test/acc" in c.data.metrics for c in children)
+
+
+def test_sweep_id_and_config_hash_are_stable():
+    assert sweep_id("e", ["a=1,2", "b=3"]) == sweep_id("e", ["b=3", "a=1,2"]) != sweep_id("e", ["a=1,2"])
+    cfg = {"model": {"name": "x"}, "seed": 0, "paths": {"root_dir": "/a"}}
+    assert config_hash(cfg) == config_hash({**cfg, "paths": {"root_dir": "/b"}, "resume": True})
+    assert config_hash(cfg) != config_hash({**cfg, "seed": 1})
+
+
+def test_pareto_front():
+    acc = pd.Series([0.90, 0.95, 0.80, 0.95, 0.70, float("nan")])
+    cost = pd.Series([10.0, 20.0, 5.0, 30.0, 6.0, 1.0])
+    # 0.95@30 is beaten by 0.95@20; 0.70@6 by 0.80@5; the NaN row is never on the front
+    assert report.pareto(acc, cost).tolist() == [True, True, True, False, False, False]
+
+
+def test_report_refuses_a_missing_store(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="no MLflow store"):
+        report.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
