@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: help setup data run test test-all bench clean
+.PHONY: help setup data browser run test test-all bench clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -22,15 +22,21 @@ data: ## install Fashion-MNIST from Debian's dataset-fashion-mnist when it is mi
 	  || echo "WARNING: could not install dataset-fashion-mnist; set data.root or use data=digits"; \
 	fi
 
+browser: ## install Debian's chromium (the MLflow UI test renders the UI headless) when it is missing
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium) \
+	  || echo "WARNING: could not install chromium; the MLflow UI rendering test will be skipped"; \
+	fi
+
 setup: $(STAMP) data ## virtual environment in .venv, the package, the data
 
 run: setup ## the default experiment (dense LeNet-300-100 on Fashion-MNIST); extra overrides: make run ARGS="..."
 	$(PY) -m edgebench $(ARGS)
 
-test: setup ## the default test suite (no slow tests)
+test: setup browser ## the default test suite (no slow tests)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-all: setup ## every test, slow ones included
+test-all: setup browser ## every test, slow ones included
 	$(PY) -m pytest $(ARGS)
 
 bench: setup ## harness-overhead benchmark -> results/harness_overhead.json

@@ -26,7 +26,10 @@ def _main(cfg: DictConfig) -> float:
     from edgebench.sweep import record_failure
 
     try:
-        return run(cfg).metrics["test/acc"]
+        result = run(cfg)
+        from edgebench.sweep import objective
+
+        return objective(result.metrics, cfg.device, str(cfg.objective))
     except Exception as e:
         if not record_failure(e):  # a single run: fail loudly
             raise

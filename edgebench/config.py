@@ -190,6 +190,11 @@ class DeviceConfig:
         check(self.layer_overhead_s >= 0, "device.layer_overhead_s", f"must be >= 0, got {self.layer_overhead_s}")
 
 
+class Objective(str, Enum):
+    test_acc = "test_acc"  # test accuracy
+    fits_device = "fits_device"  # test accuracy if the model fits the device, else a negative score (edgebench.sweep)
+
+
 class Runtime(str, Enum):
     onnxruntime = "onnxruntime"  # the exported ONNX artifact in ONNX Runtime (what would be deployed)
     torch = "torch"  # PyTorch eager
@@ -240,6 +245,7 @@ class EdgebenchConfig:
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
+    objective: Objective = Objective.test_acc  # what a job returns to a sweeper (Optuna maximises it)
     use_baseline_cache: bool = True
 
 

@@ -102,7 +102,8 @@ def build(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
         df["latency_ms"], lat_label = df["latency/host_p50_ms"], "measured host latency, p50 (ms)"
     df["pareto_bytes"] = pareto(df["test/acc"], df["bytes"])
     df["pareto_latency"] = pareto(df["test/acc"], df["latency_ms"])
-    extra = sorted(c for c in df.columns if c.startswith("method.") and df[c].notna().any())
+    extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
+                   and df[c].map(str).where(df[c].notna()).nunique() > 1)  # the params that vary: what was swept
     order = COLUMNS[:7] + extra + ["bytes", "latency_ms", "pareto_bytes", "pareto_latency"] + COLUMNS[7:]
     df = df[[c for c in order if c in df]].sort_values(["method", "test/acc"], ascending=[True, False])
     return df.reset_index(drop=True), "bytes (smallest of file, gzip, analytic encoding)", lat_label

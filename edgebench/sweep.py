@@ -146,3 +146,17 @@ class SweepCallback(Callback):
         else:
             run.end("FINISHED")
         log.info("sweep %s: %s; parent run %s", info["sweep_id"], summary, info["parent_run_id"])
+
+
+def objective(metrics: dict[str, float], device, kind: str) -> float:
+    """What a sweeper maximises. ``test_acc``: test accuracy. ``fits_device``: test accuracy when the
+    model fits ``device``; otherwise a negative score, higher the closer the model is to fitting
+    (``-1 - max(file/storage, memory/RAM overshoot)``), so a search moves toward feasible models."""
+    acc = float(metrics.get("test/acc", float("nan")))
+    if kind == "test_acc" or metrics.get("device/fits", 1.0) >= 1.0:
+        return acc
+    over = 0.0
+    for used, limit in (("device/flash_bytes", device.storage_bytes), ("device/ram_bytes", device.memory_bytes)):
+        if limit and used in metrics:
+            over = max(over, metrics[used] / limit - 1)
+    return -1.0 - over

@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-from mlflow.tracking import MlflowClient
-
 import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
 
 from edgebench import report
 from edgebench.sweep import config_hash, sweep_id
@@ -118,7 +118,37 @@ def test_pareto_front():
 
 
 def test_report_refuses_a_missing_store(tmp_path):
-    import pytest
-
     with pytest.raises(SystemExit, match="no MLflow store"):
         report.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
+
+
+def test_optuna_search_moves_to_models_that_fit(tmp_path):
+    # digits LeNet-300-100 is ~200 kB; a 120 kB "flash" forces structured pruning of about a third or more
+    out = _cli(["+sweep=optuna_arduino", *FAST, "hydra.sweeper.n_trials=6", "method.retrain_epochs=1",
+                "device.storage_bytes=120000"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 6
+    fits = [r.data.metrics["device/fits"] for r in trials]
+    assert any(fits), "no trial fits the device"
+    import yaml
+
+    best = yaml.safe_load(next(tmp_path.glob("results/multiruns/*/optimization_results.yaml")).read_text())
+    assert best["best_value"] > 0  # a feasible model: infeasible trials score below zero
+    feasible = [r for r in trials if r.data.metrics["device/fits"] == 1]
+    assert best["best_value"] == max(r.data.metrics["test/acc"] for r in feasible)
+
+
+@pytest.mark.slow
+def test_ray_launcher_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e '.[ray]' (Hydra's Ray launcher)")
+    out = _cli(["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", *FAST, "seed=0,1"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Started a local Ray instance" in out.stderr + out.stdout
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
