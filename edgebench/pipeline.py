@@ -140,6 +140,10 @@ def run(cfg: DictConfig) -> RunResult:
     """Run one experiment from a composed config and return what it logged."""
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
     method = methods.build(methods.parse(spec.method))
+    if (getattr(method, "artifact_runtime", None) == "onnxruntime" and spec.measure.latency
+            and spec.measure.runtime != Runtime.onnxruntime):  # before any MLflow run or data
+        raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: {method.name} produces an int8 ONNX "
+                          "file that only ONNX Runtime runs; use measure.runtime=onnxruntime")
     training.quiet_lightning()
     choices = _choices(cfg)
     run_name = spec.run_name or f"{choices['model']}-{choices['data']}-{choices['method']}-{choices['device']}"
@@ -179,10 +183,6 @@ def run(cfg: DictConfig) -> RunResult:
 
         example = splits.test_x[:1]
         if method is not None:  # refuse an impossible combination before any training
-            if (getattr(method, "artifact_runtime", None) == "onnxruntime" and spec.measure.latency
-                    and spec.measure.runtime != Runtime.onnxruntime):
-                raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: {method.name} produces an int8 ONNX "
-                                  "file that only ONNX Runtime runs; use measure.runtime=onnxruntime")
             method.check(build(), example)
 
         def train(net):

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from edgebench.config import ConfigError, EdgebenchConfig, validate
 from tests.conftest import group_options

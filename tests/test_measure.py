@@ -14,7 +14,6 @@ from edgebench.devices import evaluate_device, estimate_latency_s
 from edgebench.devices.calibration import POINTS, point_layers
 from edgebench.measure import (
     count_macs,
-    export_onnx,
     layer_profile,
     load_device,
     macs_nonzero,

@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
