@@ -54,9 +54,8 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def _sweep_tags(tracker: Tracker) -> dict[str, str]:
-    """sweep_id, job number and the parent run, for a job of a multirun (see edgebench.sweep)."""
-    ctx = sweep.job_context()
+def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
+    """sweep_id, job number and the parent run, for a job of a multirun (``ctx``: edgebench.sweep.job_context())."""
     if ctx is None:
         return {}
     tags = {"sweep_id": str(ctx.get("sweep_id") or Path(ctx["sweep_dir"]).name), "hydra.job.num": str(ctx["job_num"])}
@@ -151,9 +150,10 @@ def run(cfg: DictConfig) -> RunResult:
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = sweep.config_hash(resolved)
-    sweep_tags = _sweep_tags(tracker)
-    if sweep_tags and not spec.run_name:  # tell the jobs of a sweep apart in the MLflow UI
-        run_name = f"{run_name} {sweep.job_label(sweep.job_context()) or '#' + sweep_tags['hydra.job.num']}"
+    job = sweep.job_context()
+    sweep_tags = _sweep_tags(tracker, job)
+    if job is not None and not spec.run_name:  # tell the jobs of a sweep apart in the MLflow UI
+        run_name = f"{run_name} {sweep.job_label(job) or '#' + sweep_tags['hydra.job.num']}"
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
             **sweep_tags}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)

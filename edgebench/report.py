@@ -221,10 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", help="only runs for this device profile (tag device)")
     ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment>)")
     args = ap.parse_args(argv)
-    uri = args.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise SystemExit(f"no MLflow store at {uri[len('sqlite:///'):]}; run an experiment first or pass --tracking-uri")
-    report(uri, args.experiment, args.sweep, args.device, args.out)
+    from edgebench.tracking import require_store
+
+    require_store(args.tracking_uri)
+    report(args.tracking_uri, args.experiment, args.sweep, args.device, args.out)
 
 
 if __name__ == "__main__":

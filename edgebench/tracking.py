@@ -35,6 +35,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
+def require_store(uri: str, hint: str = "run `python -m edgebench` first or pass --tracking-uri") -> None:
+    """Exit with a clear message when a ``sqlite:///`` store does not exist (instead of creating an empty one)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise SystemExit(f"no MLflow store at {db}; {hint}")
+
+
 def ui_command(uri: str, artifact_dir: str) -> str:
     """The command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
     if sqlite_path(uri) is None:

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from edgebench import ui
@@ -38,19 +33,7 @@ def main() -> None:
     exp = client.get_experiment_by_name(args.experiment)
     runs = [r for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
             if "edgebench.sweep_parent" not in r.data.tags]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(ui.command(uri, "results/mlartifacts", port), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                if urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with ui.serve(uri, "results/mlartifacts") as base:
         ids = urllib.parse.quote(json.dumps([r.info.run_id for r in runs]))
         url = f"{base}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([exp.experiment_id]))}"
         with sync_playwright() as p:
@@ -67,8 +50,6 @@ def main() -> None:
             panel.screenshot(path=args.out)
             browser.close()
         print(f"wrote {args.out} ({len(runs)} runs)")
-    finally:
-        os.killpg(server.pid, 15)
 
 
 if __name__ == "__main__":

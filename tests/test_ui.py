@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
 from edgebench import ui
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, data: dict | None = None) -> bytes:
@@ -36,23 +28,10 @@ def test_ui_shows_the_sweep(tmp_path):
                           "trainer.batch_size=32", "measure.latency=false", "trainer.progress_bar=none", "seed=0,1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    port = _free_port()
     uri = f"sqlite:///{tmp_path}/results/mlflow.db"
-    cmd = ui.command(uri, tmp_path / "results" / "mlartifacts", port)
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                if _get(f"{base}/health") == b"OK":
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the MLflow UI did not come up in 90 s"
-            time.sleep(0.5)
+    cmd = ui.command(uri, tmp_path / "results" / "mlartifacts", 5000)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"  # loopback only
+    with ui.serve(uri, tmp_path / "results" / "mlartifacts") as base:
         exps = json.loads(_get(f"{base}/ajax-api/2.0/mlflow/experiments/search", {"max_results": 10}))
         exp_id = next(e["experiment_id"] for e in exps["experiments"] if e["name"] == "edgebench")
         runs = json.loads(_get(f"{base}/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]}))["runs"]
@@ -65,6 +44,7 @@ def test_ui_shows_the_sweep(tmp_path):
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium is None:
             pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+
         def render(page: str) -> str:
             return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                                    "--virtual-time-budget=30000", "--window-size=1600,1000", "--dump-dom",
@@ -77,6 +57,3 @@ def test_ui_shows_the_sweep(tmp_path):
         compare = render(f"compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
         assert "lenet_300_100-digits-none-host" in compare
         assert "test/acc" in compare and "size/bytes_artifact" in compare
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
