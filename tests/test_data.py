@@ -112,3 +112,29 @@ def test_image_folder(tmp_path):
 def test_image_folder_missing(tmp_path):
     with pytest.raises(DataNotFoundError, match="is not a folder"):
         load_data(DataConfig(name="image_folder", root=str(tmp_path / "none")), tmp_path)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_fashion_mnist_given_root_without_data_is_an_error_not_a_fallback(tmp_path, monkeypatch, download):
+    # a system copy that the old search order would have used silently
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", _fake_idx_dir(tmp_path / "system"))
+    _fake_idx_dir(tmp_path / "data_dir" / "FashionMNIST" / "raw")
+    monkeypatch.setattr(sources, "_torchvision_download", lambda *a: None)  # no network
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError) as e:
+        load_data(DataConfig(name="fashion_mnist", root=str(empty), download=download), tmp_path / "data_dir")
+    msg = str(e.value)
+    assert f"data.root={empty}" in msg
+    assert all(f in msg for f in sources.IDX_FILES.values()), msg  # what the folder should hold
+    # without data.root the system copy is still found
+    s = load_data(DataConfig(name="fashion_mnist", download=False), tmp_path / "data_dir")
+    assert s.source == str(tmp_path / "system")
+
+
+def test_mnist_given_root_without_data_names_root_and_files(tmp_path):
+    with pytest.raises(DataNotFoundError) as e:
+        load_data(DataConfig(name="mnist", root=str(tmp_path / "nothing_here"), download=False), tmp_path)
+    msg = str(e.value)
+    assert f"data.root={tmp_path / 'nothing_here'}" in msg and "does not exist" in msg
+    assert all(f in msg for f in sources.IDX_FILES.values()), msg

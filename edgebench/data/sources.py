@@ -67,23 +67,45 @@ def _idx_to_splits(name: str, arrays: dict[str, np.ndarray], cfg: DataConfig, cl
     )
 
 
+def _idx_file_list() -> str:
+    return ", ".join(f"{f}(.gz)" for f in IDX_FILES.values())
+
+
+def _root_without_data(name: str, root: Path, subdir: str, extra: str = "") -> DataNotFoundError:
+    """The error for a data.root that was given but does not hold the dataset (never a silent fallback)."""
+    state = "does not exist" if not root.exists() else "does not hold them"
+    return DataNotFoundError(
+        f"data.root={root}: {name} IDX files not found there ({state}). The folder (or its {subdir} "
+        f"sub-folder) must hold the four IDX files {_idx_file_list()}. Point data.root at such a folder, "
+        f"set data.download=true to download them into it{extra}."
+    )
+
+
 def load_fashion_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
-    candidates = []
-    if cfg.root:
-        candidates += [Path(cfg.root), Path(cfg.root) / "FashionMNIST" / "raw"]
-    candidates += [DEBIAN_FASHION_MNIST, data_dir / "FashionMNIST" / "raw"]
-    found = _find_idx_dir(candidates)
-    if found is None and cfg.download:
-        found = _torchvision_download("FashionMNIST", data_dir)
-    if found is None:
-        looked = ", ".join(str(c) for c in candidates)
-        raise DataNotFoundError(
-            f"Fashion-MNIST IDX files not found (looked in: {looked}). Get them with "
-            "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
-            f"{DEBIAN_FASHION_MNIST}), or point data.root at a folder holding "
-            "train-images-idx3-ubyte.gz and the three other IDX files, or set data.download=true "
-            "on a machine with a network. For a quick try without files use data=digits."
-        )
+    if cfg.root:  # a given root is where the data must be: no fallback to another copy
+        root = Path(cfg.root)
+        found = _find_idx_dir([root, root / "FashionMNIST" / "raw"])
+        if found is None and cfg.download:
+            found = _find_idx_dir([_torchvision_download("FashionMNIST", root) or root])
+        if found is None:
+            raise _root_without_data(
+                "Fashion-MNIST", root, "FashionMNIST/raw",
+                ", or leave data.root unset to use the system copy (`sudo apt-get install dataset-fashion-mnist`, "
+                f"installs to {DEBIAN_FASHION_MNIST}). For a quick try without files use data=digits")
+    else:
+        candidates = [DEBIAN_FASHION_MNIST, data_dir / "FashionMNIST" / "raw"]
+        found = _find_idx_dir(candidates)
+        if found is None and cfg.download:
+            found = _torchvision_download("FashionMNIST", data_dir)
+        if found is None:
+            looked = ", ".join(str(c) for c in candidates)
+            raise DataNotFoundError(
+                f"Fashion-MNIST IDX files not found (looked in: {looked}). Get them with "
+                "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
+                f"{DEBIAN_FASHION_MNIST}), or point data.root at a folder holding the four IDX files "
+                f"{_idx_file_list()}, or set data.download=true on a machine with a network. "
+                "For a quick try without files use data=digits."
+            )
     log.info("Fashion-MNIST from %s", found)
     return _idx_to_splits("fashion_mnist", _load_idx_dir(found), cfg, FASHION_CLASSES, str(found))
 
@@ -105,12 +127,15 @@ def load_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
     root = Path(cfg.root) if cfg.root else data_dir
     found = _find_idx_dir([root, root / "MNIST" / "raw"])
     if found is None and cfg.download:
-        found = _torchvision_download("MNIST", root)
+        found = _find_idx_dir([_torchvision_download("MNIST", root) or root])
     if found is None:
+        if cfg.root:
+            raise _root_without_data("MNIST", root, "MNIST/raw", ", or leave data.root unset (default: "
+                                     f"{data_dir}). For a quick try without files use data=digits")
         raise DataNotFoundError(
             f"MNIST IDX files not found under {root} (or {root / 'MNIST' / 'raw'}). Copy the four IDX "
-            "files there, set data.root to where they are, or set data.download=true on a machine "
-            "with a network."
+            f"files {_idx_file_list()} there, set data.root to where they are, or set data.download=true "
+            "on a machine with a network."
         )
     return _idx_to_splits("mnist", _load_idx_dir(found), cfg, [str(i) for i in range(10)], str(found))
 
