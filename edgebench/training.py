@@ -30,6 +30,41 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run stops instead of training on garbage."""
 
 
+class DivergedError(RuntimeError):
+    """Training finished with finite losses but the model is no better than chance (see :func:`check_learned`)."""
+
+
+def chance_margin(num_classes: int) -> float:
+    """The lowest validation accuracy that counts as clearly above chance for ``num_classes`` classes.
+
+    Rule: chance (1/K) plus half of chance, at most plus 0.1, i.e. ``1/K + min(0.5/K, 0.1)``:
+    0.15 for 10 classes, 0.015 for 100, 0.6 for 2.
+    """
+    return 1.0 / num_classes + min(0.5 / num_classes, 0.1)
+
+
+def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConfig) -> None:
+    """Raise :class:`DivergedError` when the final validation accuracy is not clearly above chance.
+
+    The final epoch is judged because the final weights are what is kept. A history without
+    ``val/acc`` (no validation split) or an unknown class count is not judged.
+    """
+    accs = [row["val/acc"] for row in history if "val/acc" in row]
+    if not accs or not num_classes or num_classes < 2:
+        return
+    acc, need = accs[-1], chance_margin(num_classes)
+    if acc >= need - 1e-9:  # the boundary itself counts as learned (no float rounding surprises)
+        return
+    loss = history[-1].get("train/loss", float("nan"))
+    raise DivergedError(
+        f"the dense baseline did not learn: final val/acc {acc:.4f} after {len(history)} epoch(s) is not clearly "
+        f"above chance ({1 / num_classes:.4f} for {num_classes} classes; needs >= {need:.4f}), final train/loss "
+        f"{loss:.4g}. Training most likely diverged at trainer.lr={cfg.lr:g} "
+        f"(trainer.optimizer={getattr(cfg.optimizer, 'value', cfg.optimizer)}): lower it, e.g. "
+        f"trainer.lr={cfg.lr / 10:g}, or train longer. The baseline was not cached."
+    )
+
+
 class Classifier(pl.LightningModule):
     """Cross-entropy classification of ``net`` with accuracy on validation (test figures: :func:`evaluate`).
 

@@ -184,3 +184,43 @@ def test_lottery_run_in_mlflow(make_cfg, tmp_path):
     local = client.download_artifacts(res.run_id, "lottery/winning_ticket.pt", str(tmp_path))
     net = load_ticket(local, build_model(ModelConfig(name="lenet_300_100"), (1, 8, 8), 10))
     assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_corrupt_level_file_is_set_aside_and_that_level_retrained(ctx, caplog):
+    cfg = LotteryTicketConfig(levels=2, epochs=1, controls=[], val_checks_per_epoch=1)
+    method = methods.build(cfg)
+    first = method.compress(ctx)
+    level1 = method.store(ctx) / "level_1"
+    bad_file = level1 / "ticket" / "final.pt"
+    bad = bad_file.read_bytes()[:300]  # a truncated zip: "PytorchStreamReader failed reading zip archive"
+    bad_file.write_bytes(bad)
+    ctx.calls.clear()
+    with caplog.at_level("WARNING"):
+        again = method.compress(ctx)  # used to fail: "PytorchStreamReader failed reading zip archive", no path
+    assert ctx.calls == [1], "only level 1's ticket is trained again"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(bad_file) in m for m in warned), warned
+    aside = list(level1.glob("ticket.corrupt-*"))
+    assert len(aside) == 1 and (aside[0] / "final.pt").read_bytes() == bad
+    assert torch.load(bad_file, weights_only=True)  # a readable file again
+    assert [r["lth/remaining"] for r in again.rounds] == [r["lth/remaining"] for r in first.rounds]
+    ctx.calls.clear()
+    method.compress(ctx)
+    assert ctx.calls == []  # and it is reused from now on
+
+
+def test_corrupt_mask_file_is_redone_and_its_level_retrained(ctx, caplog):
+    cfg = LotteryTicketConfig(levels=1, epochs=1, controls=["reinit"], val_checks_per_epoch=1)
+    method = methods.build(cfg)
+    method.compress(ctx)
+    mask_file = method.store(ctx) / "level_1" / "mask.pt"
+    mask = torch.load(mask_file, weights_only=True)
+    mask_file.write_bytes(b"\x00" * 10)
+    ctx.calls.clear()
+    with caplog.at_level("WARNING"):
+        method.compress(ctx)
+    assert ctx.calls == [1, 1], "level 1's ticket and its control are retrained with the redone mask"
+    assert any(str(mask_file) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert list(mask_file.parent.glob("mask.pt.corrupt-*"))
+    redone = torch.load(mask_file, weights_only=True)
+    assert all(torch.equal(redone[n], mask[n]) for n in mask)  # the same mask: magnitudes of the stored level 0

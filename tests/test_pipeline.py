@@ -198,3 +198,40 @@ def test_compose_runs_from_python(tmp_path, mlflow_template_db):
     assert cfg.paths.mlflow_tracking_uri == f"sqlite:///{tmp_path}/results/mlflow.db"
     res = pipeline.run(cfg)
     assert res.metrics["test/acc"] > 0.5 and (tmp_path / "out" / "artifact" / "model.onnx").exists()
+
+
+def _baseline_entries(cfg) -> list[Path]:
+    return [p for p in Path(cfg.paths.cache_dir).glob("baselines/*") if not p.name.endswith(".lock")]
+
+
+def test_diverged_baseline_fails_and_is_not_cached(make_cfg):
+    # Adam at lr=1e6 on digits: finite losses around 1e21, validation accuracy at chance (about 0.1)
+    cfg = make_cfg("data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "trainer.batch_size=32",
+                   "trainer.lr=1e6", "measure.latency=false")
+    with pytest.raises(training.DivergedError, match=r"trainer\.lr=1e\+06.*lower it") as e:
+        pipeline.run(cfg)
+    assert "not clearly above chance" in str(e.value) and "0.1000 for 10 classes" in str(e.value)
+    assert not _baseline_entries(cfg), "a diverged baseline never enters the cache"
+    row = _search(cfg).iloc[0]
+    assert row.status == "FAILED" and row["tags.status_reason"].startswith("DivergedError")
+
+
+def test_nan_loss_with_the_cache_on_fails_clearly_and_caches_nothing(make_cfg):
+    cfg = make_cfg("data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "trainer.batch_size=32",
+                   "trainer.lr=1e30", "measure.latency=false")
+    with pytest.raises(training.NonFiniteLossError, match=r"lower trainer\.lr \(now 1e\+30\)"):
+        pipeline.run(cfg)
+    assert not _baseline_entries(cfg)
+
+
+def test_check_learned_rule():
+    from edgebench.config import TrainerConfig
+
+    assert training.chance_margin(10) == pytest.approx(0.15)
+    assert training.chance_margin(2) == pytest.approx(0.6)
+    assert training.chance_margin(100) == pytest.approx(0.015)
+    cfg = TrainerConfig(lr=0.5)
+    training.check_learned([{"val/acc": 0.1}, {"val/acc": 0.15}], 10, cfg)  # final epoch judged: fine
+    training.check_learned([{"train/loss": 1.0}], 10, cfg)  # no validation: not judged
+    with pytest.raises(training.DivergedError, match=r"trainer\.lr=0\.5"):
+        training.check_learned([{"val/acc": 0.9}, {"val/acc": 0.128, "train/loss": 7e21}], 10, cfg)

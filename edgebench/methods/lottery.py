@@ -14,7 +14,10 @@ Levels are resumable: every level's mask and trained weights live under
 ``<cache_dir>/lottery/<hash>/level_<L>/<branch>/``, where the hash covers the dense key (model,
 data, trainer, seed) and the method settings that change results (not ``levels`` or
 ``controls``, so adding levels or controls reuses what is done). A finished level is loaded,
-never retrained.
+never retrained. Files are written atomically and read like the baseline cache reads its
+entries (:func:`edgebench.cache.load_or_set_aside`): a stored mask or branch folder that cannot
+be loaded is logged with its path, moved aside as ``<name>.corrupt-<time>`` and that level is
+trained again (a redone mask retrains its level's branches too).
 """
 
 from __future__ import annotations
@@ -23,16 +26,15 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from edgebench.cache import atomic_save, atomic_write, load_or_set_aside, read
 from edgebench.config import ConfigError, check
 from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext
 from edgebench.measure.size import prunable_layers
@@ -149,10 +151,36 @@ def load_ticket(path: str | Path, model: nn.Module) -> nn.Module:
     return model
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+@dataclass
+class Branch:
+    """One trained branch of one level: its figures, final weights and (level 0 only) rewind weights."""
+
+    figures: dict
+    final: dict
+    rewind: dict | None = None
+
+
+def _read_branch(d: Path, need_rewind: bool, fresh: Callable[[dict], nn.Module]) -> Branch:
+    """A stored branch folder; any file that is missing, unreadable or does not fit the model raises, naming it."""
+    fig = read(d / "metrics.json", lambda p: json.loads(p.read_text()))
+    final = read(d / "final.pt")
+    read(d / "final.pt", lambda p: fresh(final))  # the weights fit the model
+    rewind = None
+    if need_rewind:
+        rewind = read(d / "rewind.pt")
+        read(d / "rewind.pt", lambda p: fresh(rewind))
+    return Branch(fig, final, rewind)
+
+
+def _read_mask(path: Path, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    mask = read(path)
+
+    def fits(p: Path) -> None:
+        if set(mask) != set(like) or any(mask[n].shape != like[n].shape for n in like):
+            raise ValueError(f"holds masks for {sorted(mask)}, not for this model's layers {sorted(like)}")
+
+    read(path, fits)
+    return mask
 
 
 class LotteryTicket(Method):
@@ -196,27 +224,35 @@ class LotteryTicket(Method):
                    "final_val_acc": points[-1]["val/acc"] if points else float("nan")}
         return model, figures, saved
 
-    def _branch(self, ctx, root: Path, level: int, branch: str, make) -> dict:
-        """Train one branch of one level unless it is stored already; returns its figures."""
+    def _branch(self, ctx, root: Path, level: int, branch: str, make, fresh, rewind_at: int = 0,
+                redo: bool = False) -> Branch:
+        """Train one branch of one level unless it is stored (and readable) already; ``redo`` retrains it anyway.
+
+        ``make()`` returns (model, mask) to train; ``rewind_at`` > 0 also keeps the weights after that many
+        steps; ``fresh(state)`` loads a state dict into a copy of the model (checks what is read back).
+        """
         d = root / f"level_{level}" / branch
-        if (d / "metrics.json").exists():
-            log.info("level %d %s: done already (%s)", level, branch, d)
-            return json.loads((d / "metrics.json").read_text())
-        model, mask, rewind_at = make()
+        if not redo and d.exists():
+            done = load_or_set_aside(d, lambda p: _read_branch(p, rewind_at > 0, fresh), f"lottery level {level} {branch}")
+            if done is not None:
+                log.info("level %d %s: done already (%s)", level, branch, d)
+                return done
+        model, mask = make()
         model, fig, rewind_state = self._train(ctx, model, mask, rewind_at)
-        tmp = d.with_name(d.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(model.state_dict(), tmp / "final.pt")
-        if rewind_state:
-            torch.save(rewind_state, tmp / "rewind.pt")
         fig["remaining"] = remaining(mask)
-        (tmp / "metrics.json").write_text(json.dumps(fig, indent=2))
-        shutil.rmtree(d, ignore_errors=True)
-        os.replace(tmp, d)
+        final = model.state_dict()
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir()
+            torch.save(final, tmp / "final.pt")
+            if rewind_state:
+                torch.save(rewind_state, tmp / "rewind.pt")
+            (tmp / "metrics.json").write_text(json.dumps(fig, indent=2))
+
+        atomic_write(d, write)
         log.info("level %d %s: %.1f%% remaining, test acc %.4f, min val loss at step %d", level, branch,
                  100 * fig["remaining"], fig["test_acc"], fig["best_val_step"])
-        return fig
+        return Branch(fig, {k: v.detach().clone() for k, v in final.items()}, rewind_state or None)
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
@@ -234,37 +270,45 @@ class LotteryTicket(Method):
             return m
 
         # level 0: the dense network, which also records the rewind point
-        dense_fig = self._branch(ctx, root, 0, "ticket", lambda: (fresh(init_state), ones, cfg.rewind_step))
-        rewind_file = root / "level_0" / "ticket" / "rewind.pt"
-        rewind = torch.load(rewind_file, weights_only=True) if cfg.rewind_step > 0 else init_state
+        dense = self._branch(ctx, root, 0, "ticket", lambda: (fresh(init_state), ones), fresh, rewind_at=cfg.rewind_step)
+        dense_fig = dense.figures
+        rewind = dense.rewind if cfg.rewind_step > 0 else init_state
+        if rewind is None:
+            raise ConfigError(f"method.rewind_step={cfg.rewind_step} is past the end of level 0's training "
+                              f"({cfg.epochs} epoch(s)); lower it or raise method.epochs")
         rows = [{"round": 0, "lth/remaining": 1.0, "lth/test_acc": dense_fig["test_acc"],
                  "lth/best_val_step": dense_fig["best_val_step"]}]
         figs = {0: dense_fig}
+        finals = {0: dense.final}
+        masks = {}
         mask = ones
         for level in range(1, cfg.levels + 1):
             mask_file = root / f"level_{level}" / "mask.pt"
-            if mask_file.exists():
-                mask = torch.load(mask_file, weights_only=True)
+            had_mask = mask_file.exists()
+            stored = load_or_set_aside(mask_file, lambda p: _read_mask(p, ones), f"lottery level {level} mask")
+            if stored is not None:
+                mask = stored
             else:
-                prev = fresh(init_state)
-                prev.load_state_dict(torch.load(root / f"level_{level - 1}" / "ticket" / "final.pt", weights_only=True))
-                mask = next_mask(prev, mask, cfg, level)
-                mask_file.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_save(mask, mask_file)
-            lvl_mask = mask
-            fig = self._branch(ctx, root, level, "ticket", lambda: (fresh(rewind), lvl_mask, 0))
-            figs[level] = fig
+                mask = next_mask(fresh(finals[level - 1]), mask, cfg, level)
+                atomic_save(mask, mask_file)
+            # a mask redone after it could not be read: this level's stored branches may have used another one
+            redo = had_mask and stored is None
+            lvl_mask = masks[level] = mask
+            ticket = self._branch(ctx, root, level, "ticket", lambda: (fresh(rewind), lvl_mask), fresh, redo=redo)
+            fig = figs[level] = ticket.figures
+            finals[level] = ticket.final
             row = {"round": level, "lth/remaining": fig["remaining"], "lth/test_acc": fig["test_acc"],
                    "lth/best_val_step": fig["best_val_step"]}
             if "reinit" in cfg.controls:
                 seed = ctx.seed + 1000 + level
                 f = self._branch(ctx, root, level, "reinit",
-                                 lambda: (reinitialise(copy.deepcopy(init), seed), lvl_mask, 0))
+                                 lambda: (reinitialise(copy.deepcopy(init), seed), lvl_mask), fresh, redo=redo).figures
                 row["lth/reinit_test_acc"] = f["test_acc"]
                 row["lth/reinit_best_val_step"] = f["best_val_step"]
             if "random_prune" in cfg.controls:
                 rmask = random_mask_like(lvl_mask, ctx.seed + 2000 + level)
-                f = self._branch(ctx, root, level, "random_prune", lambda: (fresh(rewind), rmask, 0))
+                f = self._branch(ctx, root, level, "random_prune", lambda: (fresh(rewind), rmask), fresh,
+                                 redo=redo).figures
                 row["lth/random_prune_test_acc"] = f["test_acc"]
                 row["lth/random_prune_best_val_step"] = f["best_val_step"]
             rows.append(row)
@@ -273,7 +317,7 @@ class LotteryTicket(Method):
         # (validation, not test, so the test split stays out of the choice).
         ok = [L for L in range(1, cfg.levels + 1) if figs[L]["final_val_acc"] >= dense_fig["final_val_acc"]]
         win = max(ok) if ok else max(range(1, cfg.levels + 1), key=lambda L: figs[L]["final_val_acc"])
-        win_mask = torch.load(root / f"level_{win}" / "mask.pt", weights_only=True)
+        win_mask = masks[win]
         out = Path(ctx.output_dir) / "lottery"
         out.mkdir(parents=True, exist_ok=True)
         ticket_file = out / "winning_ticket.pt"
@@ -281,8 +325,7 @@ class LotteryTicket(Method):
 
         children = []
         for level in range(0, cfg.levels + 1):
-            m = fresh(init_state)
-            m.load_state_dict(torch.load(root / f"level_{level}" / "ticket" / "final.pt", weights_only=True))
+            m = fresh(finals[level])
             children.append(ChildResult(f"level {level}", m, {"lth/level": level, **{k: v for k, v in rows[level].items() if k != "round"}},
                                         {"lth.level": str(level)}))
         final = children[win].model
