@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -42,14 +43,19 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     if "memory/peak_activation_bytes" in m:
         rows.append(("peak activations", _si(m["memory/peak_activation_bytes"], "B")))
     if "latency/host_p50_ms" in m:
-        noisy = "  [noisy]" if m.get("latency/host_noisy") else ""
-        rows.append(("host latency (measured)", f"p50 {m['latency/host_p50_ms']:.3g} ms, p90 {m['latency/host_p90_ms']:.3g} ms, "
-                                               f"{int(m['latency/host_threads'])} threads, {t.get('latency.runtime', 'onnxruntime')}{noisy}"))
+        rows.append(("host latency (measured)", escape(
+            f"p50 {m['latency/host_p50_ms']:.3g} ms, p90 {m['latency/host_p90_ms']:.3g} ms, "
+            f"{int(m['latency/host_threads'])} threads, {t.get('latency.runtime', 'onnxruntime')}")))
+        if m.get("latency/host_noisy"):  # escaped: rich would read a bare [noisy] as markup and drop it
+            iqr = f"IQR/median {m['latency/host_iqr_ms'] / m['latency/host_p50_ms']:.2f}" \
+                if m.get("latency/host_iqr_ms") and m.get("latency/host_p50_ms") else "IQR/median"
+            rows.append(("", escape(f"[noisy] {iqr} stayed above measure.max_noise after re-measuring: "
+                                    "this machine was busy; treat the figures as rough")))
     if compressed:
         host = f"{m['latency/host_speedup']:.2f}x measured" if "latency/host_speedup" in m else "not measured"
         rows.append(("speedup vs dense", f"{host}; {m.get('compute/theoretical_speedup', 1):.2f}x fewer MACs (theoretical)"))
     if r is not None:
-        rows.append((f"fits {t['device']}", "yes" if r.fits else "[bold red]NO[/]: " + "; ".join(r.reasons)))
+        rows.append((f"fits {t['device']}", "yes" if r.fits else "[bold red]NO[/]: " + escape("; ".join(r.reasons))))
         if r.latency_ms_est is not None:
             energy = f", {r.energy_mj_est:.3g} mJ" if r.energy_mj_est is not None else ""
             rows.append((f"on {t['device']} (estimate)", f"{r.latency_ms_est:.3g} ms{energy}"))
@@ -60,8 +66,11 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         table.add_row(k, v)
     console.print(table)
     if r is not None and r.note and t["device"] != "host":
-        console.print(f"device estimate: {r.note}", soft_wrap=True)
+        console.print(f"device estimate: {escape(r.note)}", soft_wrap=True)
     # plain lines, never wrapped, so they can be copied
     console.print(f"baseline: {'from cache' if result.baseline_from_cache else 'trained in this run'}", soft_wrap=True)
     console.print(f"MLflow run id: {result.run_id}", soft_wrap=True, highlight=False)
-    console.print(f"open the MLflow UI: {ui}", soft_wrap=True, highlight=False)
+    from edgebench.sweep import job_context
+
+    if job_context() is None:  # a sweep prints the command once, at its end (edgebench.sweep)
+        console.print(f"open the MLflow UI: {escape(ui)}", soft_wrap=True, highlight=False)

@@ -35,11 +35,69 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
-def require_store(uri: str, hint: str = "run `python -m edgebench` first or pass --tracking-uri") -> None:
-    """Exit with a clear message when a ``sqlite:///`` store does not exist (instead of creating an empty one)."""
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Marks the experiment as model training for MLflow 3 (the kind MLflow's own tools read; UIs that honour it open
+# the runs table, not the GenAI overview). MLflow 3.17's UI follows the sidebar's GenAI / Model training switch
+# instead, so edgebench's links also carry ?workflowType=machine_learning (edgebench.ui.experiment_url).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def check_store(uri: str, must_exist: bool = False,
+                hint: str = "run `python -m edgebench` first or pass --tracking-uri") -> None:
+    """Refuse, in one line naming the file, a ``sqlite:///`` store that is not an MLflow store.
+
+    Raises :class:`edgebench.config.ConfigError` when the file is not an SQLite database (random bytes, a
+    truncated copy) or is an SQLite database of something else, and, with ``must_exist``, when it is missing.
+    A missing or empty file is otherwise fine: MLflow creates its schema there. Other URIs are not checked.
+    """
+    import sqlite3
+
+    from edgebench.config import ConfigError
+
     db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise SystemExit(f"no MLflow store at {db}; {hint}")
+    if db is None:
+        return
+    if not db.exists():
+        if must_exist:
+            raise ConfigError(f"no MLflow store at {db}; {hint}")
+        return
+    what = ("move it aside (e.g. `mv {0} {0}.bad`) or point paths.mlflow_tracking_uri (python -m edgebench) / "
+            "--tracking-uri (edgebench.report, edgebench.ui) at another store").format(db)
+    try:
+        with open(db, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise ConfigError(f"MLflow store {db} cannot be read ({e.strerror}); {what}") from None
+    if not head:
+        return  # empty: a new store
+    if head != SQLITE_HEADER:
+        raise ConfigError(f"{db} is not an MLflow store (not an SQLite database); {what}")
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):  # a sweep job is writing: it is a database, MLflow's retries handle the rest
+            return
+        raise ConfigError(f"{db} is not an MLflow store ({e}); {what}") from None
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{db} is not an MLflow store ({e}); {what}") from None
+    if tables and "experiments" not in tables:
+        raise ConfigError(f"{db} is not an MLflow store (an SQLite database without MLflow's tables: "
+                          f"{', '.join(sorted(tables)[:5])}); {what}")
+
+
+def require_store(uri: str, hint: str = "run `python -m edgebench` first or pass --tracking-uri") -> None:
+    """For the command-line readers (report, ui): exit with :func:`check_store`'s one-line message when the
+    store is missing (instead of creating an empty one) or is not an MLflow store."""
+    from edgebench.config import ConfigError
+
+    try:
+        check_store(uri, must_exist=True, hint=hint)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
 
 
 def ui_command(uri: str, artifact_dir: str) -> str:
@@ -108,6 +166,7 @@ class Tracker:
 
         self.uri = tracking_uri
         self.artifact_dir = artifact_dir
+        check_store(tracking_uri)  # a file that is not an MLflow store: one line naming it, not SQLAlchemy's traceback
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -122,12 +181,15 @@ class Tracker:
     def _experiment(self, name: str, artifact_dir: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # made before edgebench set the kind
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         location = None
         if artifact_dir is not None:
             Path(artifact_dir).mkdir(parents=True, exist_ok=True)
             location = Path(artifact_dir).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def search(self, filter_string: str, max_results: int = 5000) -> list:
         """Runs of this experiment matching an MLflow filter, newest first."""

@@ -4,25 +4,34 @@
     python -m edgebench.ui --port 5001 --tracking-uri sqlite:////path/to/mlflow.db
 
 Equivalent to ``mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root
-file://<abs>/results/mlartifacts --host 127.0.0.1 --port 5000``. Loopback only: MLflow's UI has no
-authentication; to share it, run ``mlflow server`` behind an authenticating proxy.
+file://<abs>/results/mlartifacts --host 127.0.0.1 --port 5000``, plus: it refuses a busy port and
+a file that is not an MLflow store, prints the experiment's runs page once the server answers,
+and Ctrl-C or SIGTERM stops the server with all of its workers (it runs in its own process
+group). Loopback only: MLflow's UI has no authentication; to share it, run ``mlflow server``
+behind an authenticating proxy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from edgebench.tracking import require_store
+
+# MLflow 3.17's UI opens an experiment on the page of the sidebar's "GenAI / Model training" switch (kept per
+# browser, GenAI by default), not on the experiment's mlflow.experimentKind tag: links name the workflow.
+WORKFLOW = "workflowType=machine_learning"
 
 
 def command(tracking_uri: str, artifact_dir: str | Path, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
@@ -36,28 +45,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def experiment_url(base: str, experiment_id: str, sweep: str | None = None) -> str:
+    """The page of an experiment's runs table in the MLflow UI; with ``sweep``, only that sweep's runs, most
+    accurate first (sorted, the table lists a sweep's child runs instead of folding them under the parent)."""
+    if sweep is None:
+        return f"{base}/#/experiments/{experiment_id}?{WORKFLOW}"
+    search = urllib.parse.quote(f"tags.sweep_id = '{sweep}'")
+    order = urllib.parse.quote("metrics.`test/acc`")
+    return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW}&searchFilter={search}&orderByKey={order}&orderByAsc=false"
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens on (or holds) ``host:port``."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT does not count
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def start(tracking_uri: str, artifact_dir: str | Path, port: int, quiet: bool = False) -> subprocess.Popen:
+    """Start ``mlflow ui`` in its own session, so that :func:`stop` can end it with every worker it forks."""
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(command(tracking_uri, artifact_dir, port), stdout=out, stderr=out, start_new_session=True)
+
+
+def wait_until_up(server: subprocess.Popen, base: str, timeout_s: float = 90) -> None:
+    """Return once ``base``/health answers; RuntimeError when the server exits first or the time runs out."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK":
+                return
+        except OSError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the MLflow UI did not come up on {base} (exit status {server.poll()})")
+        time.sleep(0.5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def stop(server: subprocess.Popen, timeout_s: float = 15) -> None:
+    """End the server's whole process group: SIGTERM, then SIGKILL what is left after ``timeout_s``."""
+    pgid = server.pid  # start_new_session: the server leads its own group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if server.poll() is not None and not _group_alive(pgid):
+                return
+            time.sleep(0.1)
+    server.wait(timeout=5)
+
+
 @contextmanager
 def serve(tracking_uri: str, artifact_dir: str | Path, port: int | None = None, timeout_s: float = 90) -> Iterator[str]:
     """Run the UI in the background for the duration of a ``with`` block; yields its base URL once /health answers."""
     port = port or free_port()
-    server = subprocess.Popen(command(tracking_uri, artifact_dir, port), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = start(tracking_uri, artifact_dir, port, quiet=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout_s
-        while True:
-            try:
-                if urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the MLflow UI did not come up on {base} (exit status {server.poll()})")
-            time.sleep(0.5)
+        wait_until_up(server, base, timeout_s)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _experiment_id(base: str, name: str) -> str | None:
+    try:
+        url = f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name={urllib.parse.quote(name)}"
+        return json.loads(urllib.request.urlopen(url, timeout=10).read())["experiment"]["experiment_id"]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,16 +143,53 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db"))
     ap.add_argument("--artifact-dir", default="results/mlartifacts")
     ap.add_argument("--port", type=int, default=5000)
+    ap.add_argument("--experiment", default="edgebench", help="the experiment whose page is printed (default: edgebench)")
+    ap.add_argument("--sweep", help="print the page of this sweep's runs (a sweep id, e.g. sw-1a2b3c4d5e)")
     args = ap.parse_args(argv)
     uri = args.tracking_uri
-    require_store(uri)
     if uri.startswith(("http://", "https://")):
         raise SystemExit(f"{uri} is a tracking server: open it in a browser")
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    require_store(uri)
+    if port_in_use(args.port):
+        raise SystemExit(f"port {args.port} on 127.0.0.1 is already in use (another MLflow UI?); "
+                         f"choose another with --port, e.g. --port {free_port()}")
+
+    def on_signal(signum, frame):
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = start(uri, args.artifact_dir, args.port)
+    base = f"http://127.0.0.1:{args.port}"
     try:
-        raise SystemExit(subprocess.call(command(uri, args.artifact_dir, args.port)))
-    except KeyboardInterrupt:
-        raise SystemExit(0)
+        try:
+            wait_until_up(server, base, timeout_s=120)
+        except RuntimeError:
+            rc = server.poll()
+            why = "did not answer within 120 s" if rc is None else f"exited before serving it (exit status {rc})"
+            print(f"edgebench.ui: the MLflow UI on {base} {why}", file=sys.stderr)
+            raise SystemExit(_status(rc) or 1)
+        exp = _experiment_id(base, args.experiment)
+        page = experiment_url(base, exp, args.sweep) if exp is not None else base
+        print(f"MLflow UI on {page} (store {uri}); Ctrl-C stops it", flush=True)
+        rc = server.wait()
+    except _Stop:  # SIGTERM or Ctrl-C: end the server and its workers, then exit
+        rc = 0
+    finally:
+        for sig in previous:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        stop(server)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if rc != 0:
+        print(f"edgebench.ui: the MLflow UI exited with status {rc}", file=sys.stderr)
+    raise SystemExit(_status(rc))
+
+
+def _status(rc: int | None) -> int:
+    """An exit status for the server's return code (killed by signal N: 128 + N, as a shell reports it)."""
+    if rc is None:
+        return 1
+    return 128 - rc if rc < 0 else rc
 
 
 if __name__ == "__main__":
