@@ -7,13 +7,19 @@
 Reads the store with ``mlflow.search_runs`` (finished runs only; sweep parent runs are not rows),
 casts params to numbers, and writes ``report.csv`` (one row per run, the metric contract's
 columns), ``report.md``, and two frontier plots: test accuracy against model bytes and against
-latency. A run is Pareto-optimal when no other run is at least as accurate and at least as small
-(or fast) and strictly better in one of them.
+latency, one panel and one frontier per device (tag ``device``). A run is Pareto-optimal when it
+fits its device and no other run on that device that fits is at least as accurate and at least as
+small (or fast) and strictly better in one of them. Runs that do not fit (``device/fits`` = 0) are
+drawn hollow and kept off the frontier; points are labelled by their swept values; the dense
+baseline (method ``none``) is a star, or a dotted line at its accuracy when no dense run is in the set.
 
 * **bytes** = the smallest of the run's ONNX file, its gzip, and the analytic encoding
   (``size/bytes_sparse``): the same denominator as ``size/compression_ratio``.
-* **latency** = ``device/latency_ms_est`` (an estimate) when every row has one for a target
-  device, else the measured ``latency/host_p50_ms``. The plot's axis says which.
+* **latency** on a target device = its estimate ``device/latency_ms_est``. On the host =
+  the dense model's p50 divided by the run's ``latency/host_speedup`` (measured interleaved with
+  the dense model in one process), so that runs timed at different moments compare fairly; a run
+  without a speedup keeps its own ``latency/host_p50_ms`` and the axis then says the points were
+  timed in different processes.
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
         for _, p in parents.iterrows():
             reused |= {v for k, v in p.items() if str(k).startswith("tags.sweep.reused.") and isinstance(v, str)}
         runs = runs[(runs.get("tags.sweep_id", pd.Series(dtype=str)) == sweep) | runs["run_id"].isin(reused)]
+    swept: list[str] = []
     if "tags.edgebench.sweep_parent" in runs:
+        swept = _swept(runs[runs["tags.edgebench.sweep_parent"].notna()])
         runs = runs[runs["tags.edgebench.sweep_parent"].isna()]
     out = pd.DataFrame({"run_id": runs["run_id"]})
     for col in runs.columns:
@@ -74,7 +82,9 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
             out["run_name" if col == "tags.mlflow.runName" else col[len("tags."):]] = runs[col]
         elif col.startswith("params."):
             out[col[len("params."):]] = runs[col].map(_number)
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["swept_keys"] = swept  # what the sweep(s) varied: the plots' point labels
+    return out
 
 
 def pareto(acc: pd.Series, cost: pd.Series) -> pd.Series:
@@ -88,57 +98,247 @@ def pareto(acc: pd.Series, cost: pd.Series) -> pd.Series:
     return pd.Series(front, index=acc.index)
 
 
-def build(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """Add the bytes and latency columns and the Pareto flags; returns (table, bytes label, latency label)."""
+DENSE = "none"
+
+
+def _swept(runs: pd.DataFrame) -> list[str]:
+    """The keys a sweep varied, from its parents' ``sweep.swept_keys`` / ``sweep.overrides`` tags."""
+    from edgebench.sweep import swept_from_overrides
+
+    keys: list[str] = []
+    for _, p in runs.iterrows():
+        tag = p.get("tags.sweep.swept_keys")
+        found = str(tag).split() if isinstance(tag, str) else swept_from_overrides(str(p.get("tags.sweep.overrides") or "").split())
+        keys += [k.lstrip("+~") for k in found if k.lstrip("+~") not in keys]
+    return keys
+
+
+def _varies(s: pd.Series) -> bool:
+    return s.map(str).where(s.notna()).nunique() > 1
+
+
+def labels(df: pd.DataFrame, swept: list[str] = ()) -> pd.Series:
+    """Each run's swept values, e.g. ``sparsity=0.9`` or ``bits=4 seed=1``; ``dense`` for the dense baseline.
+
+    The keys are the sweep's swept keys and the ``method.*`` params that differ between runs of one method
+    (not ``method`` itself, which is the colour, nor ``device``, which is the panel)."""
+    common = [k for k in swept if k in df and k not in ("method", "device") and not k.startswith("hydra")
+              and _varies(df[k])]
+    out = pd.Series("", index=df.index, dtype=object)
+    for method, g in df.groupby("method", dropna=False):
+        keys = common + sorted(c for c in g.columns if c.startswith("method.") and c != "method.name"
+                               and c not in common and _varies(g[c]))
+        for i, r in g.iterrows():
+            parts = [f"{k.removeprefix('method.')}={r[k]:g}" if isinstance(r[k], float) else
+                     f"{k.removeprefix('method.')}={r[k]}" for k in keys if pd.notna(r[k])]
+            out[i] = " ".join((["dense"] if method == DENSE else []) + parts)
+    return out
+
+
+def _host_latency(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Host latency per run and whether it was timed side by side with the dense model.
+
+    Per model and data: the reference is the dense runs' median p50 (or, without a dense run, the median of
+    p50 x speedup, the dense p50 each run measured beside itself); a run's latency is reference / speedup."""
+    lat = pd.Series(np.nan, index=df.index)
+    side = pd.Series(False, index=df.index)
+    p50, speedup = df["latency/host_p50_ms"], df["latency/host_speedup"]
+    for _, g in df.groupby(["model", "data"], dropna=False):
+        dense = g[(g["method"] == DENSE) & g["latency/host_p50_ms"].notna()]
+        paired = g[g["latency/host_speedup"].notna() & g["latency/host_p50_ms"].notna()]
+        if len(dense):
+            ref = dense["latency/host_p50_ms"].median()
+        elif len(paired):
+            ref = (paired["latency/host_p50_ms"] * paired["latency/host_speedup"]).median()
+        else:
+            ref = np.nan
+        for i in g.index:
+            if pd.notna(speedup[i]) and pd.notna(ref):
+                lat[i], side[i] = ref / speedup[i], True
+            elif df.at[i, "method"] == DENSE and pd.notna(ref):
+                lat[i], side[i] = ref, True  # the reference itself
+            else:
+                lat[i] = p50[i]
+    return lat, side
+
+
+def latency_label(df: pd.DataFrame, device: str) -> str:
+    """The latency axis of one device's panel: what the numbers are and how they were timed."""
+    if device != "host":
+        return f"estimated {device} latency, device/latency_ms_est (ms)"
+    rows = df[(df["device"] == device) & df["latency_ms"].notna()]
+    if len(rows) and rows["latency_side_by_side"].all() and rows.groupby(["model", "data"], dropna=False).ngroups == 1:
+        return "host latency (ms): dense p50 / speedup, timed side by side with the dense model"
+    return "measured host latency, p50 (ms): points timed in different processes"
+
+
+def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str, str]:
+    """Add the bytes, latency and label columns and the per-device Pareto flags.
+
+    Returns (table, bytes label, latency label); the latency label names every device's latency."""
     df = runs.copy()
     for col in COLUMNS:
         if col not in df:
             df[col] = np.nan
+    df["device"] = df["device"].fillna("unknown")
     size_cols = [c for c in ("size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse") if c in df]
     df["bytes"] = df[size_cols].min(axis=1)
-    if df["device/latency_ms_est"].notna().all() and len(df):
-        df["latency_ms"], lat_label = df["device/latency_ms_est"], "estimated device latency (ms)"
-    else:
-        df["latency_ms"], lat_label = df["latency/host_p50_ms"], "measured host latency, p50 (ms)"
-    df["pareto_bytes"] = pareto(df["test/acc"], df["bytes"])
-    df["pareto_latency"] = pareto(df["test/acc"], df["latency_ms"])
+    host_lat, side = _host_latency(df)
+    on_host = df["device"] == "host"
+    df["latency_ms"] = host_lat.where(on_host, df["device/latency_ms_est"])
+    df["latency_side_by_side"] = side & on_host
+    df["fits"] = df["device/fits"].fillna(1) != 0
+    df["label"] = labels(df, swept)
+    df["pareto_bytes"] = df["pareto_latency"] = False
+    for _, g in df.groupby("device"):  # one frontier per device, among the runs that fit it
+        acc = g["test/acc"].where(g["fits"])
+        df.loc[g.index, "pareto_bytes"] = pareto(acc, g["bytes"])
+        df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"])
     extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
-                   and df[c].map(str).where(df[c].notna()).nunique() > 1)  # the params that vary: what was swept
-    order = COLUMNS[:7] + extra + ["bytes", "latency_ms", "pareto_bytes", "pareto_latency"] + COLUMNS[7:]
-    df = df[[c for c in order if c in df]].sort_values(["method", "test/acc"], ascending=[True, False])
-    return df.reset_index(drop=True), "bytes (smallest of file, gzip, analytic encoding)", lat_label
+                   and _varies(df[c]))  # the params that vary: what was swept
+    order = COLUMNS[:7] + ["label"] + extra + ["bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes",
+                                               "pareto_latency"] + COLUMNS[7:]
+    df = df[[c for c in order if c in df]].sort_values(["device", "method", "test/acc"], ascending=[True, True, False])
+    df = df.reset_index(drop=True)
+    lat_label = "; ".join(f"{d}: {latency_label(df, d)}" for d in sorted(df["device"].unique()))
+    return df, "bytes (smallest of file, gzip, analytic encoding)", lat_label
+
+
+def _si_bytes(v: float) -> str:
+    for div, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if v >= div:
+            return f"{v / div:.3g} {suffix}"
+    return f"{v:.3g} B"
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """3 to 8 round ticks (1-2-5 and finer) between lo and hi, for a log axis that spans little."""
+    exps = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    for subs in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in exps for m in subs if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 3:
+            return ticks[::-(-len(ticks) // 8)]
+    return [float(f"{t:.2g}") for t in np.geomspace(lo, hi, 4)]
+
+
+def _log_axis(ax, values: pd.Series, fmt) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    lo, hi = float(values.min()) / 1.4, float(values.max()) * 1.4
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _place_labels(fig, ax, points: list[tuple[float, float, str]]) -> None:
+    """Label points without overlaps: try offsets around each point, nearest first; a far label gets a leader line."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = [ax.transData.transform((x, y)) for x, y, _ in points]  # the markers themselves
+    boxes: list = []
+    steps = [(6, 3), (6, -11), (-6, 3), (-6, -11), (0, 10), (0, -18)]
+    candidates = [(dx * r, dy * r) for r in (1, 1.8, 2.8, 4) for dx, dy in steps]
+    for x, y, text in sorted(points, key=lambda p: (p[0], -p[1])):
+        placed = None
+        for dx, dy in candidates:
+            far = abs(dx) > 10 or abs(dy) > 20
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color="0.2",
+                            ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
+                            arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.7} if far else None)
+            t.update_positions(renderer)
+            bb = Text.get_window_extent(t, renderer).padded(2)  # the text, not its leader line
+            inside = frame.contains(bb.x0, bb.y0) and frame.contains(bb.x1, bb.y1)
+            clear = not any(bb.overlaps(b) for b in boxes) and not any(bb.padded(3).contains(px, py) for px, py in taken)
+            if inside and clear:
+                placed = bb
+                break
+            t.remove()
+        if placed is None:  # no free spot: the nearest one, overlapping
+            t = ax.annotate(text, (x, y), xytext=(6, 3), textcoords="offset points", fontsize=7, color="0.2")
+            t.update_positions(renderer)
+            placed = Text.get_window_extent(t, renderer)
+        boxes.append(placed)
 
 
 def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: str) -> Path | None:
-    """Accuracy against ``x``, one colour per method, the frontier dashed; None when no run has ``x``."""
+    """Accuracy against ``x``: one panel and one dashed frontier per device, one colour per method, runs that do
+    not fit hollow, points labelled by their swept values; None when no run has ``x``.
+
+    ``xlabel`` is used as is, except for ``latency_ms``, whose label is each device's :func:`latency_label`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    full = df
     df = df[df[x].notna() & (df[x] > 0) & df["test/acc"].notna()]
     if df.empty:
         log.warning("no run has %s: %s not drawn", xlabel, path.name)
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (method, g) in enumerate(df.groupby("method", dropna=False)):
-        ax.scatter(g[x], g["test/acc"], color=f"C{i}", label=str(method), s=28, zorder=3)
-    front = df[df[flag]].sort_values(x)
-    ax.step(front[x], front["test/acc"], where="post", color="black", lw=1, ls="--", label="Pareto frontier", zorder=2)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    devices = sorted(df["device"].unique())
+    methods = sorted(full["method"].dropna().unique(), key=lambda m: (m != DENSE, m))
+    colour = {m: f"C{i}" for i, m in enumerate(methods)}
+    ncols = min(len(devices), 3)
+    nrows = -(-len(devices) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 5.2 * nrows + 0.6), sharey=True, squeeze=False,
+                             layout="constrained")
+    fmt = _si_bytes if x == "bytes" else (lambda v: f"{v:.3g}")
+    unfit_drawn = line_drawn = False
+    labelled = []
+    for ax, device in zip(axes.flat, devices):
+        d = df[df["device"] == device]
+        for method, g in d.groupby("method", dropna=False):
+            marker, size = ("*", 160) if method == DENSE else ("o", 32)
+            fit, unfit = g[g["fits"]], g[~g["fits"]]
+            ax.scatter(fit[x], fit["test/acc"], color=colour.get(method, "grey"), marker=marker, s=size, zorder=3)
+            ax.scatter(unfit[x], unfit["test/acc"], facecolors="none", edgecolors=colour.get(method, "grey"),
+                       marker=marker, s=size, linewidths=1.2, zorder=3)
+            unfit_drawn |= len(unfit) > 0
+        if not (d["method"] == DENSE).any() and d["baseline/test_acc"].notna().any():
+            ax.axhline(d["baseline/test_acc"].median(), color="0.4", ls=":", lw=1, zorder=1)
+            line_drawn = True
+        front = d[d[flag]].sort_values(x)
+        ax.step(front[x], front["test/acc"], where="post", color="black", lw=1, ls="--", zorder=2)
+        ax.scatter(front[x], front["test/acc"], facecolors="none", edgecolors="black", s=110, lw=0.8, zorder=2)
+        _log_axis(ax, d[x], fmt)
+        ax.set_xlabel(latency_label(full, device) if x == "latency_ms" else xlabel, fontsize=9)
+        ax.set_title(f"{title}: {device}" if len(devices) == 1 else device, fontsize=11)
+        ax.grid(alpha=0.3)
+        labelled.append((ax, [(r[x], r["test/acc"], r["label"]) for _, r in d.iterrows() if r["label"]]))
+    for ax in axes.flat[len(devices):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    present = set(df["method"])
+    handles = [Line2D([], [], ls="", marker="*" if m == DENSE else "o", color=colour[m], markersize=10 if m == DENSE else 6,
+                      label="dense baseline (none)" if m == DENSE else m) for m in methods if m in present]
+    handles.append(Line2D([], [], color="black", ls="--", lw=1, marker="o", markersize=10, markerfacecolor="none",
+                          markeredgewidth=0.8, label="Pareto frontier (runs that fit), ringed"))
+    if unfit_drawn:
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3",
+                              label="hollow: does not fit the device (never on the frontier)"))
+    if line_drawn:
+        handles.append(Line2D([], [], color="0.4", ls=":", lw=1, label="dense baseline accuracy"))
+    if len(devices) > 1:
+        fig.suptitle(title)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
+    fig.canvas.draw()  # settle the layout, then freeze it and place the labels where they do not collide
+    fig.set_layout_engine("none")
+    for ax, points in labelled:
+        _place_labels(fig, ax, points)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, plots: list[str]) -> str:
-    cols = ["run_name", "method"] + [c for c in df.columns if c.startswith("method.")] + [
+    cols = ["run_name", "device", "method", "label"] + [c for c in df.columns if c.startswith("method.")] + [
         "test/acc", "delta/acc", "bytes", "latency_ms", "device/fits", "pareto_bytes", "pareto_latency"]
 
     def fmt(v):
@@ -149,7 +349,8 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
         return str(v)
 
     lines = [f"# {title}", "", f"{len(df)} finished runs. bytes = {bytes_label}; latency = {lat_label}. "
-             "Pareto: not beaten on both accuracy and cost by another run.", "",
+             "Pareto, per device: fits the device and is not beaten on both accuracy and cost by another run "
+             "that fits it; runs that do not fit are never on the frontier.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
     for name in plots:
@@ -163,7 +364,7 @@ def report(tracking_uri: str, experiment: str = "edgebench", sweep: str | None =
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}"
                          + (f" for sweep {sweep}" if sweep else "") + (f" on device {device}" if device else ""))
-    df, bytes_label, lat_label = build(runs)
+    df, bytes_label, lat_label = build(runs, runs.attrs.get("swept_keys", []))
     name = sweep or experiment
     out = Path(out or Path("results") / name)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +376,7 @@ def report(tracking_uri: str, experiment: str = "edgebench", sweep: str | None =
     (out / "report.md").write_text(_markdown(df, title, bytes_label, lat_label, [f.name for f in files]))
     if sweep and log_to_parent:
         _log_to_parent(tracking_uri, experiment, sweep, [*files, out / "report.md", out / "report.csv"])
-    _print_frontier(df, title)
+    print_frontier(df, title)
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and the plots")
     return df
 
@@ -191,22 +392,26 @@ def _log_to_parent(tracking_uri: str, experiment: str, sweep: str, files: list[P
             tracker.client.log_artifact(p.info.run_id, str(f), "report")
 
 
-def _print_frontier(df: pd.DataFrame, title: str) -> None:
+def print_frontier(df: pd.DataFrame, title: str, console=None) -> None:
+    """The Pareto-optimal runs of every device as a rich table."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{title}: Pareto-optimal runs", title_justify="left")
-    for col in ("run", "method", "test acc", "Δ acc (pt)", "bytes", "latency ms", "fits", "frontier"):
+    table = Table(title=escape(f"{title}: Pareto-optimal runs (per device, among runs that fit)"), title_justify="left")
+    for col in ("device", "run", "swept", "method", "test acc", "Δ acc (pt)", "bytes", "latency ms", "frontier"):
         table.add_column(col)
-    front = df[df["pareto_bytes"] | df["pareto_latency"]].sort_values("bytes")
+    front = df[df["pareto_bytes"] | df["pareto_latency"]].sort_values(["device", "bytes"])
     for _, r in front.iterrows():
         which = " + ".join(k for k, f in (("size", r["pareto_bytes"]), ("latency", r["pareto_latency"])) if f)
-        fits = "" if pd.isna(r["device/fits"]) else ("yes" if r["device/fits"] else "no")
         delta = "" if pd.isna(r["delta/acc"]) else f"{r['delta/acc'] * 100:+.2f}"
         lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
-        table.add_row(str(r["run_name"]), str(r["method"]), f"{r['test/acc']:.4f}", delta, f"{r['bytes']:,.0f}",
-                      lat, fits, which)
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+        table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
+                                    f"{r['test/acc']:.4f}", delta, f"{r['bytes']:,.0f}", lat, which)))
+    (console or Console(width=None if sys.stdout.isatty() else 140)).print(table)
+
+
+_print_frontier = print_frontier
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,10 +41,15 @@ def config_hash(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def swept_from_overrides(overrides: list[str]) -> list[str]:
+    """The keys of the overrides that take several values (``a=1,2``, ``range(...)``, ``glob(...)``, ...)."""
+    return [o.split("=", 1)[0] for o in overrides
+            if "=" in o and any(t in o.split("=", 1)[1] for t in (",", "range(", "choice(", "interval(", "glob("))]
+
+
 def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
     """The keys a multirun varies: overrides with several values, and the sweeper's own params."""
-    keys = [o.split("=", 1)[0] for o in overrides
-            if "=" in o and any(t in o.split("=", 1)[1] for t in (",", "range(", "choice(", "interval(", "glob("))]
+    keys = swept_from_overrides(overrides)
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return keys + [str(k) for k in params if str(k) not in keys]
 
@@ -103,6 +108,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         sid = sweep_id(str(config.experiment_name), overrides)
+        swept = swept_keys(config, overrides)
         tracker = self._tracker(config)
         found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
         if found:
@@ -110,7 +116,8 @@ class SweepCallback(Callback):
             tracker.client.update_run(parent_id, status="RUNNING")
             log.info("sweep %s: continuing in parent run %s", sid, parent_id)
         else:
-            tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep", "sweep.overrides": " ".join(overrides)[:5000]}
+            tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep", "sweep.overrides": " ".join(overrides)[:5000],
+                    "sweep.swept_keys": " ".join(swept)[:5000]}
             parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}", tags=tags).info.run_id
             log.info("sweep %s: parent run %s", sid, parent_id)
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -118,7 +125,7 @@ class SweepCallback(Callback):
         for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
             old.unlink()
         info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
-                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept_keys(config, overrides)}
+                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -146,6 +153,31 @@ class SweepCallback(Callback):
         else:
             run.end("FINISHED")
         log.info("sweep %s: %s; parent run %s", info["sweep_id"], summary, info["parent_run_id"])
+        self._print_end(config, info)
+
+    @staticmethod
+    def _print_end(config: DictConfig, info: dict[str, Any]) -> None:
+        """The sweep's result table (the report's frontier) and, once, the command that opens it in the UI."""
+        from edgebench import report, ui
+        from edgebench.tracking import sqlite_path
+
+        sid, uri = info["sweep_id"], info["tracking_uri"]
+        try:
+            runs = report.load_runs(uri, str(config.experiment_name), sweep=sid)
+            if not runs.empty:
+                df, _, _ = report.build(runs, runs.attrs.get("swept_keys", []))
+                report.print_frontier(df, f"sweep {sid}: {len(df)} finished runs")
+        except Exception as e:  # the sweep's own result stands without its table
+            log.warning("sweep %s: no result table (%s)", sid, e)
+        if sqlite_path(uri) is None:  # a tracking server
+            print(f"sweep {sid} in the MLflow UI: {ui.experiment_url(uri.rstrip('/'), info['experiment_id'], sid)}",
+                  flush=True)
+            return
+        art = Path(str(config.paths.mlflow_artifact_dir))
+        cmd = f"python -m edgebench.ui --tracking-uri {uri} --artifact-dir {art.resolve()} --sweep {sid}"
+        url = ui.experiment_url("http://127.0.0.1:5000", info["experiment_id"], sid)
+        print(f"open sweep {sid} in the MLflow UI: {cmd}\n  and browse to {url}", flush=True)
+
 
 
 def objective(metrics: dict[str, float], device, kind: str) -> float:

@@ -103,6 +103,21 @@ def test_parallel_jobs_with_joblib(tmp_path):
     assert all("test/acc" in c.data.metrics for c in children)
 
 
+def test_sweep_ends_with_its_table_and_one_ui_command(tmp_path):
+    out = _cli(["data=digits", "trainer.max_epochs=1", "measure.latency=false", "trainer.progress_bar=none", "seed=0,1"],
+               tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    sid = parent.data.tags["sweep_id"]
+    tail = out.stdout[out.stdout.index(f"sweep {sid}: 2 finished runs"):]  # after the jobs: the sweep's result table
+    assert "Pareto-optimal" in tail and "seed=0" in tail and "seed=1" in tail
+    assert "open the MLflow UI" not in out.stdout  # the jobs no longer print the UI command each
+    assert out.stdout.count("python -m edgebench.ui") == 1
+    assert f"--tracking-uri sqlite:///{tmp_path}/results/mlflow.db" in tail and f"--sweep {sid}" in tail
+    assert "http://127.0.0.1:5000/#/experiments/" in tail and "workflowType=machine_learning" in tail
+
+
 def test_sweep_id_and_config_hash_are_stable():
     assert sweep_id("e", ["a=1,2", "b=3"]) == sweep_id("e", ["b=3", "a=1,2"]) != sweep_id("e", ["a=1,2"])
     cfg = {"model": {"name": "x"}, "seed": 0, "paths": {"root_dir": "/a"}}
