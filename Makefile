@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# the `ray` extra (Hydra's Ray launcher), for the slow Ray test of `make test-all`
+$(RAY_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,ray]'
+	touch $(RAY_STAMP)
 
 data: ## install Fashion-MNIST from Debian's dataset-fashion-mnist when it is missing
 	@if [ ! -f $(FASHION_MNIST) ]; then \
@@ -36,7 +42,7 @@ run: setup ## the default experiment (dense LeNet-300-100 on Fashion-MNIST); ext
 test: setup browser ## the default test suite (no slow tests)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-all: setup browser ## every test, slow ones included
+test-all: setup $(RAY_STAMP) browser ## every test, slow ones included (installs the ray extra for the Ray test)
 	$(PY) -m pytest $(ARGS)
 
 bench: setup ## harness-overhead benchmark -> results/harness_overhead.json
