@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -15,12 +17,12 @@ def config_dir() -> Path:
     """The config folder: edgebench/conf in an installed wheel, else conf/ of the checkout."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
+        if (candidate / "edgebench.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"edgebench's config folder was not found next to {here}; reinstall edgebench")
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="edgebench")
 def _main(cfg: DictConfig) -> float:
     from edgebench.pipeline import run
     from edgebench.sweep import record_failure
@@ -31,7 +33,11 @@ def _main(cfg: DictConfig) -> float:
 
         return objective(result.metrics, cfg.device, str(cfg.objective))
     except Exception as e:
-        if not record_failure(e):  # a single run: fail loudly
+        if not record_failure(e):  # a single run
+            if isinstance(e, user_errors()) and not os.environ.get("HYDRA_FULL_ERROR"):
+                # a mistake in the input: one line naming it, no traceback (HYDRA_FULL_ERROR=1 shows it)
+                print(f"edgebench: error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
             raise
         # a sweep job: its MLflow run (if it got that far) is FAILED; the other jobs go on and the
         # sweep ends with a non-zero exit status naming the failures
@@ -39,10 +45,31 @@ def _main(cfg: DictConfig) -> float:
         return float("nan")
 
 
-def main() -> None:
-    from edgebench import sweep
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that name a wrong input and its fix: printed as one line."""
+    from edgebench.config import ConfigError
+    from edgebench.data import DataNotFoundError
+    from edgebench.models import PretrainedWeightsError
+    from edgebench.training import DivergedError, NonFiniteLossError
 
-    _main()
+    return ConfigError, DataNotFoundError, PretrainedWeightsError, DivergedError, NonFiniteLossError
+
+
+def main() -> None:
+    from edgebench import signals, sweep, tracking
+
+    signals.install()  # SIGTERM ends the run as KILLED, like Ctrl-C
+    try:
+        _main()
+    except KeyboardInterrupt:
+        closed = sweep.close_interrupted_sweep()
+        run = f"run {tracking.LAST_RUN_ID} is marked KILLED" if tracking.LAST_RUN_ID else "no run was opened yet"
+        if closed:
+            run += f" and sweep {closed} too"
+        print(f"\nedgebench: {signals.reason()}; {run}. Launch the same command again to resume: finished "
+              "dense baselines come from the cache, and resume=true (the default in a multirun) skips finished runs.",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     if sweep.LAST_FAILURE:  # a multirun in which some jobs failed: say so and exit non-zero
         raise SystemExit(f"edgebench: {sweep.LAST_FAILURE}")
 

@@ -1,6 +1,6 @@
 """Typed schemas for every config group, registered in Hydra's ConfigStore.
 
-The primary config (`conf/config.yaml`) extends ``edgebench_schema`` so every key has a type:
+The primary config (`conf/edgebench.yaml`) extends ``edgebench_schema`` so every key has a type:
 a wrong type or an unknown key fails while Hydra composes the config, with the key's full name.
 Enum fields list their allowed values in the error. Range checks (a negative epoch count, a
 fraction outside (0, 1)) run in ``__post_init__`` when :func:`validate` turns the composed
@@ -9,7 +9,10 @@ config into these dataclasses, before any data is loaded or any model is built.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -260,11 +263,48 @@ OmegaConf.register_new_resolver("edgebench.cwd", lambda: os.getcwd(), replace=Tr
 register_configs()
 
 
+def _unknown_keys(node: Any, schema: type, prefix: str = "") -> None:
+    """Reject keys a ``+key=value`` override added that the schema does not have.
+
+    Hydra's ``+`` adds a key even to a typed (struct) config, and ``OmegaConf.to_object`` then drops
+    it silently: ``+trainer.max_epoch=3`` would train with the default epochs. Dict-typed fields
+    (``device.peak_ops``) and ``method`` (checked by its own schema) take any key.
+    """
+    hints = typing.get_type_hints(schema)
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        key = str(key)
+        if key == "hydra":
+            continue
+        name = f"{prefix}{key}"
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+            group = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"{name}: unknown key{hint}; known keys of {group}: {', '.join(known)}")
+        sub = hints[key]
+        if dataclasses.is_dataclass(sub):
+            _unknown_keys(node[key], sub, name + ".")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """``trainer.accelerator`` names hardware that torch can see here (before any MLflow run is opened)."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator}: torch sees no CUDA GPU on this machine "
+                          "(torch.cuda.is_available() is False); use trainer.accelerator=cpu or auto")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps: Apple's MPS backend is not available here; "
+                          "use trainer.accelerator=cpu or auto")
+
+
 def validate(cfg: DictConfig) -> EdgebenchConfig:
     """Check a composed config and return it as typed dataclasses.
 
     Raises :class:`ConfigError` naming the offending key; runs before any expensive work.
     """
+    _unknown_keys(cfg, EdgebenchConfig)
     try:
         obj = OmegaConf.to_object(cfg)
     except ConfigError:
@@ -272,4 +312,5 @@ def validate(cfg: DictConfig) -> EdgebenchConfig:
     except OmegaConfBaseException as e:  # e.g. a value that fails its type, or a missing key
         raise ConfigError(str(e)) from None
     assert isinstance(obj, EdgebenchConfig)
+    check_accelerator(obj.trainer.accelerator)
     return obj

@@ -1,13 +1,14 @@
 """One edgebench run, stage by stage. This module owns the order; every stage lives elsewhere.
 
-    validate config -> open MLflow run -> load data -> dense baseline (cache or train)
-      -> method (compress / retrain; none yet) -> evaluate on test -> measure
-      -> log metrics -> summary on stdout
+    validate config -> load data -> method.check(model) -> open MLflow run
+      -> dense baseline (cache or train) -> method (compress / retrain) -> evaluate on test
+      -> measure -> log metrics and the model -> summary on stdout
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,12 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
         choices = dict(HydraConfig.get().runtime.choices)
     except Exception:  # composed without Hydra's runtime (e.g. from Python)
         choices = {}
+    plain = plain_config(cfg)  # a config rerun from its config.yaml has no group choices: use the names in it
     return {
-        "model": str(choices.get("model") or cfg.model.name),
-        "data": str(choices.get("data") or cfg.data.name),
-        "device": str(choices.get("device") or cfg.device.name),
-        "method": str(choices.get("method") or "none"),
+        "model": str(choices.get("model") or plain["model"]["name"]),
+        "data": str(choices.get("data") or plain["data"]["name"]),
+        "device": str(choices.get("device") or plain["device"]["name"]),
+        "method": str(choices.get("method") or (plain["method"] or {}).get("name") or "none"),
     }
 
 
@@ -62,12 +64,6 @@ def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
     if ctx.get("parent_run_id") and ctx.get("experiment_id") == tracker.experiment_id:
         tags["mlflow.parentRunId"] = ctx["parent_run_id"]
     return tags
-
-
-def _finished_run(tracker: Tracker, chash: str):
-    """A FINISHED run of this experiment with the same config hash, or None."""
-    found = tracker.search(f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'", max_results=1)
-    return found[0] if found else None
 
 
 def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
@@ -91,9 +87,15 @@ def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_d
     )
 
 
+CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
+
+
 def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, example, spec) -> None:
-    """One child run (e.g. a lottery-ticket level) with the full per-model contract."""
-    child_tags = {**tags, **child.tags, "mlflow.parentRunId": parent_id}
+    """One child run (e.g. a lottery-ticket level) with the full per-model contract.
+
+    It carries its parent's tags but not its ``config_hash``: resume must find the parent, not a level."""
+    child_tags = {**{k: v for k, v in tags.items() if k != "config_hash"}, **child.tags,
+                  "mlflow.parentRunId": parent_id, CHILD_TAG: "true"}
     with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
         test = training.evaluate(child.model, dm.test_dataloader())
         measured = measure.measure_model(child.model, example, device=spec.device, config=spec.measure,
@@ -126,7 +128,7 @@ def compose(overrides: list[str] = (), root_dir: str | Path = ".", output_dir: s
     root = Path(root_dir).resolve()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose("edgebench", overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.root_dir = str(root)
@@ -135,8 +137,71 @@ def compose(overrides: list[str] = (), root_dir: str | Path = ".", output_dir: s
     return cfg
 
 
+def plain_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain YAML/JSON values (enums as their names, never Python objects)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def rerun_config(resolved: dict) -> dict:
+    """The run's ``config.yaml``: every resolved value but the machine's paths, plus the defaults list that
+    brings back edgebench's schema, paths and Hydra settings. Rerun it with
+    ``python -m edgebench --config-dir <folder holding it> --config-name config``."""
+    defaults = ["edgebench_schema", "_self_", {"paths": "default"}, {"hydra": "default"}]
+    return {"defaults": defaults, **{k: v for k, v in resolved.items() if k not in ("paths", "hydra")}}
+
+
+# Params left out of MLflow's params (they stay in config.yaml): a device profile's prose and sources.
+_PARAM_SKIP = ("device.description", "device.calibration", "device.sources.", "device.unsourced")
+
+
+def _params(resolved: dict) -> dict:
+    return {k: v for k, v in flatten(resolved).items() if not k.startswith(_PARAM_SKIP)}
+
+
+def _run_name(cfg: DictConfig, choices: dict[str, str], job: dict | None) -> str:
+    """What tells runs apart, first: the method and its overridden or swept values, then model, data, device.
+
+    The MLflow UI cuts names at about 20 characters; model, data and device are tags as well.
+    """
+    method = choices["method"] if choices["method"] != "none" else "dense"
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:
+        overrides = []
+    swept = set(job.get("swept_keys") or []) if job else set()
+    values = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if "=" in o and (key in swept or (key.startswith("method.") and not o.startswith("+method="))):
+            values.append(o.lstrip("+~").removeprefix("method."))
+    rest = [choices[k] for k in ("model", "data", "device") if not any(v.startswith(f"{k}=") for v in values)]
+    return " ".join([method, *values, "·", *rest])
+
+
+def _finished_run(tracker: Tracker, chash: str):
+    """The newest FINISHED top-level run (a single run or a sweep job) of this experiment with this config hash.
+
+    Child runs (lottery-ticket levels) are never a match, even from stores written before they stopped
+    carrying their parent's ``config_hash``."""
+    found = tracker.search(f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'", max_results=50)
+    for r in found:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if r.data.tags.get(CHILD_TAG) == "true":
+            continue
+        if parent and sweep.PARENT_TAG not in tracker.client.get_run(parent).data.tags:
+            continue  # a child of a method's run, not of a sweep
+        return r
+    return None
+
+
 def run(cfg: DictConfig) -> RunResult:
-    """Run one experiment from a composed config and return what it logged."""
+    """Run one experiment from a composed config and return what it logged.
+
+    Everything that can be refused (config, data, method against model) is checked before the MLflow
+    run is opened, so a bad input leaves an error and no FAILED run.
+    """
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
     method = methods.build(methods.parse(spec.method))
     if (getattr(method, "artifact_runtime", None) == "onnxruntime" and spec.measure.latency
@@ -145,15 +210,28 @@ def run(cfg: DictConfig) -> RunResult:
                           "file that only ONNX Runtime runs; use measure.runtime=onnxruntime")
     training.quiet_lightning()
     choices = _choices(cfg)
-    run_name = spec.run_name or f"{choices['model']}-{choices['data']}-{choices['method']}-{choices['device']}"
     paths = spec.paths
+
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    splits = load_data(spec.data, paths.data_dir)
+    log.info("data %s from %s: %s, input %s, %d classes", splits.name, splits.source, splits.sizes(),
+             splits.input_shape, splits.num_classes)
+
+    def build():
+        torch.manual_seed(spec.seed)
+        return build_model(spec.model, splits.input_shape, splits.num_classes)
+
+    example = splits.test_x[:1]
+    if method is not None:  # refuse an impossible combination before any training or MLflow run
+        method.check(build(), example)
+
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    tracker.reap_dead_runs()
+    resolved = plain_config(cfg)
     chash = sweep.config_hash(resolved)
     job = sweep.job_context()
     sweep_tags = _sweep_tags(tracker, job)
-    if job is not None and not spec.run_name:  # tell the jobs of a sweep apart in the MLflow UI
-        run_name = f"{run_name} {sweep.job_label(job) or '#' + sweep_tags['hydra.job.num']}"
+    run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
             **sweep_tags}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
@@ -167,29 +245,20 @@ def run(cfg: DictConfig) -> RunResult:
         return RunResult(done.info.run_id, dict(done.data.metrics), dict(done.data.tags), True, skipped=True)
 
     with tracker.run(run_name, tags) as mlrun:
-        mlrun.log_params(flatten(resolved))
-        mlrun.log_dict(resolved, "config.yaml")
+        work_dir = Path(paths.output_dir) / mlrun.run_id  # this run's files only, whatever else runs beside it
+        mlrun.log_params(_params(resolved))
+        # JSON is YAML: one file that yaml.safe_load, OmegaConf.load, Hydra and mlflow.artifacts.load_dict all read
+        mlrun.log_text(json.dumps(rerun_config(resolved), indent=2), "config.yaml")
+        mlrun.log_dataset(splits.train_x.numpy(), splits.train_y.numpy(), splits.name, splits.source, "training")
+        mlrun.log_dataset(splits.test_x.numpy(), splits.test_y.numpy(), splits.name, splits.source, "test")
         log.info("MLflow run %s (%s) in %s", mlrun.run_id, run_name, paths.mlflow_tracking_uri)
-
-        pl.seed_everything(spec.seed, workers=True, verbose=False)
-        splits = load_data(spec.data, paths.data_dir)
-        log.info("data %s from %s: %s, input %s, %d classes", splits.name, splits.source, splits.sizes(),
-                 splits.input_shape, splits.num_classes)
         dm = EdgeDataModule(splits, spec.trainer.batch_size, spec.trainer.eval_batch_size, spec.seed)
 
-        def build():
-            torch.manual_seed(spec.seed)
-            return build_model(spec.model, splits.input_shape, splits.num_classes)
-
-        example = splits.test_x[:1]
-        if method is not None:  # refuse an impossible combination before any training
-            method.check(build(), example)
-
         def train(net):
-            return training.fit(net, dm, spec.trainer, default_root_dir=paths.output_dir,
+            return training.fit(net, dm, spec.trainer, default_root_dir=work_dir,
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
 
-        baseline = cache.get_or_train(spec, paths.cache_dir, build, train)
+        baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes)
         if baseline.from_cache:  # the run still carries the curves of the model it reports
             for row in baseline.history:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -197,7 +266,7 @@ def run(cfg: DictConfig) -> RunResult:
         base_test = training.evaluate(model, dm.test_dataloader())
         compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
         if method is not None:
-            compressed = method.compress(_context(spec, baseline.model, dm, example, paths.output_dir, build,
+            compressed = method.compress(_context(spec, baseline.model, dm, example, work_dir, build,
                                                   baseline.key_hash))
             model = compressed.model
             mlrun.log_metrics({f"method/{k}": v for k, v in compressed.metrics.items()})
@@ -217,7 +286,7 @@ def run(cfg: DictConfig) -> RunResult:
         test = training.evaluate(compressed.predict or model, dm.test_dataloader())  # the deployed form's accuracy
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])
-        artifact_dir = Path(paths.output_dir) / "artifact"
+        artifact_dir = work_dir / "artifact"
         measured = measure.measure_model(model, example, device=spec.device, config=spec.measure,
                                          artifact_dir=artifact_dir,
                                          baseline=baseline.model if method is not None else None,
@@ -226,7 +295,9 @@ def run(cfg: DictConfig) -> RunResult:
         metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
                    "delta/acc": test["test/acc"] - base_test["test/acc"]}
         mlrun.log_metrics(metrics)
-        if measured.artifact is not None:
+        if measured.artifact is not None and measured.artifact.format == "onnx":
+            mlrun.log_onnx_model(measured.artifact.path, example, "model")  # MLflow's model format
+        elif measured.artifact is not None:  # no MLflow flavour runs it (a bf16 torch.export program)
             mlrun.log_artifacts(artifact_dir, "model")
         mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
                         "baseline.key": baseline.key_hash, **measured.tags()})

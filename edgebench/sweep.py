@@ -54,18 +54,6 @@ def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
     return keys + [str(k) for k in params if str(k) not in keys]
 
 
-def job_label(ctx: dict[str, Any]) -> str:
-    """The swept values of this job, e.g. ``method.sparsity=0.9 seed=1`` (for run names)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        swept = set(ctx.get("swept_keys") or [])
-        job = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] in swept]
-        return " ".join(job)
-    except Exception:
-        return ""
-
-
 def job_context() -> dict[str, Any] | None:
     """The sweep this process's Hydra job belongs to (parent run id, sweep id, job number), or None."""
     try:
@@ -98,6 +86,22 @@ def record_failure(error: BaseException) -> bool:
 LAST_FAILURE: str | None = None
 
 
+# The sweep this process launched and has not closed yet (closed as KILLED when it is interrupted).
+ACTIVE: dict[str, Any] = {}
+
+
+def close_interrupted_sweep() -> str | None:
+    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id."""
+    if not ACTIVE:
+        return None
+    from edgebench import signals
+
+    ACTIVE["tracker"].attach(ACTIVE["parent_run_id"]).end("KILLED", signals.reason())
+    sid = ACTIVE["sweep_id"]
+    ACTIVE.clear()
+    return sid
+
+
 class SweepCallback(Callback):
     def _tracker(self, config: DictConfig):
         from edgebench.tracking import Tracker
@@ -120,6 +124,10 @@ class SweepCallback(Callback):
                     "sweep.swept_keys": " ".join(swept)[:5000]}
             parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}", tags=tags).info.run_id
             log.info("sweep %s: parent run %s", sid, parent_id)
+        from edgebench.tracking import process_tags, source_tags
+
+        tracker.attach(parent_id).set_tags({**source_tags(), **process_tags()})  # a later launch reaps it if killed
+        ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
@@ -130,6 +138,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST_FAILURE
+        ACTIVE.clear()  # closed below, not interrupted
         path = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
         if not path.exists():
             return
@@ -177,7 +186,6 @@ class SweepCallback(Callback):
         cmd = f"python -m edgebench.ui --tracking-uri {uri} --artifact-dir {art.resolve()} --sweep {sid}"
         url = ui.experiment_url("http://127.0.0.1:5000", info["experiment_id"], sid)
         print(f"open sweep {sid} in the MLflow UI: {cmd}\n  and browse to {url}", flush=True)
-
 
 
 def objective(metrics: dict[str, float], device, kind: str) -> float:

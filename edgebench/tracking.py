@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
+import socket
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -128,6 +131,48 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+HOST_TAG, PID_TAG, PID_START_TAG = "edgebench.host", "edgebench.pid", "edgebench.pid_start"
+LAST_RUN_ID: str | None = None  # the run this process opened last (named when the process is interrupted)
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    now = _start_time(pid)
+    return started is None or now is None or now == started
+
+
+def process_tags() -> dict[str, str]:
+    """Where this run's process lives, so a later launch can tell that a RUNNING run's process died."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: _start_time(os.getpid()) or ""}
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags (the UI's Source and User columns); client-created runs get none by default."""
+    import getpass
+    import sys
+
+    sha = git_sha()
+    command = "python -m edgebench " + " ".join(sys.argv[1:])
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": command[:500].strip(), "mlflow.user": getpass.getuser()}
+    if sha != "unknown":
+        tags["mlflow.source.git.commit"] = sha
+    return tags
+
+
 def _locked(e: Exception) -> bool:
     return "database is locked" in str(e) or "database table is locked" in str(e)
 
@@ -199,14 +244,39 @@ class Tracker:
     def attach(self, run_id: str) -> "Run":
         return Run(self.client, run_id)
 
+    def reap_dead_runs(self) -> list[str]:
+        """Mark FAILED the RUNNING runs of this experiment whose process on this host is gone (SIGKILL, power loss).
+
+        Every run records ``edgebench.host``, ``edgebench.pid`` and the process's start time; a run
+        still RUNNING whose process no longer exists cannot finish. Runs of other hosts are left alone.
+        """
+        host = socket.gethostname()
+        reaped = []
+        for r in self.search(f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
+            pid, started = r.data.tags.get(PID_TAG), r.data.tags.get(PID_START_TAG)
+            if pid is None or _process_alive(int(pid), started):
+                continue
+            reason = (f"the process that ran it ({host} pid {pid}) is gone: killed (e.g. SIGKILL or out of memory) "
+                      "before it could close the run; marked FAILED by a later launch")
+            Run(self.client, r.info.run_id).end("FAILED", reason)
+            log.warning("run %s (%s) was left RUNNING by a dead process; marked FAILED", r.info.run_id,
+                        r.info.run_name)
+            reaped.append(r.info.run_id)
+        return reaped
+
     @contextmanager
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator["Run"]:
-        mlrun = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        global LAST_RUN_ID
+        mlrun = self.client.create_run(self.experiment_id, run_name=run_name,
+                                       tags={**source_tags(), **process_tags(), **tags})
         run = Run(self.client, mlrun.info.run_id)
+        LAST_RUN_ID = run.run_id
         try:
             yield run
         except KeyboardInterrupt:
-            run.end("KILLED", "KeyboardInterrupt: interrupted by the user")
+            from edgebench import signals
+
+            run.end("KILLED", signals.reason())
             raise
         except BaseException as e:
             run.end("FAILED", f"{type(e).__name__}: {e}")
@@ -260,6 +330,40 @@ class Run:
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_onnx_model(self, onnx_path: Path, example: "torch.Tensor", artifact_path: str = "model") -> None:
+        """Log an ONNX file in MLflow's model format (the ``onnx`` flavour, with a signature and an input
+        example), so ``mlflow.onnx.load_model("runs:/<id>/model")`` loads it and it can be registered."""
+        import tempfile
+
+        import mlflow.onnx
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from mlflow.models import infer_signature
+
+        model = onnx.load(str(onnx_path))
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        x = example.detach().cpu().numpy().astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
+        y = sess.run(None, {inp.name: x})[0]
+        large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / artifact_path
+            mlflow.onnx.save_model(model, str(out), signature=infer_signature(x, y), input_example=x,
+                                   save_as_external_data=large)
+            self.log_artifacts(out, artifact_path)
+
+    def log_dataset(self, features, targets, name: str, source: str, context: str) -> None:
+        """Record a data set the run used (the UI's Dataset column; ``mlflow.log_input`` for a client run)."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path either way
+            warnings.simplefilter("ignore")
+            ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                                    [InputTag("mlflow.data.context", context)])])
 
     def end(self, status: str, reason: str | None = None) -> None:
         try:

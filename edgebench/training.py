@@ -240,7 +240,13 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, 
     module = Classifier(net, cfg, extra_losses)
     trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs, val_check_interval)
     module.epoch_sink = epoch_sink
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit:  # Lightning turns Ctrl-C (and SIGTERM, see edgebench.signals) into sys.exit(1)
+        from edgebench import signals
+
+        signals.reraise_lightning_interrupt(trainer)
+        raise
     if val_points is not None:
         val_points.extend(module.val_points)
     return module.history

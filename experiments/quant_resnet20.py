@@ -72,7 +72,8 @@ def main() -> None:
     dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
     dense.eval()
     x = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    runners = {f"{n} (onnxruntime)": onnxruntime_runner(runs_dir / n / "artifact" / "model.onnx", x, args.threads)
+    runners = {f"{n} (onnxruntime)": onnxruntime_runner(runs_dir / n / rows[n]["run_id"] / "artifact" / "model.onnx", x,
+                                                     args.threads)
                for n in ("fp32", "fp16", "ptq_int8", "qat_int8")}
     runners["fp32 (pytorch eager)"] = torch_runner(dense, x)
     runners["fp16 (pytorch eager)"] = torch_runner(HalfPrecision(copy.deepcopy(dense), torch.float16), x)

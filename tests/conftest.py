@@ -41,7 +41,7 @@ def make_cfg(tmp_path, mlflow_template_db):
             db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(mlflow_template_db, db)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose("edgebench", overrides=list(overrides), return_hydra_config=True)
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.root_dir = str(tmp_path)

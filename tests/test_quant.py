@@ -208,7 +208,7 @@ def test_ptq_int8_run_accuracy_comes_from_the_onnx_file(make_cfg):
     cfg = make_cfg(*DIGITS, "+method=ptq_int8", "device=coral_dev_board")
     res = pipeline.run(cfg)
     m = res.metrics
-    art = Path(cfg.paths.output_dir) / "artifact" / "model.onnx"
+    art = Path(cfg.paths.output_dir) / res.run_id / "artifact" / "model.onnx"
     splits = load_data(DataConfig(name="digits"), "unused")
     dm = EdgeDataModule(splits, 32, 1000)
     assert m["test/acc"] == training.evaluate(OnnxPredictor(art), dm.test_dataloader())["test/acc"]
@@ -249,7 +249,7 @@ def test_kbit_run_is_labelled_simulated_with_analytic_size(make_cfg, name, extra
     tags = MlflowClient(cfg.paths.mlflow_tracking_uri).get_run(res.run_id).data.tags
     assert tags["quant.accuracy"].startswith("simulated") and tags["quant.size"].startswith("analytic")
     if name == "nonuniform_quant":  # the deployed (dequantised) weights use at most 2^bits values per layer
-        graph = onnx.load(str(Path(cfg.paths.output_dir) / "artifact" / "model.onnx")).graph
+        graph = onnx.load(str(Path(cfg.paths.output_dir) / res.run_id / "artifact" / "model.onnx")).graph
         weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 2]
         assert len(weights) == 3 and all(np.unique(w).size <= 8 for w in weights)
 

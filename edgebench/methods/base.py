@@ -1,4 +1,4 @@
-"""The interface every compression method implements (methods arrive with later issues).
+"""The interface every compression method implements.
 
 A method gets the trained dense model and a :class:`MethodContext`, and returns a
 :class:`CompressionResult`. It never talks to MLflow and never measures anything: the
