@@ -67,15 +67,15 @@ def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
 
 
 def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
-    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None, lr=None):
+    def fit(net, epochs, callbacks=(), loss=None, val_check_interval=1.0, val_points=None, lr=None):
         # the schedule spans this training; a method may fine-tune at its own learning rate
         cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1), lr=lr or spec.trainer.lr)
-        return training.fit(net, dm, cfg, callbacks=callbacks, extra_losses=extra_losses,
+        return training.fit(net, dm, cfg, callbacks=callbacks, loss=loss,
                             default_root_dir=output_dir, max_epochs=epochs,
                             val_check_interval=val_check_interval, val_points=val_points)
 
-    def retrain(net, epochs, callbacks=(), extra_losses=(), lr=None):
-        return fit(net, epochs, callbacks, extra_losses, lr=lr)
+    def retrain(net, epochs, callbacks=(), loss=None, lr=None):
+        return fit(net, epochs, callbacks, loss, lr=lr)
 
     batches = len(dm.train_dataloader())
     return methods.MethodContext(

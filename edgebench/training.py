@@ -1,7 +1,8 @@
 """The LightningModule for classification and the Trainer built from config.
 
-Methods hook in through ``extra_losses`` (e.g. distillation, KURE) and Lightning callbacks
-(e.g. mask enforcement); the module itself knows nothing of compression.
+Methods hook in through the training objective, a :class:`edgebench.losses.Loss` value (replaced
+for distillation, with terms added for KURE), and Lightning callbacks (e.g. mask enforcement); the
+module itself knows nothing of compression.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
+from edgebench.losses import CrossEntropy, Loss
 
 log = logging.getLogger(__name__)
 
-# A loss term: (module, inputs, logits, targets) -> scalar tensor, added to the cross-entropy.
-ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,12 +74,12 @@ class Classifier(pl.LightningModule):
     step use ``on_train_batch_start``/``on_train_batch_end`` callbacks.
     """
 
-    def __init__(self, net: nn.Module, cfg: TrainerConfig, extra_losses: Iterable[ExtraLoss] = ()):
+    def __init__(self, net: nn.Module, cfg: TrainerConfig, loss: Loss | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.net = net
         self.cfg = cfg
-        self.extra_losses = list(extra_losses)
+        self.loss = loss if loss is not None else CrossEntropy()  # a submodule: moves to the trainer's device
         self._sums: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train/loss, val/loss, val/acc
         self.epoch_metrics: dict[str, float] = {}  # the latest value of every stage's figures
@@ -99,9 +99,7 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        for term in self.extra_losses:
-            loss = loss + term(self.net, x, logits, y)
+        loss = self.loss(self.net, x, logits, y)
         value = loss.item()  # one host sync per step (free on CPU): the NaN check and the epoch mean
         if not math.isfinite(value):
             raise NonFiniteLossError(
@@ -166,6 +164,8 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self):
         c = self.cfg
         params = [p for p in self.net.parameters() if p.requires_grad]
+        seen = {id(p) for p in params}  # and what the loss learns (e.g. a hint regressor); a Frozen teacher has none
+        params += [p for p in self.loss.parameters() if p.requires_grad and id(p) not in seen]
         if c.optimizer == Optimizer.sgd:
             opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         elif c.optimizer == Optimizer.adamw:
@@ -220,26 +220,31 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # a Frozen teacher
     for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
                  "lightning_fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, *,
-        callbacks: Iterable[Callback] = (), extra_losses: Iterable[ExtraLoss] = (),
+        callbacks: Iterable[Callback] = (), loss: Loss | None = None,
         epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
         default_root_dir: str | None = None, max_epochs: int | None = None,
         val_check_interval: float = 1.0, val_points: list | None = None) -> list[dict[str, float]]:
     """Train ``net`` in place; returns the per-epoch history.
 
+    ``loss`` is the training objective (default: cross-entropy); it is attached to ``net`` for the
+    training (its feature taps hook in) and detached afterwards. Validation always reports the
+    cross-entropy and accuracy of ``net`` itself, whatever the objective.
     ``val_check_interval`` < 1 validates several times per epoch; every validation is appended
     to ``val_points`` (when given) as ``{"step": optimizer steps so far, "val/loss", "val/acc"}``.
     """
     quiet_lightning()
     net.train()  # a model coming from evaluation (or a cache) is in eval mode
-    module = Classifier(net, cfg, extra_losses)
+    module = Classifier(net, cfg, loss)
     trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs, val_check_interval)
     module.epoch_sink = epoch_sink
+    module.loss.attach(net)
     try:
         trainer.fit(module, datamodule=datamodule)
     except SystemExit:  # Lightning turns Ctrl-C (and SIGTERM, see edgebench.signals) into sys.exit(1)
@@ -247,6 +252,8 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, 
 
         signals.reraise_lightning_interrupt(trainer)
         raise
+    finally:
+        module.loss.detach()
     if val_points is not None:
         val_points.extend(module.val_points)
     return module.history

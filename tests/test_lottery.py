@@ -32,7 +32,7 @@ def ctx(tmp_path):
     dm = EdgeDataModule(splits, 64, 1000)
     calls = []
 
-    def fit(net, epochs, callbacks=(), extra_losses=(), val_check_interval=1.0, val_points=None):
+    def fit(net, epochs, callbacks=(), loss=None, val_check_interval=1.0, val_points=None):
         calls.append(epochs)
         return training.fit(net, dm, TrainerConfig(max_epochs=epochs, batch_size=64, progress_bar=ProgressBar.none),
                             callbacks=callbacks, val_check_interval=val_check_interval, val_points=val_points)

@@ -43,9 +43,9 @@ def digits_ctx():
     dense = _lenet()
     training.fit(dense, dm, cfg)
 
-    def retrain(net, epochs, callbacks=(), extra_losses=()):
+    def retrain(net, epochs, callbacks=(), loss=None):
         return training.fit(net, dm, TrainerConfig(max_epochs=epochs, batch_size=32, progress_bar=ProgressBar.none),
-                            callbacks=callbacks, extra_losses=extra_losses)
+                            callbacks=callbacks, loss=loss)
 
     return MethodContext(baseline=dense, datamodule=dm, example_input=splits.test_x[:1], retrain=retrain,
                          evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),

@@ -9,7 +9,8 @@ What the families in the README need, and where it lives here:
 * masks kept during retraining (pruning, lottery tickets): ``callbacks`` and ``retrain``;
 * an outer loop of rounds (iterative pruning, lottery levels): ``compress`` calls ``ctx.retrain``
   once per round and records per-round figures in ``result.rounds``;
-* extra loss terms (distillation, KURE): ``extra_losses`` passed to ``ctx.retrain``;
+* the training objective (distillation replaces it, KURE adds a term): an ``edgebench.losses.Loss``
+  passed to ``ctx.retrain(..., loss=...)``;
 * a teacher (distillation): ``ctx.baseline``, the cached dense model;
 * calibration data (quantisation): ``ctx.datamodule``;
 * an example input (structured pruning, export): ``ctx.example_input``;
@@ -37,7 +38,7 @@ class MethodContext:
     baseline: nn.Module  # the dense model (do not modify; copy it)
     datamodule: Any  # EdgeDataModule: train/val/test loaders over in-memory tensors
     example_input: torch.Tensor  # batch of 1
-    retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), extra_losses=(), lr=None) -> per-epoch history
+    retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), loss=None, lr=None) -> per-epoch history
     evaluate: Callable[[nn.Module], dict[str, float]]  # test-split metrics of a model (for per-round reports)
     train_batches_per_epoch: int
     output_dir: Path

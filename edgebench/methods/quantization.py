@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 from edgebench.config import ConfigError, check
 from edgebench.measure.size import prunable_layers, tensor_sparse_bits
 from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.losses import CrossEntropy
 from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, OnnxPredictor, SharedCodebook, UniformSTE,
                              export_half, kmeans_quantize, load_program, kurtosis, quantize_int8, quantized_bits, uniform_quantize)
 
@@ -284,9 +285,9 @@ class KureMethod(Method):
         table: dict[str, dict[str, float]] = {}
         for label, net in nets.items():
             reg = [m for _, m in prunable_layers(net)[1:]]
-            extra = [KureLoss(reg, cfg.lambda_, cfg.target)] if label == "kure" else []
+            loss = CrossEntropy() + KureLoss(reg, cfg.lambda_, cfg.target) if label == "kure" else None
             log.info("KURE: fine-tuning the %s model for %d epoch(s)", label, cfg.finetune_epochs)
-            ctx.retrain(net, cfg.finetune_epochs, extra_losses=extra, lr=cfg.lr)
+            ctx.retrain(net, cfg.finetune_epochs, loss=loss, lr=cfg.lr)
             with torch.no_grad():
                 kurt = [float(kurtosis(m.weight)) for m in reg]
             prefix = "" if label == "kure" else "control_"

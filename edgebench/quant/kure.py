@@ -19,13 +19,15 @@ def kurtosis(w: torch.Tensor) -> torch.Tensor:
 
 
 class KureLoss:
-    """An ``extra_losses`` term: ``lam * mean((K(W_i) - target)^2)`` over ``layers``."""
+    """A loss term (``CrossEntropy() + KureLoss(...)``): ``lam * mean((K(W_i) - target)^2)`` over ``layers``.
+
+    A plain callable, not a module, so the layers it reads are not registered a second time."""
 
     def __init__(self, layers: list[nn.Module], lam: float = 1.0, target: float = 1.8):
         if not layers:
             raise ValueError("KURE needs at least one layer to regularise")
         self.layers, self.lam, self.target = layers, lam, target
 
-    def __call__(self, net, x, logits, y) -> torch.Tensor:  # noqa: ARG002 - the ExtraLoss signature
+    def __call__(self, net, x, logits, y) -> torch.Tensor:  # noqa: ARG002 - the Loss signature
         terms = torch.stack([(kurtosis(m.weight) - self.target) ** 2 for m in self.layers])
         return self.lam * terms.mean()
