@@ -14,7 +14,6 @@ already has a FINISHED run in the experiment is skipped, and a job that failed r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from edgebench.store import digest
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,14 @@ REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier F
 
 
 def sweep_id(experiment: str, overrides: list[str]) -> str:
-    text = json.dumps([experiment, sorted(overrides)])
-    return "sw-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+    """``sw-`` and 10 hex characters of the :func:`edgebench.store.digest` of the experiment and the overrides."""
+    return "sw-" + digest([experiment, sorted(overrides)])[:10]
 
 
 def config_hash(resolved: dict) -> str:
     """What identifies a job's result: the resolved config without paths, names and resume switches."""
     keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(keep)
 
 
 def swept_from_overrides(overrides: list[str]) -> list[str]:

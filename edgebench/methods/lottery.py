@@ -15,7 +15,7 @@ Levels are resumable: every level's mask and trained weights live under
 data, trainer, seed) and the method settings that change results (not ``levels`` or
 ``controls``, so adding levels or controls reuses what is done). A finished level is loaded,
 never retrained. Files are written atomically and read like the baseline cache reads its
-entries (:func:`edgebench.cache.load_or_set_aside`): a stored mask or branch folder that cannot
+entries (:meth:`edgebench.store.Store.part`, under a file lock): a stored mask or branch folder that cannot
 be loaded is logged with its path, moved aside as ``<name>.corrupt-<time>`` and that level is
 trained again (a redone mask retrains its level's branches too).
 """
@@ -23,7 +23,6 @@ trained again (a redone mask retrains its level's branches too).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from edgebench.cache import atomic_save, atomic_write, load_or_set_aside, read
+from edgebench.store import Store, read
 from edgebench.config import ConfigError, check
 from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext
 from edgebench.measure.size import prunable_layers
@@ -184,6 +183,8 @@ def _read_mask(path: Path, like: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 class LotteryTicket(Method):
+    accepts = ("dense",)  # it retrains from the dense model's initialisation: a chain's first step
+
     def __init__(self, cfg: LotteryTicketConfig):
         self.cfg = cfg
         self.name = cfg.name
@@ -192,10 +193,15 @@ class LotteryTicket(Method):
         if not prunable_layers(model):
             raise ConfigError("lottery_ticket: the model has no conv or linear layers to prune")
 
-    def store(self, ctx: MethodContext) -> Path:
+    def scope(self, ctx: MethodContext) -> Store:
+        """This run's levels in the store: ``<cache_dir>/lottery/<digest>/``, the digest of the dense
+        key and the settings that change results (not ``levels`` or ``controls``)."""
         settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("levels", "controls")}
-        h = hashlib.sha256(json.dumps({"dense": ctx.run_key, "method": settings}, sort_keys=True).encode()).hexdigest()[:16]
-        return Path(ctx.cache_dir or ctx.output_dir) / "lottery" / h
+        return Store(ctx.cache_dir or ctx.output_dir).scope("lottery", {"dense": ctx.run_key, "method": settings})
+
+    def store(self, ctx: MethodContext) -> Path:
+        """The folder of :meth:`scope`."""
+        return self.scope(ctx).root
 
     def _train(self, ctx: MethodContext, model: nn.Module, mask, rewind_at: int = 0):
         """Train with ``mask`` held fixed; returns (trained model with zeros baked in, figures, rewind state)."""
@@ -224,42 +230,41 @@ class LotteryTicket(Method):
                    "final_val_acc": points[-1]["val/acc"] if points else float("nan")}
         return model, figures, saved
 
-    def _branch(self, ctx, root: Path, level: int, branch: str, make, fresh, rewind_at: int = 0,
+    def _branch(self, ctx, store: Store, level: int, branch: str, make, fresh, rewind_at: int = 0,
                 redo: bool = False) -> Branch:
         """Train one branch of one level unless it is stored (and readable) already; ``redo`` retrains it anyway.
 
         ``make()`` returns (model, mask) to train; ``rewind_at`` > 0 also keeps the weights after that many
         steps; ``fresh(state)`` loads a state dict into a copy of the model (checks what is read back).
         """
-        d = root / f"level_{level}" / branch
-        if not redo and d.exists():
-            done = load_or_set_aside(d, lambda p: _read_branch(p, rewind_at > 0, fresh), f"lottery level {level} {branch}")
-            if done is not None:
-                log.info("level %d %s: done already (%s)", level, branch, d)
-                return done
-        model, mask = make()
-        model, fig, rewind_state = self._train(ctx, model, mask, rewind_at)
-        fig["remaining"] = remaining(mask)
-        final = model.state_dict()
+        def train() -> Branch:
+            model, mask = make()
+            model, fig, rewind_state = self._train(ctx, model, mask, rewind_at)
+            fig["remaining"] = remaining(mask)
+            final = model.state_dict()
+            log.info("level %d %s: %.1f%% remaining, test acc %.4f, min val loss at step %d", level, branch,
+                     100 * fig["remaining"], fig["test_acc"], fig["best_val_step"])
+            return Branch(fig, {k: v.detach().clone() for k, v in final.items()}, rewind_state or None)
 
-        def write(tmp: Path) -> None:
-            tmp.mkdir()
-            torch.save(final, tmp / "final.pt")
-            if rewind_state:
-                torch.save(rewind_state, tmp / "rewind.pt")
-            (tmp / "metrics.json").write_text(json.dumps(fig, indent=2))
+        def save(b: Branch, folder: Path) -> None:
+            torch.save(b.final, folder / "final.pt")
+            if b.rewind:
+                torch.save(b.rewind, folder / "rewind.pt")
+            (folder / "metrics.json").write_text(json.dumps(b.figures, indent=2))
 
-        atomic_write(d, write)
-        log.info("level %d %s: %.1f%% remaining, test acc %.4f, min val loss at step %d", level, branch,
-                 100 * fig["remaining"], fig["test_acc"], fig["best_val_step"])
-        return Branch(fig, {k: v.detach().clone() for k, v in final.items()}, rewind_state or None)
+        done, hit, d = store.part(f"level_{level}/{branch}", train, save,
+                                  lambda p: _read_branch(p, rewind_at > 0, fresh),
+                                  what=f"lottery level {level} {branch}", redo=redo)
+        if hit:
+            log.info("level %d %s: done already (%s)", level, branch, d)
+        return done
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
         if ctx.build_model is None or ctx.fit is None:
             raise RuntimeError("lottery_ticket needs ctx.build_model and ctx.fit (the pipeline provides them)")
-        root = self.store(ctx)
-        root.mkdir(parents=True, exist_ok=True)
+        store = self.scope(ctx)
+        root = store.root
         init = ctx.build_model()
         init_state = {k: v.clone() for k, v in init.state_dict().items()}
         ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(init)}
@@ -270,7 +275,7 @@ class LotteryTicket(Method):
             return m
 
         # level 0: the dense network, which also records the rewind point
-        dense = self._branch(ctx, root, 0, "ticket", lambda: (fresh(init_state), ones), fresh, rewind_at=cfg.rewind_step)
+        dense = self._branch(ctx, store, 0, "ticket", lambda: (fresh(init_state), ones), fresh, rewind_at=cfg.rewind_step)
         dense_fig = dense.figures
         rewind = dense.rewind if cfg.rewind_step > 0 else init_state
         if rewind is None:
@@ -283,31 +288,28 @@ class LotteryTicket(Method):
         masks = {}
         mask = ones
         for level in range(1, cfg.levels + 1):
-            mask_file = root / f"level_{level}" / "mask.pt"
-            had_mask = mask_file.exists()
-            stored = load_or_set_aside(mask_file, lambda p: _read_mask(p, ones), f"lottery level {level} mask")
-            if stored is not None:
-                mask = stored
-            else:
-                mask = next_mask(fresh(finals[level - 1]), mask, cfg, level)
-                atomic_save(mask, mask_file)
+            had_mask = (root / f"level_{level}" / "mask.pt").exists()
+            mask, stored, _ = store.part(f"level_{level}/mask.pt",
+                                         lambda: next_mask(fresh(finals[level - 1]), mask, cfg, level),
+                                         lambda m, f: torch.save(m, f), lambda p: _read_mask(p, ones),
+                                         what=f"lottery level {level} mask", file=True)
             # a mask redone after it could not be read: this level's stored branches may have used another one
-            redo = had_mask and stored is None
+            redo = had_mask and not stored
             lvl_mask = masks[level] = mask
-            ticket = self._branch(ctx, root, level, "ticket", lambda: (fresh(rewind), lvl_mask), fresh, redo=redo)
+            ticket = self._branch(ctx, store, level, "ticket", lambda: (fresh(rewind), lvl_mask), fresh, redo=redo)
             fig = figs[level] = ticket.figures
             finals[level] = ticket.final
             row = {"round": level, "lth/remaining": fig["remaining"], "lth/test_acc": fig["test_acc"],
                    "lth/best_val_step": fig["best_val_step"]}
             if "reinit" in cfg.controls:
                 seed = ctx.seed + 1000 + level
-                f = self._branch(ctx, root, level, "reinit",
+                f = self._branch(ctx, store, level, "reinit",
                                  lambda: (reinitialise(copy.deepcopy(init), seed), lvl_mask), fresh, redo=redo).figures
                 row["lth/reinit_test_acc"] = f["test_acc"]
                 row["lth/reinit_best_val_step"] = f["best_val_step"]
             if "random_prune" in cfg.controls:
                 rmask = random_mask_like(lvl_mask, ctx.seed + 2000 + level)
-                f = self._branch(ctx, root, level, "random_prune", lambda: (fresh(rewind), rmask), fresh,
+                f = self._branch(ctx, store, level, "random_prune", lambda: (fresh(rewind), rmask), fresh,
                                  redo=redo).figures
                 row["lth/random_prune_test_acc"] = f["test_acc"]
                 row["lth/random_prune_best_val_step"] = f["best_val_step"]

@@ -1,0 +1,259 @@
+"""The store: the one place where trained and derived models are kept, and how every stored file is written.
+
+* :func:`digest` is the one hash function of the codebase: sha256 of canonical JSON (sorted keys,
+  enums as their values, anything else JSON cannot encode as ``str``), 16 hex characters. The
+  dense-baseline cache, the lottery-ticket levels and the sweep ids and config hashes all use it.
+* :func:`atomic_write` / :func:`atomic_save` are the one atomic writer: a file or folder is written
+  next to its place and renamed into it, so nothing is ever half written. :func:`read` names the
+  file in any error; :func:`load_or_set_aside` moves what cannot be read to ``<name>.corrupt-<time>``
+  (kept for inspection) with a warning naming it, so the caller makes it again.
+* :class:`Store` is content addressed: ``Store(root).get_or_make(kind, key, make, save, load)``
+  returns the entry ``<root>/<kind>/[<name>-]<digest(key)>/`` (value, hit, path), making it only
+  when it is missing or unreadable. A chain's key is ``child_key(parent digest, this step's config)``,
+  so an entry's key covers everything it was made from. Every entry is made under its own
+  file lock (``<entry>.lock``), so parallel jobs never make the same entry twice, and is written
+  whole with a ``meta.json`` (key, digest, created, and what ``save`` adds).
+  :meth:`Store.scope` gives a store rooted inside one entry whose parts are named by hand
+  (the lottery's ``level_<L>/ticket/``, ``level_<L>/mask.pt``), each got or made the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+META = "meta.json"
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Enum):
+        return o.value
+    return str(o)
+
+
+def canonical(obj: Any) -> str:
+    """``obj`` as canonical JSON: sorted keys, enums as their values, other non-JSON values as ``str``."""
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON values (dicts, lists, strings, numbers), as :func:`digest` sees it."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def digest(obj: Any) -> str:
+    """The one hash of the codebase: sha256 of :func:`canonical` JSON, first 16 hex characters."""
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:16]
+
+
+def child_key(parent: str | None, config: Any) -> dict:
+    """The key of an entry made from the entry with digest ``parent`` (None: from nothing stored) by ``config``."""
+    return {"parent": parent, "config": plain(config)}
+
+
+# ---------------------------------------------------------------------------------- reading and writing
+class UnreadableFileError(OSError):
+    """A stored file exists but cannot be read; the message names the file and the reason."""
+
+
+def read(path: str | Path, fn: Callable[[Path], T] | None = None) -> T:
+    """``fn(path)`` (default: ``torch.load`` on the CPU, weights only); any failure is re-raised as
+    :class:`UnreadableFileError` naming ``path`` (torch's own message names no file)."""
+    path = Path(path)
+    try:
+        if fn is None:
+            import torch
+
+            return torch.load(path, map_location="cpu", weights_only=True)
+        return fn(path)
+    except UnreadableFileError:
+        raise
+    except Exception as e:
+        raise UnreadableFileError(f"{path}: {type(e).__name__}: {e}") from e
+
+
+def read_json(path: str | Path) -> Any:
+    return read(path, lambda p: json.loads(p.read_text()))
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move the file or folder ``path`` to ``<name>.corrupt-<unix time>`` next to it; returns the new path."""
+    path = Path(path)
+    stamp = int(time.time())
+    bad = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while bad.exists():  # two in the same second: never overwrite an earlier one
+        bad = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.replace(path, bad)
+    return bad
+
+
+def load_or_set_aside(path: str | Path, loader: Callable[[Path], T], what: str = "cached file") -> T | None:
+    """``loader(path)``, or None when ``path`` does not exist or cannot be loaded.
+
+    An unloadable ``path`` (file or folder) is logged as a warning with its path and the reason,
+    moved aside (:func:`set_aside`, kept for inspection) and None is returned, so the caller redoes it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return loader(path)
+    except Exception as e:  # corrupt, truncated or incompatible
+        reason = str(e) if isinstance(e, UnreadableFileError) else f"{type(e).__name__}: {e}"
+        bad = set_aside(path)
+        log.warning("%s %s is unreadable (%s); moved to %s and redoing it", what, path, reason, bad)
+        return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write the file or folder ``path`` whole or not at all.
+
+    ``write(tmp)`` creates ``tmp`` (a file, or a folder it makes itself) next to ``path``; it then
+    replaces ``path`` (an existing folder there is removed first). On any failure ``tmp`` is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        write(tmp)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# ------------------------------------------------------------------------------------------ the store
+class Entry(NamedTuple, Generic[T]):
+    value: T
+    hit: bool  # True: loaded from the store; False: made now
+    path: Path | None
+
+
+class Store:
+    """A content-addressed, atomic, lock-protected and self-healing place for made things.
+
+    ``root`` is the store's folder; ``key`` (for a scope) the key of the entry it lives in.
+    """
+
+    def __init__(self, root: str | Path, key: Any = None):
+        self.root = Path(root)
+        self.key = key
+
+    def path(self, kind: str, key: Any, name: str | None = None) -> Path:
+        """Where the entry for ``key`` lives: ``<root>/<kind>/[<name>-]<digest(key)>``."""
+        h = digest(key)
+        return self.root / kind / (f"{name}-{h}" if name else h)
+
+    def get_or_make(self, kind: str, key: Any, make: Callable[[], T], save: Callable[[T, Path], dict | None],
+                    load: Callable[[Path], T], *, name: str | None = None, what: str | None = None,
+                    redo: bool = False) -> Entry[T]:
+        """The stored value for ``key``, or ``make()`` saved there first.
+
+        ``save(value, folder)`` writes the value's files into ``folder`` (which exists) and may return
+        a dict added to ``meta.json``; ``load(folder)`` reads them back and must raise (best through
+        :func:`read`, which names the file) on anything it cannot use: that entry is then named in a
+        warning, moved aside as ``<name>.corrupt-<time>`` and made again. ``redo`` makes it again anyway.
+        """
+        path = self.path(kind, key, name)
+        return self._get_or_make(path, key, digest(key), make, save, load, what or f"{kind} store entry",
+                                 redo=redo, file=False)
+
+    def part(self, rel: str, make: Callable[[], T], save: Callable[[T, Path], dict | None],
+             load: Callable[[Path], T], *, what: str | None = None, redo: bool = False,
+             file: bool = False) -> Entry[T]:
+        """Like :meth:`get_or_make` for a part named ``rel`` inside this scope (see :meth:`scope`).
+
+        ``file=True``: the part is one file, ``save(value, file)`` writes it (no ``meta.json``).
+        """
+        path = self.root / rel
+        return self._get_or_make(path, {"scope": self.key, "part": rel}, digest(self.key) if self.key is not None else None,
+                                 make, save, load, what or f"store part {rel}", redo=redo, file=file)
+
+    def scope(self, kind: str, key: Any, name: str | None = None) -> "Store":
+        """A store rooted at the entry folder for ``key``: for a result made in parts (:meth:`part`)
+        that are got or made one by one (resumable), all covered by ``key``."""
+        path = self.path(kind, key, name)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = path / META
+        if not meta.exists():
+            atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(_meta(key, digest(key)), indent=2)))
+        return Store(path, key)
+
+    def _get_or_make(self, path: Path, key: Any, h: str | None, make, save, load, what: str, *,
+                     redo: bool, file: bool) -> Entry:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if not redo:
+                loaded = load_or_set_aside(path, (lambda p: load(p)) if file else (lambda p: _load_entry(p, h, load)),
+                                           what)
+                if loaded is not None:
+                    return Entry(loaded, True, path)
+            value = make()
+
+            def write(tmp: Path) -> None:
+                if file:
+                    save(value, tmp)
+                    return
+                tmp.mkdir()
+                extra = save(value, tmp) or {}
+                meta = {**_meta(key, h), **extra}
+                (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+
+            atomic_write(path, write)
+            return Entry(value, False, path)
+
+
+def _meta(key: Any, h: str | None) -> dict:
+    return {"key": plain(key), "digest": h, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def read_meta(folder: str | Path) -> dict:
+    """An entry's ``meta.json`` (raises :class:`UnreadableFileError` naming it)."""
+    return read_json(Path(folder) / META)
+
+
+def _load_entry(path: Path, h: str | None, load: Callable[[Path], T]) -> T:
+    if not path.is_dir():
+        raise UnreadableFileError(f"{path}: not a folder")
+    if (path / META).exists():
+        meta = read_meta(path)
+        if not isinstance(meta, dict):
+            raise UnreadableFileError(f"{path / META}: not a JSON object")
+        stored = meta.get("digest")
+        if h is not None and stored is not None and stored != h:
+            raise UnreadableFileError(f"{path / META}: digest {stored}, expected {h}")
+    return load(path)
