@@ -1,8 +1,9 @@
 """One edgebench run, stage by stage. This module owns the order; every stage lives elsewhere.
 
     validate config -> load data -> method.check(model) -> open MLflow run
-      -> dense baseline (cache or train) -> method (compress / retrain) -> evaluate on test
-      -> measure -> log metrics and the model -> summary on stdout
+      -> dense baseline (cache or train) -> method (compress / retrain) -> export (the registry, by export=
+      and the method's QuantSpec) -> evaluate on test -> measure the artifact -> log metrics and the model
+      -> summary on stdout
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, measure, methods, sweep, training
+from edgebench import cache, export, measure, methods, sweep, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
@@ -90,6 +92,30 @@ def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_d
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
 
 
+def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
+    """The exporter for ``export=`` and a step output that needs ``needs`` (its QuantSpec, dtype or None).
+
+    ConfigError for an unknown name or an impossible choice, and for an artifact that only ONNX
+    Runtime runs (int8) with ``measure.runtime=torch``."""
+    exp = export.resolve(spec.export, needs, enabled=spec.measure.export)
+    if (exp is not None and not exp.eager_equivalent and spec.measure.latency
+            and spec.measure.runtime != Runtime.onnxruntime):
+        raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: export={exp.name} writes a {exp.dtype} "
+                          f"file that only {exp.runtime} runs; use measure.runtime={exp.runtime}")
+    return exp
+
+
+def _measure(model, example, spec: EdgebenchConfig, artifact, baseline=None, **kw) -> measure.Measurement:
+    """measure_model on the exported artifact; the baseline's fp32 ONNX file is written (to a temporary
+    folder) only when ONNX Runtime times the model and so the baseline beside it."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-baseline-") as tmp:
+        base_art = None
+        if baseline is not None and measure.model_runtime(spec.measure, artifact) == "onnxruntime":
+            base_art = export.export("onnx", baseline, example, tmp)
+        return measure.measure_model(model, example, device=spec.device, config=spec.measure, baseline=baseline,
+                                     artifact=artifact, baseline_artifact=base_art, **kw)
+
+
 def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, example, spec) -> None:
     """One child run (e.g. a lottery-ticket level) with the full per-model contract.
 
@@ -98,8 +124,13 @@ def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, 
                   "mlflow.parentRunId": parent_id, CHILD_TAG: "true"}
     with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
         test = training.evaluate(child.model, dm.test_dataloader())
-        measured = measure.measure_model(child.model, example, device=spec.device, config=spec.measure,
-                                         baseline=dense)
+        try:  # a float model along the way: export= applies where it can (onnx_int8 needs the final spec)
+            exp = _exporter(spec, None)
+        except ConfigError:
+            exp = export.resolve(export.AUTO, None, enabled=spec.measure.export)
+        with tempfile.TemporaryDirectory(prefix="edgebench-child-") as tmp:
+            art = exp(child.model, example, tmp) if exp is not None else None
+            measured = _measure(child.model, example, spec, art, baseline=dense)
         crun.log_metrics({**child.metrics, **test, **measured, "baseline/test_acc": dense_acc,
                           "delta/acc": test["test/acc"] - dense_acc})
         crun.set_tags(measured.tags())
@@ -204,10 +235,8 @@ def run(cfg: DictConfig) -> RunResult:
     """
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
     method = methods.build(methods.parse(spec.method))
-    if (getattr(method, "artifact_runtime", None) == "onnxruntime" and spec.measure.latency
-            and spec.measure.runtime != Runtime.onnxruntime):  # before any MLflow run or data
-        raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: {method.name} produces an int8 ONNX "
-                          "file that only ONNX Runtime runs; use measure.runtime=onnxruntime")
+    # export= against what the method's output will need (its QuantSpec's dtype): before any MLflow run or data
+    _exporter(spec, getattr(method, "spec_dtype", None))
     training.quiet_lightning()
     choices = _choices(cfg)
     paths = spec.paths
@@ -283,15 +312,20 @@ def run(cfg: DictConfig) -> RunResult:
                 _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
                            example, spec)
 
-        test = training.evaluate(compressed.predict or model, dm.test_dataloader())  # the deployed form's accuracy
+        artifact_dir = work_dir / "artifact"
+        exporter = _exporter(spec, compressed.spec)  # the registry: export= and what the output needs
+        artifact = exporter(model, example, artifact_dir, compressed.spec) if exporter is not None else None
+        if artifact is not None and compressed.spec is not None:
+            mlrun.set_tags({"quant.runtime": artifact.note})
+        predict = compressed.predict or model
+        if artifact is not None and artifact.dtype != "fp32":  # a low-precision file: its own outputs count
+            predict = export.predictor(artifact)
+        test = training.evaluate(predict, dm.test_dataloader())  # the deployed form's accuracy
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])
-        artifact_dir = work_dir / "artifact"
-        measured = measure.measure_model(model, example, device=spec.device, config=spec.measure,
-                                         artifact_dir=artifact_dir,
-                                         baseline=baseline.model if method is not None else None,
-                                         artifact=compressed.artifact, dtype=compressed.dtype,
-                                         analytic_bytes=compressed.analytic_bytes)
+        dtype = artifact.dtype if artifact is not None else (compressed.spec.dtype if compressed.spec else compressed.dtype)
+        measured = _measure(model, example, spec, artifact, baseline=baseline.model if method is not None else None,
+                            dtype=dtype, analytic_bytes=compressed.analytic_bytes, artifact_dir=artifact_dir)
         metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
                    "delta/acc": test["test/acc"] - base_test["test/acc"]}
         mlrun.log_metrics(metrics)

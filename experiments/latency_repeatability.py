@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from edgebench.config import ModelConfig
-from edgebench.measure import export_onnx, measure_latency
+from edgebench.export import export_onnx
+from edgebench.measure import measure_latency
 from edgebench.measure.latency import onnxruntime_runner
 from edgebench.models import build_model
 

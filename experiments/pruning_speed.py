@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from edgebench.config import ModelConfig
-from edgebench.measure import basic_metrics, export_onnx, measure_latency
+from edgebench.export import export_onnx
+from edgebench.measure import basic_metrics, measure_latency
 from edgebench.measure.latency import onnxruntime_runner, torch_runner
 from edgebench.methods.pruning import (
     StructuredPruningConfig,

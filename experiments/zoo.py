@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from edgebench.__main__ import config_dir
 from edgebench.config import MeasureConfig, ModelConfig
 from edgebench.devices import evaluate_device
+from edgebench.export import export
 from edgebench.measure import load_device, measure_model
 from edgebench.models import MODEL_NAMES, build_model
 
@@ -50,7 +52,9 @@ def main() -> None:
         torch.manual_seed(0)
         net = build_model(ModelConfig(name=name), shape, classes).eval()
         t0 = time.perf_counter()
-        m = measure_model(net, torch.randn(1, *shape), config=MeasureConfig(calls=args.calls))
+        x = torch.randn(1, *shape)
+        with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:  # the exporter writes, measure_model measures
+            m = measure_model(net, x, config=MeasureConfig(calls=args.calls), artifact=export("onnx", net, x, tmp))
         row = {"model": name, "input": list(shape), "classes": classes,
                **{k: v for k, v in m.items() if not k.startswith("device/")},
                "exporter": m.artifact.exporter, "devices": {}}

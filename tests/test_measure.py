@@ -12,6 +12,7 @@ from torch import nn
 from edgebench.config import ConfigError, DeviceConfig, MeasureConfig, ModelConfig, Runtime
 from edgebench.devices import evaluate_device, estimate_latency_s
 from edgebench.devices.calibration import POINTS, point_layers
+from edgebench.export import export
 from edgebench.measure import (
     count_macs,
     layer_profile,
@@ -98,7 +99,8 @@ def test_sparse_size_by_hand():
 
 def test_exported_artifact_size_is_the_files_size(tmp_path):
     net = build_model(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10)
-    m = measure_model(net, torch.zeros(1, 1, 28, 28), config=MeasureConfig(latency=False), artifact_dir=tmp_path)
+    x = torch.zeros(1, 1, 28, 28)
+    m = measure_model(net, x, config=MeasureConfig(latency=False), artifact=export("onnx", net, x, tmp_path))
     files = sorted(tmp_path.iterdir())
     assert files and all(f.name.startswith("model.onnx") for f in files)
     assert m["size/bytes_artifact"] == sum(os.path.getsize(f) for f in files)

@@ -14,6 +14,7 @@ from torch import nn
 from edgebench import pipeline, training
 from edgebench.config import ConfigError, DataConfig, ModelConfig
 from edgebench.data import EdgeDataModule, load_data
+from edgebench.export import export
 from edgebench.measure import measure_model
 from edgebench.methods.quantization import analytic_bytes, quantize_weights
 from edgebench.models import build_model
@@ -150,7 +151,7 @@ def _conv_model():
 
 
 def test_int8_artifact_is_int8_and_under_30_percent_of_fp32(tmp_path):
-    from edgebench.measure.export import export_onnx
+    from edgebench.export import export_onnx
 
     model, x = _conv_model(), torch.randn(1, 1, 28, 28)
     fp32 = export_onnx(model, x, tmp_path / "fp32" / "model.onnx")
@@ -175,7 +176,7 @@ def test_static_int8_needs_calibration(tmp_path):
 def test_int8_fits_coral_where_fp32_does_not(tmp_path):
     model, x = _conv_model(), torch.randn(1, 1, 28, 28)
     int8 = quantize_int8(model, x, tmp_path / "int8" / "model.onnx", calibration=[torch.randn(8, 1, 28, 28)])
-    fp32 = measure_model(model, x, "coral_dev_board")
+    fp32 = measure_model(model, x, "coral_dev_board", artifact=export("onnx", model, x, tmp_path / "fp32"))
     q = measure_model(model, x, "coral_dev_board", artifact=int8, dtype="int8")
     assert fp32["device/fits"] == 0 and "int8" in fp32.tags()["device.fit"]
     assert q["device/fits"] == 1 and q["device/latency_ms_est"] > 0

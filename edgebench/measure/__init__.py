@@ -1,15 +1,13 @@
-"""Measure what a model costs: ``measure_model(model, example_input, device="host", baseline=None)``.
+"""Measure what a model costs: ``measure_model(model, example_input, device="host", baseline=None, artifact=...)``.
 
 Returns the metric contract's ``size/*``, ``compute/*``, ``memory/*``, ``latency/*`` and
-``device/*`` keys (see README, "How figures are measured"). The pipeline calls it for every run.
+``device/*`` keys (see README, "How figures are measured"). The pipeline calls it for every run,
+with the artifact its exporter wrote (:mod:`edgebench.export`); measuring never exports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ from torch import nn
 
 from edgebench.config import DeviceConfig, MeasureConfig, Runtime
 from edgebench.measure.compute import LayerInfo, count_macs, layer_profile, macs_nonzero
-from edgebench.measure.export import Artifact, export_onnx
+from edgebench.export import Artifact
 from edgebench.measure.latency import LatencyStats, measure_latency, onnxruntime_runner, torch_runner
 from edgebench.measure.memory import peak_activation_bytes
 from edgebench.measure.size import count_params, files_bytes, gzip_bytes, sparse_bytes
@@ -41,6 +39,8 @@ class Measurement(dict):
         if self.artifact is not None:
             t["export.format"], t["export.exporter"] = self.artifact.format, self.artifact.exporter
             t["export.dtype"] = self.artifact.dtype
+            if self.artifact.name:
+                t["export.name"] = self.artifact.name
             if self.artifact.note:
                 t["export.note"] = self.artifact.note
         if self.runtime is not None:
@@ -83,85 +83,82 @@ def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtim
             raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
         return onnxruntime_runner(artifact.path, x, threads), "onnxruntime"
     if artifact is not None and artifact.format == "torch.export":  # time the saved program itself (bf16)
-        from edgebench.quant.runtime import load_program
+        from edgebench.export import load_program
 
         return torch_runner(load_program(artifact.path), x), "torch"
     return torch_runner(model, x), "torch"
 
 
-def _copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for f in artifact.files:
-        dst = out_dir / f.name
-        if f.resolve() != dst.resolve():
-            shutil.copyfile(f, dst)
-        files.append(dst)
-    return dataclasses.replace(artifact, path=out_dir / artifact.path.name, files=files)
+def model_runtime(config: MeasureConfig | None, artifact: Artifact | None) -> str | None:
+    """What will time the model (onnxruntime or torch), None without latency. The baseline is timed the same way,
+    so with ``onnxruntime`` ``measure_model`` needs the baseline's fp32 ONNX file (``baseline_artifact``)."""
+    cfg = config or MeasureConfig()
+    if not cfg.latency:
+        return None
+    onnx = cfg.runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime == "onnxruntime")
+    return "onnxruntime" if onnx else "torch"
 
 
 def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | DeviceConfig = "host",
                   baseline: nn.Module | None = None, *, config: MeasureConfig | None = None,
-                  artifact_dir: str | Path | None = None, dtype: str = "fp32", artifact: Artifact | None = None,
-                  analytic_bytes: int | None = None) -> Measurement:
-    """Measure ``model`` at ``example_input`` (batch 1) for ``device``.
+                  artifact: Artifact | None = None, baseline_artifact: Artifact | None = None,
+                  dtype: str | None = None, analytic_bytes: int | None = None,
+                  artifact_dir: str | Path | None = None) -> Measurement:
+    """Measure ``model`` at ``example_input`` (batch 1) for ``device``; never exports.
+
+    ``artifact`` is the deployable an exporter wrote (``edgebench.export``): its files give
+    ``size/bytes_artifact`` and ``size/bytes_gzip``, and ONNX Runtime (or PyTorch for a
+    torch.export program) times it. Without one those keys are left out and the model is timed
+    in PyTorch (``measure.runtime=torch``). ``dtype`` is the deployed dtype (default: the
+    artifact's, else fp32). ``analytic_bytes`` replaces ``size/bytes_sparse`` for a stored format
+    that is not a plain dtype (k-bit codes).
 
     With ``baseline`` (the dense reference model), both are timed interleaved in this process and
     the ratio keys (``latency/host_speedup``, ``compute/theoretical_speedup``,
-    ``size/compression_ratio``) are filled. The ONNX artifact is written to ``artifact_dir``
-    (a temporary folder when None, removed afterwards).
-
-    A method that produced its own deployable file (int8, fp16) passes it as ``artifact`` (its
-    files are copied to ``artifact_dir``), and ``dtype`` is the deployed dtype. ``analytic_bytes``
-    replaces ``size/bytes_sparse`` for a stored format that is not a plain dtype (k-bit codes).
+    ``size/compression_ratio``) are filled; when ONNX Runtime times the model
+    (:func:`model_runtime`), ``baseline_artifact`` is the baseline's fp32 ONNX file.
+    ``artifact_dir`` is where the host's free storage is read (default: the artifact's folder).
     """
     from edgebench.devices import evaluate_device, host_profile
 
     cfg = config or MeasureConfig()
-    profile = host_profile(load_device(device), artifact_dir or ".")
+    dtype = dtype or (artifact.dtype if artifact is not None else "fp32")
+    where = artifact_dir or (artifact.path.parent if artifact is not None else ".")
+    profile = host_profile(load_device(device), where)
     x = example_input[:1]
     layers = layer_profile(model, x)
     m = Measurement(basic_metrics(model, x, layers))
     m.layers = layers
+    m.artifact = artifact
     m["memory/peak_activation_bytes"] = peak_activation_bytes(model, x, BITS[dtype] // 8)
     m["size/bytes_sparse"] = analytic_bytes if analytic_bytes is not None else sparse_bytes(model, BITS[dtype])
-
-    tmp = tempfile.TemporaryDirectory(prefix="edgebench-measure-")
-    try:
-        out_dir = Path(artifact_dir) if artifact_dir is not None else Path(tmp.name)
-        if artifact is not None:
-            m.artifact = _copy_artifact(artifact, out_dir) if artifact_dir is not None else artifact
-        elif cfg.export:
-            m.artifact = export_onnx(model, x, out_dir / "model.onnx", dtype=dtype)
-        if m.artifact is not None:
-            m["size/bytes_artifact"] = files_bytes(m.artifact.files)
-            m["size/bytes_gzip"] = gzip_bytes(m.artifact.files)
-        base_artifact = None
+    if artifact is not None:
+        m["size/bytes_artifact"] = files_bytes(artifact.files)
+        m["size/bytes_gzip"] = gzip_bytes(artifact.files)
+    if baseline is not None:
+        base = basic_metrics(baseline, x)
+        m["compute/theoretical_speedup"] = base["compute/macs"] / max(m["compute/macs_nonzero"], 1)
+        smallest = min(v for k, v in m.items() if k in ("size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse"))
+        m["size/compression_ratio"] = base["size/bytes_fp32"] / smallest
+    if cfg.latency:
+        threads = cfg.threads or torch.get_num_threads()
+        runner, m.runtime = _runner(model, artifact, x, cfg.runtime, threads)
+        runners = {"model": runner}
+        if baseline is not None:  # in the same runtime as the model (PyTorch for bf16), so the ratio compares dtypes
+            if m.runtime == "onnxruntime" and baseline_artifact is None:
+                raise ValueError("measure_model times the baseline in ONNX Runtime like the model: pass its fp32 "
+                                 "ONNX file as baseline_artifact (edgebench.export.export('onnx', baseline, ...))")
+            same = cfg.runtime if m.runtime == "onnxruntime" else Runtime.torch
+            runners["baseline"] = _runner(baseline, baseline_artifact, x, same, threads)[0]
+        stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
+                                max_noise=cfg.max_noise, retries=cfg.retries)
+        s = stats["model"]
+        m.latency = stats
+        m.update({"latency/host_p50_ms": s.p50_ms, "latency/host_p90_ms": s.p90_ms,
+                  "latency/host_iqr_ms": s.iqr_ms, "latency/host_threads": s.threads,
+                  "latency/host_noisy": float(s.noisy), "latency/host_calls": s.calls})
         if baseline is not None:
-            base = basic_metrics(baseline, x)
-            m["compute/theoretical_speedup"] = base["compute/macs"] / max(m["compute/macs_nonzero"], 1)
-            smallest = min(v for k, v in m.items() if k in ("size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse"))
-            m["size/compression_ratio"] = base["size/bytes_fp32"] / smallest
-            if cfg.latency and cfg.runtime == Runtime.onnxruntime:
-                base_artifact = export_onnx(baseline, x, Path(tmp.name) / "baseline" / "model.onnx")
-        if cfg.latency:
-            threads = cfg.threads or torch.get_num_threads()
-            runner, m.runtime = _runner(model, m.artifact, x, cfg.runtime, threads)
-            runners = {"model": runner}
-            if baseline is not None:  # in the same runtime as the model (PyTorch for bf16), so the ratio compares dtypes
-                same = cfg.runtime if m.runtime == "onnxruntime" else Runtime.torch
-                runners["baseline"] = _runner(baseline, base_artifact, x, same, threads)[0]
-            stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
-                                    max_noise=cfg.max_noise, retries=cfg.retries)
-            s = stats["model"]
-            m.latency = stats
-            m.update({"latency/host_p50_ms": s.p50_ms, "latency/host_p90_ms": s.p90_ms,
-                      "latency/host_iqr_ms": s.iqr_ms, "latency/host_threads": s.threads,
-                      "latency/host_noisy": float(s.noisy), "latency/host_calls": s.calls})
-            if baseline is not None:
-                m["latency/host_speedup"] = stats["baseline"].p50_ms / s.p50_ms
-    finally:
-        tmp.cleanup()
+            m["latency/host_speedup"] = stats["baseline"].p50_ms / s.p50_ms
 
     artifact_bytes = int(m.get("size/bytes_artifact", m["size/bytes_fp32"] * BITS[dtype] // 32))
     report = evaluate_device(profile, m.layers, dtype=dtype, artifact_bytes=artifact_bytes,
@@ -171,5 +168,5 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     return m
 
 
-__all__ = ["measure_model", "basic_metrics", "count_params", "count_macs", "macs_nonzero", "layer_profile",
-           "peak_activation_bytes", "sparse_bytes", "export_onnx", "measure_latency", "load_device", "Measurement"]
+__all__ = ["measure_model", "model_runtime", "basic_metrics", "count_params", "count_macs", "macs_nonzero",
+           "layer_profile", "peak_activation_bytes", "sparse_bytes", "measure_latency", "load_device", "Measurement"]

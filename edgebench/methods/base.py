@@ -14,8 +14,9 @@ What the families in the README need, and where it lives here:
 * a teacher (distillation): ``ctx.baseline``, the cached dense model;
 * calibration data (quantisation): ``ctx.datamodule``;
 * an example input (structured pruning, export): ``ctx.example_input``;
-* a deployable artifact of its own (int8, fp16): ``result.artifact``, with ``result.predict`` so
-  test accuracy comes from that artifact, and ``result.dtype`` for the device fit;
+* a low-precision deployable (int8, fp16, bf16): ``result.spec``, a ``QuantSpec`` (dtype, int8
+  settings, calibration batches) from which the pipeline's exporter writes the file; test accuracy
+  then comes from that file and the device fit uses its dtype (a method never writes it);
 * a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
   saying that its size is analytic and its accuracy simulated.
 """
@@ -30,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from edgebench.measure.export import Artifact
+from edgebench.export import QuantSpec
 
 
 @dataclass
@@ -65,9 +66,10 @@ class CompressionResult:
     metrics: dict[str, float] = field(default_factory=dict)  # logged as method/<key>
     rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures {"round": r, ...}, step=round
     layers: list[dict] = field(default_factory=list)  # per-layer table, logged as an artifact
-    artifact: Artifact | None = None  # a deployable file the method produced itself (else the pipeline exports `model`)
-    predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # test accuracy comes from this (default: model)
-    dtype: str = "fp32"  # dtype of the deployed weights and activations (device fit, analytic sizes)
+    spec: QuantSpec | None = None  # what the exporter needs for a low-precision file (None: a float model)
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # test accuracy comes from this (default: the
+    # model, or the exported file when its dtype is not fp32)
+    dtype: str = "fp32"  # dtype of the deployed weights when no spec says otherwise (device fit, analytic sizes)
     analytic_bytes: int | None = None  # size/bytes_sparse of a stored format that is not a plain dtype (k-bit codes)
     tags: dict[str, str] = field(default_factory=dict)  # labels logged as run tags (e.g. quant.accuracy)
     named_metrics: dict[str, float] = field(default_factory=dict)  # logged under their own names (quant/acc_w4)

@@ -3,9 +3,11 @@ k-means weight quantisation, and KURE.
 
 What is real and what is simulated (tagged on every run as ``quant.accuracy`` / ``quant.size``):
 
-* ``fp16``, ``ptq_int8``, ``qat_int8``: a real low-precision ONNX file; test accuracy is computed
-  from that file's outputs in ONNX Runtime, its bytes are the file's, and its latency is measured
-  in ONNX Runtime. ``bf16`` has no ONNX Runtime CPU kernels: PyTorch runs it (accuracy and latency).
+* ``fp16``, ``ptq_int8``, ``qat_int8``: the method returns its model and a ``QuantSpec`` (dtype,
+  int8 settings, calibration batches), never a file; the pipeline's exporter (``onnx_fp16``,
+  ``onnx_int8``) writes a real low-precision ONNX file, test accuracy is computed from that file's
+  outputs in ONNX Runtime, its bytes are the file's, and its latency is measured in ONNX Runtime.
+  ``bf16`` has no ONNX Runtime CPU kernels: ``torch_export`` writes a program PyTorch runs.
 * ``uniform_quant``, ``nonuniform_quant``, ``kure``: no runtime here executes 2-8 bit weight codes.
   Accuracy is simulated (weights quantised, then dequantised to fp32); the size is analytic
   (``size/bytes_sparse``: codes + scales or codebooks); the ONNX artifact holds the fp32 weights.
@@ -26,11 +28,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgebench.config import ConfigError, check
+from edgebench.export import QuantSpec
 from edgebench.measure.size import prunable_layers, tensor_sparse_bits
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 from edgebench.losses import CrossEntropy
-from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, OnnxPredictor, SharedCodebook, UniformSTE,
-                             export_half, kmeans_quantize, load_program, kurtosis, quantize_int8, quantized_bits, uniform_quantize)
+from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, SharedCodebook, UniformSTE, kmeans_quantize,
+                             kurtosis, quantized_bits, uniform_quantize)
 
 log = logging.getLogger(__name__)
 
@@ -178,20 +181,18 @@ def _calibration(ctx: MethodContext, batches: int) -> list[torch.Tensor]:
 class HalfPrecisionMethod(Method):
     def __init__(self, cfg: HalfConfig):
         self.cfg, self.name = cfg, cfg.name
+        self.spec_dtype = cfg.name  # what its output's QuantSpec will say: known before training (export= checks)
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.name]
         model = HalfPrecision(copy.deepcopy(ctx.baseline).eval(), dtype).eval()
-        artifact = export_half(model, ctx.example_input, ctx.output_dir / "method" / self.name)
-        predict = OnnxPredictor(artifact.path) if artifact.runtime == "onnxruntime" else load_program(artifact.path)
-        tags = {**REAL, "quant.runtime": artifact.note}
-        return CompressionResult(model, {"bits": 16.0}, artifact=artifact, predict=predict, dtype=self.name, tags=tags)
+        return CompressionResult(model, {"bits": 16.0}, spec=QuantSpec(self.name), tags=dict(REAL))
 
 
 class Int8Method(Method):
     def __init__(self, cfg: Int8Config):
         self.cfg, self.name = cfg, cfg.name
-        self.artifact_runtime = "onnxruntime"
+        self.spec_dtype = "int8"  # what its output's QuantSpec will say: known before training (export= checks)
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
@@ -211,13 +212,9 @@ class Int8Method(Method):
             log.info("QAT: %d epochs; fake-quantised test acc %.4f", cfg.finetune_epochs, metrics["fakequant_test_acc"])
         model.eval()
         calibration = _calibration(ctx, cfg.calibration_batches) if cfg.mode == Int8Mode.static else []
-        artifact = quantize_int8(model, ctx.example_input, ctx.output_dir / "method" / self.name / "model.onnx",
-                                 mode=cfg.mode.value, calibration=calibration, per_channel=per_channel,
-                                 reduce_range=cfg.reduce_range, calibrate_method=cfg.calibration_method.value)
-        log.info("int8 artifact %s (%d bytes)", artifact.path, artifact.path.stat().st_size)
-        tags = {**REAL, "quant.runtime": artifact.note}
-        return CompressionResult(model, metrics, rounds, artifact=artifact, predict=OnnxPredictor(artifact.path),
-                                 dtype="int8", tags=tags)
+        spec = QuantSpec("int8", mode=cfg.mode.value, per_channel=per_channel, reduce_range=cfg.reduce_range,
+                         calibrate_method=cfg.calibration_method.value, calibration=calibration)
+        return CompressionResult(model, metrics, rounds, spec=spec, tags=dict(REAL))
 
 
 class WeightQuantMethod(Method):

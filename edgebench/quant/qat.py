@@ -6,7 +6,7 @@ During fine-tuning every conv and linear layer computes with
 * inputs rounded to uint8 with an affine scale from a running min/max (momentum 0.01).
 
 Afterwards the rounded weights are baked in and the hooks removed; the model is then calibrated
-and quantised by :func:`edgebench.quant.runtime.quantize_int8` like any fp32 model. With
+and quantised by the `onnx_int8` exporter (:func:`edgebench.export.quantize_int8`) like any fp32 model. With
 per-channel weights the grid survives ONNX Runtime's folding of BatchNorm into the convolution
 (folding rescales each output channel, and so its scale, by one factor).
 """

@@ -1,0 +1,120 @@
+"""The registry of exporters: ``@register(name, ...)`` on a function ``(model, example, spec, out_dir) -> Artifact``.
+
+The pipeline resolves ``export=`` (a name, or ``auto``) against what the last step's output needs
+(its :class:`QuantSpec`, or none for a float model) before any training, then calls the exporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgebench.config import ConfigError
+from edgebench.export.artifact import Artifact, QuantSpec
+
+ExportFn = Callable[[nn.Module, torch.Tensor, "QuantSpec | None", Path], Artifact]
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Exporter:
+    name: str
+    fn: ExportFn
+    dtype: str  # the dtype it stores: fp32, fp16, bf16, int8
+    format: str  # onnx | torch.export
+    runtime: str  # the host runtime that runs its artifact: onnxruntime | torch
+    needs_spec: bool = False  # True: only a step's QuantSpec says how to build it (int8 calibration)
+    eager_equivalent: bool = True  # the model in PyTorch eager computes what the artifact does (not so for int8)
+
+    def __call__(self, model: nn.Module, example: torch.Tensor, out_dir: str | Path,
+                 spec: QuantSpec | None = None) -> Artifact:
+        check(self.name, spec)
+        art = self.fn(model, example[:1], spec, Path(out_dir))
+        art.name = self.name
+        return art
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register(name: str, *, dtype: str, format: str, runtime: str, needs_spec: bool = False,
+             eager_equivalent: bool = True) -> Callable[[ExportFn], ExportFn]:
+    """Add an exporter under ``name`` (``export=name`` on the command line)."""
+
+    def deco(fn: ExportFn) -> ExportFn:
+        if name in EXPORTERS or name == AUTO:
+            raise ValueError(f"exporter {name!r} is already registered")
+        EXPORTERS[name] = Exporter(name, fn, dtype, format, runtime, needs_spec, eager_equivalent)
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    return [AUTO, *EXPORTERS]
+
+
+def get(name: str) -> Exporter:
+    try:
+        return EXPORTERS[name]
+    except KeyError:
+        raise ConfigError(f"export={name}: unknown exporter; known: {', '.join(names())}") from None
+
+
+def _dtype(needs: QuantSpec | str | None) -> str | None:
+    return needs.dtype if isinstance(needs, QuantSpec) else needs
+
+
+def compatible(needs: QuantSpec | str | None) -> list[str]:
+    """The exporters that can write a model whose step output needs ``needs`` (a spec, its dtype, or None)."""
+    dtype = _dtype(needs)
+    if dtype is None:
+        return [n for n, e in EXPORTERS.items() if not e.needs_spec]
+    return [n for n, e in EXPORTERS.items() if e.dtype == dtype]
+
+
+def check(name: str, needs: QuantSpec | str | None) -> None:
+    """ConfigError unless exporter ``name`` can write a model whose step output needs ``needs``."""
+    exp = get(name)
+    if name in compatible(needs):
+        return
+    dtype = _dtype(needs)
+    ok = ", ".join(compatible(needs)) or "none"
+    if dtype is None:
+        raise ConfigError(f"export={name}: writes {exp.dtype} from a quantisation spec, and this model has none "
+                          f"(add a quantising step, e.g. +method=ptq_int8); exporters for it: {ok}")
+    raise ConfigError(f"export={name}: writes {exp.dtype}, but the last step's output is {dtype}; "
+                      f"use export=auto or one of: {ok}")
+
+
+def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True) -> Exporter | None:
+    """The exporter for ``export=requested`` and a step output that needs ``needs`` (a QuantSpec, its dtype, or None).
+
+    ``auto``: the first registered exporter of the spec's dtype, ``onnx`` for a float model, and none
+    with ``measure.export=false`` (``enabled``) unless the output needs its file (a quantised model's
+    accuracy comes from its file). Raises ConfigError for an unknown name or an impossible choice.
+    """
+    dtype = _dtype(needs)
+    if requested == AUTO:
+        if dtype is None:
+            return EXPORTERS["onnx"] if enabled else None
+        choices = compatible(dtype)
+        if not choices:
+            raise ConfigError(f"export=auto: no exporter writes {dtype}; known: {', '.join(names())}")
+        return EXPORTERS[choices[0]]
+    check(requested, dtype)
+    if not enabled:
+        raise ConfigError(f"export={requested} writes an artifact, but measure.export=false; "
+                          "drop one of the two (export=auto with measure.export=false writes none)")
+    return EXPORTERS[requested]
+
+
+def export(name: str, model: nn.Module, example: torch.Tensor, out_dir: str | Path,
+           spec: QuantSpec | None = None) -> Artifact:
+    """Write ``model`` with exporter ``name`` into ``out_dir``."""
+    return get(name)(model, example, out_dir, spec)
