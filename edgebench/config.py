@@ -244,6 +244,7 @@ class EdgebenchConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
+    steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +pipeline=NAME
     seed: int = 0
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
@@ -269,7 +270,7 @@ def _unknown_keys(node: Any, schema: type, prefix: str = "") -> None:
 
     Hydra's ``+`` adds a key even to a typed (struct) config, and ``OmegaConf.to_object`` then drops
     it silently: ``+trainer.max_epoch=3`` would train with the default epochs. Dict-typed fields
-    (``device.peak_ops``) and ``method`` (checked by its own schema) take any key.
+    (``device.peak_ops``), ``method`` and ``steps`` (checked by their own schemas) take any key.
     """
     hints = typing.get_type_hints(schema)
     known = [f.name for f in dataclasses.fields(schema)]

@@ -298,3 +298,19 @@ def test_kure_refuses_a_model_with_nothing_to_quantise():
     with pytest.raises(ConfigError, match="keep_first_last"):
         KureMethod(KureConfig(keep_first_last=True)).check(two_layers, torch.zeros(1, 64))
     KureMethod(KureConfig(keep_first_last=False)).check(two_layers, torch.zeros(1, 64))
+
+
+def test_kmeans_keeps_a_pruned_tensor_sparse_through_fine_tuning():
+    from edgebench.quant import SharedCodebook
+
+    w = _w((40, 30))
+    w[w.abs() < w.abs().quantile(0.8)] = 0  # 80% pruned
+    q, codebook, index = kmeans_quantize(w, 3)
+    assert torch.equal(q.values == 0, w == 0), "exactly the pruned weights are zero"
+    assert codebook.numel() == 8 and int((codebook == 0).sum()) == 1
+    assert torch.unique(q.values[w != 0]).numel() <= 7  # the survivors share the other 2^bits - 1 values
+    p = SharedCodebook(codebook, index)
+    opt = torch.optim.SGD(p.parameters(), lr=1.0)
+    p(w).sum().backward()
+    opt.step()
+    assert torch.equal(p(w) == 0, w == 0), "fine-tuning the shared values moves no zero"

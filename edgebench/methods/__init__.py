@@ -1,4 +1,5 @@
-"""Compression methods: ``+method=NAME`` picks conf/method/NAME.yaml, parsed into its typed schema here.
+"""Compression methods: ``+method=NAME`` picks conf/method/NAME.yaml, parsed into its typed schema here;
+``steps=[a,b]`` chains several (each a step), checked for compatibility before any training.
 
 Each method module registers ``NAME -> (config dataclass, Method class)`` in ``REGISTRY``.
 """
@@ -45,6 +46,39 @@ def parse(node: Any):
         raise ConfigError(f"method ({name}): {msg}") from None
 
 
+def parse_steps(method: Any, steps: Any) -> list:
+    """The typed configs of a run's compression steps, in order: ``+method=NAME`` is a chain of one step,
+    ``steps=[a,b]`` (names, or ``{name: a, key: value}`` dicts) a longer one. The chain is checked
+    (:func:`check_chain`) before anything is trained."""
+    if method is not None and steps:
+        raise ConfigError("method and steps: give either +method=NAME (one step) or steps=[...] (a chain), not both")
+    if method is not None:
+        return [parse(method)]
+    configs = []
+    for i, item in enumerate(steps or []):
+        node = {"name": item} if isinstance(item, str) else item
+        try:
+            configs.append(parse(node))
+        except ConfigError as e:
+            raise ConfigError(f"steps.{i}: {e}".replace("method.", f"steps.{i}.")) from None
+    check_chain([build(c) for c in configs])
+    return configs
+
+
+def check_chain(steps: list[Method]) -> None:
+    """Refuse a chain in which a step cannot take what the step before it hands on."""
+    kind = "dense"
+    for i, step in enumerate(steps):
+        if kind not in step.accepts:
+            prev = f"steps.{i - 1} ({steps[i - 1].name}) hands on a {kind} model" if i else "it would be the first step"
+            fix = {"deployable": f"a low-precision file is final: make {steps[i - 1].name} the last step",
+                   "weight_shared": f"weight sharing is final: make {steps[i - 1].name} the last step"}.get(
+                kind, f"{step.name} must be the first step")
+            raise ConfigError(f"steps.{i} ({step.name}) cannot follow: {prev}, and {step.name} takes only "
+                              f"{' or '.join(step.accepts)} models; {fix}")
+        kind = step.produces
+
+
 def build(cfg) -> Method | None:
     """The Method object for a parsed method config (None for the dense baseline)."""
     if cfg is None:
@@ -52,4 +86,4 @@ def build(cfg) -> Method | None:
     return REGISTRY[cfg.name][1](cfg)
 
 
-__all__ = ["REGISTRY", "parse", "build", "Method", "MethodContext", "CompressionResult"]
+__all__ = ["REGISTRY", "parse", "parse_steps", "check_chain", "build", "Method", "MethodContext", "CompressionResult"]

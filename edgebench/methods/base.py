@@ -77,10 +77,24 @@ class CompressionResult:
     files: dict[str, Path] = field(default_factory=dict)  # extra artifacts: {artifact path: local file}
 
 
+# What a step hands to the next one (see ``Method.accepts`` / ``Method.produces``):
+#   dense          the trained dense model (the input of the first step)
+#   float          float weights, possibly pruned or smaller: any step can take it
+#   weight_shared  float weights holding k-bit codes (simulated): re-pruning or re-quantising would destroy them
+#   deployable     a low-precision file (fp16, bf16, int8): nothing trains or prunes it any more
+MODEL_KINDS = ("dense", "float", "weight_shared", "deployable")
+
+
 class Method(ABC):
-    """One compression method, configured by its own dataclass schema under conf/method/."""
+    """One compression method, configured by its own dataclass schema under conf/method/.
+
+    ``accepts`` and ``produces`` say which models a step takes and hands on, so an impossible chain
+    (``ptq_int8 -> magnitude_pruning``) is refused before any training.
+    """
 
     name: str
+    accepts: tuple[str, ...] = ("dense", "float")
+    produces: str = "float"
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         """Refuse a model this method cannot handle, before any training (raise ConfigError)."""

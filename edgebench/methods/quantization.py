@@ -179,6 +179,8 @@ def _calibration(ctx: MethodContext, batches: int) -> list[torch.Tensor]:
 
 
 class HalfPrecisionMethod(Method):
+    produces = "deployable"
+
     def __init__(self, cfg: HalfConfig):
         self.cfg, self.name = cfg, cfg.name
         self.spec_dtype = cfg.name  # what its output's QuantSpec will say: known before training (export= checks)
@@ -190,6 +192,8 @@ class HalfPrecisionMethod(Method):
 
 
 class Int8Method(Method):
+    produces = "deployable"
+
     def __init__(self, cfg: Int8Config):
         self.cfg, self.name = cfg, cfg.name
         self.spec_dtype = "int8"  # what its output's QuantSpec will say: known before training (export= checks)
@@ -218,6 +222,8 @@ class Int8Method(Method):
 
 
 class WeightQuantMethod(Method):
+    produces = "weight_shared"
+
     def __init__(self, cfg: WeightQuantConfig):
         self.cfg, self.name = cfg, cfg.name
         self.kind = "uniform" if cfg.name == "uniform_quant" else "kmeans"

@@ -71,26 +71,41 @@ def uniform_quantize(w: torch.Tensor, bits: int, symmetric: bool = True, bucket_
 
 
 def kmeans_quantize(w: torch.Tensor, bits: int, max_iter: int = 100, seed: int = 0) -> tuple[Quantized, torch.Tensor, torch.Tensor]:
-    """Share 2^bits values per tensor (1-D k-means, linear init). Returns (quantized, codebook, indices)."""
+    """Share 2^bits values per tensor (1-D k-means, linear init). Returns (quantized, codebook, indices).
+
+    A pruned tensor keeps its zeros exactly (Deep Compression shares only the surviving weights): one
+    codebook entry is 0 and the nonzero weights share the other 2^bits - 1 values, each taking the
+    nearest of those, so the sparsity is unchanged.
+    """
     from sklearn.cluster import KMeans
 
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be in 1..16, got {bits}")
     k = 2 ** bits
     flat = w.detach().reshape(-1).double().cpu().numpy()
-    lo, hi = float(flat.min()), float(flat.max())
-    uniq = np.unique(flat)
-    if uniq.size <= k:  # already representable exactly; pad the codebook to its fixed size
-        codebook = np.concatenate([uniq, np.full(k - uniq.size, uniq[-1])])
+    zeros = flat == 0
+    pin_zero = bool(zeros.any()) and not zeros.all() and k > 1
+    values = flat[~zeros] if pin_zero else flat
+    slots = k - 1 if pin_zero else k
+    lo, hi = float(values.min()), float(values.max())
+    uniq = np.unique(values)
+    if uniq.size <= slots:  # already representable exactly; pad the codebook to its fixed size
+        centers = np.concatenate([uniq, np.full(slots - uniq.size, uniq[-1])])
     else:
-        init = np.linspace(lo, hi, k).reshape(-1, 1)
-        km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=max_iter, random_state=seed).fit(flat.reshape(-1, 1))
-        codebook = np.sort(km.cluster_centers_.reshape(-1))
-    idx = np.searchsorted((codebook[1:] + codebook[:-1]) / 2, flat)  # the nearest shared value
+        init = np.linspace(lo, hi, slots).reshape(-1, 1)
+        km = KMeans(n_clusters=slots, init=init, n_init=1, max_iter=max_iter, random_state=seed).fit(values.reshape(-1, 1))
+        centers = np.sort(km.cluster_centers_.reshape(-1))
+    near = np.searchsorted((centers[1:] + centers[:-1]) / 2, flat)  # the nearest shared value
+    if pin_zero:
+        codebook = np.sort(np.concatenate([centers, [0.0]]))
+        idx = np.searchsorted(codebook, centers)[near]  # nonzero weights: among the nonzero values only
+        idx[zeros] = int(np.searchsorted(codebook, 0.0))
+    else:
+        codebook, idx = centers, near
     codebook_t = torch.as_tensor(codebook, dtype=w.dtype)
     idx_t = torch.as_tensor(idx, dtype=torch.long).view(w.shape)
     # the largest possible distance to the nearest value: half the widest gap, or a tail beyond the outer values
-    bound = max(float(np.max(np.diff(codebook), initial=0.0)) / 2, codebook[0] - lo, hi - codebook[-1])
+    bound = max(float(np.max(np.diff(centers), initial=0.0)) / 2, centers[0] - lo, hi - centers[-1])
     return Quantized(codebook_t[idx_t], torch.tensor([bound]), 32 * k), codebook_t, idx_t
 
 
@@ -118,7 +133,9 @@ class SharedCodebook(nn.Module):
         super().__init__()
         self.codebook = nn.Parameter(codebook.clone())
         self.register_buffer("index", index.clone())
+        # a pruned tensor's zero entry stays exactly zero through fine-tuning (the sparsity is kept)
+        self.register_buffer("live", (codebook != 0).to(codebook.dtype))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 - the original weight is replaced
-        return self.codebook[self.index]
+        return (self.codebook * self.live)[self.index]
 
