@@ -1,9 +1,9 @@
 """One edgebench run, stage by stage. This module owns the order; every stage lives elsewhere.
 
-    validate config -> load data -> method.check(model) -> open MLflow run
-      -> dense baseline (cache or train) -> method (compress / retrain) -> export (the registry, by export=
-      and the method's QuantSpec) -> evaluate on test -> measure the artifact -> log metrics and the model
-      -> summary on stdout
+    validate config (and the chain of steps) -> load data -> steps[0].check(model) -> open MLflow run
+      -> dense baseline (cache or train) -> each step in order on the previous step's model (a child run
+      per step of a chain, measured in full) -> export (the registry, by export= and the last step's
+      QuantSpec) -> evaluate on test -> measure the artifact -> log metrics and the model -> summary
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, export, measure, methods, sweep, training
+from edgebench import cache, export, measure, methods, plots, store, sweep, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
@@ -54,8 +55,13 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
         "model": str(choices.get("model") or plain["model"]["name"]),
         "data": str(choices.get("data") or plain["data"]["name"]),
         "device": str(choices.get("device") or plain["device"]["name"]),
-        "method": str(choices.get("method") or (plain["method"] or {}).get("name") or "none"),
+        "method": str(choices.get("method") or (plain["method"] or {}).get("name") or _chain(plain) or "none"),
     }
+
+
+def _chain(plain: dict) -> str:
+    """``a->b`` for ``steps=[a,b]`` (the tags ``method`` and ``pipeline``), else ''."""
+    return "->".join(s if isinstance(s, str) else s["name"] for s in plain.get("steps") or [])
 
 
 def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
@@ -68,10 +74,17 @@ def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
     return tags
 
 
-def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_dir, build, run_key) -> methods.MethodContext:
+def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, output_dir, build, baseline_key,
+             keep_zeros: bool = False, trained=None) -> methods.MethodContext:
+    """What a step may use. ``model_in`` is the step's input (the dense model, or the previous step's output);
+    with ``keep_zeros`` its pruned weights stay zero through any retraining the step does."""
+    zeros = training.KeepZeros.of(model_in) if keep_zeros else None
+
     def fit(net, epochs, callbacks=(), loss=None, val_check_interval=1.0, val_points=None, lr=None):
         # the schedule spans this training; a method may fine-tune at its own learning rate
         cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1), lr=lr or spec.trainer.lr)
+        if zeros is not None:
+            callbacks = (*callbacks, zeros)
         return training.fit(net, dm, cfg, callbacks=callbacks, loss=loss,
                             default_root_dir=output_dir, max_epochs=epochs,
                             val_check_interval=val_check_interval, val_points=val_points)
@@ -81,12 +94,116 @@ def _context(spec: EdgebenchConfig, dense, dm: EdgeDataModule, example, output_d
 
     batches = len(dm.train_dataloader())
     return methods.MethodContext(
-        baseline=dense, datamodule=dm, example_input=example, retrain=retrain,
+        model_in=model_in, datamodule=dm, example_input=example, retrain=retrain,
         evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
         train_batches_per_epoch=max(1, int(batches * spec.trainer.limit_train_batches)),
         output_dir=Path(output_dir), seed=spec.seed, build_model=build, cache_dir=Path(spec.paths.cache_dir),
-        run_key=run_key, fit=fit,
+        baseline_key=baseline_key, fit=fit, trained=trained,
     )
+
+
+def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Tracker, parent_id: str, tags: dict,
+                run_name: str, work_dir: Path):
+    """``trained(model, trainer=None, seed=None)``: a trained model of another config on this run's data.
+
+    It comes from the same store as the dense baseline (key: model, data, trainer, seed), trained once
+    in its own child run (``edgebench.role=trained``) that holds its curves, its test accuracy, params
+    and MACs; the curves never enter the asking run's ``val/*``. A model already in the store gets the
+    child run too, with the stored curves.
+    """
+    from edgebench.config import ModelConfig, ModelName, TrainerConfig
+
+    def trained(model: str, trainer: dict | None = None, seed: int | None = None) -> torch.nn.Module:
+        if model not in ModelName.__members__:
+            raise ConfigError(f"trained model {model!r}: unknown model; zoo: {', '.join(ModelName.__members__)}")
+        tcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.trainer), trainer or {}))
+        assert isinstance(tcfg, TrainerConfig)
+        other = dataclasses.replace(spec, model=ModelConfig(name=ModelName(model)), trainer=tcfg,
+                                    seed=spec.seed if seed is None else seed)
+
+        def build():
+            torch.manual_seed(other.seed)
+            return build_model(other.model, splits.input_shape, splits.num_classes)
+
+        child_tags = {**{k: v for k, v in tags.items() if k != "config_hash"}, "model": model,
+                      "mlflow.parentRunId": parent_id, CHILD_TAG: "true", "edgebench.role": "trained"}
+        with tracker.run(f"{run_name} / trained {model}", child_tags) as crun:
+            crun.log_params({"model.name": model, "seed": other.seed,
+                             **{f"trainer.{k}": getattr(v, "value", v) for k, v in dataclasses.asdict(tcfg).items()}})
+            other_dm = EdgeDataModule(splits, tcfg.batch_size, tcfg.eval_batch_size, other.seed)
+
+            def train(net):
+                return training.fit(net, other_dm, tcfg, default_root_dir=work_dir / f"trained-{model}",
+                                    epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
+
+            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes)
+            if got.from_cache:
+                for row in got.history:
+                    crun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+            example = splits.test_x[:1]
+            crun.log_metrics({**training.evaluate(got.model, dm.test_dataloader()),
+                              **measure.basic_metrics(got.model, example)})
+            crun.set_tags({"baseline.cache_hit": str(got.from_cache).lower(), "baseline.key": got.key_hash})
+        return got.model.eval()
+
+    return trained
+
+
+def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
+    """A step's output from the store, or made and stored: ``(output, hit, its key's digest)``.
+
+    Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's config,
+    so ``prune -> ptq_int8`` after ``prune -> qat_int8`` reuses the finished prune. The output is kept
+    whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files. With
+    ``use_baseline_cache=false`` nothing is stored.
+    """
+    key = store.child_key(parent, {"step": step.name, "config": dataclasses.asdict(step.cfg)})
+    h = store.digest(key)
+    if not spec.use_baseline_cache:
+        return make(), False, h
+
+    def save(out: methods.CompressionResult, folder: Path) -> dict:
+        files = {}
+        for n, (apath, local) in enumerate(out.files.items()):
+            rel = f"files/{n}-{Path(local).name}"
+            (folder / "files").mkdir(exist_ok=True)
+            shutil.copy2(local, folder / rel)
+            files[apath] = rel
+        torch.save(dataclasses.replace(out, files={}, predict=None), folder / "output.pt")
+        (folder / "files.json").write_text(json.dumps(files))
+        return {"step": step.name}
+
+    def load(folder: Path) -> methods.CompressionResult:
+        out = store.read(folder / "output.pt", lambda p: torch.load(p, map_location="cpu", weights_only=False))
+        out.files = {a: folder / rel for a, rel in store.read_json(folder / "files.json").items()}
+        return out
+
+    entry = store.Store(spec.paths.cache_dir).get_or_make("steps", key, make, save, load, name=step.name,
+                                                         what=f"stored output of step {label}")
+    if entry.hit:
+        log.info("step %s: output reused from the store (%s)", label, entry.path)
+    return entry.value, entry.hit, h
+
+
+def _log_step(mlrun, out: methods.CompressionResult, prefix: str) -> None:
+    """One step's report on the run: its knobs (``method/<prefix><knob>``), per-step series (step = the row's
+    ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.plots` from the step's data).
+    ``prefix`` is empty for a single method and ``<i>.<name>.`` in a chain."""
+    mlrun.log_metrics({f"method/{prefix}{k}": v for k, v in out.knobs.items()})
+    mlrun.log_metrics(out.named_metrics)
+    mlrun.set_tags(out.tags)
+    for row in out.series:
+        mlrun.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "round"}, step=int(row["round"]))
+    if out.layers:
+        mlrun.log_dict({"layers": out.layers}, f"method/{prefix}layers.json")
+        mlrun.log_text(_layers_markdown(out.layers), f"method/{prefix}layers.md")
+    for artifact_path, local in out.files.items():
+        mlrun.log_artifact(local, str(Path(artifact_path).parent))
+    if out.plots:
+        with tempfile.TemporaryDirectory() as d:
+            for artifact_path, plot in out.plots.items():
+                local = plots.draw(plot, Path(d) / artifact_path)
+                mlrun.log_artifact(local, str(Path(artifact_path).parent))
 
 
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
@@ -205,7 +322,7 @@ def _run_name(cfg: DictConfig, choices: dict[str, str], job: dict | None) -> str
     values = []
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
-        if "=" in o and (key in swept or (key.startswith("method.") and not o.startswith("+method="))):
+        if "=" in o and (key in swept or (key.startswith(("method.", "steps.")) and not o.startswith("+method="))):
             values.append(o.lstrip("+~").removeprefix("method."))
     rest = [choices[k] for k in ("model", "data", "device") if not any(v.startswith(f"{k}=") for v in values)]
     return " ".join([method, *values, "·", *rest])
@@ -234,9 +351,10 @@ def run(cfg: DictConfig) -> RunResult:
     run is opened, so a bad input leaves an error and no FAILED run.
     """
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
-    method = methods.build(methods.parse(spec.method))
-    # export= against what the method's output will need (its QuantSpec's dtype): before any MLflow run or data
-    _exporter(spec, getattr(method, "spec_dtype", None))
+    steps = [methods.build(c) for c in methods.parse_steps(spec.method, spec.steps)]  # the chain is checked here
+    last = steps[-1] if steps else None
+    # export= against what the last step's output will need (its QuantSpec's dtype): before any MLflow run or data
+    _exporter(spec, getattr(last, "spec_dtype", None))
     training.quiet_lightning()
     choices = _choices(cfg)
     paths = spec.paths
@@ -251,8 +369,8 @@ def run(cfg: DictConfig) -> RunResult:
         return build_model(spec.model, splits.input_shape, splits.num_classes)
 
     example = splits.test_x[:1]
-    if method is not None:  # refuse an impossible combination before any training or MLflow run
-        method.check(build(), example)
+    if steps:  # refuse an impossible combination before any training or MLflow run
+        steps[0].check(build(), example)
 
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()
@@ -262,7 +380,7 @@ def run(cfg: DictConfig) -> RunResult:
     sweep_tags = _sweep_tags(tracker, job)
     run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
-            **sweep_tags}
+            **sweep_tags, "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
     done = _finished_run(tracker, chash) if resume else None
     if done is not None:
@@ -294,23 +412,32 @@ def run(cfg: DictConfig) -> RunResult:
         model = baseline.model
         base_test = training.evaluate(model, dm.test_dataloader())
         compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
-        if method is not None:
-            compressed = method.compress(_context(spec, baseline.model, dm, example, work_dir, build,
-                                                  baseline.key_hash))
+        parent_key = baseline.key_hash  # a chain's outputs are stored by the key of their parent and their step
+        trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags, run_name, work_dir)  # teachers
+        for i, step in enumerate(steps):
+            if i:  # on the previous step's output, before this step trains anything
+                try:
+                    step.check(model, example)
+                except ConfigError as e:
+                    raise ConfigError(f"steps.{i} ({step.name}) cannot take the model of steps.{i - 1} "
+                                      f"({steps[i - 1].name}): {e}") from None
+            label = step.name if len(steps) == 1 else f"{i}.{step.name}"
+            log.info("step %s: %s", label, step.name)
+            ctx = _context(spec, model, dm, example, work_dir / f"step{i}", build, baseline.key_hash,
+                           keep_zeros=i > 0, trained=trained)
+            compressed, hit, parent_key = _stored_step(spec, step, parent_key, lambda: step.compress(ctx), label)
+            mlrun.set_tags({f"step.{i}.cache_hit": str(hit).lower(), f"step.{i}.key": parent_key})
             model = compressed.model
-            mlrun.log_metrics({f"method/{k}": v for k, v in compressed.metrics.items()})
-            mlrun.log_metrics(compressed.named_metrics)
-            mlrun.set_tags(compressed.tags)
-            for row in compressed.rounds:
-                mlrun.log_metrics({k: v for k, v in row.items() if k != "round"}, step=int(row["round"]))
-            if compressed.layers:
-                mlrun.log_dict({"layers": compressed.layers}, "method/layers.json")
-                mlrun.log_text(_layers_markdown(compressed.layers), "method/layers.md")
-            for artifact_path, local in compressed.files.items():
-                mlrun.log_artifact(local, str(Path(artifact_path).parent))
+            _log_step(mlrun, compressed, "" if len(steps) == 1 else f"{label}.")
             for child in compressed.children:
                 _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
                            example, spec)
+            if len(steps) > 1 and i < len(steps) - 1:  # what this step bought, measured in full as a child run
+                _child_run(tracker, mlrun.run_id, {**tags, "method": step.name, "pipeline.step": str(i)}, run_name,
+                           methods.base.ChildResult(f"step {label}", model,
+                                                    {f"method/{k}": v for k, v in compressed.knobs.items()},
+                                                    compressed.tags),
+                           baseline.model, base_test["test/acc"], dm, example, spec)
 
         artifact_dir = work_dir / "artifact"
         exporter = _exporter(spec, compressed.spec)  # the registry: export= and what the output needs
@@ -324,7 +451,7 @@ def run(cfg: DictConfig) -> RunResult:
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])
         dtype = artifact.dtype if artifact is not None else (compressed.spec.dtype if compressed.spec else compressed.dtype)
-        measured = _measure(model, example, spec, artifact, baseline=baseline.model if method is not None else None,
+        measured = _measure(model, example, spec, artifact, baseline=baseline.model if steps else None,
                             dtype=dtype, analytic_bytes=compressed.analytic_bytes, artifact_dir=artifact_dir)
         metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
                    "delta/acc": test["test/acc"] - base_test["test/acc"]}

@@ -51,3 +51,96 @@ def test_impossible_chains_are_refused_naming_the_steps(make_cfg, steps, message
 def test_method_and_steps_together_are_refused(make_cfg):
     with pytest.raises(ConfigError, match="either \\+method=NAME .* or steps"):
         _steps(make_cfg, "+method=fp16", "steps=[ptq_int8]")
+
+
+def test_a_chain_runs_each_step_on_the_previous_output_with_a_child_run_per_step(make_cfg):
+    from mlflow.tracking import MlflowClient
+
+    from edgebench import pipeline
+
+    cfg = make_cfg("data=digits", "trainer.max_epochs=3", "trainer.batch_size=32", "measure.latency=false",
+                   "steps=[{name:magnitude_pruning,sparsity:0.8,retrain_epochs:1},qat_int8]")
+    res = pipeline.run(cfg)
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    run = client.get_run(res.run_id)
+    assert run.data.tags["method"] == run.data.tags["pipeline"] == "magnitude_pruning->qat_int8"
+    m = run.data.metrics
+    assert m["size/sparsity"] == pytest.approx(0.8, abs=0.01), "QAT kept the zeros of the pruning step"
+    assert run.data.tags["export.dtype"] == "int8" and m["method/0.magnitude_pruning.sparsity"] == 0.8
+    assert "method/1.qat_int8.bits" in m
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.run_id}'")
+    assert len(children) == 1  # one per step before the last (the last step's figures are the run's own)
+    step = children[0]
+    assert step.data.tags["method"] == "magnitude_pruning" and step.data.tags["pipeline.step"] == "0"
+    for key in ("test/acc", "size/bytes_artifact", "size/sparsity", "compute/macs_nonzero", "device/fits",
+                "method/sparsity"):
+        assert key in step.data.metrics, key
+    assert step.data.tags["export.dtype"] == "fp32"  # the pruned float model, before int8
+    assert m["size/bytes_artifact"] < step.data.metrics["size/bytes_artifact"] / 3  # what the int8 step bought
+
+
+def test_an_impossible_chain_is_refused_on_the_command_line_before_any_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    out = subprocess.run([sys.executable, "-m", "edgebench", "data=digits", "steps=[ptq_int8,magnitude_pruning]"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "steps.1 (magnitude_pruning) cannot follow: steps.0 (ptq_int8)" in out.stderr
+    assert not (tmp_path / "results" / "mlflow.db").exists(), "refused before any MLflow store or run"
+
+
+def test_a_finished_step_is_reused_by_another_chain(make_cfg):
+    from mlflow.tracking import MlflowClient
+
+    from edgebench import pipeline
+
+    common = ["data=digits", "trainer.max_epochs=2", "trainer.batch_size=32", "measure.latency=false"]
+    prune = "{name:magnitude_pruning,sparsity:0.7,retrain_epochs:1}"
+    first = pipeline.run(make_cfg(*common, f"steps=[{prune},qat_int8]"))
+    second = pipeline.run(make_cfg(*common, f"steps=[{prune},ptq_int8]"))
+    other = pipeline.run(make_cfg(*common, "steps=[{name:magnitude_pruning,sparsity:0.6,retrain_epochs:1},ptq_int8]"))
+    client = MlflowClient(make_cfg().paths.mlflow_tracking_uri)
+    t1, t2, t3 = (client.get_run(r.run_id).data.tags for r in (first, second, other))
+    assert t1["step.0.cache_hit"] == "false" and t1["step.1.cache_hit"] == "false"
+    assert t2["step.0.cache_hit"] == "true", "the finished prune was reused"
+    assert t2["step.0.key"] == t1["step.0.key"]
+    assert t2["step.1.cache_hit"] == "false"  # ptq_int8 after it is new
+    assert t3["step.0.cache_hit"] == "false"  # a different prune is a different entry
+    assert second.metrics["size/sparsity"] == pytest.approx(first.metrics["size/sparsity"])
+    logged = client.get_run(second.run_id).data.metrics
+    assert logged["method/0.magnitude_pruning.sparsity"] == 0.7  # the stored step's report is logged again
+
+
+def test_a_step_asks_for_a_trained_model_of_another_config(make_cfg, monkeypatch):
+    """A teacher: trained once in its own child run (its curves there, not in the run's val/*), then stored."""
+    from mlflow.tracking import MlflowClient
+
+    from edgebench import pipeline
+    from edgebench.methods.pruning import UnstructuredPruning
+
+    got = []
+    original = UnstructuredPruning.compress
+
+    def compress(self, ctx):
+        got.append(ctx.trained("lenet5", trainer={"max_epochs": 2}))
+        return original(self, ctx)
+
+    monkeypatch.setattr(UnstructuredPruning, "compress", compress)
+    common = ["data=digits", "trainer.max_epochs=3", "trainer.batch_size=32", "measure.latency=false",
+              "+method=magnitude_pruning", "method.retrain_epochs=1"]
+    first = pipeline.run(make_cfg(*common))
+    second = pipeline.run(make_cfg(*common, "method.sparsity=0.5"))
+    assert type(got[0]).__name__ == type(got[1]).__name__ and not got[0].training
+    assert all(p.shape[0] for p in got[0].parameters())
+    client = MlflowClient(make_cfg().paths.mlflow_tracking_uri)
+    exp = client.get_run(first.run_id).info.experiment_id
+    for res, hit in ((first, "false"), (second, "true")):
+        kids = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{res.run_id}' and tags.`edgebench.role` = 'trained'")
+        assert len(kids) == 1 and kids[0].data.tags["model"] == "lenet5"
+        assert kids[0].data.tags["baseline.cache_hit"] == hit  # trained once, then from the store
+        assert [m.step for m in client.get_metric_history(kids[0].info.run_id, "val/acc")] == [0, 1]  # its curves
+        assert kids[0].data.metrics["test/acc"] > 0.5 and kids[0].data.metrics["compute/macs"] > 0
+    # the student's run keeps its own dense curves only (3 epochs), none of the teacher's 2
+    assert [m.step for m in client.get_metric_history(first.run_id, "val/acc")] == [0, 1, 2]

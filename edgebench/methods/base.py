@@ -2,23 +2,27 @@
 
 A method gets the trained dense model and a :class:`MethodContext`, and returns a
 :class:`CompressionResult`. It never talks to MLflow and never measures anything: the
-pipeline logs ``result.metrics`` (``method/*``), evaluates, exports and measures the model.
+pipeline logs ``result.knobs`` (``method/*``), ``result.series`` and ``result.plots``, evaluates, exports and
+measures the model.
 
 What the families in the README need, and where it lives here:
 
 * masks kept during retraining (pruning, lottery tickets): ``callbacks`` and ``retrain``;
 * an outer loop of rounds (iterative pruning, lottery levels): ``compress`` calls ``ctx.retrain``
-  once per round and records per-round figures in ``result.rounds``;
+  once per round and records per-step figures (pruning rounds, QAT epochs, lottery levels) in ``result.series``;
 * the training objective (distillation replaces it, KURE adds a term): an ``edgebench.losses.Loss``
   passed to ``ctx.retrain(..., loss=...)``;
-* a teacher (distillation): ``ctx.baseline``, the cached dense model;
+* the model to compress: ``ctx.model_in`` (the dense model for the first step of a chain, else the previous
+  step's output); a teacher comes from ``ctx.trained(model_name)``;
 * calibration data (quantisation): ``ctx.datamodule``;
 * an example input (structured pruning, export): ``ctx.example_input``;
 * a low-precision deployable (int8, fp16, bf16): ``result.spec``, a ``QuantSpec`` (dtype, int8
   settings, calibration batches) from which the pipeline's exporter writes the file; test accuracy
   then comes from that file and the device fit uses its dtype (a method never writes it);
 * a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
-  saying that its size is analytic and its accuracy simulated.
+  saying that its size is analytic and its accuracy simulated;
+* a figure (lottery levels, KURE robustness): ``result.plots``, the data only; the pipeline draws it with
+  :mod:`edgebench.plots` (a method never imports matplotlib).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from edgebench.export import QuantSpec
 
 @dataclass
 class MethodContext:
-    baseline: nn.Module  # the dense model (do not modify; copy it)
+    # the step's input model (do not modify; copy it): the dense model for the first step of a chain, else the
+    # previous step's output
+    model_in: nn.Module
     datamodule: Any  # EdgeDataModule: train/val/test loaders over in-memory tensors
     example_input: torch.Tensor  # batch of 1
     retrain: Callable[..., list[dict]]  # retrain(model, epochs, callbacks=(), loss=None, lr=None) -> per-epoch history
@@ -46,8 +52,11 @@ class MethodContext:
     seed: int
     build_model: Callable[[], nn.Module] | None = None  # a freshly initialised model (the dense model's init)
     cache_dir: Path | None = None  # where a method may keep resumable state
-    run_key: str = ""  # hash of everything the dense baseline depends on (model, data, trainer, seed)
+    baseline_key: str = ""  # the dense baseline's hash: everything it depends on (model, data, trainer, seed)
     fit: Callable[..., list[dict]] | None = None  # fit(model, epochs, callbacks=(), val_check_interval=1.0, val_points=None)
+    # trained(model_name, trainer={...}, seed=None) -> a trained model of that config on this run's data (a
+    # teacher): from the store, or trained once with its curves in its own child run
+    trained: Callable[..., nn.Module] | None = None
 
 
 @dataclass
@@ -61,10 +70,20 @@ class ChildResult:
 
 
 @dataclass
+class Plot:
+    """A figure as data: ``kind`` names a drawer in :data:`edgebench.plots.DRAWERS`, called as
+    ``drawer(path, **data)``. The pipeline draws it and logs the file under the result's artifact path."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CompressionResult:
     model: nn.Module  # the compressed model, evaluated and measured by the pipeline
-    metrics: dict[str, float] = field(default_factory=dict)  # logged as method/<key>
-    rounds: list[dict[str, float]] = field(default_factory=list)  # per-round figures {"round": r, ...}, step=round
+    knobs: dict[str, float] = field(default_factory=dict)  # the method's settings and choices, logged as method/<knob>
+    # per-step figures (pruning rounds, QAT epochs, lottery levels) {"round": r, name: value, ...}, logged with step=r
+    series: list[dict[str, float]] = field(default_factory=list)
     layers: list[dict] = field(default_factory=list)  # per-layer table, logged as an artifact
     spec: QuantSpec | None = None  # what the exporter needs for a low-precision file (None: a float model)
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # test accuracy comes from this (default: the
@@ -75,6 +94,7 @@ class CompressionResult:
     named_metrics: dict[str, float] = field(default_factory=dict)  # logged under their own names (quant/acc_w4)
     children: list[ChildResult] = field(default_factory=list)  # each logged as a child run, measured in full
     files: dict[str, Path] = field(default_factory=dict)  # extra artifacts: {artifact path: local file}
+    plots: dict[str, Plot] = field(default_factory=dict)  # figures to draw: {artifact path (a .png): Plot}
 
 
 # What a step hands to the next one (see ``Method.accepts`` / ``Method.produces``):
@@ -101,4 +121,4 @@ class Method(ABC):
 
     @abstractmethod
     def compress(self, ctx: MethodContext) -> CompressionResult:
-        """Compress (and retrain as needed) a copy of ``ctx.baseline``."""
+        """Compress (and retrain as needed) a copy of ``ctx.model_in``."""
