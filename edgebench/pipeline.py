@@ -175,6 +175,10 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
 
     def load(folder: Path) -> methods.CompressionResult:
         out = store.read(folder / "output.pt", lambda p: torch.load(p, map_location="cpu", weights_only=False))
+        state = vars(out)  # an entry stored before the fields were renamed: metrics -> knobs, rounds -> series
+        state.setdefault("knobs", state.pop("metrics", {}))
+        state.setdefault("series", state.pop("rounds", []))
+        state.setdefault("plots", {})
         out.files = {a: folder / rel for a, rel in store.read_json(folder / "files.json").items()}
         return out
 

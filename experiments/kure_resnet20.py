@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 from edgebench import pipeline
+from edgebench.plots import kure_robustness
 
 
 def main() -> None:
@@ -40,11 +40,11 @@ def main() -> None:
     res = pipeline.run(pipeline.compose(overrides, root, root / "results" / "runs" / "kure_resnet20"))
     wall = time.perf_counter() - t0
     m = res.metrics
-    table = json.loads((root / "results" / "runs" / "kure_resnet20" / "method" / "kure" / "robustness.json").read_text())
+    step_dir = root / "results" / "runs" / "kure_resnet20" / res.run_id / "step0"  # the run's files, its one step
+    table = json.loads((step_dir / "method" / "kure" / "robustness.json").read_text())
     bits = [int(b) for b in args.bits.split(",")]
     out = root / "results" / "kure_resnet20"
-    shutil.copyfile(root / "results" / "runs" / "kure_resnet20" / "method" / "kure" / "robustness.png",
-                    out.with_suffix(".png"))
+    kure_robustness(out.with_suffix(".png"), table, bits)  # the figure the run logged as quant/robustness.png
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(pipeline.compose(overrides, root).paths.mlflow_tracking_uri).get_run(res.run_id)

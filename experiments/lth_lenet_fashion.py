@@ -25,7 +25,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from edgebench import pipeline
-from edgebench.methods.lottery import plot_levels
+from edgebench.plots import lottery_levels
 
 KEYS = ["lth/remaining", "lth/test_acc", "lth/best_val_step", "lth/reinit_test_acc", "lth/reinit_best_val_step",
         "lth/random_prune_test_acc", "lth/random_prune_best_val_step"]
@@ -116,8 +116,8 @@ def main() -> None:
               f"{reinit_below} (remaining: {[round(100 * mean_rows[L]['lth/remaining'], 1) for L in reinit_below]}%).",
               "", "![lottery tickets](lth_lenet_fashion.png)"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot_levels(mean_rows, out.with_suffix(".png"),
-                title=f"LeNet-300-100, Fashion-MNIST, mean of {len(seeds)} seeds ({args.epochs} epochs per level)")
+    lottery_levels(out.with_suffix(".png"), mean_rows,
+                   title=f"LeNet-300-100, Fashion-MNIST, mean of {len(seeds)} seeds ({args.epochs} epochs per level)")
     print("\n".join(lines))
 
 

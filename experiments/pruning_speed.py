@@ -29,7 +29,7 @@ from edgebench.methods.pruning import (
     UnstructuredPruningConfig,
     bake,
     layer_targets,
-    prunable_layers,
+    weight_layers,
     prune_to,
 )
 from edgebench.models import build_model
@@ -46,7 +46,7 @@ def main() -> None:
     structured = copy.deepcopy(dense)
     cfg = StructuredPruningConfig(ratio=0.5)
     tp.pruner.MetaPruner(structured, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=cfg.ratio,
-                         ignored_layers=[prunable_layers(structured)[-1][1]]).step()
+                         ignored_layers=[weight_layers(structured)[-1][1]]).step()
     pruned = {}
     for scope in ("layer", "global"):
         m = copy.deepcopy(dense)

@@ -17,7 +17,7 @@ import torch_pruning as tp
 from edgebench import methods
 from edgebench.config import ConfigError, ModelConfig
 from edgebench.measure import count_macs
-from edgebench.methods.pruning import StructuredPruningConfig, prunable_layers
+from edgebench.methods.pruning import StructuredPruningConfig, weight_layers
 from edgebench.models import MODEL_NAMES, build_model
 
 
@@ -36,7 +36,7 @@ def main() -> None:
             methods.build(StructuredPruningConfig(ratio=0.5)).check(model, x)
             p0, m0 = sum(p.numel() for p in model.parameters()), count_macs(model, x)
             tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
-                                 ignored_layers=[prunable_layers(model)[-1][1]]).step()
+                                 ignored_layers=[weight_layers(model)[-1][1]]).step()
             assert model(x).shape == (1, 10)
             p1, m1 = sum(p.numel() for p in model.parameters()), count_macs(model, x)
             lines.append(f"| {name} | pruned | {p0:,} | {p1:,} | {m0 / 1e6:.1f} M | {m1 / 1e6:.1f} M |")

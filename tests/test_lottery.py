@@ -17,7 +17,7 @@ from edgebench.methods.lottery import (
     next_mask,
     random_mask_like,
 )
-from edgebench.methods.pruning import bake, prunable_layers, refresh
+from edgebench.methods.pruning import bake, weight_layers, refresh
 from edgebench.models import build_model
 
 
@@ -37,10 +37,10 @@ def ctx(tmp_path):
         return training.fit(net, dm, TrainerConfig(max_epochs=epochs, batch_size=64, progress_bar=ProgressBar.none),
                             callbacks=callbacks, val_check_interval=val_check_interval, val_points=val_points)
 
-    c = MethodContext(baseline=_build(), datamodule=dm, example_input=splits.test_x[:1], retrain=fit,
+    c = MethodContext(model_in=_build(), datamodule=dm, example_input=splits.test_x[:1], retrain=fit,
                       evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
                       train_batches_per_epoch=len(dm.train_dataloader()), output_dir=tmp_path / "out", seed=0,
-                      build_model=_build, cache_dir=tmp_path / "cache", run_key="test", fit=fit)
+                      build_model=_build, cache_dir=tmp_path / "cache", baseline_key="test", fit=fit)
     c.calls = calls
     return c
 
@@ -48,7 +48,7 @@ def ctx(tmp_path):
 def test_remaining_fraction_per_layer_after_L_levels():
     cfg = LotteryTicketConfig(rate=0.2, output_rate=0.1)
     model = _build()
-    mask = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}
+    mask = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}
     for level in range(1, 6):
         with torch.no_grad():  # pretend training moved the weights
             for p in model.parameters():
@@ -63,10 +63,10 @@ def test_remaining_fraction_per_layer_after_L_levels():
 def test_masks_only_shrink_and_follow_magnitude():
     cfg = LotteryTicketConfig(rate=0.5, output_rate=0.5)
     model = _build()
-    ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}
+    ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}
     m1 = next_mask(model, ones, cfg, 1)
     m2 = next_mask(model, m1, cfg, 2)
-    for n, m in prunable_layers(model):
+    for n, m in weight_layers(model):
         assert not (m2[n] & ~m1[n]).any(), "a pruned weight never comes back"
         w = m.weight.detach().abs()
         assert w[~m1[n]].max() <= w[m1[n]].min()  # the smallest go first
@@ -78,12 +78,12 @@ def test_rewinding_restores_the_saved_weights_on_surviving_connections(ctx):
     init = _build().state_dict()
     ticket = load_ticket(ctx.output_dir / "lottery" / "winning_ticket.pt", _build())
     t = torch.load(ctx.output_dir / "lottery" / "winning_ticket.pt", weights_only=True)
-    for n, m in prunable_layers(ticket):
+    for n, m in weight_layers(ticket):
         mask = t["mask"][n]
         assert torch.equal(m.weight[mask], init[f"{n}.weight"][mask])  # survivors: exactly the init
         assert torch.all(m.weight[~mask] == 0)
     assert t["level"] in (1, 2) and 0 < t["remaining"] < 1
-    assert len(res.children) == 3 and [r["round"] for r in res.rounds] == [0, 1, 2]
+    assert len(res.children) == 3 and [r["round"] for r in res.series] == [0, 1, 2]
 
 
 def test_late_rewinding_keeps_the_weights_after_k_steps(ctx):
@@ -98,11 +98,11 @@ def test_late_rewinding_keeps_the_weights_after_k_steps(ctx):
 
 def test_pruned_weights_stay_zero_through_training(ctx):
     model = _build()
-    mask = random_mask_like({n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}, 0)
+    mask = random_mask_like({n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}, 0)
     apply_mask(model, mask)
     ctx.fit(model, 1)
     bake(refresh(model))
-    for n, m in prunable_layers(model):
+    for n, m in weight_layers(model):
         assert torch.all(m.weight[~mask[n]] == 0)
         assert torch.count_nonzero(m.weight[mask[n]]) > 0.9 * mask[n].sum()
 
@@ -114,7 +114,7 @@ def test_resume_skips_finished_levels(ctx):
     assert len(ctx.calls) == 1 + 2 * 2  # dense, then ticket + reinit at 2 levels
     ctx.calls.clear()
     again = method.compress(ctx)
-    assert ctx.calls == [] and again.rounds == first.rounds  # finished: returns at once, same figures
+    assert ctx.calls == [] and again.series == first.series  # finished: returns at once, same figures
     # an interrupted run: level 2's ticket is missing; only it is trained again
     import shutil
 
@@ -203,7 +203,7 @@ def test_corrupt_level_file_is_set_aside_and_that_level_retrained(ctx, caplog):
     aside = list(level1.glob("ticket.corrupt-*"))
     assert len(aside) == 1 and (aside[0] / "final.pt").read_bytes() == bad
     assert torch.load(bad_file, weights_only=True)  # a readable file again
-    assert [r["lth/remaining"] for r in again.rounds] == [r["lth/remaining"] for r in first.rounds]
+    assert [r["lth/remaining"] for r in again.series] == [r["lth/remaining"] for r in first.series]
     ctx.calls.clear()
     method.compress(ctx)
     assert ctx.calls == []  # and it is reused from now on

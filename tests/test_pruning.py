@@ -18,7 +18,7 @@ from edgebench.methods.pruning import (
     bake,
     layer_table,
     layer_targets,
-    prunable_layers,
+    weight_layers,
     prune_to,
     refresh,
 )
@@ -47,7 +47,7 @@ def digits_ctx():
         return training.fit(net, dm, TrainerConfig(max_epochs=epochs, batch_size=32, progress_bar=ProgressBar.none),
                             callbacks=callbacks, loss=loss)
 
-    return MethodContext(baseline=dense, datamodule=dm, example_input=splits.test_x[:1], retrain=retrain,
+    return MethodContext(model_in=dense, datamodule=dm, example_input=splits.test_x[:1], retrain=retrain,
                          evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
                          train_batches_per_epoch=len(dm.train_dataloader()), output_dir=None, seed=0)
 
@@ -57,7 +57,7 @@ def digits_ctx():
 def test_exact_sparsity(scope, name):
     model = _lenet()
     cfg = UnstructuredPruningConfig(name=name, sparsity=0.9, scope=scope)
-    prune_to(model, layer_targets(model, cfg), cfg, 1.0)
+    prune_to(model, layer_targets(model, cfg), cfg, 1.0, random=methods.build(cfg).random)
     bake(model)
     assert _sparsity(model) == pytest.approx(0.9, abs=1e-4)
     if scope == "layer":
@@ -72,8 +72,8 @@ def test_global_scope_prunes_by_one_threshold():
         model.fc3.weight.mul_(100)  # the output layer's weights now exceed the global threshold
     cfg = UnstructuredPruningConfig(sparsity=0.5, scope="global")
     prune_to(model, layer_targets(model, cfg), cfg, 1.0)
-    pruned = torch.cat([m.weight_orig[m.weight_mask == 0].abs() for _, m in prunable_layers(model)])
-    kept = torch.cat([m.weight_orig[m.weight_mask == 1].abs() for _, m in prunable_layers(model)])
+    pruned = torch.cat([m.weight_orig[m.weight_mask == 0].abs() for _, m in weight_layers(model)])
+    kept = torch.cat([m.weight_orig[m.weight_mask == 1].abs() for _, m in weight_layers(model)])
     assert pruned.max() <= kept.min()  # one magnitude threshold across all layers
     bake(model)
     rows = {r["layer"]: r["sparsity"] for r in layer_table(model)}
@@ -98,13 +98,13 @@ def test_unknown_layer_override_names_the_layers():
 
 
 def test_masks_survive_retraining(digits_ctx):
-    model = copy.deepcopy(digits_ctx.baseline)
+    model = copy.deepcopy(digits_ctx.model_in)
     cfg = UnstructuredPruningConfig(sparsity=0.8)
     prune_to(model, layer_targets(model, cfg), cfg, 1.0)
-    masks = {n: m.weight_mask.clone() for n, m in prunable_layers(model)}
-    before = {n: m.weight_orig.detach().clone() for n, m in prunable_layers(model)}
+    masks = {n: m.weight_mask.clone() for n, m in weight_layers(model)}
+    before = {n: m.weight_orig.detach().clone() for n, m in weight_layers(model)}
     digits_ctx.retrain(model, 2)
-    for n, m in prunable_layers(model):
+    for n, m in weight_layers(model):
         assert torch.all(m.weight[masks[n] == 0] == 0), n  # the effective weight stays zero
         assert not torch.equal(m.weight_orig, before[n]), "the optimizer did run"
     bake(model)
@@ -114,20 +114,20 @@ def test_masks_survive_retraining(digits_ctx):
 def test_iterative_schedule_reaches_the_target_in_its_rounds(digits_ctx):
     cfg = UnstructuredPruningConfig(sparsity=0.9, rounds=3, retrain_epochs=1)
     res = methods.build(cfg).compress(digits_ctx)
-    got = [r["round/sparsity"] for r in res.rounds]
+    got = [r["round/sparsity"] for r in res.series]
     expected = [1 - 0.1 ** (r / 3) for r in (1, 2, 3)]  # 53.6%, 78.5%, 90%
-    assert [r["round"] for r in res.rounds] == [1, 2, 3]
+    assert [r["round"] for r in res.series] == [1, 2, 3]
     assert got == pytest.approx(expected, abs=2e-3)
     assert _sparsity(res.model) == pytest.approx(0.9, abs=1e-3)
-    assert res.metrics["sparsity"] == 0.9 and res.layers
-    assert res.rounds[-1]["round/test_acc"] > 0.8  # survivors kept, retrained: still a classifier
+    assert res.knobs["sparsity"] == 0.9 and res.layers
+    assert res.series[-1]["round/test_acc"] > 0.8  # survivors kept, retrained: still a classifier
 
 
 def test_agp_schedule_prunes_gradually_during_training(digits_ctx):
     from edgebench.methods.pruning import AGPCallback
 
     cfg = UnstructuredPruningConfig(sparsity=0.8, schedule="agp", retrain_epochs=2, agp_update_every=5)
-    model = copy.deepcopy(digits_ctx.baseline)
+    model = copy.deepcopy(digits_ctx.model_in)
     targets = layer_targets(model, cfg)
     prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0)
     seen = []
@@ -161,7 +161,7 @@ def test_structured_pruning_shrinks_and_still_runs(name, shape):
     m.check(model, x)
     before = sum(p.numel() for p in model.parameters())
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
-                                  ignored_layers=[prunable_layers(model)[-1][1]])
+                                  ignored_layers=[weight_layers(model)[-1][1]])
     pruner.step()
     after = sum(p.numel() for p in model.parameters())
     assert after < 0.5 * before
@@ -173,7 +173,7 @@ def test_structured_compress_keeps_the_output_layer(digits_ctx):
     assert res.model.fc3.out_features == 10
     assert res.model.fc1.out_features == 150 and res.model.fc2.out_features == 50
     assert res.model(digits_ctx.example_input).shape == (1, 10)
-    assert res.rounds[0]["round/params"] < sum(p.numel() for p in digits_ctx.baseline.parameters())
+    assert res.series[0]["round/params"] < sum(p.numel() for p in digits_ctx.model_in.parameters())
 
 
 def test_block_removal_on_resnet():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgebench.measure.size import prunable_layers
+from edgebench.measure.size import weight_layers
 
 
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
@@ -60,7 +60,7 @@ def layer_profile(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
                                     inputs[0].numel(), output.numel()))
         return fn
 
-    for name, mod in prunable_layers(model):
+    for name, mod in weight_layers(model):
         hooks.append(mod.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()

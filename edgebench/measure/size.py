@@ -10,19 +10,20 @@ import torch
 from torch import nn
 
 
-PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+WEIGHT_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Convolution and linear layers, in definition order: what pruning removes and sparsity is measured on."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Convolution and linear layers (the layers that carry a weight tensor), in definition order: what pruning
+    masks, what weight quantisation and QAT quantise, what sparsity and MACs are measured on."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYER_TYPES)]
 
 
 def count_params(model: nn.Module) -> dict[str, float]:
     """``size/params``, ``size/params_nonzero``, ``size/bytes_fp32`` and ``size/sparsity``."""
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    weights = [m.weight for _, m in prunable_layers(model)]
+    weights = [m.weight for _, m in weight_layers(model)]
     total = sum(w.numel() for w in weights)
     zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
     out = {"size/params": params, "size/params_nonzero": nonzero, "size/bytes_fp32": 4 * params}

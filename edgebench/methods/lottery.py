@@ -35,8 +35,8 @@ from torch.nn.utils import prune
 
 from edgebench.store import Store, read
 from edgebench.config import ConfigError, check
-from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext
-from edgebench.measure.size import prunable_layers
+from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext, Plot
+from edgebench.measure.size import weight_layers
 from edgebench.methods.pruning import UnstructuredPruningConfig, bake, prune_to, refresh
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class LotteryTicketConfig:
 
 
 def layer_rates(model: nn.Module, cfg: LotteryTicketConfig) -> dict[str, float]:
-    layers = prunable_layers(model)
+    layers = weight_layers(model)
     rates = {n: (cfg.conv_rate if cfg.conv_rate is not None and isinstance(m, nn.modules.conv._ConvNd) else cfg.rate)
              for n, m in layers}
     if cfg.output_rate is not None and layers:
@@ -87,12 +87,12 @@ def layer_rates(model: nn.Module, cfg: LotteryTicketConfig) -> dict[str, float]:
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: (m.weight_mask.detach().clone().bool() if prune.is_pruned(m) else torch.ones_like(m.weight, dtype=torch.bool))
-            for n, m in prunable_layers(model)}
+            for n, m in weight_layers(model)}
 
 
 def apply_mask(model: nn.Module, mask: dict[str, torch.Tensor]) -> nn.Module:
     """Hold ``mask`` fixed on ``model`` (pruned weights are zero in every forward pass)."""
-    layers = dict(prunable_layers(model))
+    layers = dict(weight_layers(model))
     for n, m in layers.items():
         prune.custom_from_mask(m, "weight", mask[n].to(m.weight.dtype))
     return refresh(model)
@@ -106,7 +106,7 @@ def next_mask(trained: nn.Module, mask: dict[str, torch.Tensor], cfg: LotteryTic
     """Level ``level``'s mask: prune the smallest trained weights until layer l keeps (1 - rate_l)^level."""
     model = apply_mask(copy.deepcopy(trained), mask)
     rates = layer_rates(model, cfg)
-    output = prunable_layers(model)[-1][0]
+    output = weight_layers(model)[-1][0]
     ucfg = UnstructuredPruningConfig(scope=cfg.scope, sparsity=1 - (1 - cfg.rate) ** level,
                                      layer_sparsity={output: 1 - (1 - rates[output]) ** level}
                                      if cfg.scope == "global" else {})
@@ -145,7 +145,7 @@ def load_ticket(path: str | Path, model: nn.Module) -> nn.Module:
     t = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(t["rewind"])
     with torch.no_grad():
-        for n, m in prunable_layers(model):
+        for n, m in weight_layers(model):
             m.weight.mul_(t["mask"][n].to(m.weight.dtype))
     return model
 
@@ -190,14 +190,14 @@ class LotteryTicket(Method):
         self.name = cfg.name
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        if not prunable_layers(model):
+        if not weight_layers(model):
             raise ConfigError("lottery_ticket: the model has no conv or linear layers to prune")
 
     def scope(self, ctx: MethodContext) -> Store:
         """This run's levels in the store: ``<cache_dir>/lottery/<digest>/``, the digest of the dense
         key and the settings that change results (not ``levels`` or ``controls``)."""
         settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("levels", "controls")}
-        return Store(ctx.cache_dir or ctx.output_dir).scope("lottery", {"dense": ctx.run_key, "method": settings})
+        return Store(ctx.cache_dir or ctx.output_dir).scope("lottery", {"dense": ctx.baseline_key, "method": settings})
 
     def store(self, ctx: MethodContext) -> Path:
         """The folder of :meth:`scope`."""
@@ -267,7 +267,7 @@ class LotteryTicket(Method):
         root = store.root
         init = ctx.build_model()
         init_state = {k: v.clone() for k, v in init.state_dict().items()}
-        ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(init)}
+        ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(init)}
 
         def fresh(state):
             m = copy.deepcopy(init)
@@ -331,8 +331,8 @@ class LotteryTicket(Method):
             children.append(ChildResult(f"level {level}", m, {"lth/level": level, **{k: v for k, v in rows[level].items() if k != "round"}},
                                         {"lth.level": str(level)}))
         final = children[win].model
-        plot = out / "plot.png"
-        plot_levels(rows, plot, title=f"{type(init).__name__}: lottery tickets (rewind to step {cfg.rewind_step})")
+        plot = Plot("lottery_levels", {"rows": rows,
+                                       "title": f"{type(init).__name__}: lottery tickets (rewind to step {cfg.rewind_step})"})
         knobs = {"levels": cfg.levels, "rate": cfg.rate, "output_rate": cfg.output_rate if cfg.output_rate is not None else cfg.rate,
                  "rewind_step": cfg.rewind_step, "epochs": cfg.epochs, "winning_level": win,
                  "winning_remaining": figs[win]["remaining"]}
@@ -343,53 +343,14 @@ class LotteryTicket(Method):
         from edgebench.methods.pruning import layer_table
 
         return CompressionResult(final, knobs, rows, layers=layer_table(final), children=children,
-                                 files={"lottery/winning_ticket.pt": ticket_file, "lottery/plot.png": plot,
-                                        "lottery/store.txt": _store_note(root, out)})
+                                 files={"lottery/winning_ticket.pt": ticket_file, "lottery/store.txt": _store_note(root, out)},
+                                 plots={"lottery/plot.png": plot})
 
 
 def _store_note(root: Path, out: Path) -> Path:
     p = out / "store.txt"
     p.write_text(f"levels stored in {root}\n")
     return p
-
-
-def plot_levels(rows: list[dict], path: Path, title: str = "") -> None:
-    """Test accuracy and early-stopping step against % of weights remaining (log x), with the controls."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [100 * r["lth/remaining"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    series = [("lth/test_acc", "lth/best_val_step", "ticket (rewound)", "o-")]
-    series += [(f"lth/{c}_test_acc", f"lth/{c}_best_val_step", label, st)
-               for c, label, st in (("reinit", "random reinit", "s--"), ("random_prune", "random mask", "^:"))]
-    for acc_key, step_key, label, style in series:
-        pts = [(xi, r[acc_key], r.get(step_key)) for xi, r in zip(x, rows) if acc_key in r]
-        if acc_key != "lth/test_acc" and pts:
-            pts = [(x[0], rows[0]["lth/test_acc"], rows[0]["lth/best_val_step"])] + pts  # controls start from the dense net
-        if not pts:
-            continue
-        a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
-        b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
-
-    ticks = [t for t in (100, 50, 30, 20, 10, 5, 3, 2, 1, 0.5) if t >= min(x) * 0.8]
-    for ax, ylabel in ((a, "test accuracy"), (b, "iteration of minimum validation loss")):
-        ax.set_xscale("log")
-        ax.set_xlim(105, min(x) * 0.8)
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.set_xlabel("weights remaining (%)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 LOTTERY = {"lottery_ticket": (LotteryTicketConfig, LotteryTicket)}

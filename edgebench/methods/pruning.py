@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from edgebench.config import ConfigError, check
-from edgebench.measure.size import prunable_layers
+from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Granularity(str, Enum):
 
 @dataclass
 class UnstructuredPruningConfig:
-    name: str = "magnitude_pruning"  # magnitude_pruning | random_pruning
+    name: str = "magnitude_pruning"  # magnitude_pruning | random_pruning (which masks: the registered class's)
     sparsity: float = 0.9  # fraction of the prunable (conv and linear) weights removed
     scope: str = "layer"  # layer: each layer at its rate | global: one magnitude threshold over all layers
     layer_sparsity: dict[str, float] = field(default_factory=dict)  # per-layer overrides, by module name
@@ -101,7 +101,7 @@ class StructuredPruningConfig:
 def layer_table(model: nn.Module) -> list[dict]:
     """Per-layer parameters, nonzeros and sparsity of conv and linear weights."""
     rows = []
-    for name, m in prunable_layers(model):
+    for name, m in weight_layers(model):
         w = m.weight
         nnz = int(torch.count_nonzero(w))
         rows.append({"layer": name, "type": type(m).__name__, "shape": list(w.shape), "params": w.numel(),
@@ -116,7 +116,7 @@ def _mask_zeros(m: nn.Module) -> int:
 
 def layer_targets(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str, float]:
     """Final sparsity of every prunable layer (the default, per-layer overrides, the output layer)."""
-    layers = prunable_layers(model)
+    layers = weight_layers(model)
     names = [n for n, _ in layers]
     unknown = sorted(set(cfg.layer_sparsity) - set(names))
     if unknown:
@@ -130,7 +130,7 @@ def layer_targets(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str,
 
 
 def _overridden(model: nn.Module, cfg: UnstructuredPruningConfig) -> set[str]:
-    names = [n for n, _ in prunable_layers(model)]
+    names = [n for n, _ in weight_layers(model)]
     out = set(cfg.layer_sparsity)
     if cfg.output_layer_sparsity is not None and names:
         out.add(names[-1])
@@ -140,21 +140,23 @@ def _overridden(model: nn.Module, cfg: UnstructuredPruningConfig) -> set[str]:
 def refresh(model: nn.Module) -> nn.Module:
     """Recompute each masked ``weight`` outside autograd, so the model can be copied at any point."""
     with torch.no_grad():
-        for _, m in prunable_layers(model):
+        for _, m in weight_layers(model):
             if prune.is_pruned(m):
                 m.weight = m.weight_orig * m.weight_mask
     return model
 
 
 @torch.no_grad()
-def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruningConfig, fraction: float) -> None:
+def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruningConfig, fraction: float,
+             random: bool = False) -> None:
     """Raise every layer's mask to ``fraction`` of its way to the target, in sparsity of the kept weights.
 
     Layer ``l`` reaches sparsity ``1 - (1 - s_l)^fraction``: equal rounds each remove the same share of
-    what is left (Han et al.). Masks only grow; exact counts, no rounding drift.
+    what is left (Han et al.). Masks only grow; exact counts, no rounding drift. ``random``: the weights
+    removed are drawn at random (``random_pruning``), else the smallest by magnitude.
     """
-    method = prune.RandomUnstructured if cfg.name == "random_pruning" else prune.L1Unstructured
-    layers = dict(prunable_layers(model))
+    method = prune.RandomUnstructured if random else prune.L1Unstructured
+    layers = dict(weight_layers(model))
     step = {n: 1 - (1 - s) ** fraction for n, s in targets.items()}
     if cfg.scope == "global":
         pool = [n for n in layers if n not in _overridden(model, cfg)]
@@ -180,7 +182,7 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
 
 def bake(model: nn.Module) -> nn.Module:
     """Make pruning permanent: zeros in ``weight``, no ``weight_orig``/``weight_mask`` left."""
-    for _, m in prunable_layers(model):
+    for _, m in weight_layers(model):
         if prune.is_pruned(m):
             prune.remove(m, "weight")
     return model
@@ -189,8 +191,9 @@ def bake(model: nn.Module) -> nn.Module:
 class AGPCallback(pl.Callback):
     """Zhu & Gupta (2017) gradual pruning: s_t = s_f (1 - (1 - t/T)^3) over the first 75% of the steps."""
 
-    def __init__(self, targets: dict[str, float], cfg: UnstructuredPruningConfig, total_steps: int):
-        self.targets, self.cfg = targets, cfg
+    def __init__(self, targets: dict[str, float], cfg: UnstructuredPruningConfig, total_steps: int,
+                 random: bool = False):
+        self.targets, self.cfg, self.random = targets, cfg, random
         self.prune_steps = max(1, int(0.75 * total_steps))
         self.step = 0  # own count: with manual optimisation Lightning's global_step does not advance
         self.trace: list[tuple[int, float]] = []  # (step, share of the final sparsity) at each update
@@ -201,7 +204,7 @@ class AGPCallback(pl.Callback):
         if t <= self.prune_steps and (t % self.cfg.agp_update_every == 0 or t == self.prune_steps):
             frac = min(1.0, t / self.prune_steps)
             progress = 1 - (1 - frac) ** 3  # share of the final sparsity reached now
-            prune_to(pl_module.net, {n: s * progress for n, s in self.targets.items()}, self.cfg, 1.0)
+            prune_to(pl_module.net, {n: s * progress for n, s in self.targets.items()}, self.cfg, 1.0, self.random)
             self.trace.append((t, progress))
 
 
@@ -209,39 +212,43 @@ class AGPCallback(pl.Callback):
 
 
 class UnstructuredPruning(Method):
+    """Magnitude pruning (``magnitude_pruning``); :class:`RandomPruning` draws the masks at random instead."""
+
+    random = False  # which weights go: the smallest by magnitude, or drawn at random
+
     def __init__(self, cfg: UnstructuredPruningConfig):
         self.cfg = cfg
         self.name = cfg.name
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        if not prunable_layers(model):
+        if not weight_layers(model):
             raise ConfigError(f"{self.name}: the model has no conv or linear layers to prune")
         layer_targets(model, self.cfg)
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
-        model = copy.deepcopy(ctx.baseline)
+        model = copy.deepcopy(ctx.model_in)
         targets = layer_targets(model, cfg)
         torch.manual_seed(ctx.seed)  # random pruning draws its masks from this
-        rounds = []
+        series = []
         if cfg.schedule == Schedule.agp:
             steps = cfg.retrain_epochs * ctx.train_batches_per_epoch
-            prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0)
-            agp = AGPCallback(targets, cfg, steps)
+            prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0, self.random)
+            agp = AGPCallback(targets, cfg, steps, self.random)
             hist = ctx.retrain(model, cfg.retrain_epochs, callbacks=[agp])
             log.info("AGP: %d mask updates over %d steps", len(agp.trace), agp.step)
-            prune_to(model, targets, cfg, 1.0)  # exactly at the target, whatever the step count
+            prune_to(model, targets, cfg, 1.0, self.random)  # exactly at the target, whatever the step count
             refresh(model)
-            rounds.append(self._round(ctx, model, 1, hist))
+            series.append(self._round(ctx, model, 1, hist))
         else:
             for r in range(1, cfg.rounds + 1):
-                prune_to(model, targets, cfg, r / cfg.rounds)
+                prune_to(model, targets, cfg, r / cfg.rounds, self.random)
                 hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
-                rounds.append(self._round(ctx, model, r, hist))
+                series.append(self._round(ctx, model, r, hist))
         bake(model)
         knobs = {"sparsity": cfg.sparsity, "rounds": cfg.rounds, "retrain_epochs": cfg.retrain_epochs,
-                 "global_scope": float(cfg.scope == "global"), "random": float(cfg.name == "random_pruning")}
-        return CompressionResult(model, knobs, rounds, layers=layer_table(model))
+                 "global_scope": float(cfg.scope == "global"), "random": float(self.random)}
+        return CompressionResult(model, knobs, series, layers=layer_table(model))
 
     def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict]) -> dict:
         snapshot = bake(copy.deepcopy(refresh(model)))
@@ -264,7 +271,7 @@ def _importance(kind: Importance):
 
 
 def _output_layer(model: nn.Module) -> nn.Module:
-    return prunable_layers(model)[-1][1]
+    return weight_layers(model)[-1][1]
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -308,7 +315,7 @@ class StructuredPruning(Method):
             raise ConfigError(f"structured_pruning cannot trace this model's channel dependencies "
                               f"({type(e).__name__}: {e}); use +method=magnitude_pruning instead") from None
         output = _output_layer(model)
-        for name, m in prunable_layers(model):
+        for name, m in weight_layers(model):
             if m is output:
                 continue
             n = m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
@@ -317,13 +324,13 @@ class StructuredPruning(Method):
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
-        model = copy.deepcopy(ctx.baseline).cpu()
+        model = copy.deepcopy(ctx.model_in).cpu()
         torch.manual_seed(ctx.seed)
-        rounds = []
+        series = []
         if cfg.granularity == Granularity.layer:
             self._remove_blocks(model)
             hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
-            rounds.append(self._round(ctx, model, 1, hist))
+            series.append(self._round(ctx, model, 1, hist))
         else:
             import torch_pruning as tp
 
@@ -335,10 +342,10 @@ class StructuredPruning(Method):
                 pruner.step()
                 model.train()
                 hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
-                rounds.append(self._round(ctx, model, r, hist))
+                series.append(self._round(ctx, model, r, hist))
         knobs = {"ratio": cfg.ratio, "rounds": cfg.rounds, "retrain_epochs": cfg.retrain_epochs,
                  "layer_granularity": float(cfg.granularity == Granularity.layer)}
-        return CompressionResult(model, knobs, rounds, layers=layer_table(model))
+        return CompressionResult(model, knobs, series, layers=layer_table(model))
 
     def _remove_blocks(self, model: nn.Module) -> None:
         blocks = residual_blocks(model)
@@ -364,6 +371,12 @@ class StructuredPruning(Method):
         return row
 
 
+class RandomPruning(UnstructuredPruning):
+    """``random_pruning``: the control of magnitude pruning, same schedule, masks drawn at random."""
+
+    random = True
+
+
 UNSTRUCTURED = {"magnitude_pruning": (UnstructuredPruningConfig, UnstructuredPruning),
-                "random_pruning": (UnstructuredPruningConfig, UnstructuredPruning)}
+                "random_pruning": (UnstructuredPruningConfig, RandomPruning)}
 STRUCTURED = {"structured_pruning": (StructuredPruningConfig, StructuredPruning)}

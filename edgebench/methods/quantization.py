@@ -21,7 +21,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,8 +28,8 @@ from torch.nn.utils import parametrize
 
 from edgebench.config import ConfigError, check
 from edgebench.export import QuantSpec
-from edgebench.measure.size import prunable_layers, tensor_sparse_bits
-from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.measure.size import weight_layers, tensor_sparse_bits
+from edgebench.methods.base import CompressionResult, Method, MethodContext, Plot
 from edgebench.losses import CrossEntropy
 from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, SharedCodebook, UniformSTE, kmeans_quantize,
                              kurtosis, quantized_bits, uniform_quantize)
@@ -67,12 +66,12 @@ class Calibration(str, Enum):
 
 @dataclass
 class HalfConfig:
-    name: str = "fp16"  # fp16 | bf16
+    name: str = "fp16"  # fp16 | bf16 (the dtype is the registered class's: Fp16, Bf16)
 
 
 @dataclass
 class Int8Config:
-    name: str = "ptq_int8"  # ptq_int8 | qat_int8
+    name: str = "ptq_int8"
     mode: Int8Mode = Int8Mode.static
     granularity: WeightGranularity = WeightGranularity.per_channel
     reduce_range: bool = True  # 7-bit weight codes: no u8*s8 saturation on CPUs without VNNI
@@ -86,14 +85,21 @@ class Int8Config:
                f"static int8 needs >= 1 calibration batch, got {self.calibration_batches}")
         _check(self.finetune_epochs >= 0, "finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        if self.name == "qat_int8":
-            _check(self.mode == Int8Mode.static, "mode", "qat_int8 exports static int8; use ptq_int8 for dynamic")
-            _check(self.finetune_epochs >= 1, "finetune_epochs", "qat_int8 fine-tunes: needs >= 1 (or use ptq_int8)")
+
+
+@dataclass
+class QatInt8Config(Int8Config):
+    name: str = "qat_int8"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.mode == Int8Mode.static, "mode", "qat_int8 exports static int8; use ptq_int8 for dynamic")
+        _check(self.finetune_epochs >= 1, "finetune_epochs", "qat_int8 fine-tunes: needs >= 1 (or use ptq_int8)")
 
 
 @dataclass
 class WeightQuantConfig:
-    name: str = "uniform_quant"  # uniform_quant | nonuniform_quant
+    name: str = "uniform_quant"
     bits: int = 4  # uniform: code width; nonuniform: log2 of the codebook size
     symmetric: bool = True  # uniform only: symmetric codes around 0, else affine with a zero point
     bucket_size: int = 0  # uniform only: a scale per group of this many consecutive values (0: per tensor)
@@ -106,8 +112,15 @@ class WeightQuantConfig:
         _check(self.bucket_size >= 0, "bucket_size", f"must be >= 0 (0 = one scale per tensor), got {self.bucket_size}")
         _check(self.finetune_epochs >= 0, "finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        if self.name == "nonuniform_quant":
-            _check(self.bucket_size == 0, "bucket_size", "nonuniform_quant has one codebook per tensor; leave it at 0")
+
+
+@dataclass
+class KmeansQuantConfig(WeightQuantConfig):
+    name: str = "nonuniform_quant"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.bucket_size == 0, "bucket_size", "nonuniform_quant has one codebook per tensor; leave it at 0")
 
 
 @dataclass
@@ -138,7 +151,7 @@ class KureConfig:
 
 
 def quantizable(model: nn.Module, keep_first_last: bool) -> list[tuple[str, nn.Module]]:
-    layers = prunable_layers(model)
+    layers = weight_layers(model)
     return layers[1:-1] if keep_first_last else layers
 
 
@@ -179,54 +192,79 @@ def _calibration(ctx: MethodContext, batches: int) -> list[torch.Tensor]:
 
 
 class HalfPrecisionMethod(Method):
+    """The model's weights and activations in a 16-bit float dtype (a subclass names it)."""
+
     produces = "deployable"
+    spec_dtype: str  # what its output's QuantSpec will say: known before training (export= checks)
+    torch_dtype: torch.dtype
 
     def __init__(self, cfg: HalfConfig):
         self.cfg, self.name = cfg, cfg.name
-        self.spec_dtype = cfg.name  # what its output's QuantSpec will say: known before training (export= checks)
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.name]
-        model = HalfPrecision(copy.deepcopy(ctx.baseline).eval(), dtype).eval()
-        return CompressionResult(model, {"bits": 16.0}, spec=QuantSpec(self.name), tags=dict(REAL))
+        model = HalfPrecision(copy.deepcopy(ctx.model_in).eval(), self.torch_dtype).eval()
+        return CompressionResult(model, {"bits": 16.0}, spec=QuantSpec(self.spec_dtype), tags=dict(REAL))
+
+
+class Fp16(HalfPrecisionMethod):
+    spec_dtype, torch_dtype = "fp16", torch.float16
+
+
+class Bf16(HalfPrecisionMethod):
+    spec_dtype, torch_dtype = "bf16", torch.bfloat16
 
 
 class Int8Method(Method):
+    """Post-training int8 (``ptq_int8``): the model as it is, plus a QuantSpec for the int8 exporter."""
+
     produces = "deployable"
+    spec_dtype = "int8"  # what its output's QuantSpec will say: known before training (export= checks)
 
     def __init__(self, cfg: Int8Config):
         self.cfg, self.name = cfg, cfg.name
-        self.spec_dtype = "int8"  # what its output's QuantSpec will say: known before training (export= checks)
+
+    def train(self, ctx: MethodContext, model: nn.Module, knobs: dict[str, float]) -> list[dict[str, float]]:
+        """Training before export, in place (none for post-training int8); returns its per-epoch series."""
+        return []
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
-        model = copy.deepcopy(ctx.baseline)
+        model = copy.deepcopy(ctx.model_in)
         per_channel = cfg.granularity == WeightGranularity.per_channel
-        metrics = {"bits": 8.0, "per_channel": float(per_channel), "reduce_range": float(cfg.reduce_range),
-                   "calibration_batches": cfg.calibration_batches, "dynamic": float(cfg.mode == Int8Mode.dynamic)}
-        rounds = []
-        if self.name == "qat_int8":
-            fq = Int8FakeQuant(model, per_channel, cfg.reduce_range)
-            hist = ctx.retrain(model, cfg.finetune_epochs, lr=cfg.lr)
-            metrics["fakequant_test_acc"] = ctx.evaluate(model)["test/acc"]
-            rounds = [{"round": i + 1, **{f"qat/{k.replace('/', '_')}": v for k, v in row.items() if k != "epoch"}}
-                      for i, row in enumerate(hist)]
-            fq.remove()
-            metrics.update({"finetune_epochs": cfg.finetune_epochs, "lr": cfg.lr})
-            log.info("QAT: %d epochs; fake-quantised test acc %.4f", cfg.finetune_epochs, metrics["fakequant_test_acc"])
+        knobs = {"bits": 8.0, "per_channel": float(per_channel), "reduce_range": float(cfg.reduce_range),
+                 "calibration_batches": cfg.calibration_batches, "dynamic": float(cfg.mode == Int8Mode.dynamic)}
+        series = self.train(ctx, model, knobs)
         model.eval()
         calibration = _calibration(ctx, cfg.calibration_batches) if cfg.mode == Int8Mode.static else []
         spec = QuantSpec("int8", mode=cfg.mode.value, per_channel=per_channel, reduce_range=cfg.reduce_range,
                          calibrate_method=cfg.calibration_method.value, calibration=calibration)
-        return CompressionResult(model, metrics, rounds, spec=spec, tags=dict(REAL))
+        return CompressionResult(model, knobs, series, spec=spec, tags=dict(REAL))
+
+
+class QatInt8(Int8Method):
+    """Quantisation-aware int8 (``qat_int8``): fake-quantised fine-tuning first, then as ``ptq_int8``."""
+
+    def train(self, ctx: MethodContext, model: nn.Module, knobs: dict[str, float]) -> list[dict[str, float]]:
+        cfg = self.cfg
+        fq = Int8FakeQuant(model, cfg.granularity == WeightGranularity.per_channel, cfg.reduce_range)
+        hist = ctx.retrain(model, cfg.finetune_epochs, lr=cfg.lr)
+        knobs["fakequant_test_acc"] = ctx.evaluate(model)["test/acc"]
+        series = [{"round": i + 1, **{f"qat/{k.replace('/', '_')}": v for k, v in row.items() if k != "epoch"}}
+                  for i, row in enumerate(hist)]
+        fq.remove()
+        knobs.update({"finetune_epochs": cfg.finetune_epochs, "lr": cfg.lr})
+        log.info("QAT: %d epochs; fake-quantised test acc %.4f", cfg.finetune_epochs, knobs["fakequant_test_acc"])
+        return series
 
 
 class WeightQuantMethod(Method):
+    """k-bit weight codes, simulated; ``kind`` (a subclass's) picks the quantiser of :func:`quantize_weights`."""
+
     produces = "weight_shared"
+    kind: str
 
     def __init__(self, cfg: WeightQuantConfig):
         self.cfg, self.name = cfg, cfg.name
-        self.kind = "uniform" if cfg.name == "uniform_quant" else "kmeans"
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         if not quantizable(model, self.cfg.keep_first_last):
@@ -235,7 +273,7 @@ class WeightQuantMethod(Method):
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
-        model = copy.deepcopy(ctx.baseline)
+        model = copy.deepcopy(ctx.model_in)
         layers = quantizable(model, cfg.keep_first_last)
         if cfg.finetune_epochs:
             for _, m in layers:
@@ -251,9 +289,17 @@ class WeightQuantMethod(Method):
         # quantise (again): after fine-tuning this is exact for both quantisers and gives the analytic size
         coded = quantize_weights(model, layers, self.kind, cfg.bits, cfg.symmetric, cfg.bucket_size, ctx.seed)
         size = analytic_bytes(model, coded)
-        metrics = {"bits": cfg.bits, "bucket_size": cfg.bucket_size, "symmetric": float(cfg.symmetric),
-                   "finetune_epochs": cfg.finetune_epochs, "quantized_layers": len(layers)}
-        return CompressionResult(model, metrics, analytic_bytes=size, tags=dict(SIMULATED))
+        knobs = {"bits": cfg.bits, "bucket_size": cfg.bucket_size, "symmetric": float(cfg.symmetric),
+                 "finetune_epochs": cfg.finetune_epochs, "quantized_layers": len(layers)}
+        return CompressionResult(model, knobs, analytic_bytes=size, tags=dict(SIMULATED))
+
+
+class UniformQuant(WeightQuantMethod):
+    kind = "uniform"  # a scale (and zero point) per tensor or bucket
+
+
+class KmeansQuant(WeightQuantMethod):
+    kind = "kmeans"  # a k-means codebook per tensor (weight sharing)
 
 
 class KureMethod(Method):
@@ -261,7 +307,7 @@ class KureMethod(Method):
         self.cfg, self.name = cfg, cfg.name
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        layers = prunable_layers(model)
+        layers = weight_layers(model)
         if len(layers) < 2:
             raise ConfigError("kure regularises every conv/linear layer but the first: the model has fewer than 2")
         if self.cfg.keep_first_last and len(layers) < 3:
@@ -281,13 +327,13 @@ class KureMethod(Method):
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
-        nets = {"kure": copy.deepcopy(ctx.baseline)}
+        nets = {"kure": copy.deepcopy(ctx.model_in)}
         if cfg.control:
-            nets["control"] = copy.deepcopy(ctx.baseline)
+            nets["control"] = copy.deepcopy(ctx.model_in)
         metrics: dict[str, float] = {"lambda": cfg.lambda_, "target": cfg.target, "finetune_epochs": cfg.finetune_epochs}
         table: dict[str, dict[str, float]] = {}
         for label, net in nets.items():
-            reg = [m for _, m in prunable_layers(net)[1:]]
+            reg = [m for _, m in weight_layers(net)[1:]]
             loss = CrossEntropy() + KureLoss(reg, cfg.lambda_, cfg.target) if label == "kure" else None
             log.info("KURE: fine-tuning the %s model for %d epoch(s)", label, cfg.finetune_epochs)
             ctx.retrain(net, cfg.finetune_epochs, loss=loss, lr=cfg.lr)
@@ -302,40 +348,19 @@ class KureMethod(Method):
         for label, row in table.items():
             prefix = "" if label == "kure" else "control_"
             metrics.update({f"quant/{prefix}{k}": v for k, v in row.items()})
-        files = self._report(ctx.output_dir / "method" / "kure", table)
+        out = ctx.output_dir / "method" / "kure"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "robustness.json").write_text(json.dumps(table, indent=2))
         knobs = {k: v for k, v in metrics.items() if not k.startswith("quant/")}
         named = {k: v for k, v in metrics.items() if k.startswith("quant/")}
-        return CompressionResult(nets["kure"], knobs, named_metrics=named, files=files,
+        return CompressionResult(nets["kure"], knobs, named_metrics=named,
+                                 files={"quant/robustness.json": out / "robustness.json"},
+                                 plots={"quant/robustness.png": Plot("kure_robustness",
+                                                                     {"table": table, "bits": list(cfg.eval_bits)})},
                                  tags={"quant.robustness": SIMULATED["quant.accuracy"]})
 
-    def _report(self, out: Path, table: dict[str, dict[str, float]]) -> dict[str, Path]:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        out.mkdir(parents=True, exist_ok=True)
-        bits = sorted(self.cfg.eval_bits, reverse=True)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        styles = {"kure": "C0", "control": "C1"}
-        for label, row in table.items():
-            for suffix, ls, qname in (("", "-", "uniform"), ("_kmeans", "--", "k-means")):
-                ax.plot(bits, [row[f"acc_w{b}{suffix}"] for b in bits], ls, marker="o", color=styles[label],
-                        label=f"{'KURE' if label == 'kure' else 'no KURE'}, {qname}")
-            ax.axhline(row["acc_fp32"], color=styles[label], lw=0.8, ls=":")
-        ax.set_xlabel("weight bits")
-        ax.set_ylabel("test accuracy")
-        ax.invert_xaxis()
-        ax.set_title("Accuracy when the weights are quantised (dotted: fp32)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "robustness.png", dpi=120)
-        plt.close(fig)
-        (out / "robustness.json").write_text(json.dumps(table, indent=2))
-        return {"quant/robustness.png": out / "robustness.png", "quant/robustness.json": out / "robustness.json"}
-
-
-HALF = {"fp16": (HalfConfig, HalfPrecisionMethod), "bf16": (HalfConfig, HalfPrecisionMethod)}
-INT8 = {"ptq_int8": (Int8Config, Int8Method), "qat_int8": (Int8Config, Int8Method)}
-WEIGHT_QUANT = {"uniform_quant": (WeightQuantConfig, WeightQuantMethod),
-                "nonuniform_quant": (WeightQuantConfig, WeightQuantMethod), "kure": (KureConfig, KureMethod)}
+HALF = {"fp16": (HalfConfig, Fp16), "bf16": (HalfConfig, Bf16)}
+INT8 = {"ptq_int8": (Int8Config, Int8Method), "qat_int8": (QatInt8Config, QatInt8)}
+WEIGHT_QUANT = {"uniform_quant": (WeightQuantConfig, UniformQuant),
+                "nonuniform_quant": (KmeansQuantConfig, KmeansQuant), "kure": (KureConfig, KureMethod)}

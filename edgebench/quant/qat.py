@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgebench.measure.size import prunable_layers
+from edgebench.measure.size import weight_layers
 from edgebench.quant.quantizers import UniformSTE
 
 
@@ -51,7 +51,7 @@ class Int8FakeQuant:
     def __init__(self, model: nn.Module, per_channel: bool = True, reduce_range: bool = True):
         self.model = model
         self.handles = []
-        self.layers = [m for _, m in prunable_layers(model)]
+        self.layers = [m for _, m in weight_layers(model)]
         bits = 7 if reduce_range else 8
         for m in self.layers:
             bucket = m.weight[0].numel() if per_channel else 0  # one bucket per output channel

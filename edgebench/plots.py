@@ -1,0 +1,89 @@
+"""Figures of a method's report, drawn from data: a method returns a :class:`edgebench.methods.base.Plot`
+(``kind`` and data) in ``CompressionResult.plots`` and the pipeline draws it here (:func:`draw`), so no
+method imports matplotlib. Experiments call the drawers directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def lottery_levels(path: Path, rows: list[dict], title: str = "") -> None:
+    """Test accuracy and early-stopping step against % of weights remaining (log x), with the controls."""
+    plt = _pyplot()
+    x = [100 * r["lth/remaining"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    series = [("lth/test_acc", "lth/best_val_step", "ticket (rewound)", "o-")]
+    series += [(f"lth/{c}_test_acc", f"lth/{c}_best_val_step", label, st)
+               for c, label, st in (("reinit", "random reinit", "s--"), ("random_prune", "random mask", "^:"))]
+    for acc_key, step_key, label, style in series:
+        pts = [(xi, r[acc_key], r.get(step_key)) for xi, r in zip(x, rows) if acc_key in r]
+        if acc_key != "lth/test_acc" and pts:
+            pts = [(x[0], rows[0]["lth/test_acc"], rows[0]["lth/best_val_step"])] + pts  # controls start from the dense net
+        if not pts:
+            continue
+        a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    ticks = [t for t in (100, 50, 30, 20, 10, 5, 3, 2, 1, 0.5) if t >= min(x) * 0.8]
+    for ax, ylabel in ((a, "test accuracy"), (b, "iteration of minimum validation loss")):
+        ax.set_xscale("log")
+        ax.set_xlim(105, min(x) * 0.8)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def kure_robustness(path: Path, table: dict[str, dict[str, float]], bits: list[int]) -> None:
+    """KURE: test accuracy when the weights are quantised to each of ``bits``, by the uniform and the k-means
+    quantiser, for the KURE model and (when there) its control; dotted lines at fp32. ``table``:
+    ``{"kure" | "control": {"acc_fp32": a, "acc_w<b>": a, "acc_w<b>_kmeans": a}}``."""
+    plt = _pyplot()
+    bits = sorted(bits, reverse=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    styles = {"kure": "C0", "control": "C1"}
+    for label, row in table.items():
+        for suffix, ls, quantiser in (("", "-", "uniform"), ("_kmeans", "--", "k-means")):
+            ax.plot(bits, [row[f"acc_w{b}{suffix}"] for b in bits], ls, marker="o", color=styles[label],
+                    label=f"{'KURE' if label == 'kure' else 'no KURE'}, {quantiser}")
+        ax.axhline(row["acc_fp32"], color=styles[label], lw=0.8, ls=":")
+    ax.set_xlabel("weight bits")
+    ax.set_ylabel("test accuracy")
+    ax.invert_xaxis()
+    ax.set_title("Accuracy when the weights are quantised (dotted: fp32)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+DRAWERS: dict[str, Callable[..., None]] = {"lottery_levels": lottery_levels, "kure_robustness": kure_robustness}
+
+
+def draw(plot, path: Path) -> Path:
+    """Draw a :class:`edgebench.methods.base.Plot` into ``path`` (folders made); returns ``path``."""
+    if plot.kind not in DRAWERS:
+        raise KeyError(f"no drawer for plot kind {plot.kind!r}; known: {', '.join(sorted(DRAWERS))}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    DRAWERS[plot.kind](path, **plot.data)
+    return path
