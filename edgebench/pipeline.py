@@ -175,10 +175,9 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
 
     def load(folder: Path) -> methods.CompressionResult:
         out = store.read(folder / "output.pt", lambda p: torch.load(p, map_location="cpu", weights_only=False))
-        state = vars(out)  # an entry stored before the fields were renamed: metrics -> knobs, rounds -> series
-        state.setdefault("knobs", state.pop("metrics", {}))
-        state.setdefault("series", state.pop("rounds", []))
-        state.setdefault("plots", {})
+        missing = {f.name for f in dataclasses.fields(methods.CompressionResult)} - set(vars(out))
+        if missing:  # written by an older edgebench: the store moves it aside and the step runs again
+            raise store.UnreadableFileError(f"{folder / 'output.pt'}: an older step output, without {sorted(missing)}")
         out.files = {a: folder / rel for a, rel in store.read_json(folder / "files.json").items()}
         return out
 

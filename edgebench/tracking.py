@@ -362,8 +362,15 @@ class Run:
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path either way
             warnings.simplefilter("ignore")
             ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
-                                                                    [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])]
+        for attempt in range(5):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except Exception as e:  # parallel jobs registering the same data set at once: the loser retries
+                if "UNIQUE constraint failed" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str, reason: str | None = None) -> None:
         try:
