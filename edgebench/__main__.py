@@ -5,21 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-import edgebench.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
-
-
-def config_dir() -> Path:
-    """The config folder: edgebench/conf in an installed wheel, else conf/ of the checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "edgebench.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"edgebench's config folder was not found next to {here}; reinstall edgebench")
+from edgebench.config import config_dir  # importing edgebench.config registers the schemas in Hydra's ConfigStore
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="edgebench")

@@ -15,11 +15,21 @@ import os
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+def config_dir() -> Path:
+    """The config folder: edgebench/conf in an installed wheel, else conf/ of the checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "edgebench.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"edgebench's config folder was not found next to {here}; reinstall edgebench")
 
 
 class ConfigError(ValueError):

@@ -274,7 +274,7 @@ def compose(overrides: list[str] = (), root_dir: str | Path = ".", output_dir: s
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from edgebench.__main__ import config_dir
+    from edgebench.config import config_dir
 
     root = Path(root_dir).resolve()
     GlobalHydra.instance().clear()

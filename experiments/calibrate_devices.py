@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from edgebench.__main__ import config_dir
+from edgebench.config import config_dir
 from edgebench.config import DeviceConfig
 from edgebench.devices.calibration import calibrate
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from edgebench.__main__ import config_dir
+from edgebench.config import config_dir
 from edgebench.config import MeasureConfig, ModelConfig
 from edgebench.devices import evaluate_device
 from edgebench.export import export

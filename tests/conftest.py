@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from edgebench.__main__ import config_dir
+from edgebench.config import config_dir
 
 CONF = config_dir()
 

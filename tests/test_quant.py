@@ -18,8 +18,8 @@ from edgebench.export import export
 from edgebench.measure import measure_model
 from edgebench.methods.quantization import analytic_bytes, quantize_weights
 from edgebench.models import build_model
-from edgebench.quant import (Int8FakeQuant, KureLoss, OnnxPredictor, kmeans_quantize, kurtosis, quantize_int8,
-                             quantized_bits, uniform_quantize)
+from edgebench.export import OnnxPredictor, quantize_int8
+from edgebench.quant import Int8FakeQuant, KureLoss, kmeans_quantize, kurtosis, quantized_bits, uniform_quantize
 
 DIGITS = ("data=digits", "trainer.max_epochs=3", "trainer.batch_size=32", "measure.calls=100")
 

@@ -65,7 +65,7 @@ def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
         return device
     from omegaconf import OmegaConf
 
-    from edgebench.__main__ import config_dir
+    from edgebench.config import config_dir
 
     path = Path(device) if str(device).endswith((".yaml", ".yml")) else config_dir() / "device" / f"{device}.yaml"
     if not path.exists():

@@ -2,16 +2,13 @@
 
 The files themselves are written by the exporters in :mod:`edgebench.export` (``onnx_fp16``,
 ``torch_export`` for bf16, ``onnx_int8`` for ONNX Runtime int8 from a step's ``QuantSpec``), which
-also hold the host runtimes (``OnnxPredictor``, ``load_program``); they are re-exported here for
-older imports.
+also hold the host runtimes (``OnnxPredictor``, ``load_program``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from edgebench.export import OnnxPredictor, load_program, quantize_int8  # noqa: F401  (re-exported)
 
 
 class HalfPrecision(nn.Module):
