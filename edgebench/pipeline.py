@@ -125,8 +125,7 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
             torch.manual_seed(other.seed)
             return build_model(other.model, splits.input_shape, splits.num_classes)
 
-        child_tags = {**{k: v for k, v in tags.items() if k != "config_hash"}, "model": model,
-                      "mlflow.parentRunId": parent_id, CHILD_TAG: "true", "edgebench.role": "trained"}
+        child_tags = _child_tags(tags, parent_id, {"model": model, "edgebench.role": "trained"})
         with tracker.run(f"{run_name} / trained {model}", child_tags) as crun:
             crun.log_params({"model.name": model, "seed": other.seed,
                              **{f"trainer.{k}": getattr(v, "value", v) for k, v in dataclasses.asdict(tcfg).items()}})
@@ -212,6 +211,12 @@ def _log_step(mlrun, out: methods.CompressionResult, prefix: str) -> None:
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
 
 
+def _child_tags(tags: dict, parent_id: str, extra: dict) -> dict:
+    """A child run's tags: its parent's, without the ``config_hash`` that resume matches, plus ``extra``."""
+    return {**{k: v for k, v in tags.items() if k != "config_hash"}, **extra, "mlflow.parentRunId": parent_id,
+            CHILD_TAG: "true"}
+
+
 def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
     """The exporter for ``export=`` and a step output that needs ``needs`` (its QuantSpec, dtype or None).
 
@@ -240,8 +245,7 @@ def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, 
     """One child run (e.g. a lottery-ticket level) with the full per-model contract.
 
     It carries its parent's tags but not its ``config_hash``: resume must find the parent, not a level."""
-    child_tags = {**{k: v for k, v in tags.items() if k != "config_hash"}, **child.tags,
-                  "mlflow.parentRunId": parent_id, CHILD_TAG: "true"}
+    child_tags = _child_tags(tags, parent_id, child.tags)
     with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
         test = training.evaluate(child.model, dm.test_dataloader())
         try:  # a float model along the way: export= applies where it can (onnx_int8 needs the final spec)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -287,31 +286,17 @@ def test_bad_input_is_one_line_and_leaves_no_run(tmp_path, args, message):
 
 # --- scale-out: a parallel sweep against a real `mlflow server` on loopback ---
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_parallel_sweep_against_a_tracking_server(tmp_path):
-    import urllib.request
+    from edgebench import ui
 
-    port = _free_port()
+    port = ui.free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+        ui.wait_until_up(server, url, timeout_s=120)
         out = _cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "seed=0,1"], cwd=tmp_path,
                    MLFLOW_TRACKING_URI=url)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -329,5 +314,4 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
         finally:
             mlflow.set_tracking_uri(None)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        ui.stop(server)
