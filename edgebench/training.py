@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
 from edgebench.losses import CrossEntropy, Loss
+from edgebench.mask import Mask
 
 log = logging.getLogger(__name__)
 
@@ -217,28 +218,22 @@ def build_trainer(cfg: TrainerConfig, callbacks: Iterable[Callback] = (), defaul
 class KeepZeros(Callback):
     """Keeps the weights that an earlier step pruned at exactly zero while a later step retrains.
 
-    Found by parameter name in the net being trained (a step may train a copy, or wrap it: a name
-    that ends with the pruned one and has its shape matches), and re-zeroed after every optimizer step.
+    ``mask`` (default :meth:`Mask.nonzero` of the step's input) is bound by tensor name to the net
+    being trained (a step may train a copy, or wrap or parametrise it: see :meth:`Mask.bind`), and
+    the masked entries are re-zeroed after every optimizer step.
     """
 
-    def __init__(self, masks: dict[str, torch.Tensor]):
-        self.masks = masks
+    def __init__(self, mask: Mask):
+        self.mask = mask
         self._params: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def of(cls, model: nn.Module) -> "KeepZeros | None":
-        masks = {n: (p != 0) for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1
-                 and bool((p == 0).any())}
-        return cls(masks) if masks else None
+        mask = Mask.nonzero(model)
+        return cls(mask) if len(mask) else None
 
     def on_train_start(self, trainer, pl_module):
-        self._params = []
-        for name, p in pl_module.net.named_parameters():
-            name = name.replace("parametrizations.", "").replace(".original", "")  # a parametrised weight (QAT)
-            for pruned, mask in self.masks.items():
-                if (name == pruned or name.endswith("." + pruned)) and p.shape == mask.shape:
-                    self._params.append((p, mask.to(p.device)))
-                    break
+        self._params = self.mask.bind(pl_module.net)
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, *args):

@@ -24,14 +24,9 @@ from edgebench.config import ModelConfig
 from edgebench.export import export_onnx
 from edgebench.measure import basic_metrics, measure_latency
 from edgebench.measure.latency import onnxruntime_runner, torch_runner
-from edgebench.methods.pruning import (
-    StructuredPruningConfig,
-    UnstructuredPruningConfig,
-    bake,
-    layer_targets,
-    weight_layers,
-    prune_to,
-)
+from edgebench.mask import bake
+from edgebench.measure.size import weight_layers
+from edgebench.methods.pruning import StructuredPruningConfig, UnstructuredPruningConfig, layer_targets, prune_to
 from edgebench.models import build_model
 
 

@@ -17,7 +17,8 @@ import torch_pruning as tp
 from edgebench import methods
 from edgebench.config import ConfigError, ModelConfig
 from edgebench.measure import count_macs
-from edgebench.methods.pruning import StructuredPruningConfig, weight_layers
+from edgebench.measure.size import weight_layers
+from edgebench.methods.pruning import StructuredPruningConfig
 from edgebench.models import MODEL_NAMES, build_model
 
 

@@ -10,14 +10,9 @@ from edgebench import methods, pipeline, training
 from edgebench.config import ConfigError, DataConfig, ModelConfig, ProgressBar, TrainerConfig
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.methods.base import MethodContext
-from edgebench.methods.lottery import (
-    LotteryTicketConfig,
-    apply_mask,
-    load_ticket,
-    next_mask,
-    random_mask_like,
-)
-from edgebench.methods.pruning import bake, weight_layers, refresh
+from edgebench.mask import Mask, bake, refresh
+from edgebench.measure.size import weight_layers
+from edgebench.methods.lottery import LotteryTicketConfig, load_ticket, next_mask
 from edgebench.models import build_model
 
 
@@ -48,14 +43,14 @@ def ctx(tmp_path):
 def test_remaining_fraction_per_layer_after_L_levels():
     cfg = LotteryTicketConfig(rate=0.2, output_rate=0.1)
     model = _build()
-    mask = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}
+    mask = Mask.ones(model)
     for level in range(1, 6):
         with torch.no_grad():  # pretend training moved the weights
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.01)
         mask = next_mask(model, mask, cfg, level)
         for n, m in mask.items():
-            rate = 0.1 if n == "fc3" else 0.2
+            rate = 0.1 if n == "fc3.weight" else 0.2
             kept = float(m.float().mean())
             assert kept == pytest.approx((1 - rate) ** level, abs=1.5 / m.numel() ** 0.5 / 10 + 1 / m.numel()), (n, level)
 
@@ -63,10 +58,10 @@ def test_remaining_fraction_per_layer_after_L_levels():
 def test_masks_only_shrink_and_follow_magnitude():
     cfg = LotteryTicketConfig(rate=0.5, output_rate=0.5)
     model = _build()
-    ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}
-    m1 = next_mask(model, ones, cfg, 1)
+    m1 = next_mask(model, Mask.ones(model), cfg, 1)
     m2 = next_mask(model, m1, cfg, 2)
-    for n, m in weight_layers(model):
+    for layer, m in weight_layers(model):
+        n = f"{layer}.weight"
         assert not (m2[n] & ~m1[n]).any(), "a pruned weight never comes back"
         w = m.weight.detach().abs()
         assert w[~m1[n]].max() <= w[m1[n]].min()  # the smallest go first
@@ -79,7 +74,7 @@ def test_rewinding_restores_the_saved_weights_on_surviving_connections(ctx):
     ticket = load_ticket(ctx.output_dir / "lottery" / "winning_ticket.pt", _build())
     t = torch.load(ctx.output_dir / "lottery" / "winning_ticket.pt", weights_only=True)
     for n, m in weight_layers(ticket):
-        mask = t["mask"][n]
+        mask = t["mask"][f"{n}.weight"]
         assert torch.equal(m.weight[mask], init[f"{n}.weight"][mask])  # survivors: exactly the init
         assert torch.all(m.weight[~mask] == 0)
     assert t["level"] in (1, 2) and 0 < t["remaining"] < 1
@@ -98,13 +93,14 @@ def test_late_rewinding_keeps_the_weights_after_k_steps(ctx):
 
 def test_pruned_weights_stay_zero_through_training(ctx):
     model = _build()
-    mask = random_mask_like({n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(model)}, 0)
-    apply_mask(model, mask)
+    mask = Mask.ones(model).random_like(0)
+    mask.hold(model)
     ctx.fit(model, 1)
     bake(refresh(model))
     for n, m in weight_layers(model):
-        assert torch.all(m.weight[~mask[n]] == 0)
-        assert torch.count_nonzero(m.weight[mask[n]]) > 0.9 * mask[n].sum()
+        keep = mask[f"{n}.weight"]
+        assert torch.all(m.weight[~keep] == 0)
+        assert torch.count_nonzero(m.weight[keep]) > 0.9 * keep.sum()
 
 
 def test_resume_skips_finished_levels(ctx):
@@ -132,12 +128,12 @@ def test_controls_use_the_masks_they_claim(ctx):
     method = methods.build(cfg)
     method.compress(ctx)
     root = method.store(ctx) / "level_1"
-    mask = torch.load(root / "mask.pt", weights_only=True)
+    mask = Mask.load(root / "mask.pt")
     reinit = torch.load(root / "reinit" / "final.pt", weights_only=True)
     rand = torch.load(root / "random_prune" / "final.pt", weights_only=True)
     ticket = torch.load(root / "ticket" / "final.pt", weights_only=True)
-    for n in mask:
-        w = f"{n}.weight"
+    for w in mask:
+        n = w
         assert torch.all(reinit[w][~mask[n]] == 0)  # reinit: the ticket's own mask
         kept_random = rand[w] != 0
         assert kept_random.sum() <= mask[n].sum() and not torch.equal(kept_random, mask[n])  # random: another mask
@@ -146,8 +142,8 @@ def test_controls_use_the_masks_they_claim(ctx):
 
 
 def test_random_mask_has_the_same_per_layer_counts():
-    base = {"a": torch.rand(30, 40) > 0.7, "b": torch.rand(10) > 0.5}
-    r = random_mask_like(base, seed=1)
+    base = Mask({"a": torch.rand(30, 40) > 0.7, "b": torch.rand(10) > 0.5})
+    r = base.random_like(seed=1)
     assert all(int(r[k].sum()) == int(base[k].sum()) for k in base)
     assert not torch.equal(r["a"], base["a"])
 
@@ -214,7 +210,7 @@ def test_corrupt_mask_file_is_redone_and_its_level_retrained(ctx, caplog):
     method = methods.build(cfg)
     method.compress(ctx)
     mask_file = method.store(ctx) / "level_1" / "mask.pt"
-    mask = torch.load(mask_file, weights_only=True)
+    mask = Mask.load(mask_file)
     mask_file.write_bytes(b"\x00" * 10)
     ctx.calls.clear()
     with caplog.at_level("WARNING"):
@@ -222,5 +218,5 @@ def test_corrupt_mask_file_is_redone_and_its_level_retrained(ctx, caplog):
     assert ctx.calls == [1, 1], "level 1's ticket and its control are retrained with the redone mask"
     assert any(str(mask_file) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert list(mask_file.parent.glob("mask.pt.corrupt-*"))
-    redone = torch.load(mask_file, weights_only=True)
+    redone = Mask.load(mask_file)
     assert all(torch.equal(redone[n], mask[n]) for n in mask)  # the same mask: magnitudes of the stored level 0

@@ -12,15 +12,14 @@ from edgebench import methods, pipeline, training
 from edgebench.config import ConfigError, DataConfig, ModelConfig, ProgressBar, TrainerConfig
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.methods.base import MethodContext
+from edgebench.mask import bake, refresh
+from edgebench.measure.size import weight_layers
 from edgebench.methods.pruning import (
     StructuredPruningConfig,
     UnstructuredPruningConfig,
-    bake,
     layer_table,
     layer_targets,
-    weight_layers,
     prune_to,
-    refresh,
 )
 from edgebench.models import build_model
 

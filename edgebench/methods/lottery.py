@@ -31,13 +31,13 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from edgebench.store import Store, read
 from edgebench.config import ConfigError, check
 from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext, Plot
 from edgebench.measure.size import weight_layers
-from edgebench.methods.pruning import UnstructuredPruningConfig, bake, prune_to, refresh
+from edgebench.mask import Mask, bake, refresh
+from edgebench.methods.pruning import UnstructuredPruningConfig, prune_to
 
 log = logging.getLogger(__name__)
 CONTROLS = ("reinit", "random_prune")
@@ -85,45 +85,16 @@ def layer_rates(model: nn.Module, cfg: LotteryTicketConfig) -> dict[str, float]:
     return rates
 
 
-def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: (m.weight_mask.detach().clone().bool() if prune.is_pruned(m) else torch.ones_like(m.weight, dtype=torch.bool))
-            for n, m in weight_layers(model)}
-
-
-def apply_mask(model: nn.Module, mask: dict[str, torch.Tensor]) -> nn.Module:
-    """Hold ``mask`` fixed on ``model`` (pruned weights are zero in every forward pass)."""
-    layers = dict(weight_layers(model))
-    for n, m in layers.items():
-        prune.custom_from_mask(m, "weight", mask[n].to(m.weight.dtype))
-    return refresh(model)
-
-
-def remaining(mask: dict[str, torch.Tensor]) -> float:
-    return sum(int(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
-
-
-def next_mask(trained: nn.Module, mask: dict[str, torch.Tensor], cfg: LotteryTicketConfig, level: int) -> dict[str, torch.Tensor]:
+def next_mask(trained: nn.Module, mask: Mask, cfg: LotteryTicketConfig, level: int) -> Mask:
     """Level ``level``'s mask: prune the smallest trained weights until layer l keeps (1 - rate_l)^level."""
-    model = apply_mask(copy.deepcopy(trained), mask)
+    model = mask.hold(copy.deepcopy(trained))
     rates = layer_rates(model, cfg)
     output = weight_layers(model)[-1][0]
     ucfg = UnstructuredPruningConfig(scope=cfg.scope, sparsity=1 - (1 - cfg.rate) ** level,
                                      layer_sparsity={output: 1 - (1 - rates[output]) ** level}
                                      if cfg.scope == "global" else {})
     prune_to(model, {n: 1 - (1 - r) ** level for n, r in rates.items()}, ucfg, 1.0)
-    return masks_of(model)
-
-
-def random_mask_like(mask: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """A random mask with exactly the same number of kept weights in every layer."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for n, m in mask.items():
-        keep = int(m.sum())
-        flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[torch.randperm(m.numel(), generator=g)[:keep]] = True
-        out[n] = flat.view_as(m)
-    return out
+    return Mask.held(model)
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
@@ -135,19 +106,19 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def save_ticket(path: Path, mask: dict[str, torch.Tensor], rewind: dict, level: int, model_name: str = "") -> None:
-    torch.save({"format": 1, "mask": mask, "rewind": rewind, "level": level, "remaining": remaining(mask),
+def save_ticket(path: Path, mask: Mask, rewind: dict, level: int, model_name: str = "") -> None:
+    torch.save({"format": 2, "mask": dict(mask), "rewind": rewind, "level": level, "remaining": mask.kept(),
                 "model": model_name}, path)
 
 
 def load_ticket(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load a winning ticket into ``model`` (same architecture): rewind weights with the mask's zeros baked in."""
+    """Load a winning ticket into ``model`` (same architecture): rewind weights with the mask's zeros baked in.
+
+    Format 1 tickets (before masks were keyed by tensor name) name layers; format 2 names tensors."""
     t = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(t["rewind"])
-    with torch.no_grad():
-        for n, m in weight_layers(model):
-            m.weight.mul_(t["mask"][n].to(m.weight.dtype))
-    return model
+    masks = t["mask"] if t.get("format", 1) >= 2 else {f"{n}.weight": m for n, m in t["mask"].items()}
+    return Mask(masks).apply(model)
 
 
 @dataclass
@@ -171,17 +142,6 @@ def _read_branch(d: Path, need_rewind: bool, fresh: Callable[[dict], nn.Module])
     return Branch(fig, final, rewind)
 
 
-def _read_mask(path: Path, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mask = read(path)
-
-    def fits(p: Path) -> None:
-        if set(mask) != set(like) or any(mask[n].shape != like[n].shape for n in like):
-            raise ValueError(f"holds masks for {sorted(mask)}, not for this model's layers {sorted(like)}")
-
-    read(path, fits)
-    return mask
-
-
 class LotteryTicket(Method):
     accepts = ("dense",)  # it retrains from the dense model's initialisation: a chain's first step
 
@@ -197,6 +157,7 @@ class LotteryTicket(Method):
         """This run's levels in the store: ``<cache_dir>/lottery/<digest>/``, the digest of the dense
         key and the settings that change results (not ``levels`` or ``controls``)."""
         settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("levels", "controls")}
+        settings["mask_layout"] = 2  # masks keyed by tensor name (edgebench.mask.Mask); older levels are not reused
         return Store(ctx.cache_dir or ctx.output_dir).scope("lottery", {"dense": ctx.baseline_key, "method": settings})
 
     def store(self, ctx: MethodContext) -> Path:
@@ -207,7 +168,7 @@ class LotteryTicket(Method):
         """Train with ``mask`` held fixed; returns (trained model with zeros baked in, figures, rewind state)."""
         import pytorch_lightning as pl
 
-        apply_mask(model, mask)
+        mask.hold(model)
         points: list[dict] = []
         saved: dict = {}
 
@@ -240,7 +201,7 @@ class LotteryTicket(Method):
         def train() -> Branch:
             model, mask = make()
             model, fig, rewind_state = self._train(ctx, model, mask, rewind_at)
-            fig["remaining"] = remaining(mask)
+            fig["remaining"] = mask.kept()
             final = model.state_dict()
             log.info("level %d %s: %.1f%% remaining, test acc %.4f, min val loss at step %d", level, branch,
                      100 * fig["remaining"], fig["test_acc"], fig["best_val_step"])
@@ -267,7 +228,7 @@ class LotteryTicket(Method):
         root = store.root
         init = ctx.build_model()
         init_state = {k: v.clone() for k, v in init.state_dict().items()}
-        ones = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in weight_layers(init)}
+        ones = Mask.ones(init)
 
         def fresh(state):
             m = copy.deepcopy(init)
@@ -291,7 +252,7 @@ class LotteryTicket(Method):
             had_mask = (root / f"level_{level}" / "mask.pt").exists()
             mask, stored, _ = store.part(f"level_{level}/mask.pt",
                                          lambda: next_mask(fresh(finals[level - 1]), mask, cfg, level),
-                                         lambda m, f: torch.save(m, f), lambda p: _read_mask(p, ones),
+                                         lambda m, f: m.save(f), lambda p: Mask.load(p, init),
                                          what=f"lottery level {level} mask", file=True)
             # a mask redone after it could not be read: this level's stored branches may have used another one
             redo = had_mask and not stored
@@ -308,7 +269,7 @@ class LotteryTicket(Method):
                 row["lth/reinit_test_acc"] = f["test_acc"]
                 row["lth/reinit_best_val_step"] = f["best_val_step"]
             if "random_prune" in cfg.controls:
-                rmask = random_mask_like(lvl_mask, ctx.seed + 2000 + level)
+                rmask = lvl_mask.random_like(ctx.seed + 2000 + level)
                 f = self._branch(ctx, store, level, "random_prune", lambda: (fresh(rewind), rmask), fresh,
                                  redo=redo).figures
                 row["lth/random_prune_test_acc"] = f["test_acc"]

@@ -1,8 +1,8 @@
 """Pruning: unstructured (magnitude, random; layer or global), structured (Torch-Pruning), block removal.
 
-Unstructured pruning keeps masks with ``torch.nn.utils.prune`` (the weight is ``weight_orig *
-weight_mask`` in every forward pass, so pruned weights stay zero through retraining) and bakes
-the zeros in with ``prune.remove`` at the end. Iterative pruning reaches the target in
+Unstructured pruning holds its masks (:class:`edgebench.mask.Mask`, through ``torch.nn.utils.prune``:
+the weight is ``weight_orig * weight_mask`` in every forward pass, so pruned weights stay zero
+through retraining) and bakes the zeros in at the end (:func:`edgebench.mask.bake`). Iterative pruning reaches the target in
 ``rounds`` equal steps of the remaining weights (round r: sparsity 1 - (1 - s)^(r/R)), retraining
 ``retrain_epochs`` after each round from the surviving weights. ``schedule=agp`` prunes gradually
 during one retraining of ``retrain_epochs`` with Zhu & Gupta's cubic schedule.
@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from edgebench.config import ConfigError, check
+from edgebench.mask import Mask, bake, refresh
 from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
@@ -109,11 +110,6 @@ def layer_table(model: nn.Module) -> list[dict]:
     return rows
 
 
-def _mask_zeros(m: nn.Module) -> int:
-    mask = getattr(m, "weight_mask", None)
-    return 0 if mask is None else int((mask == 0).sum())
-
-
 def layer_targets(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str, float]:
     """Final sparsity of every prunable layer (the default, per-layer overrides, the output layer)."""
     layers = weight_layers(model)
@@ -137,15 +133,6 @@ def _overridden(model: nn.Module, cfg: UnstructuredPruningConfig) -> set[str]:
     return out
 
 
-def refresh(model: nn.Module) -> nn.Module:
-    """Recompute each masked ``weight`` outside autograd, so the model can be copied at any point."""
-    with torch.no_grad():
-        for _, m in weight_layers(model):
-            if prune.is_pruned(m):
-                m.weight = m.weight_orig * m.weight_mask
-    return model
-
-
 @torch.no_grad()
 def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruningConfig, fraction: float,
              random: bool = False) -> None:
@@ -157,12 +144,14 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
     """
     method = prune.RandomUnstructured if random else prune.L1Unstructured
     layers = dict(weight_layers(model))
+    held = Mask.held(model)
+    zeros = {n: held.zeros(f"{n}.weight") for n in layers}
     step = {n: 1 - (1 - s) ** fraction for n, s in targets.items()}
     if cfg.scope == "global":
         pool = [n for n in layers if n not in _overridden(model, cfg)]
         total = sum(layers[n].weight.numel() for n in pool)
         want = round(total * step[pool[0]]) if pool else 0
-        have = sum(_mask_zeros(layers[n]) for n in pool)
+        have = sum(zeros[n] for n in pool)
         if want > have:
             prune.global_unstructured([(layers[n], "weight") for n in pool], pruning_method=method, amount=want - have)
         per_layer = [n for n in layers if n not in pool]
@@ -170,7 +159,7 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
         per_layer = list(layers)
     for n in per_layer:
         m = layers[n]
-        add = round(m.weight.numel() * step[n]) - _mask_zeros(m)
+        add = round(m.weight.numel() * step[n]) - zeros[n]
         if add > 0:
             if method is prune.RandomUnstructured:
                 prune.random_unstructured(m, "weight", amount=add)
@@ -178,14 +167,6 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
                 prune.l1_unstructured(m, "weight", amount=add)
         elif not prune.is_pruned(m):
             prune.identity(m, "weight")  # a mask of ones, so every layer is handled alike
-
-
-def bake(model: nn.Module) -> nn.Module:
-    """Make pruning permanent: zeros in ``weight``, no ``weight_orig``/``weight_mask`` left."""
-    for _, m in weight_layers(model):
-        if prune.is_pruned(m):
-            prune.remove(m, "weight")
-    return model
 
 
 class AGPCallback(pl.Callback):
