@@ -186,6 +186,8 @@ class DeviceConfig:
     compute_efficiency: float = 0.3
     memory_efficiency: float = 0.6
     layer_overhead_s: float = 0.0
+    inference_overhead_s: float = 0.0  # fixed cost once per inference (invoke, kernel launches, transfers); see sources
+    depthwise_efficiency: Optional[float] = None  # fraction of peak on depthwise convolutions; null = compute_efficiency
     calibration: str = "uncalibrated"  # how the efficiencies were set, and the error band
     sources: dict[str, str] = field(default_factory=dict)
     unsourced: list[str] = field(default_factory=list)

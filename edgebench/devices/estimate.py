@@ -59,17 +59,37 @@ def host_profile(profile: DeviceConfig, results_dir: str | Path = ".") -> Device
     return replace(profile, memory_bytes=int(mem), storage_bytes=int(disk))
 
 
+def _check_estimate_fields(profile: DeviceConfig) -> None:
+    """The estimate's own profile fields: a depthwise efficiency in (0, 1] and no negative overhead."""
+    dw = profile.depthwise_efficiency
+    if dw is not None and not 0 < dw <= 1:
+        raise ValueError(f"device.depthwise_efficiency must be in (0, 1] or null, got {dw}")
+    if profile.inference_overhead_s < 0:
+        raise ValueError(f"device.inference_overhead_s must be >= 0, got {profile.inference_overhead_s}")
+
+
 def estimate_latency_s(layers: list[LayerInfo], profile: DeviceConfig, dtype: str) -> float | None:
-    """Roofline estimate of one batch-1 inference in seconds; None when the profile has no peak for ``dtype``."""
+    """Roofline estimate of one batch-1 inference in seconds; None when the profile has no peak for ``dtype``.
+
+        t = inference_overhead_s + sum over layers of
+            max(2 * MACs / (peak_ops[dtype] * efficiency), bytes_moved / (bandwidth * memory_efficiency))
+            + layer_overhead_s
+
+    where ``efficiency`` is ``depthwise_efficiency`` for depthwise convolutions (``LayerInfo.depthwise``)
+    when the profile sets one and ``compute_efficiency`` otherwise. The per-inference overhead (invoke,
+    kernel launches, transfers) is added once, so a tiny model costs at least that much.
+    """
     peak = profile.peak_ops.get(dtype)
     if not peak:
         return None
+    _check_estimate_fields(profile)
     size = BYTES[dtype]
     compute_rate = peak * profile.compute_efficiency
+    depthwise_rate = peak * (profile.depthwise_efficiency or profile.compute_efficiency)
     memory_rate = profile.bandwidth_bytes_per_s * profile.memory_efficiency if profile.bandwidth_bytes_per_s else None
-    total = 0.0
+    total = profile.inference_overhead_s
     for layer in layers:
-        t = 2 * layer.macs / compute_rate
+        t = 2 * layer.macs / (depthwise_rate if getattr(layer, "depthwise", False) else compute_rate)
         if memory_rate:
             moved = (layer.weight_params + layer.input_elems + layer.output_elems) * size
             t = max(t, moved / memory_rate)

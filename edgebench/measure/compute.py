@@ -39,6 +39,7 @@ class LayerInfo:
     weight_nonzero: int
     input_elems: int
     output_elems: int
+    depthwise: bool = False  # a depthwise convolution (groups == in_channels > 1): devices run it at their own efficiency
 
 
 def layer_profile(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
@@ -50,14 +51,16 @@ def layer_profile(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
         def fn(mod, inputs, output):
             w = mod.weight
             nnz = int(torch.count_nonzero(w))
+            depthwise = False
             if isinstance(mod, nn.modules.conv._ConvNd):
                 per_out = output.numel() // w.shape[0]  # output positions per output channel
                 kind = "conv"
+                depthwise = mod.groups > 1 and mod.groups == mod.in_channels
             else:
                 per_out = output.numel() // w.shape[0]  # rows of the input
                 kind = "linear"
             layers.append(LayerInfo(name, kind, per_out * w.numel(), per_out * nnz, w.numel(), nnz,
-                                    inputs[0].numel(), output.numel()))
+                                    inputs[0].numel(), output.numel(), depthwise))
         return fn
 
     for name, mod in weight_layers(model):
