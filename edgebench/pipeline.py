@@ -85,8 +85,7 @@ def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, outpu
         cfg = dataclasses.replace(spec.trainer, max_epochs=max(epochs, 1), lr=lr or spec.trainer.lr)
         if zeros is not None:
             callbacks = (*callbacks, zeros)
-        return training.fit(net, dm, cfg, callbacks=callbacks, loss=loss,
-                            default_root_dir=output_dir, max_epochs=epochs,
+        return training.fit(net, dm, cfg, callbacks=callbacks, loss=loss, max_epochs=epochs,
                             val_check_interval=val_check_interval, val_points=val_points)
 
     def retrain(net, epochs, callbacks=(), loss=None, lr=None):
@@ -103,7 +102,7 @@ def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, outpu
 
 
 def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Tracker, parent_id: str, tags: dict,
-                run_name: str, work_dir: Path):
+                run_name: str):
     """``trained(model, trainer=None, seed=None)``: a trained model of another config on this run's data.
 
     It comes from the same store as the dense baseline (key: model, data, trainer, seed), trained once
@@ -132,7 +131,7 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
             other_dm = EdgeDataModule(splits, tcfg.batch_size, tcfg.eval_batch_size, other.seed)
 
             def train(net):
-                return training.fit(net, other_dm, tcfg, default_root_dir=work_dir / f"trained-{model}",
+                return training.fit(net, other_dm, tcfg,
                                     epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
 
             got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes)
@@ -409,7 +408,7 @@ def run(cfg: DictConfig) -> RunResult:
         dm = EdgeDataModule(splits, spec.trainer.batch_size, spec.trainer.eval_batch_size, spec.seed)
 
         def train(net):
-            return training.fit(net, dm, spec.trainer, default_root_dir=work_dir,
+            return training.fit(net, dm, spec.trainer,
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
 
         baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes)
@@ -420,7 +419,7 @@ def run(cfg: DictConfig) -> RunResult:
         base_test = training.evaluate(model, dm.test_dataloader())
         compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
         parent_key = baseline.key_hash  # a chain's outputs are stored by the key of their parent and their step
-        trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags, run_name, work_dir)  # teachers
+        trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags, run_name)  # teachers
         for i, step in enumerate(steps):
             if i:  # on the previous step's output, before this step trains anything
                 try:

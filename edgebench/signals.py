@@ -2,8 +2,7 @@
 
 Python raises ``KeyboardInterrupt`` on SIGINT; :func:`install` makes SIGTERM do the same, so one
 path (``Tracker.run`` marks the run KILLED, ``edgebench.__main__`` prints how to resume) serves
-both. Lightning catches a ``KeyboardInterrupt`` inside ``Trainer.fit`` and turns it into
-``sys.exit(1)``; :func:`reraise_lightning_interrupt` turns that back into a ``KeyboardInterrupt``.
+both (the training loop lets it through untouched).
 """
 
 from __future__ import annotations
@@ -28,11 +27,3 @@ def install() -> None:
 def reason() -> str:
     """``status_reason`` of an interrupted run."""
     return f"interrupted by {received or 'SIGINT (Ctrl-C)'}"
-
-
-def reraise_lightning_interrupt(trainer) -> None:
-    """Called on a ``SystemExit`` out of ``Trainer.fit``: raise ``KeyboardInterrupt`` if Lightning was interrupted."""
-    if getattr(trainer, "interrupted", False):
-        # Lightning ignores SIGINT after the first Ctrl-C; give the user Ctrl-C back for what follows
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise KeyboardInterrupt(reason()) from None

@@ -1,21 +1,23 @@
-"""The LightningModule for classification and the Trainer built from config.
+"""Training: a classifier's loop on Lightning Fabric, built from the trainer config.
 
+Fabric picks and sets up the device (``trainer.accelerator``); the loop is edgebench's own, about
+forty lines: Lightning's ``Trainer`` cost 0.4 ms a step in hooks and bookkeeping on a 2-core CPU,
+18% of an epoch of LeNet-300-100 (``experiments/harness_overhead.py``, see the README).
 Methods hook in through the training objective, a :class:`edgebench.losses.Loss` value (replaced
-for distillation, with terms added for KURE), and Lightning callbacks (e.g. mask enforcement); the
-module itself knows nothing of compression.
+for distillation, with terms added for KURE), and :class:`Callback` objects (mask enforcement,
+gradual pruning, rewinding); the loop itself knows nothing of compression.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import warnings
 from typing import Callable, Iterable
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, RichProgressBar
 from torch import nn
 from torch.nn import functional as F
 
@@ -66,103 +68,78 @@ def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConf
     )
 
 
-class Classifier(pl.LightningModule):
-    """Cross-entropy classification of ``net`` with accuracy on validation (test figures: :func:`evaluate`).
+class Callback:
+    """What a method may hook into a training run (mask enforcement, gradual pruning, rewinding).
 
-    Optimisation is manual: a plain ``loss.backward()`` and ``optimizer.step()`` in fp32. Lightning's
-    automatic closure and backward hooks cost about 0.5 ms a step on a 2-core CPU, ~20% of an
-    epoch of LeNet-300-100 (experiments/harness_overhead.py). Methods that must act around a
-    step use ``on_train_batch_start``/``on_train_batch_end`` callbacks.
+    The hooks are called with the :class:`lightning_fabric.Fabric` that runs the fit (``trainer``)
+    and the :class:`Classifier` being trained (``module``; the net is ``module.net``); batch hooks
+    also get the batch and its index in the epoch, ``on_train_batch_end`` the loss value first.
     """
+
+    def on_train_start(self, trainer, module) -> None: ...
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None: ...
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None: ...
+
+    def on_train_end(self, trainer, module) -> None: ...
+
+
+class Classifier(nn.Module):
+    """``net`` trained on ``loss`` (default cross-entropy); validation reports the net's own cross-entropy
+    and accuracy, whatever the objective. Holds what a fit records: ``history`` (one row per epoch:
+    ``train/loss``, ``val/loss``, ``val/acc``), ``val_points`` (every validation, with the optimizer
+    step it came after), ``steps_done`` and ``current_epoch``."""
 
     def __init__(self, net: nn.Module, cfg: TrainerConfig, loss: Loss | None = None):
         super().__init__()
-        self.automatic_optimization = False
         self.net = net
         self.cfg = cfg
-        self.loss = loss if loss is not None else CrossEntropy()  # a submodule: moves to the trainer's device
-        self._sums: dict[str, torch.Tensor] = {}
-        self.history: list[dict[str, float]] = []  # one row per epoch: train/loss, val/loss, val/acc
-        self.epoch_metrics: dict[str, float] = {}  # the latest value of every stage's figures
-        self.steps_done = 0  # optimizer steps (Lightning's global_step does not count manual steps)
-        self.val_points: list[dict[str, float]] = []  # every validation: {"step", "val/loss", "val/acc"}
-        self.epoch_sink: Callable[[int, dict[str, float]], None] | None = None
-        self.plain_log = False
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        if device.type == "cpu":  # in-memory CPU tensors: skip Lightning's per-batch collection walk
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        self.loss = loss if loss is not None else CrossEntropy()  # a submodule: moves to the device with the net
+        self.history: list[dict[str, float]] = []
+        self.val_points: list[dict[str, float]] = []
+        self.steps_done = 0
+        self.current_epoch = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch, batch_idx: int, optimizer: torch.optim.Optimizer) -> float:
+        """One optimizer step on ``batch``; returns the loss value (one host sync: the NaN check and the mean)."""
         x, y = batch
         logits = self.net(x)
         loss = self.loss(self.net, x, logits, y)
-        value = loss.item()  # one host sync per step (free on CPU): the NaN check and the epoch mean
+        value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx}; "
                 f"lower trainer.lr (now {self.cfg.lr}) or check the data for NaN values."
             )
-        opt = self.optimizers(use_pl_optimizer=False)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # fp32 only (no precision plugin to route through)
-        opt.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
         self.steps_done += 1
-        self._accumulate("train", value * len(y), len(y))
+        return value
 
-    def _accumulate(self, stage: str, loss_sum: torch.Tensor, n: int, correct: torch.Tensor | None = None):
-        s = self._sums
-        s[f"{stage}_loss"] = s.get(f"{stage}_loss", 0) + loss_sum
-        s[f"{stage}_n"] = s.get(f"{stage}_n", 0) + n
-        if correct is not None:
-            s[f"{stage}_correct"] = s.get(f"{stage}_correct", 0) + correct
-
-    def _eval_step(self, stage: str, batch):
-        x, y = batch
-        logits = self.net(x)
-        self._accumulate(stage, F.cross_entropy(logits, y, reduction="sum"), len(y), (logits.argmax(1) == y).sum())
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def _flush(self, stage: str) -> dict[str, float]:
-        s = self._sums
-        n = s.pop(f"{stage}_n", 0)
-        out: dict[str, float] = {}
-        if not n:
-            return out
-        out[f"{stage}/loss"] = float(s.pop(f"{stage}_loss")) / n
-        if f"{stage}_correct" in s:
-            out[f"{stage}/acc"] = float(s.pop(f"{stage}_correct")) / n
-        self.epoch_metrics.update(out)
-        if not self.trainer.barebones:  # only the rich progress bar reads Lightning's logged values
-            for k, v in out.items():
-                self.log(k, v, prog_bar=True)
+    @torch.no_grad()
+    def validate(self, loader: Iterable, device: torch.device) -> dict[str, float]:
+        """``val/loss`` and ``val/acc`` of the net over ``loader``; appended to ``val_points``."""
+        self.net.eval()
+        n, loss, correct = 0, torch.zeros(()), torch.zeros((), dtype=torch.long)
+        for x, y in loader:
+            x, y = _to(x, device), _to(y, device)
+            logits = self.net(x)
+            loss += F.cross_entropy(logits, y, reduction="sum").cpu()
+            correct += (logits.argmax(1) == y).sum().cpu()
+            n += len(y)
+        self.net.train()
+        out = {"val/loss": float(loss) / n, "val/acc": float(correct) / n} if n else {}
+        if out:
+            self.val_points.append({"step": self.steps_done, **out})
         return out
 
-    def on_train_epoch_end(self) -> None:
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
-        # Lightning runs validation before this hook, so val/* of this epoch are already there.
-        row = {**self._flush("train"), **{k: v for k, v in self.epoch_metrics.items() if k.startswith("val/")}}
-        self.history.append({"epoch": self.current_epoch, **row})
-        if self.plain_log:
-            log.info("epoch %d/%d  %s", self.current_epoch + 1, self.trainer.max_epochs,
-                     "  ".join(f"{k}={v:.4f}" for k, v in row.items()))
-        if self.epoch_sink is not None:
-            self.epoch_sink(self.current_epoch, row)
-
-    def on_validation_epoch_end(self) -> None:
-        out = self._flush("val")
-        if out and not self.trainer.sanity_checking:
-            self.val_points.append({"step": self.steps_done, **out})
-
     def configure_optimizers(self):
+        """(optimizer, scheduler or None): the net's trainable parameters and what the loss itself learns."""
         c = self.cfg
         params = [p for p in self.net.parameters() if p.requires_grad]
         seen = {id(p) for p in params}  # and what the loss learns (e.g. a hint regressor); a Frozen teacher has none
@@ -174,45 +151,60 @@ class Classifier(pl.LightningModule):
         else:
             opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         if c.scheduler == Scheduler.cosine:
-            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.max_epochs)]
+            return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.max_epochs)
         if c.scheduler == Scheduler.step:  # /10 at 50% and 75% of training
             milestones = [int(c.max_epochs * 0.5), int(c.max_epochs * 0.75)]
-            return [opt], [torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)]
-        return opt
+            return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        return opt, None
 
 
-def _progress(cfg: TrainerConfig) -> tuple[bool, list[Callback], bool]:
-    """(enable Lightning's bar, bar callbacks, log one plain line per epoch)."""
-    mode = cfg.progress_bar
-    if mode == ProgressBar.auto:
-        mode = ProgressBar.rich if sys.stdout.isatty() else ProgressBar.plain
-    if mode == ProgressBar.rich:
-        return True, [RichProgressBar(leave=True)], False
-    return False, [], mode == ProgressBar.plain
+def _set_determinism(on: bool) -> None:
+    """What Lightning's ``Trainer(deterministic=...)`` sets: deterministic kernels (an op without one
+    raises), no cuDNN autotuning, and cuBLAS's fixed workspace."""
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = False if on else torch.backends.cudnn.benchmark
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def build_trainer(cfg: TrainerConfig, callbacks: Iterable[Callback] = (), default_root_dir: str | None = None,
-                  max_epochs: int | None = None, val_check_interval: float = 1.0) -> tuple[pl.Trainer, bool]:
-    """A Trainer for one fit, and whether to log one plain line per epoch."""
-    bar, bar_callbacks, plain = _progress(cfg)
-    common = dict(max_epochs=max_epochs or cfg.max_epochs, accelerator=cfg.accelerator, devices=1,
-                  val_check_interval=val_check_interval,
-                  deterministic=cfg.deterministic, limit_train_batches=cfg.limit_train_batches,
-                  callbacks=[*bar_callbacks, *callbacks], default_root_dir=default_root_dir)
-    if bar:
-        trainer = pl.Trainer(
-            logger=False,  # MLflow logging is edgebench.tracking's job
-            enable_checkpointing=False,  # the baseline cache and methods save what they need
-            enable_model_summary=False,
-            enable_progress_bar=True,
-            num_sanity_val_steps=0,
-            **common,
-        )
-    else:
-        # No bar to feed: Lightning's barebones mode drops its logging, progress and checkpoint
-        # machinery from every step (edgebench logs to MLflow itself).
-        trainer = pl.Trainer(barebones=True, **common)
-    return trainer, plain
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
+class _Bar:
+    """Progress of a fit: a rich bar per epoch on a terminal, one plain log line per epoch, or nothing."""
+
+    def __init__(self, cfg: TrainerConfig, epochs: int):
+        mode = cfg.progress_bar
+        if mode == ProgressBar.auto:
+            mode = ProgressBar.rich if sys.stdout.isatty() else ProgressBar.plain
+        self.mode, self.epochs, self.progress, self.task = mode, epochs, None, None
+
+    def start_epoch(self, epoch: int, batches: int) -> None:
+        if self.mode != ProgressBar.rich:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[figures]}"))
+            self.progress.start()
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=batches, figures="")
+
+    def advance(self, loss: float) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, figures=f"loss {loss:.4f}")
+
+    def end_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        figures = "  ".join(f"{k}={v:.4f}" for k, v in row.items())
+        if self.task is not None:
+            self.progress.update(self.task, figures=figures)
+        elif self.mode == ProgressBar.plain:
+            log.info("epoch %d/%d  %s", epoch + 1, self.epochs, figures)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 class KeepZeros(Callback):
@@ -232,54 +224,82 @@ class KeepZeros(Callback):
         mask = Mask.nonzero(model)
         return cls(mask) if len(mask) else None
 
-    def on_train_start(self, trainer, pl_module):
-        self._params = self.mask.bind(pl_module.net)
+    def on_train_start(self, trainer, module):
+        self._params = self.mask.bind(module.net)
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer, pl_module, *args):
+    def on_train_batch_end(self, trainer, module, *args):
         for p, mask in self._params or ():
             p.mul_(mask)
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's notices that do not apply to in-memory tensor data."""
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
+    """Silence Lightning's and torch's notices that do not apply here (seeding, device banners, pytree)."""
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # a Frozen teacher
-    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                  "lightning_fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fit(net: nn.Module, datamodule: pl.LightningDataModule, cfg: TrainerConfig, *,
+def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
         callbacks: Iterable[Callback] = (), loss: Loss | None = None,
         epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
-        default_root_dir: str | None = None, max_epochs: int | None = None,
-        val_check_interval: float = 1.0, val_points: list | None = None) -> list[dict[str, float]]:
-    """Train ``net`` in place; returns the per-epoch history.
+        max_epochs: int | None = None, val_check_interval: float = 1.0,
+        val_points: list | None = None) -> list[dict[str, float]]:
+    """Train ``net`` in place with Lightning Fabric; returns the per-epoch history.
 
     ``loss`` is the training objective (default: cross-entropy); it is attached to ``net`` for the
     training (its feature taps hook in) and detached afterwards. Validation always reports the
     cross-entropy and accuracy of ``net`` itself, whatever the objective.
     ``val_check_interval`` < 1 validates several times per epoch; every validation is appended
     to ``val_points`` (when given) as ``{"step": optimizer steps so far, "val/loss", "val/acc"}``.
+    ``epoch_sink(epoch, row)`` gets every epoch's row as it ends (MLflow logging).
     """
-    quiet_lightning()
+    from lightning_fabric import Fabric
+
+    callbacks = list(callbacks)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=1, callbacks=callbacks)
+    _set_determinism(bool(cfg.deterministic))
+    device = fabric.device
+    epochs = max_epochs or cfg.max_epochs
+    module = Classifier(net, cfg, loss).to(device)
+    optimizer, scheduler = module.configure_optimizers()
+    train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    batches = max(1, int(len(train_loader) * cfg.limit_train_batches))
+    check_every = max(1, int(batches * val_check_interval))
+    bar = _Bar(cfg, epochs)
     net.train()  # a model coming from evaluation (or a cache) is in eval mode
-    module = Classifier(net, cfg, loss)
-    trainer, module.plain_log = build_trainer(cfg, callbacks, default_root_dir, max_epochs, val_check_interval)
-    module.epoch_sink = epoch_sink
+    module.loss.train()
     module.loss.attach(net)
     try:
-        trainer.fit(module, datamodule=datamodule)
-    except SystemExit:  # Lightning turns Ctrl-C (and SIGTERM, see edgebench.signals) into sys.exit(1)
-        from edgebench import signals
-
-        signals.reraise_lightning_interrupt(trainer)
-        raise
+        fabric.call("on_train_start", fabric, module)
+        for epoch in range(epochs):
+            module.current_epoch = epoch
+            bar.start_epoch(epoch, batches)
+            loss_sum, n, val = 0.0, 0, {}
+            for i, batch in enumerate(train_loader):
+                if i >= batches:
+                    break
+                batch = (_to(batch[0], device), _to(batch[1], device))
+                fabric.call("on_train_batch_start", fabric, module, batch, i)
+                value = module.training_step(batch, i, optimizer)
+                fabric.call("on_train_batch_end", fabric, module, value, batch, i)
+                loss_sum += value * len(batch[1])
+                n += len(batch[1])
+                bar.advance(value)
+                if (i + 1) % check_every == 0 or i + 1 == batches:
+                    val = module.validate(val_loader, device) or val
+            if scheduler is not None:
+                scheduler.step()
+            row = {"train/loss": loss_sum / n, **val}
+            module.history.append({"epoch": epoch, **row})
+            bar.end_epoch(epoch, row)
+            if epoch_sink is not None:
+                epoch_sink(epoch, row)
+        fabric.call("on_train_end", fabric, module)
     finally:
+        optimizer.zero_grad(set_to_none=True)  # a trained model holds no gradients
+        bar.close()
         module.loss.detach()
     if val_points is not None:
         val_points.extend(module.val_points)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -51,27 +50,6 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
     return m, (T_95[len(xs)] * statistics.stdev(xs) / len(xs) ** 0.5) if len(xs) > 1 else float("nan")
 
 
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "fma", "f16c")
-                return " ".join(f for f in line.split(":", 1)[1].split() if f in keep)
-    except OSError:
-        pass
-    return "unknown"
-
-
-def model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +60,7 @@ def main() -> None:
     root = Path.cwd()
     common = ["model=lenet_300_100", "data=fashion_mnist", "trainer.progress_bar=none", "experiment_name=pipelines"]
     from edgebench.config import ModelConfig
+    from edgebench.measure.latency import host_cpu
     from edgebench.models import build_model
 
     dense_params = sum(p.numel() for p in build_model(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10).parameters())
@@ -110,7 +89,7 @@ def main() -> None:
 
     d_acc = mean_ci([d["test_acc"] for d in dense])
     out = {"model": "lenet_300_100", "data": "fashion_mnist", "seeds": seeds, "configs": CONFIGS, "dense": dense,
-           "runs": rows, "cpu": model_name(), "cpu_flags": cpu_flags(), "wall_s": round(wall),
+           "runs": rows, **host_cpu(), "wall_s": round(wall),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     Path(args.out + ".json").write_text(json.dumps(out, indent=2))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from edgebench import cache, pipeline
 from edgebench.config import validate
 from edgebench.measure.latency import measure_latency, onnxruntime_runner, torch_runner
+from edgebench.measure.latency import host_cpu
 from edgebench.models import build_model
 from edgebench.quant import HalfPrecision
 
@@ -34,14 +34,6 @@ COMMON = ["model=resnet20", "data=fashion_mnist", "trainer.max_epochs=4", "train
           "experiment_name=quant_resnet20"]
 METHODS = {"fp32": [], "fp16": ["+method=fp16"], "bf16": ["+method=bf16"], "ptq_int8": ["+method=ptq_int8"],
            "qat_int8": ["+method=qat_int8", "method.finetune_epochs=1"]}
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split()
-        return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "f16c") if f in flags)
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def main() -> None:
@@ -84,8 +76,8 @@ def main() -> None:
                   "speedup_vs_ort_fp32": ref / s.p50_ms} for k, s in stats.items()}
 
     out = root / "results" / "quant_resnet20"
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
-              "cpu_flags": cpu_flags(), "threads": args.threads, "calls": args.calls, "runs_wall_s": round(total_wall),
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), **host_cpu(),
+              "threads": args.threads, "calls": args.calls, "runs_wall_s": round(total_wall),
               "dense_test_acc": rows["fp32"]["test_acc"], "rows": rows, "latency": timing}
     int8 = rows["ptq_int8"]
     result["checks"] = {

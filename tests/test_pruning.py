@@ -131,9 +131,9 @@ def test_agp_schedule_prunes_gradually_during_training(digits_ctx):
     prune_to(model, {n: 0.0 for n in targets}, cfg, 1.0)
     seen = []
 
-    class Probe(training.pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, *args):
-            seen.append(_sparsity(bake(copy.deepcopy(refresh(pl_module.net)))))
+    class Probe(training.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            seen.append(_sparsity(bake(copy.deepcopy(refresh(module.net)))))
 
     steps = 2 * digits_ctx.train_batches_per_epoch
     agp = AGPCallback(targets, cfg, steps)

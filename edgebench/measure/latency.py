@@ -23,6 +23,25 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# The vector and matrix extensions that change CPU kernel speed (fp32 FMA, fp16/bf16/int8 dot products).
+SPEED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def host_cpu() -> dict[str, str]:
+    """``{"cpu": model name, "cpu_flags": the SPEED_FLAGS it has}`` from /proc/cpuinfo ("unknown" elsewhere):
+    recorded with every latency figure, since CPUs differ between machines."""
+    model, flags = "unknown", "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and flags == "unknown":
+                have = set(line.split(":", 1)[1].split())
+                flags = " ".join(f for f in SPEED_FLAGS if f in have)
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": flags}
+
 
 @dataclass
 class LatencyStats:

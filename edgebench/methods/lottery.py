@@ -166,19 +166,19 @@ class LotteryTicket(Method):
 
     def _train(self, ctx: MethodContext, model: nn.Module, mask, rewind_at: int = 0):
         """Train with ``mask`` held fixed; returns (trained model with zeros baked in, figures, rewind state)."""
-        import pytorch_lightning as pl
+        from edgebench.training import Callback
 
         mask.hold(model)
         points: list[dict] = []
         saved: dict = {}
 
-        class Rewind(pl.Callback):  # keep the weights after `rewind_at` optimizer steps
+        class Rewind(Callback):  # keep the weights after `rewind_at` optimizer steps
             def __init__(self):
                 self.steps = 0
 
-            def on_train_batch_start(self, trainer, pl_module, *args):
+            def on_train_batch_start(self, trainer, module, *args):
                 if self.steps == rewind_at and not saved:
-                    saved.update({k: v.detach().clone() for k, v in bake(copy.deepcopy(refresh(pl_module.net))).state_dict().items()})
+                    saved.update({k: v.detach().clone() for k, v in bake(copy.deepcopy(refresh(module.net))).state_dict().items()})
                 self.steps += 1
 
         callbacks = [Rewind()] if rewind_at > 0 else []

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from edgebench.config import ConfigError, check
 from edgebench.mask import Mask, bake, refresh
+from edgebench.training import Callback
 from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
@@ -169,7 +169,7 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
             prune.identity(m, "weight")  # a mask of ones, so every layer is handled alike
 
 
-class AGPCallback(pl.Callback):
+class AGPCallback(Callback):
     """Zhu & Gupta (2017) gradual pruning: s_t = s_f (1 - (1 - t/T)^3) over the first 75% of the steps."""
 
     def __init__(self, targets: dict[str, float], cfg: UnstructuredPruningConfig, total_steps: int,
@@ -179,13 +179,13 @@ class AGPCallback(pl.Callback):
         self.step = 0  # own count: with manual optimisation Lightning's global_step does not advance
         self.trace: list[tuple[int, float]] = []  # (step, share of the final sparsity) at each update
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
         t = self.step
         self.step += 1
         if t <= self.prune_steps and (t % self.cfg.agp_update_every == 0 or t == self.prune_steps):
             frac = min(1.0, t / self.prune_steps)
             progress = 1 - (1 - frac) ** 3  # share of the final sparsity reached now
-            prune_to(pl_module.net, {n: s * progress for n, s in self.targets.items()}, self.cfg, 1.0, self.random)
+            prune_to(module.net, {n: s * progress for n, s in self.targets.items()}, self.cfg, 1.0, self.random)
             self.trace.append((t, progress))
 
 
