@@ -14,12 +14,12 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,tflite]'
 	touch $(STAMP)
 
 # the `ray` extra (Hydra's Ray launcher), for the slow Ray test of `make test-all`
 $(RAY_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,tflite,ray]'
 	touch $(RAY_STAMP)
 
 data: ## install Fashion-MNIST from Debian's dataset-fashion-mnist when it is missing

@@ -225,17 +225,23 @@ def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
     if (exp is not None and not exp.eager_equivalent and spec.measure.latency
             and spec.measure.runtime != Runtime.onnxruntime):
         raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: export={exp.name} writes a {exp.dtype} "
-                          f"file that only {exp.runtime} runs; use measure.runtime={exp.runtime}")
+                          f"file that only {exp.runtime} runs; use measure.runtime=onnxruntime (the artifact in its "
+                          "own runtime)")
     return exp
 
 
+BASELINE_EXPORT = {"onnxruntime": "onnx", "litert": "tflite"}  # the dense model's file, timed beside the artifact
+
+
 def _measure(model, example, spec: EdgebenchConfig, artifact, baseline=None, **kw) -> measure.Measurement:
-    """measure_model on the exported artifact; the baseline's fp32 ONNX file is written (to a temporary
-    folder) only when ONNX Runtime times the model and so the baseline beside it."""
+    """measure_model on the exported artifact; the baseline's fp32 file is written (to a temporary folder)
+    only when the artifact's runtime times the model and so the baseline beside it (ONNX for ONNX Runtime,
+    .tflite for LiteRT)."""
     with tempfile.TemporaryDirectory(prefix="edgebench-baseline-") as tmp:
         base_art = None
-        if baseline is not None and measure.model_runtime(spec.measure, artifact) == "onnxruntime":
-            base_art = export.export("onnx", baseline, example, tmp)
+        runtime = measure.model_runtime(spec.measure, artifact)
+        if baseline is not None and runtime in BASELINE_EXPORT:
+            base_art = export.export(BASELINE_EXPORT[runtime], baseline, example, tmp)
         return measure.measure_model(model, example, device=spec.device, config=spec.measure, baseline=baseline,
                                      artifact=artifact, baseline_artifact=base_art, **kw)
 
@@ -377,6 +383,11 @@ def run(cfg: DictConfig) -> RunResult:
     example = splits.test_x[:1]
     if steps:  # refuse an impossible combination before any training or MLflow run
         steps[0].check(build(), example)
+    exp = _exporter(spec, getattr(last, "spec_dtype", None))
+    if exp is not None and exp.format.startswith("tflite"):  # ops TFLite lacks: found on the untrained model
+        from edgebench.export.tflite import check_convertible
+
+        check_convertible(build(), example, f"model={spec.model.name.value}")
 
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()
@@ -451,8 +462,8 @@ def run(cfg: DictConfig) -> RunResult:
         if artifact is not None and compressed.spec is not None:
             mlrun.set_tags({"quant.runtime": artifact.note})
         predict = compressed.predict or model
-        if artifact is not None and artifact.dtype != "fp32":  # a low-precision file: its own outputs count
-            predict = export.predictor(artifact)
+        if artifact is not None and (artifact.dtype != "fp32" or artifact.runtime != "onnxruntime"):
+            predict = export.predictor(artifact)  # a low-precision or converted file: its own outputs count
         test = training.evaluate(predict, dm.test_dataloader())  # the deployed form's accuracy
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])

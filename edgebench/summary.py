@@ -36,12 +36,17 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     if "quant.accuracy" in t:
         rows.append(("quantisation", f"accuracy {t['quant.accuracy'].split(':')[0]}, size {t['quant.size'].split(':')[0]}"))
     if "size/bytes_artifact" in m:
-        rows.append((f"model file ({t.get('export.dtype', 'fp32')} ONNX)", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
+        fmt = {"onnx": "ONNX", "tflite": "TFLite", "tflite_micro": "TFLite Micro", "torch.export": "torch.export"}
+        kind = fmt.get(t.get("export.format", "onnx"), t.get("export.format", ""))
+        rows.append((f"model file ({t.get('export.dtype', 'fp32')} {kind})", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
                                          f"sparse encoding {_si(m['size/bytes_sparse'], 'B')})"))
     rows.append(("MACs", _si(m["compute/macs"]) + (f"  ({_si(m['compute/macs_nonzero'])} touch nonzero weights)"
                                                   if compressed else "")))
     if "memory/peak_activation_bytes" in m:
-        rows.append(("peak activations", _si(m["memory/peak_activation_bytes"], "B")))
+        rows.append(("peak activations (estimate)", _si(m["memory/peak_activation_bytes"], "B")))
+    if "memory/tflm_arena_bytes" in m:
+        rows.append(("TFLite Micro arena (measured)", f"{int(m['memory/tflm_arena_bytes']):,} B on a 64-bit host "
+                                                       "(declare it: model_data.h, kTensorArenaSize)"))
     if "latency/host_p50_ms" in m:
         rows.append(("host latency (measured)", escape(
             f"p50 {m['latency/host_p50_ms']:.3g} ms, p90 {m['latency/host_p90_ms']:.3g} ms, "
@@ -55,7 +60,8 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         host = f"{m['latency/host_speedup']:.2f}x measured" if "latency/host_speedup" in m else "not measured"
         rows.append(("speedup vs dense", f"{host}; {m.get('compute/theoretical_speedup', 1):.2f}x fewer MACs (theoretical)"))
     if r is not None:
-        rows.append((f"fits {t['device']}", "yes" if r.fits else "[bold red]NO[/]: " + escape("; ".join(r.reasons))))
+        rows.append((f"fits {t['device']}", ("yes" if r.fits else "[bold red]NO[/]: " + escape("; ".join(r.reasons)))
+                     + f"  (RAM {r.ram_bytes:,} B, {'measured arena' if r.ram_source == 'tflm_arena' else 'estimate'})"))
         if r.latency_ms_est is not None:
             energy = f", {r.energy_mj_est:.3g} mJ" if r.energy_mj_est is not None else ""
             rows.append((f"on {t['device']} (estimate)", f"{r.latency_ms_est:.3g} ms{energy}"))

@@ -31,24 +31,16 @@ from pathlib import Path
 import torch
 
 from edgebench import pipeline
+from edgebench.stats import mean_ci, t95
 from edgebench.config import validate
 from edgebench.measure.size import count_params, deep_compression_bytes
 
-T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}  # two-sided 95% t quantiles by n (n - 1 degrees of freedom)
 HAN = {"source": "Han, Mao, Dally, Deep Compression, ICLR 2016, Table 1 and Table 2 (LeNet-300-100 on MNIST), "
                  "as transcribed in /work/shared/reference/papers_and_devices.md section A2",
        "dataset": "MNIST", "error_ref": 0.0164, "error_compressed": 0.0158, "size_ref_kb": 1070, "size_compressed_kb": 27,
        "ratio": 40, "ratio_pq": 32, "weights_kept": 0.08, "weight_bits": 6, "index_bits": 5}
 
 log = logging.getLogger("deep_compression")
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its two-sided 95% t interval."""
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return m, float("nan")
-    return m, T_95[len(xs)] * statistics.stdev(xs) / len(xs) ** 0.5
 
 
 def final_model(cfg, run_id: str, step: int, name: str):
@@ -143,7 +135,7 @@ def write(rows: list[dict], out: Path, date: str | None = None) -> None:
     pdrop = [r["pruned_test_acc"] - r["dense_test_acc"] for r in rows]
     summary["delta_acc_pruned_vs_dense"] = dict(zip(("mean", "ci95"), mean_ci(pdrop)))
     result = {"date": date or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "n_seeds": n,
-              "ci": f"two-sided 95% t interval, n={n}" + (f", t={T_95[n]}" if n in T_95 else ""),
+              "ci": f"two-sided 95% t interval, n={n}" + (f", t={round(t95(n), 3)}" if n > 1 else ""),
               "han_et_al_2016": HAN, "summary": summary, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

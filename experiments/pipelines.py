@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from edgebench import pipeline
+from edgebench.stats import mean_ci
 
-T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
 PRUNE = "{name:magnitude_pruning,sparsity:0.9,rounds:1,retrain_epochs:3}"
 STRUCT = "{name:structured_pruning,ratio:0.5,retrain_epochs:3}"
 CONFIGS = {
@@ -43,11 +43,6 @@ CONFIGS = {
 CHAINS = {"magnitude_pruning -> ptq_int8": ("magnitude_pruning", "ptq_int8"),
           "structured_pruning -> ptq_int8": ("structured_pruning", "ptq_int8")}
 log = logging.getLogger("pipelines")
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    return m, (T_95[len(xs)] * statistics.stdev(xs) / len(xs) ** 0.5) if len(xs) > 1 else float("nan")
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
 """What a model costs on a target device: does it fit, and estimated latency and energy.
 
-Fit: the artifact must fit the device's storage, the working memory (peak activations, plus the
-weights where the device loads them into RAM) must fit its memory, and the device must support
-the model's dtype. Latency is an estimate from a per-layer roofline:
+Fit: the artifact's format must be one the device's runtimes run as they are (``RUNS``: an ONNX file
+on a microcontroller does not fit, whatever its size), the device must support the model's dtype,
+the artifact must fit the device's storage, and the working memory must fit its memory: the
+tensor arena TFLite Micro measured when the artifact is a ``tflite_micro`` file
+(``ram_source = tflm_arena``), else the estimated peak activations (``estimate``), plus the weights
+where the device loads them into RAM. Latency is an estimate from a per-layer roofline:
 
     t_layer = max(2 * MACs / (peak_ops[dtype] * compute_efficiency),
                   bytes_moved / (bandwidth * memory_efficiency)) + layer_overhead_s
@@ -35,7 +38,8 @@ class DeviceReport:
     ram_bytes: int = 0
     latency_ms_est: float | None = None
     energy_mj_est: float | None = None
-    note: str = ""  # why an estimate is missing
+    note: str = ""  # why an estimate is missing, or what it assumes
+    ram_source: str = "estimate"  # tflm_arena: ram_bytes holds TFLite Micro's measured arena; estimate: peak activations
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"device/fits": float(self.fits), "device/flash_bytes": self.flash_bytes,
@@ -97,29 +101,76 @@ def estimate_latency_s(layers: list[LayerInfo], profile: DeviceConfig, dtype: st
     return total
 
 
+# Which artifact formats each runtime a profile lists runs as it is (no vendor converter in between).
+RUNS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnx",),
+    "tensorrt": ("onnx",),  # trtexec builds its engine from the ONNX file on the device
+    "pytorch": ("torch.export",),
+    "tflite": ("tflite", "tflite_micro"),  # a TFLite Micro artifact is an int8 .tflite file
+    "tflite_edgetpu": ("tflite", "tflite_micro"),  # int8 only (the profile's dtypes); see EDGETPU_NOTE
+    "tflite_micro": ("tflite_micro",),
+}
+# What a runtime needs that edgebench does not write, and the export that gets closest.
+FIX = {"tflite_micro": "export=tflite_micro after +method=ptq_int8 (or qat_int8)",
+       "tflite": "export=tflite (fp32) or export=tflite_int8 after +method=ptq_int8",
+       "tflite_edgetpu": "export=tflite_int8 after +method=ptq_int8 (int8 only)",
+       "onnxruntime": "export=onnx (or onnx_int8 after +method=ptq_int8)",
+       "tensorrt": "export=onnx", "pytorch": "export=torch_export"}
+EDGETPU_NOTE = ("int8 .tflite not compiled for the Edge TPU (edgetpu_compiler is not installable here): ops the "
+                "Edge TPU lacks would fall back to its CPU, which this estimate does not model")
+
+
+def format_reason(profile: DeviceConfig, artifact_format: str) -> str | None:
+    """Why ``profile`` cannot run an artifact of ``artifact_format``, with what to do; None when one of its runtimes can."""
+    if any(artifact_format in RUNS.get(r, ()) for r in profile.runtimes):
+        return None
+    fixes = [FIX[r] for r in profile.runtimes if r in FIX]
+    todo = f"; use {' or '.join(dict.fromkeys(fixes))}" if fixes else "; edgebench writes no artifact its runtimes load"
+    return f"{profile.name} runs {', '.join(profile.runtimes)}, which cannot load a {artifact_format} file{todo}"
+
+
 def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: str, artifact_bytes: int,
-                    peak_activation_bytes: int) -> DeviceReport:
-    """Fit check and estimates of one deployable model (its dtype, file size and peak memory) on ``profile``."""
-    ram = peak_activation_bytes + (artifact_bytes if profile.weights_in_ram else 0)
+                    peak_activation_bytes: int, artifact_format: str | None = None,
+                    arena_bytes: int | None = None) -> DeviceReport:
+    """Fit check and estimates of one deployable model (its format, dtype, file size and memory) on ``profile``.
+
+    ``artifact_format`` None (nothing exported) skips the format check, and the note says so.
+    ``arena_bytes`` (TFLite Micro's measured arena) replaces ``peak_activation_bytes``, the estimated
+    working memory (on a TFLite Micro device, int8: the arena estimate; else the peak activations).
+    """
+    working = arena_bytes if arena_bytes is not None else peak_activation_bytes
+    ram = working + (artifact_bytes if profile.weights_in_ram else 0)
     reasons = []
+    if artifact_format is not None and profile.runtimes and profile.kind != DeviceKind.host:
+        why = format_reason(profile, artifact_format)
+        if why:
+            reasons.append(why)
     if dtype not in profile.dtypes:
         reasons.append(f"{profile.name} runs {', '.join(profile.dtypes)} only; this model is {dtype}"
                        + (" (quantise it to int8)" if "int8" in profile.dtypes else ""))
     if profile.storage_bytes is not None and artifact_bytes > profile.storage_bytes:
         reasons.append(f"model file {artifact_bytes:,} B > storage {profile.storage_bytes:,} B")
     if profile.memory_bytes is not None and ram > profile.memory_bytes:
-        what = "activations + weights" if profile.weights_in_ram else "peak activations"
+        what = "TFLite Micro arena" if arena_bytes is not None else "estimated working memory"
+        what += " + weights" if profile.weights_in_ram else ""
         reasons.append(f"{what} {ram:,} B > memory {profile.memory_bytes:,} B")
-    report = DeviceReport(profile.name, not reasons, reasons, artifact_bytes, ram)
+    report = DeviceReport(profile.name, not reasons, reasons, artifact_bytes, ram,
+                          ram_source="tflm_arena" if arena_bytes is not None else "estimate")
+    notes = []
+    if artifact_format is None and profile.kind != DeviceKind.host:
+        notes.append("format not checked: no artifact was exported")
+    if "tflite_edgetpu" in profile.runtimes and artifact_format in ("tflite", "tflite_micro"):
+        notes.append(EDGETPU_NOTE)
     if profile.kind == DeviceKind.host:
         report.note = "host latency is measured (latency/host_*), not estimated"
         return report
     est_dtype = dtype if profile.peak_ops.get(dtype) else None
     if est_dtype is None:
-        report.note = f"no estimate: {profile.name} has no peak compute figure for {dtype}"
+        report.note = "; ".join([f"no estimate: {profile.name} has no peak compute figure for {dtype}", *notes])
         return report
     t = estimate_latency_s(layers, profile, est_dtype)
     report.latency_ms_est = t * 1e3
     if profile.power_w is not None:
         report.energy_mj_est = profile.power_w * t * 1e3
+    report.note = "; ".join(notes)
     return report

@@ -7,6 +7,9 @@ onnx           fp32   onnx          onnxruntime   a float model (no quantisation
 onnx_fp16      fp16   onnx          onnxruntime   a step's spec says fp16 (+method=fp16)
 onnx_int8      int8   onnx          onnxruntime   a step's spec says int8 (ptq_int8, qat_int8)
 torch_export   bf16   torch.export  torch         a step's spec says bf16 (+method=bf16)
+tflite         fp32   tflite        litert        never (export=tflite)
+tflite_int8    int8   tflite        litert        never (export=tflite_int8 after ptq_int8 / qat_int8)
+tflite_micro   int8   tflite_micro  litert        never (export=tflite_micro: + TFLM arena, C array)
 =============  =====  ============  ============  ==========================================
 
 A step never writes a file: a quantising step returns its model plus a :class:`QuantSpec`; the
@@ -21,6 +24,7 @@ from edgebench.export.registry import AUTO, EXPORTERS, Exporter, check, compatib
 from edgebench.export.onnx import export_onnx  # registers onnx, onnx_fp16
 from edgebench.export.ort_int8 import quantize_int8  # registers onnx_int8
 from edgebench.export.torch_export import export_program  # registers torch_export
+from edgebench.export import tflite  # registers tflite, tflite_int8, tflite_micro (packages imported when used)
 from edgebench.export.runtime import OnnxPredictor, load_program, predictor
 
 __all__ = ["Artifact", "QuantSpec", "strip_debug_info", "AUTO", "EXPORTERS", "Exporter", "check", "compatible",

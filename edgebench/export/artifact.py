@@ -12,12 +12,14 @@ import torch
 class Artifact:
     path: Path  # the file a runtime opens
     files: list[Path]  # every file of the artifact (e.g. model.onnx and model.onnx.data)
-    format: str  # "onnx" or "torch.export"
+    format: str  # onnx | torch.export | tflite | tflite_micro
     exporter: str  # which exporter wrote it (dynamo, torchscript, torch.export)
     dtype: str  # the dtype the weights are stored in: fp32, fp16, bf16, int8
-    runtime: str = "onnxruntime"  # what runs it on the host: onnxruntime, or torch where ORT has no kernels
+    runtime: str = "onnxruntime"  # what runs it on the host: onnxruntime, litert (.tflite), or torch (bf16)
     note: str = ""  # how it was produced / what runs it, logged as the tag export.note
     name: str = ""  # the registry name of the exporter (onnx, onnx_fp16, onnx_int8, torch_export), tag export.name
+    arena_bytes: int | None = None  # TFLite Micro: the tensor arena measured by running the file in TFLM
+    extra_files: list[Path] = field(default_factory=list)  # deployment files beside it (C array source), not sized
 
 
 @dataclass

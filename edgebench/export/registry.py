@@ -30,6 +30,7 @@ class Exporter:
     runtime: str  # the host runtime that runs its artifact: onnxruntime | torch
     needs_spec: bool = False  # True: only a step's QuantSpec says how to build it (int8 calibration)
     eager_equivalent: bool = True  # the model in PyTorch eager computes what the artifact does (not so for int8)
+    requires: Callable[[], None] | None = None  # raises ConfigError when an optional package it needs is missing
 
     def __call__(self, model: nn.Module, example: torch.Tensor, out_dir: str | Path,
                  spec: QuantSpec | None = None) -> Artifact:
@@ -43,13 +44,13 @@ EXPORTERS: dict[str, Exporter] = {}
 
 
 def register(name: str, *, dtype: str, format: str, runtime: str, needs_spec: bool = False,
-             eager_equivalent: bool = True) -> Callable[[ExportFn], ExportFn]:
+             eager_equivalent: bool = True, requires: Callable[[], None] | None = None) -> Callable[[ExportFn], ExportFn]:
     """Add an exporter under ``name`` (``export=name`` on the command line)."""
 
     def deco(fn: ExportFn) -> ExportFn:
         if name in EXPORTERS or name == AUTO:
             raise ValueError(f"exporter {name!r} is already registered")
-        EXPORTERS[name] = Exporter(name, fn, dtype, format, runtime, needs_spec, eager_equivalent)
+        EXPORTERS[name] = Exporter(name, fn, dtype, format, runtime, needs_spec, eager_equivalent, requires)
         return fn
 
     return deco
@@ -111,7 +112,10 @@ def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True)
     if not enabled:
         raise ConfigError(f"export={requested} writes an artifact, but measure.export=false; "
                           "drop one of the two (export=auto with measure.export=false writes none)")
-    return EXPORTERS[requested]
+    exp = EXPORTERS[requested]
+    if exp.requires is not None:
+        exp.requires()
+    return exp
 
 
 def export(name: str, model: nn.Module, example: torch.Tensor, out_dir: str | Path,

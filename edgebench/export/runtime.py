@@ -1,4 +1,4 @@
-"""The host runtimes that run an artifact: ONNX Runtime for ONNX files, PyTorch for torch.export programs."""
+"""The host runtimes that run an artifact: ONNX Runtime for ONNX files, LiteRT for .tflite, PyTorch for torch.export."""
 
 from __future__ import annotations
 
@@ -45,4 +45,8 @@ def predictor(artifact: Artifact) -> Callable[[torch.Tensor], torch.Tensor]:
         return OnnxPredictor(artifact.path)
     if artifact.format == "torch.export":
         return load_program(artifact.path)
+    if artifact.runtime == "litert":
+        from edgebench.export.tflite import LiteRT
+
+        return LiteRT(artifact.path)
     raise ValueError(f"no host runtime for a {artifact.format} artifact run by {artifact.runtime}")

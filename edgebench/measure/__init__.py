@@ -16,8 +16,8 @@ from torch import nn
 from edgebench.config import DeviceConfig, MeasureConfig, Runtime
 from edgebench.measure.compute import LayerInfo, count_macs, layer_profile, macs_nonzero
 from edgebench.export import Artifact
-from edgebench.measure.latency import LatencyStats, measure_latency, onnxruntime_runner, torch_runner
-from edgebench.measure.memory import peak_activation_bytes
+from edgebench.measure.latency import LatencyStats, litert_runner, measure_latency, onnxruntime_runner, torch_runner
+from edgebench.measure.memory import peak_activation_bytes, tflm_arena_estimate
 from edgebench.measure.size import count_params, files_bytes, gzip_bytes, sparse_bytes
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Measurement(dict):
     device_report = None  # edgebench.devices.DeviceReport
     latency: dict[str, LatencyStats] | None = None
     layers: list[LayerInfo] | None = None
-    runtime: str | None = None  # what timed the model: onnxruntime or torch
+    runtime: str | None = None  # what timed the model: onnxruntime, litert or torch
 
     def tags(self) -> dict[str, str]:
         t: dict[str, str] = {}
@@ -47,6 +47,7 @@ class Measurement(dict):
             t["latency.runtime"] = self.runtime
         if self.device_report is not None:
             t["device.fit"] = "fits" if self.device_report.fits else "; ".join(self.device_report.reasons)
+            t["device.ram_source"] = self.device_report.ram_source
             if self.device_report.note:
                 t["device.estimate_note"] = self.device_report.note
         return t
@@ -74,13 +75,19 @@ def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DeviceConfig), OmegaConf.load(path)))
 
 
+ARTIFACT_RUNTIMES = ("onnxruntime", "litert")  # host runtimes that time an exported file itself
+
+
 def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtime: Runtime, threads: int):
-    """(runner, runtime name): the artifact in ONNX Runtime, or the model in PyTorch eager."""
-    if artifact is not None and artifact.dtype == "int8" and runtime != Runtime.onnxruntime:
-        raise ValueError("an int8 ONNX artifact runs in ONNX Runtime only; use measure.runtime=onnxruntime")
-    if runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime == "onnxruntime"):
+    """(runner, runtime name): the artifact in its own runtime (ONNX Runtime, LiteRT), or the model in PyTorch."""
+    if artifact is not None and not _eager_ok(artifact) and runtime != Runtime.onnxruntime:
+        raise ValueError(f"an {artifact.dtype} {artifact.format} artifact runs in {artifact.runtime} only; "
+                         "use measure.runtime=onnxruntime (the artifact in its own runtime)")
+    if runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime in ARTIFACT_RUNTIMES):
         if artifact is None:
             raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
+        if artifact.runtime == "litert":
+            return litert_runner(artifact.path, x, threads), "litert"
         return onnxruntime_runner(artifact.path, x, threads), "onnxruntime"
     if artifact is not None and artifact.format == "torch.export":  # time the saved program itself (bf16)
         from edgebench.export import load_program
@@ -89,14 +96,20 @@ def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtim
     return torch_runner(model, x), "torch"
 
 
+def _eager_ok(artifact: Artifact) -> bool:
+    return artifact.dtype != "int8"
+
+
 def model_runtime(config: MeasureConfig | None, artifact: Artifact | None) -> str | None:
-    """What will time the model (onnxruntime or torch), None without latency. The baseline is timed the same way,
-    so with ``onnxruntime`` ``measure_model`` needs the baseline's fp32 ONNX file (``baseline_artifact``)."""
+    """What will time the model (onnxruntime, litert or torch), None without latency. The baseline is timed the
+    same way, so for an exported file ``measure_model`` needs the baseline's fp32 file in that format
+    (``baseline_artifact``: ``onnx`` for ONNX Runtime, ``tflite`` for LiteRT)."""
     cfg = config or MeasureConfig()
     if not cfg.latency:
         return None
-    onnx = cfg.runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime == "onnxruntime")
-    return "onnxruntime" if onnx else "torch"
+    if cfg.runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime in ARTIFACT_RUNTIMES):
+        return artifact.runtime if artifact is not None else "onnxruntime"
+    return "torch"
 
 
 def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | DeviceConfig = "host",
@@ -135,6 +148,8 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     if artifact is not None:
         m["size/bytes_artifact"] = files_bytes(artifact.files)
         m["size/bytes_gzip"] = gzip_bytes(artifact.files)
+        if artifact.arena_bytes is not None:
+            m["memory/tflm_arena_bytes"] = artifact.arena_bytes
     if baseline is not None:
         base = basic_metrics(baseline, x)
         m["compute/theoretical_speedup"] = base["compute/macs"] / max(m["compute/macs_nonzero"], 1)
@@ -145,10 +160,10 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
         runner, m.runtime = _runner(model, artifact, x, cfg.runtime, threads)
         runners = {"model": runner}
         if baseline is not None:  # in the same runtime as the model (PyTorch for bf16), so the ratio compares dtypes
-            if m.runtime == "onnxruntime" and baseline_artifact is None:
-                raise ValueError("measure_model times the baseline in ONNX Runtime like the model: pass its fp32 "
-                                 "ONNX file as baseline_artifact (edgebench.export.export('onnx', baseline, ...))")
-            same = cfg.runtime if m.runtime == "onnxruntime" else Runtime.torch
+            if m.runtime in ARTIFACT_RUNTIMES and baseline_artifact is None:
+                raise ValueError(f"measure_model times the baseline in {m.runtime} like the model: pass its fp32 "
+                                 "file as baseline_artifact (edgebench.export.export('onnx' or 'tflite', baseline, ...))")
+            same = cfg.runtime if m.runtime in ARTIFACT_RUNTIMES else Runtime.torch
             runners["baseline"] = _runner(baseline, baseline_artifact, x, same, threads)[0]
         stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
                                 max_noise=cfg.max_noise, retries=cfg.retries)
@@ -161,8 +176,13 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
             m["latency/host_speedup"] = stats["baseline"].p50_ms / s.p50_ms
 
     artifact_bytes = int(m.get("size/bytes_artifact", m["size/bytes_fp32"] * BITS[dtype] // 32))
+    working = int(m["memory/peak_activation_bytes"])
+    if "tflite_micro" in profile.runtimes and dtype == "int8":  # what TFLite Micro would allocate, estimated
+        m["memory/tflm_arena_bytes_est"] = working = tflm_arena_estimate(model, x)["total"]
     report = evaluate_device(profile, m.layers, dtype=dtype, artifact_bytes=artifact_bytes,
-                             peak_activation_bytes=int(m["memory/peak_activation_bytes"]))
+                             peak_activation_bytes=working,
+                             artifact_format=artifact.format if artifact is not None else None,
+                             arena_bytes=artifact.arena_bytes if artifact is not None else None)
     m.device_report = report
     m.update(report.metrics())
     return m

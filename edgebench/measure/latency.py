@@ -91,6 +91,19 @@ def onnxruntime_runner(path: str | Path, example_input: torch.Tensor, threads: i
     return run
 
 
+def litert_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
+    """One batch-1 invocation of a ``.tflite`` file in LiteRT (default kernels, XNNPACK), input quantised once."""
+    from edgebench.export.tflite import LiteRT
+
+    lite = LiteRT(path, threads=threads)
+    x = lite.quantize_input(example_input[:1])
+
+    def run():
+        return lite.run_one(x)
+
+    return run
+
+
 def _stats(ns: list[int], threads: int, remeasured: int, max_noise: float) -> LatencyStats:
     ms = np.asarray(ns, dtype=np.float64) / 1e6
     q25, p50, q75, p90 = np.percentile(ms, [25, 50, 75, 90])

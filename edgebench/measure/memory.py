@@ -84,3 +84,156 @@ def peak_activation_bytes(model: nn.Module, example_input: torch.Tensor, bytes_p
         cur += d
         peak = max(peak, cur)
     return int(peak * size)
+
+
+# ----------------------------------------------------------------------------------- TFLite Micro arena
+
+# How a batch-1 PyTorch forward becomes TFLite ops (litert-torch, int8): activations, batch norm and
+# dropout are folded into the op before them (no buffer of their own); a view that changes the rank
+# (flatten) is a RESHAPE with its own buffer; an in-place add is an ADD with a new output; a 4-D
+# input gets a TRANSPOSE to NHWC and a flatten after convolutions one back to NCHW.
+_FOLDED = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "native_batch_norm", "_native_batch_norm_legit_no_training",
+           "batch_norm", "dropout", "clone", "detach", "alias", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
+           "sigmoid", "silu", "silu_"}
+_RESHAPE = {"view", "_unsafe_view", "reshape", "flatten"}
+_IGNORED = {"empty", "rand", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze", "_to_copy", "zeros", "ones",
+            "lift_fresh", "detach_", "max_pool2d_with_indices_backward"}
+ALIGN = 16  # TFLM aligns every buffer to 16 bytes
+
+
+class _NamedRecorder(TorchDispatchMode):
+    """Like :class:`_Recorder`, with each op's name and its outputs' element counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple[str, list[int], list[tuple[int, int]], list[tuple], tuple | None]] = []
+        self.keep: list[torch.Tensor] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        ins = [_key(t) for t in _storages((args, kwargs))]
+        outs = [(_key(t), t.numel()) for t in _storages(out)]
+        if name.startswith("max_pool") and len(outs) == 2:  # the indices output does not exist in TFLite
+            outs = outs[:1]
+        self.keep += _storages(out)
+        shapes = [tuple(t.shape) for t in _storages((args, kwargs))]
+        conv = (tuple(args[3]), tuple(args[4])) if name == "convolution" else None  # (stride, padding)
+        self.ops.append((name, ins, outs, shapes, conv))
+        return out
+
+
+def greedy_plan(buffers: list[tuple[int, int, int]]) -> int:
+    """Arena bytes of TFLM's greedy memory planner for ``(size, first use, last use)`` buffers: largest first,
+    each at the lowest offset that does not overlap a placed buffer alive at the same time."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    top = 0
+    for size, first, last in sorted(buffers, key=lambda b: -b[0]):
+        size = -(-size // ALIGN) * ALIGN
+        busy = sorted((o, o + s) for o, s, f, l in placed if not (l < first or f > last))
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append((offset, size, first, last))
+        top = max(top, offset + size)
+    return top
+
+
+def tflm_arena_estimate(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """Estimated TFLite Micro tensor arena of the full-integer int8 model, before any conversion.
+
+    ``head``: the activation buffers, placed by a re-implementation of TFLM's greedy planner on the
+    tensor lifetimes of the PyTorch forward mapped to TFLite ops (see ``_FOLDED``); ``tail``: TFLM's
+    persistent structs, 8 B per output channel of every conv/linear layer (per-channel multiplier and
+    shift) plus per-op and per-tensor bookkeeping whose sizes were read off TFLM's allocation report
+    (``print_allocations``) of LeNet-300-100, LeNet-5, Conv-2 and ResNet-20; see results/tflm_zoo.md
+    for how close the total comes to the measured arena.
+    """
+    from edgebench.measure.size import weight_layers
+
+    weights = {_key(p) for p in model.parameters()} | {_key(b) for b in model.buffers()}
+    was_training = model.training
+    model.eval()
+    x = example_input[:1].clone()
+    rec = _NamedRecorder()
+    try:
+        with torch.no_grad(), rec:
+            y = model(x)
+    finally:
+        model.train(was_training)
+
+    alias: dict[int, int] = {}  # storage -> the buffer it really lives in
+    size: dict[int, int] = {}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    step = 0
+    fresh = iter(range(-1, -10**9, -1))  # keys for buffers PyTorch shares but TFLite does not
+
+    def buf(k: int) -> int:
+        while k in alias:
+            k = alias[k]
+        return k
+
+    def use(k: int) -> None:
+        k = buf(k)
+        if k in size:
+            last[k] = step
+
+    def new(k: int, n: int) -> int:
+        size[k], first[k], last[k] = n, step, step
+        return k
+
+    n_ops = 0
+    four_d = x.dim() == 4
+    new(_key(x), x.numel())
+    if four_d:  # TRANSPOSE to NHWC: a second copy of the input
+        step += 1
+        n_ops += 1
+        alias[_key(x)] = new(next(fresh), x.numel())
+        last[_key(x)] = step
+        size[_key(x)] = x.numel()
+    seen_conv = False
+    for name, ins, outs, shapes, conv in rec.ops:
+        act_ins = [k for k in ins if k not in weights]
+        if name in _IGNORED or not act_ins:
+            continue
+        if conv is not None and max(conv[0]) > 1 and max(conv[1]) > 0:  # strided + padded: an explicit PAD first
+            step += 1
+            n_ops += 1
+            for k in act_ins:
+                use(k)
+            c, h, w = shapes[0][1:]
+            pad = new(next(fresh), c * (h + 2 * conv[1][0]) * (w + 2 * conv[1][1]))
+            step += 1
+            last[pad] = step
+        else:
+            step += 1
+        for k in act_ins:
+            use(k)
+        if name in _FOLDED:
+            for (k, _), src in zip(outs, act_ins):
+                if k != src:
+                    alias[k] = buf(src)
+            continue
+        n_ops += 1
+        seen_conv |= name == "convolution"
+        for k, n in outs:
+            if name in _RESHAPE and len(shapes[0]) == 4 and seen_conv and shapes[0][2] * shapes[0][3] > 1:
+                n_ops += 1  # a TRANSPOSE back to NCHW before flattening a feature map
+            if k in ins or name in _RESHAPE or k in size:  # in place, or a view: TFLite writes a new buffer
+                alias.pop(k, None)
+                key = next(fresh)
+                alias[k] = key
+                new(key, n)
+            else:
+                new(k, n)
+    for t in _storages(y):
+        use(_key(t))
+    head = greedy_plan([(size[k], first[k], last[k]) for k in size])
+    layers = weight_layers(model)
+    channels = sum(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features for _, m in layers)
+    n_tensors = n_ops + 1 + 2 * len(layers) + 2
+    tail = 8 * channels + 28 * (2 * n_ops + len(layers)) + 64 * n_ops + 24 * n_tensors + 192 + 560 + 20 * n_ops
+    return {"head": head, "tail": tail, "total": head + tail, "ops": n_ops}

@@ -58,7 +58,9 @@ class InputAdapter(nn.Module):
         self.in_channels, self.out_channels, self.size = in_channels, out_channels, size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_channels != self.out_channels:
+        if self.in_channels == 1 and self.out_channels != 1:  # a broadcast view: litert-torch mis-lowers aten.repeat
+            x = x.expand(-1, self.out_channels, -1, -1)
+        elif self.in_channels != self.out_channels:
             x = x.repeat(1, self.out_channels // self.in_channels, 1, 1)
         if self.size is not None:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)

@@ -1,0 +1,207 @@
+"""TFLite and TFLite Micro artifacts (issue 13): export, LiteRT accuracy, TFLM agreement and arena, fit by format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgebench import pipeline, training
+from edgebench.config import ConfigError, DataConfig, ModelConfig, ProgressBar, TrainerConfig
+from edgebench.data import EdgeDataModule, load_data
+from edgebench.devices import evaluate_device
+from edgebench.export import QuantSpec, export, resolve
+from edgebench.measure import load_device
+from edgebench.models import build_model
+
+tflite = pytest.importorskip("edgebench.export.tflite")
+needs_packages = pytest.mark.skipif(bool(tflite.missing(micro=True)), reason="the tflite extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """LeNet-5 trained for a few epochs on sklearn digits, its data, and its int8 TFLite Micro artifact."""
+    if tflite.missing(micro=True):
+        pytest.skip("the tflite extra is not installed")
+    import tempfile
+    from pathlib import Path
+
+    splits = load_data(DataConfig(name="digits"), "data")
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="lenet5"), splits.input_shape, splits.num_classes)
+    dm = EdgeDataModule(splits, 64, 256, 0)
+    training.fit(net, dm, TrainerConfig(max_epochs=6, progress_bar=ProgressBar.none))
+    calib = [x for (x, _), _ in zip(dm.train_dataloader(), range(4))]
+    tmp = Path(tempfile.mkdtemp(prefix="edgebench-test-tflite-"))
+    art = export("tflite_micro", net, splits.test_x[:1], tmp, QuantSpec("int8", calibration=calib))
+    return net, dm, splits, art
+
+
+@needs_packages
+def test_litert_accuracy_of_the_int8_file_is_the_pytorch_accuracy_within_a_point(trained):
+    net, dm, _, art = trained
+    torch_acc = training.evaluate(net, dm.test_dataloader())["test/acc"]
+    lite_acc = training.evaluate(tflite.LiteRT(art.path), dm.test_dataloader())["test/acc"]
+    assert torch_acc > 0.8, "the model learned"
+    assert abs(lite_acc - torch_acc) <= 0.01, (lite_acc, torch_acc)
+    ops = tflite.LiteRT(art.path).ops()
+    assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops  # full-integer: int8 end to end
+
+
+@needs_packages
+def test_tflite_micro_computes_what_litert_computes_within_one_lsb(trained):
+    _, _, splits, art = trained
+    ref = tflite.LiteRT(art.path, reference=True)  # TFLite's reference kernels, what TFLM implements
+    worst = 0
+    for i in range(32):
+        x = ref.quantize_input(splits.test_x[i:i + 1])
+        assert x.dtype == np.int8
+        a = ref.run_one(x).astype(np.int32)
+        b = tflite.tflm_predict(art.path, art.arena_bytes, x).astype(np.int32)
+        worst = max(worst, int(np.abs(a - b).max()))
+    assert worst <= 1, worst
+
+
+@needs_packages
+def test_the_arena_is_read_back_and_is_the_smallest_that_runs(trained, tmp_path):
+    _, _, splits, art = trained
+    x = tflite.LiteRT(art.path).quantize_input(splits.test_x[:1])
+    arena = art.arena_bytes
+    assert 1_000 < arena < 200_000
+    assert tflite._runs(art.path, arena, x) and not tflite._runs(art.path, arena - 64, x)
+    assert tflite.measure_arena(art.path, x) == arena
+    h = (art.path.parent / "model_data.h").read_text()
+    cc = (art.path.parent / "model_data.cc").read_text()
+    assert f"kTensorArenaSize = {arena};" in h
+    assert "alignas(16) const unsigned char g_model[]" in cc
+    assert f"g_model_len = {art.path.stat().st_size};" in cc
+    assert cc.count("0x") == art.path.stat().st_size  # every byte of the flatbuffer, once
+
+
+@needs_packages
+def test_the_arena_estimate_is_within_15_percent_of_the_measured_arena(trained):
+    from edgebench.measure.memory import tflm_arena_estimate
+
+    net, _, splits, art = trained
+    est = tflm_arena_estimate(net, splits.test_x[:1])["total"]
+    assert abs(est / art.arena_bytes - 1) <= 0.15, (est, art.arena_bytes)
+
+
+def test_greedy_planner_by_hand():
+    from edgebench.measure.memory import greedy_plan
+
+    # a (100 B, ops 0-1) and b (100 B, ops 1-2) overlap in time: stacked; c (100 B, op 3) reuses offset 0
+    assert greedy_plan([(100, 0, 1), (100, 1, 2), (100, 3, 3)]) == 2 * 112  # sizes aligned to 16 bytes
+    # the larger first: d (64, ops 0-2) sits at 0, e (32, op 1) above it, f (32, op 3) back at 0
+    assert greedy_plan([(32, 1, 1), (64, 0, 2), (32, 3, 3)]) == 96
+
+
+@needs_packages
+def test_fp32_tflite_gives_the_pytorch_outputs(trained, tmp_path):
+    net, _, splits, _ = trained
+    art = export("tflite", net, splits.test_x[:1], tmp_path)
+    x = splits.test_x[:16]
+    assert torch.allclose(tflite.LiteRT(art.path)(x), net.eval()(x), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------- fit by format
+
+
+def _layers():
+    from edgebench.measure.compute import layer_profile
+
+    net = build_model(ModelConfig(name="lenet5"), (1, 28, 28), 10)
+    return layer_profile(net, torch.zeros(1, 1, 28, 28))
+
+
+def test_an_onnx_file_does_not_fit_a_microcontroller_and_the_reason_says_what_to_do():
+    nano = load_device("arduino_nano_33_ble_sense")
+    r = evaluate_device(nano, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                        artifact_format="onnx")
+    assert not r.fits and "cannot load a onnx file" in r.reasons[0] and "export=tflite_micro" in r.reasons[0]
+    ok = evaluate_device(nano, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                         artifact_format="tflite_micro", arena_bytes=10_624)
+    assert ok.fits and ok.ram_bytes == 10_624 and ok.ram_source == "tflm_arena"
+    est = evaluate_device(nano, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                          artifact_format="tflite_micro")
+    assert est.ram_bytes == 9_000 and est.ram_source == "estimate"
+
+
+def test_an_arena_too_large_for_the_device_names_the_measured_arena_and_the_limit():
+    l4 = load_device("stm32l4")
+    r = evaluate_device(l4, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                        artifact_format="tflite_micro", arena_bytes=l4.memory_bytes + 1)
+    assert not r.fits and f"TFLite Micro arena {l4.memory_bytes + 1:,} B > memory {l4.memory_bytes:,} B" in r.reasons[0]
+
+
+def test_coral_takes_an_int8_tflite_and_says_it_is_not_compiled_for_the_edge_tpu():
+    coral = load_device("coral_dev_board")
+    r = evaluate_device(coral, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                        artifact_format="tflite")
+    assert r.fits and "not compiled for the Edge TPU" in r.note and r.latency_ms_est is not None
+    onnx = evaluate_device(coral, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
+                           artifact_format="onnx")
+    assert not onnx.fits and "export=tflite_int8" in onnx.reasons[0]
+
+
+@pytest.mark.parametrize("device", ["jetson_nano_2gb", "raspberry_pi_4"])
+def test_linux_boards_keep_onnx_and_tflite(device):
+    prof = load_device(device)
+    for fmt in ("onnx", "tflite"):
+        assert evaluate_device(prof, _layers(), dtype="fp32", artifact_bytes=250_000, peak_activation_bytes=40_000,
+                               artifact_format=fmt).fits, fmt
+
+
+def test_a_device_edgebench_writes_nothing_for_says_so():
+    r = evaluate_device(load_device("azure_sphere_mt3620"), _layers(), dtype="int8", artifact_bytes=70_000,
+                        peak_activation_bytes=9_000, artifact_format="onnx")
+    assert not r.fits and "writes no artifact its runtimes load" in r.reasons[0]
+
+
+# ----------------------------------------------------------------------------------- bad input
+
+
+def test_missing_tflite_packages_are_refused_with_the_install_command(monkeypatch):
+    monkeypatch.setattr(tflite, "missing", lambda micro=False: ["tflite-micro"])
+    with pytest.raises(ConfigError, match=r"export=tflite_micro needs tflite-micro: install the tflite extra"):
+        resolve("tflite_micro", QuantSpec("int8"))
+
+
+@needs_packages
+def test_an_op_tflite_cannot_convert_is_named_with_the_model():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.cumprod(x.flatten(1), 1)
+
+    with pytest.raises(ConfigError, match=r"Odd cannot be converted to TFLite: aten.cumprod.default"):
+        tflite.check_convertible(Odd(), torch.zeros(1, 1, 8, 8))
+
+
+def test_an_unconvertible_model_fails_before_training(make_cfg, monkeypatch):
+    def refuse(model, example, name=None):
+        raise ConfigError(f"{name} cannot be converted to TFLite: aten.fake_op")
+
+    monkeypatch.setattr(tflite, "check_convertible", refuse)
+    monkeypatch.setattr(tflite, "missing", lambda micro=False: [])
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
+    with pytest.raises(ConfigError, match="model=lenet5 cannot be converted to TFLite: aten.fake_op"):
+        pipeline.run(make_cfg("data=digits", "model=lenet5", "+method=ptq_int8", "export=tflite_micro"))
+
+
+# ----------------------------------------------------------------------------------- the run
+
+
+@needs_packages
+def test_a_run_on_the_arduino_reports_the_measured_arena_and_logs_the_c_array(make_cfg):
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg("data=digits", "model=lenet5", "trainer.max_epochs=3", "+method=ptq_int8",
+                   "export=tflite_micro", "device=arduino_nano_33_ble_sense")
+    res = pipeline.run(cfg)
+    m = res.metrics
+    assert m["device/fits"] == 1.0 and m["device/ram_bytes"] == m["memory/tflm_arena_bytes"] > 0
+    assert res.tags["device.ram_source"] == "tflm_arena" and res.tags["latency.runtime"] == "litert"
+    assert abs(m["test/acc"] - m["baseline/test_acc"]) <= 0.02  # LiteRT's int8 accuracy next to the dense model's
+    arts = {a.path for a in MlflowClient(cfg.paths.mlflow_tracking_uri).list_artifacts(res.run_id, "model")}
+    assert {"model/model.tflite", "model/model_data.cc", "model/model_data.h"} <= arts
