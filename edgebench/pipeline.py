@@ -75,7 +75,7 @@ def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
 
 
 def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, output_dir, build, baseline_key,
-             keep_zeros: bool = False, trained=None) -> methods.MethodContext:
+             keep_zeros: bool = False, trained=None, dense=None, step: int = 0) -> methods.MethodContext:
     """What a step may use. ``model_in`` is the step's input (the dense model, or the previous step's output);
     with ``keep_zeros`` its pruned weights stay zero through any retraining the step does."""
     zeros = training.KeepZeros.of(model_in) if keep_zeros else None
@@ -97,7 +97,7 @@ def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, outpu
         evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
         train_batches_per_epoch=max(1, int(batches * spec.trainer.limit_train_batches)),
         output_dir=Path(output_dir), seed=spec.seed, build_model=build, cache_dir=Path(spec.paths.cache_dir),
-        baseline_key=baseline_key, fit=fit, trained=trained,
+        baseline_key=baseline_key, fit=fit, trained=trained, dense=dense, step=step,
     )
 
 
@@ -441,7 +441,7 @@ def run(cfg: DictConfig) -> RunResult:
             label = step.name if len(steps) == 1 else f"{i}.{step.name}"
             log.info("step %s: %s", label, step.name)
             ctx = _context(spec, model, dm, example, work_dir / f"step{i}", build, baseline.key_hash,
-                           keep_zeros=i > 0, trained=trained)
+                           keep_zeros=i > 0, trained=trained, dense=baseline.model, step=i)
             compressed, hit, parent_key = _stored_step(spec, step, parent_key, lambda: step.compress(ctx), label)
             mlrun.set_tags({f"step.{i}.cache_hit": str(hit).lower(), f"step.{i}.key": parent_key})
             model = compressed.model

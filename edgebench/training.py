@@ -82,6 +82,8 @@ class Callback:
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None: ...
 
+    def on_train_epoch_end(self, trainer, module) -> None: ...
+
     def on_train_end(self, trainer, module) -> None: ...
 
 
@@ -293,6 +295,7 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 scheduler.step()
             row = {"train/loss": loss_sum / n, **val}
             module.history.append({"epoch": epoch, **row})
+            fabric.call("on_train_epoch_end", fabric, module)
             bar.end_epoch(epoch, row)
             if epoch_sink is not None:
                 epoch_sink(epoch, row)

@@ -13,12 +13,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from edgebench.config import ConfigError
 from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.methods.distillation import DISTILLATION
 from edgebench.methods.lottery import LOTTERY
 from edgebench.methods.pruning import STRUCTURED, UNSTRUCTURED
 from edgebench.methods.quantization import HALF, INT8, WEIGHT_QUANT
 
 REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED, **LOTTERY, **HALF, **INT8,
-                                                  **WEIGHT_QUANT}
+                                                  **WEIGHT_QUANT, **DISTILLATION}
 
 
 def parse(node: Any):

@@ -57,6 +57,8 @@ class MethodContext:
     # trained(model_name, trainer={...}, seed=None) -> a trained model of that config on this run's data (a
     # teacher): from the store, or trained once with its curves in its own child run
     trained: Callable[..., nn.Module] | None = None
+    dense: nn.Module | None = None  # the run's trained dense model (a teacher for its own compressed self)
+    step: int = 0  # this step's place in the chain (0: the first, whose input is the dense model)
 
 
 @dataclass
