@@ -429,6 +429,7 @@ def run(cfg: DictConfig) -> RunResult:
         model = baseline.model
         base_test = training.evaluate(model, dm.test_dataloader())
         compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
+        step_metrics: dict[str, float] = {}  # what the steps logged under their own names (distill/teacher_*)
         parent_key = baseline.key_hash  # a chain's outputs are stored by the key of their parent and their step
         trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags, run_name)  # teachers
         for i, step in enumerate(steps):
@@ -446,6 +447,7 @@ def run(cfg: DictConfig) -> RunResult:
             mlrun.set_tags({f"step.{i}.cache_hit": str(hit).lower(), f"step.{i}.key": parent_key})
             model = compressed.model
             _log_step(mlrun, compressed, "" if len(steps) == 1 else f"{label}.")
+            step_metrics.update(compressed.named_metrics)
             for child in compressed.children:
                 _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
                            example, spec)
@@ -480,7 +482,7 @@ def run(cfg: DictConfig) -> RunResult:
         mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
                         "baseline.key": baseline.key_hash, **measured.tags()})
 
-    result = RunResult(mlrun.run_id, metrics, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
+    result = RunResult(mlrun.run_id, {**step_metrics, **metrics}, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
                        baseline.history, measured.device_report)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))
     return result

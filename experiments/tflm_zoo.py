@@ -32,13 +32,43 @@ from edgebench.stats import mean_ci
 ARENA_TOLERANCE = 0.15  # issue 13: estimate within 15% of the measured arena
 ACCURACY_TOLERANCE = 0.01  # issue 13 tests: LiteRT accuracy equals PyTorch's within 1 point
 DEVICES = ["arduino_nano_33_ble_sense", "stm32l4", "stm32h7", "esp32_s3"]
-# (model, dense epochs, seeds used: all, or the first one for the slow nets)
-MODELS = [("lenet_300_100", 3, None), ("lenet5", 3, None), ("conv2", 3, None), ("resnet20", 2, None),
-          ("mobilenet_v3_small", 1, 1), ("mobilenet_v2", 1, 1)]
+# (model, dense epochs, seeds used: all, or the first one for the nets that take minutes an epoch on 2 cores)
+# epochs 0: not trained (an hour a seed on 2 cores): converted with random weights and calibration, which gives
+# the file size, the arena and the fit (none depends on the weights' values), not an accuracy
+MODELS = [("lenet_300_100", 3, None), ("lenet5", 3, None), ("conv2", 3, 1), ("resnet20", 2, 1),
+          ("mobilenet_v3_small", 0, 1), ("mobilenet_v2", 0, 1)]
 log = logging.getLogger("tflm_zoo")
 
 
+def untrained(model: str, seed: int) -> dict:
+    """File bytes, measured arena, estimates and fit of ``model`` with random weights (no training, no accuracy)."""
+    import tempfile
+
+    import torch
+
+    from edgebench.config import ModelConfig
+    from edgebench.export import QuantSpec, export
+    from edgebench.measure.memory import peak_activation_bytes, tflm_arena_estimate
+    from edgebench.models import build_model
+
+    torch.manual_seed(seed)
+    net = build_model(ModelConfig(name=model), (1, 28, 28), 10).eval()
+    x = torch.rand(1, 1, 28, 28)
+    with tempfile.TemporaryDirectory() as tmp:
+        art = export("tflite_micro", net, x, tmp, QuantSpec("int8", calibration=[torch.rand(32, 1, 28, 28)]))
+        size = art.path.stat().st_size
+    row = {"model": model, "seed": seed, "epochs": 0, "run_id": None, "torch_acc": None, "litert_acc": None,
+           "bytes_tflite": size, "arena_bytes": art.arena_bytes, "estimate_bytes": tflm_arena_estimate(net, x)["total"],
+           "peak_activation_bytes": peak_activation_bytes(net, x, 1), "params": sum(p.numel() for p in net.parameters()),
+           "macs": None, "host_p50_ms": None, "host_speedup_vs_fp32_tflite": None, "latency_noisy": False}
+    return row
+
+
 def run_one(model: str, epochs: int, seed: int, root: Path) -> dict:
+    if epochs == 0:
+        row = untrained(model, seed)
+        _fits(row)
+        return row
     cfg = pipeline.compose([f"model={model}", "data=fashion_mnist", f"trainer.max_epochs={epochs}", f"seed={seed}",
                             "+method=ptq_int8", "export=tflite_micro", "device=arduino_nano_33_ble_sense",
                             "trainer.progress_bar=none", "experiment_name=tflm_zoo", "measure.calls=200"], root)
@@ -53,15 +83,19 @@ def run_one(model: str, epochs: int, seed: int, root: Path) -> dict:
            "macs": int(m["compute/macs"]), "host_p50_ms": m.get("latency/host_p50_ms"),
            "host_speedup_vs_fp32_tflite": m.get("latency/host_speedup"),
            "latency_noisy": bool(m.get("latency/host_noisy", 0)), "wall_s": round(time.perf_counter() - t0, 1)}
+    _fits(row)
+    log.info("%s seed %d: LiteRT %.4f vs torch %.4f, arena %d B vs estimate %d B, %d B file", model, seed,
+             row["litert_acc"], row["torch_acc"], row["arena_bytes"], row["estimate_bytes"], row["bytes_tflite"])
+    return row
+
+
+def _fits(row: dict) -> None:
     row["fit"] = {}
     for d in DEVICES:
         r = evaluate_device(load_device(d), [], dtype="int8", artifact_bytes=row["bytes_tflite"],
                             peak_activation_bytes=row["estimate_bytes"], artifact_format="tflite_micro",
                             arena_bytes=row["arena_bytes"])
         row["fit"][d] = "yes" if r.fits else "no: " + "; ".join(r.reasons)
-    log.info("%s seed %d: LiteRT %.4f vs torch %.4f, arena %d B vs estimate %d B, %d B file", model, seed,
-             row["litert_acc"], row["torch_acc"], row["arena_bytes"], row["estimate_bytes"], row["bytes_tflite"])
-    return row
 
 
 def main() -> None:
@@ -98,10 +132,13 @@ def main() -> None:
              "`+method=ptq_int8 export=tflite_micro`: PT2E int8 (per-channel symmetric weights, int8 activations and "
              "I/O) through litert-torch, calibrated on 256 training images; accuracy is LiteRT's on the `.tflite` file "
              "over the 10,000 test images, next to the PyTorch fp32 model's (paired by seed); the arena is the "
-             "smallest `arena_size` TFLite Micro's Python interpreter runs the file with (equal to TFLM's own "
-             "allocation report), on this 64-bit host: a 32-bit Cortex-M needs slightly less (smaller pointers in "
+             "smallest `arena_size` TFLite Micro's Python interpreter runs the file with (bisection in 16-byte steps "
+             "from TFLM's own allocation report, which can be a few hundred bytes short), on this 64-bit host: a 32-bit Cortex-M needs slightly less (smaller pointers in "
              "the persistent structs). Thresholds written before the run: arena estimate within "
-             f"{ARENA_TOLERANCE:.0%}, LiteRT accuracy within {ACCURACY_TOLERANCE * 100:.0f} point.", "",
+             f"{ARENA_TOLERANCE:.0%}, LiteRT accuracy within {ACCURACY_TOLERANCE * 100:.0f} point. The arena estimate's "
+             "per-op and per-tensor constants were read off the allocation reports of the first four models (in "
+             "sample); the MobileNets (and Conv-4/6 at 1.001 in a separate check) are out of sample. Latency was "
+             "measured while another experiment shared the 2 cores: treat the noisy rows as rough.", "",
              "| model | seeds | epochs | params | int8 .tflite bytes | PyTorch acc | LiteRT int8 acc | LiteRT - PyTorch (pt, 95% CI) "
              "| TFLM arena (B) | arena estimate (B) | estimate / arena | within 15% | peak activations (B) | / arena |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
@@ -110,14 +147,19 @@ def main() -> None:
         rs = [r for r in rows if r["model"] == model]
         if not rs:
             continue
-        diff = mean_ci([r["litert_acc"] - r["torch_acc"] for r in rs])
-        ta, la = mean_ci([r["torch_acc"] for r in rs]), mean_ci([r["litert_acc"] for r in rs])
         ratio = rs[0]["estimate_bytes"] / rs[0]["arena_bytes"]  # the arena does not depend on the seed
         ok = abs(ratio - 1) <= ARENA_TOLERANCE
-        summary[model] = {"ratio": ratio, "within": ok, "diff": diff}
-        ci = f" +- {diff[1] * 100:.2f}" if len(rs) > 1 else " (1 seed)"
+        if rs[0]["torch_acc"] is None:
+            summary[model] = {"ratio": ratio, "within": ok}
+            accs = "not trained | not trained | - "
+        else:
+            diff = mean_ci([r["litert_acc"] - r["torch_acc"] for r in rs])
+            ta, la = mean_ci([r["torch_acc"] for r in rs]), mean_ci([r["litert_acc"] for r in rs])
+            summary[model] = {"ratio": ratio, "within": ok, "diff": diff}
+            ci = f" +- {diff[1] * 100:.2f}" if len(rs) > 1 else " (1 seed)"
+            accs = f"{ta[0]:.4f} | {la[0]:.4f} | {diff[0] * 100:+.2f}{ci}"
         lines.append(f"| {model} | {len(rs)} | {rs[0]['epochs']} | {rs[0]['params']:,} | {rs[0]['bytes_tflite']:,} | "
-                     f"{ta[0]:.4f} | {la[0]:.4f} | {diff[0] * 100:+.2f}{ci} | {rs[0]['arena_bytes']:,} | "
+                     f"{accs} | {rs[0]['arena_bytes']:,} | "
                      f"{rs[0]['estimate_bytes']:,} | {ratio:.3f} | {'yes' if ok else 'NO'} | "
                      f"{rs[0]['peak_activation_bytes']:,} | {rs[0]['peak_activation_bytes'] / rs[0]['arena_bytes']:.3f} |")
     lines += ["", "Fit of the int8 TFLite Micro artifact (measured arena and file bytes) on four MCU profiles:", "",

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from edgebench import pipeline, training
 from edgebench.config import ConfigError, DataConfig, ProgressBar, TrainerConfig
