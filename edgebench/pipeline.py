@@ -266,9 +266,21 @@ def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, 
 
 
 def _layers_markdown(rows: list[dict]) -> str:
-    lines = ["| layer | type | shape | params | nonzero | sparsity |", "|---|---|---|---:|---:|---:|"]
-    lines += [f"| {r['layer']} | {r['type']} | {'x'.join(map(str, r['shape']))} | {r['params']:,} | "
-              f"{r['nonzero']:,} | {r['sparsity']:.4f} |" for r in rows]
+    """A method's per-layer table as markdown, with the columns its rows have."""
+    def cell(v) -> str:
+        if isinstance(v, (list, tuple)):
+            return "x".join(map(str, v))
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v)
+
+    keys = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

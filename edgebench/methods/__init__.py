@@ -15,11 +15,12 @@ from edgebench.config import ConfigError
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 from edgebench.methods.distillation import DISTILLATION
 from edgebench.methods.lottery import LOTTERY
+from edgebench.methods.low_rank import LOW_RANK
 from edgebench.methods.pruning import STRUCTURED, UNSTRUCTURED
 from edgebench.methods.quantization import HALF, INT8, WEIGHT_QUANT
 
 REGISTRY: dict[str, tuple[type, type[Method]]] = {**UNSTRUCTURED, **STRUCTURED, **LOTTERY, **HALF, **INT8,
-                                                  **WEIGHT_QUANT, **DISTILLATION}
+                                                  **WEIGHT_QUANT, **DISTILLATION, **LOW_RANK}
 
 
 def parse(node: Any):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
@@ -58,7 +58,7 @@ class UnstructuredPruningConfig:
     name: str = "magnitude_pruning"  # magnitude_pruning | random_pruning (which masks: the registered class's)
     sparsity: float = 0.9  # fraction of the prunable (conv and linear) weights removed
     scope: str = "layer"  # layer: each layer at its rate | global: one magnitude threshold over all layers
-    layer_sparsity: dict[str, float] = field(default_factory=dict)  # per-layer overrides, by module name
+    layer_sparsity: Optional[dict[str, float]] = None  # per-layer overrides, by module name (dots written as /)
     output_layer_sparsity: Optional[float] = None  # override for the last prunable layer (the classifier)
     schedule: Schedule = Schedule.iterative
     rounds: int = 1
@@ -68,6 +68,7 @@ class UnstructuredPruningConfig:
     def __post_init__(self) -> None:
         _check(0.0 <= self.sparsity < 1.0, "sparsity", f"must be in [0, 1), got {self.sparsity}")
         _check(self.scope in ("layer", "global"), "scope", f"must be layer or global, got {self.scope!r}")
+        self.layer_sparsity = {k.replace("/", "."): v for k, v in (self.layer_sparsity or {}).items()}  # / for . (Hydra)
         for k, v in self.layer_sparsity.items():
             _check(0.0 <= v < 1.0, f"layer_sparsity.{k}", f"must be in [0, 1), got {v}")
         if self.output_layer_sparsity is not None:

@@ -1,0 +1,268 @@
+"""Low-rank factorisation: a weight matrix or convolution replaced by a product of smaller ones.
+
+* Linear layers (and 1x1 convolutions): truncated SVD, ``W (m x n) ~ U_r S_r V_r^T`` as two layers
+  ``n -> r -> m``. It only saves parameters when ``r < mn / (m + n)``.
+* Convolutions: Tucker-2 on the channel modes (Kim et al., ICLR 2016) with ``tensorly``'s
+  ``partial_tucker``: a 1x1 convolution ``C -> r1``, the kxk core ``r1 -> r2`` (the layer's stride,
+  padding and dilation) and a 1x1 convolution ``r2 -> K`` (with the bias). It saves parameters when
+  ``C r1 + r1 r2 k^2 + r2 K < K C k^2``. Depthwise (grouped) convolutions are left as they are.
+
+Ranks come from ``energy`` (the smallest rank keeping that fraction of the squared singular values of
+the weight, or of each channel mode's unfolding for Tucker), from ``ratio`` (the largest ranks whose
+factorised layer has at most that fraction of the layer's parameters) or per layer by name
+(``layer_rank``). A layer is factorised only when that saves parameters; the per-layer table says which
+layers were factorised, at what rank, their relative reconstruction error, and why the others were not.
+The model is fine-tuned afterwards (``retrain_epochs``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from edgebench.config import ConfigError, check
+from edgebench.measure.size import weight_layers
+from edgebench.methods.base import CompressionResult, Method, MethodContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LowRankConfig:
+    name: str = "low_rank"
+    energy: Optional[float] = 0.9  # fraction of squared singular values kept, in (0, 1] (used when ratio is null)
+    ratio: Optional[float] = None  # parameter budget per layer, in (0, 1): factorised / dense parameters
+    # rank per layer by module name (conv: r1 = r2 = rank); write a name's dots as / on the command line
+    # (Hydra's dict keys cannot hold dots): 'method.layer_rank={classifier/0: 32}'
+    layer_rank: Optional[dict[str, int]] = None
+    retrain_epochs: int = 2  # fine-tuning after the factorisation
+    lr: Optional[float] = None  # fine-tuning learning rate (null = trainer.lr)
+
+    def __post_init__(self) -> None:
+        check(self.energy is not None or self.ratio is not None, "method.energy",
+              "give method.energy (fraction of singular value energy) or method.ratio (parameter budget)")
+        if self.energy is not None:
+            check(0.0 < self.energy <= 1.0, "method.energy", f"must be in (0, 1], got {self.energy}")
+        if self.ratio is not None:
+            check(0.0 < self.ratio < 1.0, "method.ratio", f"must be in (0, 1), got {self.ratio}")
+        self.layer_rank = {k.replace("/", "."): v for k, v in (self.layer_rank or {}).items()}
+        for k, v in self.layer_rank.items():
+            check(v >= 1, f"method.layer_rank.{k}", f"must be >= 1, got {v}")
+        check(self.retrain_epochs >= 0, "method.retrain_epochs", f"must be >= 0, got {self.retrain_epochs}")
+
+
+# ----------------------------------------------------------------------------------- ranks and bounds
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def matrix_bound(m: int, n: int) -> int:
+    """The largest rank whose two factors (r(m + n) weights) have fewer weights than the m x n matrix."""
+    return math.ceil(m * n / (m + n)) - 1
+
+
+def energy_rank(s: torch.Tensor, energy: float) -> int:
+    """The smallest rank keeping ``energy`` of the squared singular values ``s``."""
+    e = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
+    return int(torch.searchsorted(e, torch.tensor(energy, dtype=e.dtype) - 1e-12).item()) + 1
+
+
+def tucker_params(c: int, k_out: int, k: int, r1: int, r2: int) -> int:
+    return c * r1 + r1 * r2 * k + r2 * k_out  # k = kernel area
+
+
+def _as_matrix(m: nn.Module) -> torch.Tensor:
+    return m.weight.detach().flatten(1)
+
+
+def _kind(m: nn.Module) -> str | None:
+    """svd (linear, 1x1 conv), tucker (kxk conv), or None with the reason (see :func:`plan`)."""
+    if isinstance(m, nn.Linear):
+        return "svd"
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            return None
+        return "svd" if m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), "valid") else "tucker"
+    return None
+
+
+@dataclass
+class LayerPlan:
+    name: str
+    kind: str | None  # svd | tucker | None (left as it is)
+    shape: list[int]
+    params: int
+    rank: tuple[int, ...] = ()
+    params_after: int = 0
+    reason: str = ""  # why it is left as it is
+
+
+def plan(model: nn.Module, cfg: LowRankConfig) -> list[LayerPlan]:
+    """Which layers to factorise at which ranks; raises ConfigError for a named layer that does not exist or a
+    rank above its layer's bound, and when no layer would be factorised."""
+    layers = dict(weight_layers(model))
+    unknown = sorted(set(cfg.layer_rank) - set(layers))
+    if unknown:
+        raise ConfigError(f"method.layer_rank: no conv or linear layer named {', '.join(unknown)}; "
+                          f"layers: {', '.join(layers)}")
+    plans = []
+    for name, m in layers.items():
+        kind = _kind(m)
+        p = LayerPlan(name, kind, list(m.weight.shape), m.weight.numel())
+        if kind is None:
+            p.reason = f"grouped/depthwise convolution (groups={m.groups}): not factorised"
+            plans.append(p)
+            continue
+        if kind == "svd":
+            w = _as_matrix(m)
+            rows, cols = w.shape
+            bound = matrix_bound(rows, cols)
+            if name in cfg.layer_rank:
+                r = cfg.layer_rank[name]
+                if r > bound:
+                    raise ConfigError(f"method.layer_rank.{name}={r}: above the bound {bound} of this {rows}x{cols} "
+                                      f"layer (rank >= mn/(m+n) saves no parameters)")
+            elif cfg.ratio is not None:
+                r = int(cfg.ratio * rows * cols / (rows + cols))
+            else:
+                r = energy_rank(torch.linalg.svdvals(w), cfg.energy)
+            p.rank = (r,)
+            p.params_after = r * (rows + cols)
+            if r < 1 or r > bound:
+                p.kind, p.reason = None, f"rank {r} >= the bound {bound + 1} = mn/(m+n): saves no parameters"
+        else:
+            k_out, c, kh, kw = m.weight.shape
+            area, dense = kh * kw, m.weight.numel()
+            if name in cfg.layer_rank:
+                r1 = r2 = cfg.layer_rank[name]
+                if r1 > min(c, k_out) or tucker_params(c, k_out, area, r1, r2) >= dense:
+                    raise ConfigError(f"method.layer_rank.{name}={r1}: Tucker-2 at this rank has "
+                                      f"{tucker_params(c, k_out, area, r1, r2):,} >= the layer's {dense:,} weights "
+                                      f"(or exceeds its {min(c, k_out)} channels)")
+            elif cfg.ratio is not None:
+                r1 = r2 = 0
+                for t in range(1, max(c, k_out) + 1):  # the largest proportional ranks within the budget
+                    a, b = max(1, round(c * t / max(c, k_out))), max(1, round(k_out * t / max(c, k_out)))
+                    if tucker_params(c, k_out, area, a, b) <= cfg.ratio * dense:
+                        r1, r2 = a, b
+            else:
+                w = m.weight.detach()
+                r2 = energy_rank(torch.linalg.svdvals(w.flatten(1)), cfg.energy)  # output-channel mode
+                r1 = energy_rank(torch.linalg.svdvals(w.transpose(0, 1).flatten(1)), cfg.energy)  # input mode
+            p.rank = (r1, r2)
+            p.params_after = tucker_params(c, k_out, area, r1, r2)
+            if r1 < 1 or r2 < 1 or p.params_after >= dense:
+                p.kind, p.reason = None, (f"Tucker-2 ranks ({r1}, {r2}) keep {p.params_after:,} >= {dense:,} weights: "
+                                          "saves no parameters")
+        plans.append(p)
+    if not any(p.kind for p in plans):
+        why = "; ".join(f"{p.name}: {p.reason}" for p in plans) or "it has no conv or linear layer"
+        raise ConfigError(f"low_rank: no layer of {type(model).__name__} would be factorised ({why}); "
+                          "lower method.energy or method.ratio")
+    return plans
+
+
+# ----------------------------------------------------------------------------------- factorising
+
+
+def svd_layers(m: nn.Module, r: int) -> tuple[nn.Module, float]:
+    """``m`` (linear or 1x1 conv) as two layers of rank ``r``; and the relative Frobenius error."""
+    w = _as_matrix(m)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    a = (torch.diag(s[:r].sqrt()) @ vh[:r])  # r x n
+    b = (u[:, :r] * s[:r].sqrt())  # m x r
+    err = float(torch.linalg.norm(w - b @ a) / torch.linalg.norm(w))
+    bias = m.bias is not None
+    if isinstance(m, nn.Linear):
+        first, second = nn.Linear(m.in_features, r, bias=False), nn.Linear(r, m.out_features, bias=bias)
+        first.weight.data, second.weight.data = a.clone(), b.clone()
+    else:
+        first, second = nn.Conv2d(m.in_channels, r, 1, bias=False), nn.Conv2d(r, m.out_channels, 1, bias=bias)
+        first.weight.data, second.weight.data = a.clone()[:, :, None, None], b.clone()[:, :, None, None]
+    if bias:
+        second.bias.data = m.bias.detach().clone()
+    return nn.Sequential(first, second), err
+
+
+def tucker_layers(m: nn.Conv2d, r1: int, r2: int) -> tuple[nn.Module, float]:
+    """``m`` as Tucker-2 (1x1 ``C -> r1``, kxk core ``r1 -> r2``, 1x1 ``r2 -> K``); and the relative error."""
+    import tensorly as tl
+    from tensorly.decomposition import partial_tucker
+
+    tl.set_backend("pytorch")
+    w = m.weight.detach()
+    (core, (out_f, in_f)), _ = partial_tucker(w, rank=[r2, r1], modes=[0, 1], init="svd", n_iter_max=50)
+    approx = tl.tenalg.multi_mode_dot(core, [out_f, in_f], modes=[0, 1])
+    err = float(torch.linalg.norm(w - approx) / torch.linalg.norm(w))
+    first = nn.Conv2d(m.in_channels, r1, 1, bias=False)
+    mid = nn.Conv2d(r1, r2, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation, bias=False)
+    last = nn.Conv2d(r2, m.out_channels, 1, bias=m.bias is not None)
+    first.weight.data = in_f.T.contiguous()[:, :, None, None].clone()
+    mid.weight.data = core.contiguous().clone()
+    last.weight.data = out_f.contiguous()[:, :, None, None].clone()
+    if m.bias is not None:
+        last.bias.data = m.bias.detach().clone()
+    return nn.Sequential(first, mid, last), err
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def factorise(model: nn.Module, plans: list[LayerPlan]) -> list[dict]:
+    """Replace every planned layer of ``model`` in place; returns the per-layer table."""
+    layers = dict(weight_layers(model))
+    table = []
+    for p in plans:
+        row = {"layer": p.name, "type": type(layers[p.name]).__name__, "shape": p.shape, "params": p.params,
+               "factorised": bool(p.kind), "rank": list(p.rank), "params_after": p.params_after if p.kind else p.params,
+               "rel_error": 0.0, "why_not": p.reason}
+        if p.kind == "svd":
+            new, row["rel_error"] = svd_layers(layers[p.name], p.rank[0])
+        elif p.kind == "tucker":
+            new, row["rel_error"] = tucker_layers(layers[p.name], *p.rank)
+        if p.kind:
+            _set_module(model, p.name, new)
+        table.append(row)
+    return table
+
+
+class LowRank(Method):
+    def __init__(self, cfg: LowRankConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        plan(model, self.cfg)  # unknown layers, ranks above their bound, nothing to factorise
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        cfg = self.cfg
+        model = copy.deepcopy(ctx.model_in)
+        table = factorise(model, plan(model, cfg))
+        done = [r for r in table if r["factorised"]]
+        before = ctx.evaluate(model)["test/acc"]
+        log.info("low rank: %d of %d layers factorised, %d -> %d weights, test acc %.4f before fine-tuning",
+                 len(done), len(table), sum(r["params"] for r in table), sum(r["params_after"] for r in table), before)
+        if cfg.retrain_epochs:
+            ctx.retrain(model, cfg.retrain_epochs, lr=cfg.lr)
+        knobs = {"retrain_epochs": cfg.retrain_epochs, "layers_factorised": len(done),
+                 **({"ratio": cfg.ratio} if cfg.ratio is not None else {"energy": cfg.energy})}
+        named = {"low_rank/test_acc_before_finetune": before,
+                 "low_rank/mean_rel_error": sum(r["rel_error"] for r in done) / max(len(done), 1),
+                 "low_rank/max_rel_error": max((r["rel_error"] for r in done), default=0.0)}
+        return CompressionResult(model, knobs, layers=table, named_metrics=named,
+                                 tags={"low_rank.layers": ", ".join(f"{r['layer']}@{'x'.join(map(str, r['rank']))}"
+                                                                    for r in done)})
+
+
+LOW_RANK = {"low_rank": (LowRankConfig, LowRank)}

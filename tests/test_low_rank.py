@@ -1,0 +1,104 @@
+"""Low-rank factorisation (issue 15 item 1, 3-5): SVD and Tucker-2 layers, bounds, ranks, runs and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgebench import pipeline, training
+from edgebench.config import ConfigError, ModelConfig
+from edgebench.methods.low_rank import (
+    LowRankConfig,
+    energy_rank,
+    factorise,
+    matrix_bound,
+    plan,
+    svd_layers,
+    tucker_layers,
+)
+from edgebench.models import build_model
+
+
+def test_matrix_bound_is_where_two_factors_stop_saving():
+    assert matrix_bound(120, 400) == 92  # 120*400/520 = 92.3: rank 92 saves, 93 does not
+    for r in (92, 93):
+        assert (r * (120 + 400) < 120 * 400) == (r <= 92)
+
+
+def test_energy_rank_by_hand():
+    s = torch.tensor([3.0, 2.0, 1.0])  # squared: 9, 4, 1 of 14
+    assert energy_rank(s, 9 / 14) == 1 and energy_rank(s, 0.7) == 2 and energy_rank(s, 1.0) == 3
+
+
+def test_svd_of_a_low_rank_linear_layer_is_exact_and_keeps_outputs():
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 30)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(30, 4) @ torch.randn(4, 40))  # rank 4
+    two, err = svd_layers(lin, 4)
+    x = torch.randn(5, 40)
+    assert err < 1e-5 and torch.allclose(two(x), lin(x), atol=1e-4)
+    assert sum(p.numel() for p in two.parameters()) == 4 * (40 + 30) + 30
+
+
+def test_tucker2_conv_keeps_stride_padding_and_reconstructs_a_low_rank_kernel():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+    with torch.no_grad():  # a kernel of channel ranks (4 in, 8 out)
+        core = torch.randn(8, 4, 3, 3)
+        conv.weight.copy_(torch.einsum("oa,abhw,ib->oihw", torch.randn(32, 8), core, torch.randn(16, 4)))
+    seq, err = tucker_layers(conv, 4, 8)
+    x = torch.randn(2, 16, 9, 9)
+    assert err < 1e-4 and seq(x).shape == conv(x).shape and torch.allclose(seq(x), conv(x), atol=1e-3)
+    assert seq[1].stride == (2, 2) and seq[1].padding == (1, 1)
+
+
+def test_plan_says_why_a_layer_is_left_alone_and_skips_depthwise():
+    net = build_model(ModelConfig(name="mobilenet_v2"), (3, 32, 32), 10)
+    plans = plan(net, LowRankConfig(energy=0.5))
+    depthwise = [p for p in plans if "depthwise" in p.reason]
+    assert depthwise and all(p.kind is None for p in depthwise)
+    assert any(p.kind == "svd" for p in plans)  # the 1x1 convolutions and the classifier
+
+
+def test_energy_1_factorises_nothing_and_says_so():
+    net = build_model(ModelConfig(name="lenet5"), (1, 28, 28), 10)
+    with pytest.raises(ConfigError, match="no layer of LeNet5 would be factorised .*saves no parameters"):
+        plan(net, LowRankConfig(energy=1.0))
+
+
+def test_factorised_lenet5_has_fewer_parameters_and_a_table():
+    net = build_model(ModelConfig(name="lenet5"), (1, 28, 28), 10)
+    before = sum(p.numel() for p in net.parameters())
+    table = factorise(net, plan(net, LowRankConfig(energy=None, ratio=0.5)))
+    assert sum(p.numel() for p in net.parameters()) < before
+    assert any(r["factorised"] for r in table) and all(0 <= r["rel_error"] < 1 for r in table)
+    assert net(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.energy=1.5", r"method.energy: must be in \(0, 1\]"),
+    ("method.energy=0", r"method.energy: must be in \(0, 1\]"),
+    ("method.layer_rank={net/classifier/0: 500}", "method.layer_rank.net.classifier.0=500: above the bound"),
+    ("method.layer_rank={fc9: 3}", "method.layer_rank: no conv or linear layer named fc9"),
+])
+def test_bad_low_rank_input_fails_before_training(make_cfg, monkeypatch, override, message):
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
+    with pytest.raises(ConfigError, match=message):
+        pipeline.run(make_cfg("data=digits", "model=lenet5", "+method=low_rank", override))
+
+
+def test_low_rank_then_int8_runs_and_logs_errors_and_accuracy_before_finetuning(make_cfg):
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg("data=digits", "model=lenet5", "trainer.max_epochs=3",
+                   "steps=[{name: low_rank, energy: 0.8, retrain_epochs: 1}, ptq_int8]", "measure.latency=false")
+    res = pipeline.run(cfg)
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    run = client.get_run(res.run_id)
+    for key in ("low_rank/test_acc_before_finetune", "low_rank/mean_rel_error", "test/acc"):
+        assert key in run.data.metrics, key
+    arts = {a.path for a in client.list_artifacts(res.run_id, "method")}
+    assert any(a.endswith("layers.md") for a in arts), arts
+    assert res.tags["export.dtype"] == "int8" and res.metrics["size/params"] < 61_706
