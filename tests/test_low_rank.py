@@ -102,3 +102,29 @@ def test_low_rank_then_int8_runs_and_logs_errors_and_accuracy_before_finetuning(
     arts = {a.path for a in client.list_artifacts(res.run_id, "method")}
     assert any(a.endswith("layers.md") for a in arts), arts
     assert res.tags["export.dtype"] == "int8" and res.metrics["size/params"] < 61_706
+
+
+def test_low_rank_plus_sparse_reconstructs_a_spiky_low_rank_matrix_better_than_low_rank_alone():
+    from edgebench.methods.low_rank import LayerPlan, godec
+
+    torch.manual_seed(0)
+    lin = nn.Linear(60, 40)
+    with torch.no_grad():
+        w = torch.randn(40, 3) @ torch.randn(3, 60)
+        spikes = torch.zeros(40 * 60)
+        spikes[torch.randperm(2400)[:24]] = 20.0
+        lin.weight.copy_(w + spikes.view(40, 60))
+    module, err, low_only = godec(lin, LayerPlan("x", "svd", [40, 60], 2400, (3,)), 0.01, 10)
+    assert err < 0.05 < low_only  # the spikes go to S, the rest is rank 3
+    x = torch.randn(4, 60)
+    assert torch.allclose(module(x), lin(x), atol=err * 100)
+    assert int((module.sparse.weight != 0).sum()) == 24
+
+
+def test_low_rank_sparse_run_keeps_s_sparse_through_finetuning(make_cfg):
+    cfg = make_cfg("data=digits", "model=lenet5", "trainer.max_epochs=3", "+method=low_rank_sparse",
+                   "method.energy=0.7", "method.retrain_epochs=1", "measure.latency=false")
+    res = pipeline.run(cfg)
+    m = res.metrics
+    assert "low_rank/mean_rel_error_low_rank_only" in m and m["low_rank/mean_rel_error"] <= m["low_rank/mean_rel_error_low_rank_only"]
+    assert m["size/sparsity"] > 0  # the S branches kept their zeros through fine-tuning

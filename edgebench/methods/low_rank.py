@@ -266,3 +266,115 @@ class LowRank(Method):
 
 
 LOW_RANK = {"low_rank": (LowRankConfig, LowRank)}
+
+
+# ----------------------------------------------------------------------------------- low rank + sparse
+
+
+@dataclass
+class LowRankSparseConfig(LowRankConfig):
+    name: str = "low_rank_sparse"
+    sparse_fraction: float = 0.02  # share of each factorised weight's entries kept in the sparse part S
+    iterations: int = 10  # GoDec alternations: S = top-k of (W - L), L = rank-r fit of (W - S)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.sparse_fraction < 1.0, "method.sparse_fraction", f"must be in (0, 1), got {self.sparse_fraction}")
+        check(self.iterations >= 1, "method.iterations", f"must be >= 1, got {self.iterations}")
+
+
+class LowPlusSparse(nn.Module):
+    """``low(x) + sparse(x)``: a factorised branch (SVD or Tucker-2, with the bias) and a sparse-weight branch of the
+    original layer's shape (held sparse by a :class:`edgebench.mask.Mask` while fine-tuning; its zeros are stored
+    dense in a dense runtime's file, compressed only in ``size/bytes_sparse``)."""
+
+    def __init__(self, low: nn.Module, sparse: nn.Module):
+        super().__init__()
+        self.low, self.sparse = low, sparse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.low(x) + self.sparse(x)
+
+
+def _top_k(r: torch.Tensor, k: int) -> torch.Tensor:
+    """``r`` with all but its ``k`` largest-magnitude entries set to zero."""
+    keep = torch.zeros(r.numel(), dtype=torch.bool)
+    keep[r.abs().flatten().topk(k).indices] = True
+    return r * keep.view_as(r)
+
+
+def godec(m: nn.Module, p: LayerPlan, fraction: float, iterations: int) -> tuple[nn.Module, float, float]:
+    """GoDec-style alternation for one layer: W ~ L + S with L of the plan's rank(s) and S the k largest entries of the
+    residual. Returns (the LowPlusSparse module, relative error of L + S, relative error of L alone at the same rank)."""
+    w = m.weight.detach().clone()
+    k = max(1, int(fraction * w.numel()))
+    s = torch.zeros_like(w)
+    low_only = None
+    for _ in range(iterations):
+        ref = copy.deepcopy(m)
+        ref.weight.data = w - s
+        low, _ = svd_layers(ref, p.rank[0]) if p.kind == "svd" else tucker_layers(ref, *p.rank)
+        approx = _low_weight(low, m, p)
+        if low_only is None:
+            low_only = float(torch.linalg.norm(w - approx) / torch.linalg.norm(w))
+        s = _top_k(w - approx, k)
+    err = float(torch.linalg.norm(w - approx - s) / torch.linalg.norm(w))
+    sparse = copy.deepcopy(m)
+    sparse.weight.data = s
+    if getattr(sparse, "bias", None) is not None:
+        sparse.bias = None
+    return LowPlusSparse(low, sparse), err, low_only
+
+
+def _low_weight(low: nn.Module, m: nn.Module, p: LayerPlan) -> torch.Tensor:
+    """The dense weight the factorised branch computes (to take the residual)."""
+    if p.kind == "svd":
+        a, b = low[0].weight.detach().flatten(1), low[1].weight.detach().flatten(1)
+        return (b @ a).view_as(m.weight)
+    first, mid, last = (x.weight.detach() for x in low)
+    return torch.einsum("oa,abhw,bi->oihw", last.flatten(1), mid, first.flatten(1))
+
+
+class LowRankSparse(LowRank):
+    """``low_rank_sparse`` (Yu et al., CVPR 2017): each factorised layer becomes L + S."""
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        from edgebench.mask import Mask, bake
+
+        cfg = self.cfg
+        model = copy.deepcopy(ctx.model_in)
+        plans = plan(model, cfg)
+        layers = dict(weight_layers(model))
+        table, masks = [], {}
+        for p in plans:
+            m = layers[p.name]
+            row = {"layer": p.name, "type": type(m).__name__, "shape": p.shape, "params": p.params,
+                   "factorised": bool(p.kind), "rank": list(p.rank), "sparse_nonzero": 0,
+                   "params_after": p.params, "rel_error": 0.0, "rel_error_low_rank_only": 0.0, "why_not": p.reason}
+            if p.kind:
+                new, row["rel_error"], row["rel_error_low_rank_only"] = godec(m, p, cfg.sparse_fraction, cfg.iterations)
+                row["sparse_nonzero"] = int((new.sparse.weight != 0).sum())
+                row["params_after"] = p.params_after + row["sparse_nonzero"]
+                _set_module(model, p.name, new)
+                masks[f"{p.name}.sparse.weight"] = new.sparse.weight != 0
+            table.append(row)
+        before = ctx.evaluate(model)["test/acc"]
+        mask = Mask(masks)
+        if cfg.retrain_epochs:
+            mask.hold(model)  # S stays sparse through fine-tuning
+            ctx.retrain(model, cfg.retrain_epochs, lr=cfg.lr)
+            bake(model)
+        done = [r for r in table if r["factorised"]]
+        knobs = {"retrain_epochs": cfg.retrain_epochs, "layers_factorised": len(done),
+                 "sparse_fraction": cfg.sparse_fraction,
+                 **({"ratio": cfg.ratio} if cfg.ratio is not None else {"energy": cfg.energy})}
+        named = {"low_rank/test_acc_before_finetune": before,
+                 "low_rank/mean_rel_error": sum(r["rel_error"] for r in done) / max(len(done), 1),
+                 "low_rank/mean_rel_error_low_rank_only": sum(r["rel_error_low_rank_only"] for r in done) / max(len(done), 1)}
+        tags = {"low_rank.layers": ", ".join(f"{r['layer']}@{'x'.join(map(str, r['rank']))}" for r in done),
+                "low_rank.deployed": "factorised branch + sparse branch; a dense runtime stores and runs S as a dense "
+                                     "tensor (only size/bytes_sparse counts it compressed)"}
+        return CompressionResult(model, knobs, layers=table, named_metrics=named, tags=tags)
+
+
+LOW_RANK["low_rank_sparse"] = (LowRankSparseConfig, LowRankSparse)
