@@ -60,7 +60,7 @@ def main() -> None:
     rows = []
     for r in sorted(trials, key=lambda r: int(r.data.tags["hydra.job.num"])):
         m = r.data.metrics
-        rows.append({"trial": int(r.data.tags["hydra.job.num"]), "ratio": float(r.data.params["method.ratio"]),
+        rows.append({"trial": int(r.data.tags["hydra.job.num"]), "ratio": float(r.data.params.get("steps.0.ratio", r.data.params.get("method.ratio"))),
                      "test_acc": m["test/acc"], "bytes_artifact": m["size/bytes_artifact"],
                      "device_ram_bytes": m["device/ram_bytes"], "fits": bool(m["device/fits"]),
                      "score": objective(m, device, "fits_device")})

@@ -29,11 +29,15 @@ def _net():
 
 
 def test_registry_names_and_what_each_artifact_says():
-    assert export.names() == ["auto", "onnx", "onnx_fp16", "onnx_int8", "torch_export"]
+    assert export.names() == ["auto", "onnx", "onnx_fp16", "onnx_int8", "torch_export", "tflite", "tflite_int8",
+                              "tflite_micro"]
     table = {n: (e.dtype, e.format, e.runtime) for n, e in export.EXPORTERS.items()}
     assert table == {"onnx": ("fp32", "onnx", "onnxruntime"), "onnx_fp16": ("fp16", "onnx", "onnxruntime"),
                      "onnx_int8": ("int8", "onnx", "onnxruntime"),
-                     "torch_export": ("bf16", "torch.export", "torch")}
+                     "torch_export": ("bf16", "torch.export", "torch"),
+                     "tflite": ("fp32", "tflite", "litert"), "tflite_int8": ("int8", "tflite", "litert"),
+                     "tflite_micro": ("int8", "tflite_micro", "litert")}
+    assert export.resolve("auto", "int8").name == "onnx_int8"  # auto never picks a TFLite exporter
 
 
 @pytest.mark.parametrize("name", ["onnx", "onnx_fp16", "onnx_int8", "torch_export"])
@@ -105,9 +109,9 @@ def test_explicit_export_is_used(make_cfg, overrides, expected):
 
 def test_unknown_exporter_lists_the_names(make_cfg, monkeypatch):
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
-    with pytest.raises(ConfigError, match="export=tflite: unknown exporter; known: auto, onnx, onnx_fp16, "
-                                          "onnx_int8, torch_export"):
-        pipeline.run(make_cfg("data=digits", "export=tflite"))
+    with pytest.raises(ConfigError, match="export=tflite9: unknown exporter; known: auto, onnx, onnx_fp16, "
+                                          "onnx_int8, torch_export, tflite, tflite_int8, tflite_micro"):
+        pipeline.run(make_cfg("data=digits", "export=tflite9"))
 
 
 @pytest.mark.parametrize("overrides,message", [
