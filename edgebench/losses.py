@@ -129,8 +129,9 @@ class FeatureTap:
         tap = FeatureTap(["layer1", "fc2"]); tap.attach(net); net(x); tap["fc2"]
     """
 
-    def __init__(self, names: Iterable[str]):
+    def __init__(self, names: Iterable[str], inputs: bool = False):
         self.names = list(names)
+        self.inputs = inputs  # capture each module's (first) input instead of its output
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
@@ -147,7 +148,7 @@ class FeatureTap:
 
     def _hook(self, name: str):
         def hook(module, inputs, output):  # noqa: ARG001 - torch's hook signature
-            self.outputs[name] = output
+            self.outputs[name] = inputs[0] if self.inputs else output
 
         return hook
 

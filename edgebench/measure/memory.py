@@ -46,18 +46,24 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def peak_activation_bytes(model: nn.Module, example_input: torch.Tensor, bytes_per_element: int | None = None) -> int:
-    """Largest sum of live activation bytes during one forward pass of ``example_input``."""
+def _trace(model: nn.Module, x: torch.Tensor, rec: TorchDispatchMode) -> tuple[set[int], object]:
+    """One eval-mode, no-grad forward of ``x`` recorded by ``rec``; (the weights' storage keys, the output)."""
     weights = {_key(p) for p in model.parameters()} | {_key(b) for b in model.buffers()}
     was_training = model.training
     model.eval()
-    x = example_input.clone()
-    rec = _Recorder()
     try:
         with torch.no_grad(), rec:
             y = model(x)
     finally:
         model.train(was_training)
+    return weights, y
+
+
+def peak_activation_bytes(model: nn.Module, example_input: torch.Tensor, bytes_per_element: int | None = None) -> int:
+    """Largest sum of live activation bytes during one forward pass of ``example_input``."""
+    x = example_input.clone()
+    rec = _Recorder()
+    weights, y = _trace(model, x, rec)
     size = bytes_per_element or x.element_size()
     numel = dict(rec.numel)
     numel[_key(x)] = x.numel()
@@ -153,16 +159,9 @@ def tflm_arena_estimate(model: nn.Module, example_input: torch.Tensor) -> dict[s
     """
     from edgebench.measure.size import weight_layers
 
-    weights = {_key(p) for p in model.parameters()} | {_key(b) for b in model.buffers()}
-    was_training = model.training
-    model.eval()
     x = example_input[:1].clone()
     rec = _NamedRecorder()
-    try:
-        with torch.no_grad(), rec:
-            y = model(x)
-    finally:
-        model.train(was_training)
+    weights, y = _trace(model, x, rec)
 
     alias: dict[int, int] = {}  # storage -> the buffer it really lives in
     size: dict[int, int] = {}

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.config import ConfigError, check
-from edgebench.losses import Frozen, Loss
+from edgebench.losses import FeatureTap, Frozen, Loss
 from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
@@ -133,29 +133,6 @@ def sp_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (gs - gt).pow(2).sum() / s.shape[0] ** 2
 
 
-class _Tap:
-    """The output (or the input, ``inputs=True``) of one named module, captured at every forward pass."""
-
-    def __init__(self, name: str, inputs: bool = False):
-        self.name, self.inputs, self.value, self._handle = name, inputs, None, None
-
-    def attach(self, model: nn.Module) -> None:
-        self.detach()
-        modules = dict(model.named_modules())
-        if self.name not in modules:
-            raise KeyError(self.name)
-
-        def hook(module, args, output):  # noqa: ARG001 - torch's hook signature
-            self.value = args[0] if self.inputs else output
-
-        self._handle = modules[self.name].register_forward_hook(hook)
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-
 def _pool_to(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Make two features comparable: vectors if either is a vector, else the larger map pooled to the smaller."""
     if a.dim() != 4 or b.dim() != 4:
@@ -176,11 +153,11 @@ class Distill(Loss):
         self.regressor = regressor
         self._student_taps, self._teacher_taps = [], []
         if guided is not None:
-            self._student_taps.append(_Tap(guided))
-            self._teacher_taps.append(_Tap(hint))
+            self._student_taps.append(FeatureTap([guided]))
+            self._teacher_taps.append(FeatureTap([hint]))
         if penultimate is not None:
-            self._student_taps.append(_Tap(penultimate[0], inputs=True))
-            self._teacher_taps.append(_Tap(penultimate[1], inputs=True))
+            self._student_taps.append(FeatureTap([penultimate[0]], inputs=True))
+            self._teacher_taps.append(FeatureTap([penultimate[1]], inputs=True))
         for tap in self._teacher_taps:
             tap.attach(self.teacher.model)
         self._sums: dict[str, float] = {}
@@ -209,7 +186,7 @@ class Distill(Loss):
             total = terms["hint"]
         elif cfg.kind == Kind.relation:
             terms["ce"] = F.cross_entropy(logits, y)
-            s_emb, t_emb = self._student_taps[-1].value.flatten(1), self._teacher_taps[-1].value.flatten(1)
+            s_emb, t_emb = _value(self._student_taps[-1]).flatten(1), _value(self._teacher_taps[-1]).flatten(1)
             if cfg.relation == Relation.rkd:
                 terms["rkd_distance"] = rkd_distance(s_emb, t_emb)
                 terms["rkd_angle"] = rkd_angle(s_emb, t_emb)
@@ -232,7 +209,7 @@ class Distill(Loss):
         return total
 
     def _hint(self) -> torch.Tensor:
-        s, t = _pool_to(self._student_taps[0].value, self._teacher_taps[0].value)
+        s, t = _pool_to(_value(self._student_taps[0]), _value(self._teacher_taps[0]))
         return F.mse_loss(self.regressor(s), t.detach())
 
 
@@ -252,17 +229,21 @@ def last_linear(model: nn.Module) -> str:
     return weight_layers(model)[-1][0]
 
 
+def _value(tap: FeatureTap) -> torch.Tensor:
+    return tap[tap.names[0]]
+
+
 def _features(model: nn.Module, name: str, x: torch.Tensor, inputs: bool = False) -> torch.Tensor:
-    tap = _Tap(name, inputs)
+    tap = FeatureTap([name], inputs)
     tap.attach(model)
     try:
         was = model.training
         with torch.no_grad():
             model.eval()(x)
         model.train(was)
+        return _value(tap)
     finally:
         tap.detach()
-    return tap.value
 
 
 def regressor_for(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> nn.Module:
@@ -328,10 +309,9 @@ class Distillation(Method):
 
             student, _ = half_depth(teacher)
             if init == Init.half_depth_scratch and not check_only:
-                torch.manual_seed(ctx.seed)
-                for m in student.modules():
-                    if hasattr(m, "reset_parameters") and m is not student:
-                        m.reset_parameters()
+                from edgebench.methods.lottery import reinitialise
+
+                reinitialise(student, ctx.seed)
             return student
         if init == Init.scratch and not check_only:
             if ctx.build_model is None:

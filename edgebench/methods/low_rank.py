@@ -29,6 +29,7 @@ from torch import nn
 from edgebench.config import ConfigError, check
 from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
+from edgebench.methods.pruning import _set_module
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +212,6 @@ def tucker_layers(m: nn.Conv2d, r1: int, r2: int) -> tuple[nn.Module, float]:
     if m.bias is not None:
         last.bias.data = m.bias.detach().clone()
     return nn.Sequential(first, mid, last), err
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def factorise(model: nn.Module, plans: list[LayerPlan]) -> list[dict]:
