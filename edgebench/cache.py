@@ -45,8 +45,10 @@ def baseline_key(cfg: EdgebenchConfig) -> dict:
     """Everything the dense baseline's weights depend on, as plain JSON."""
     return plain({
         "format": CACHE_FORMAT,
-        "model": asdict(cfg.model),
-        "data": {k: v for k, v in asdict(cfg.data).items() if k not in _DATA_IGNORED},
+        # options that are None do not apply to this model or data (model.glimpses to model=ram only ...): left out,
+        # so adding such an option does not change other entries' keys
+        "model": {k: v for k, v in asdict(cfg.model).items() if v is not None},
+        "data": {k: v for k, v in asdict(cfg.data).items() if k not in _DATA_IGNORED and v is not None},
         "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k not in _TRAINER_IGNORED},
         "seed": cfg.seed,
     })

@@ -61,6 +61,8 @@ class ModelName(str, Enum):
     densenet121 = "densenet121"
     mobilenet_v2 = "mobilenet_v2"
     mobilenet_v3_small = "mobilenet_v3_small"
+    conv2_small = "conv2_small"
+    ram = "ram"
 
 
 class DataName(str, Enum):
@@ -69,6 +71,8 @@ class DataName(str, Enum):
     digits = "digits"
     cifar10 = "cifar10"
     image_folder = "image_folder"
+    translated = "translated"
+    cluttered = "cluttered"
 
 
 class Optimizer(str, Enum):
@@ -90,6 +94,9 @@ class ProgressBar(str, Enum):
     none = "none"
 
 
+RAM_DEFAULTS = {"glimpse_size": 12, "scales": 3, "glimpses": 6, "loc_std": 0.2, "hidden": 256}  # conf/model/ram.yaml
+
+
 @dataclass
 class ModelConfig:
     name: ModelName = MISSING
@@ -97,9 +104,28 @@ class ModelConfig:
     # Torchvision nets need a minimum input resolution; smaller images are resized up to this
     # size inside the model (0 = the model's own minimum, see edgebench.models).
     min_input_size: int = 0
+    # model=ram only (Mnih et al. 2014); None elsewhere, so other models' cache keys do not see them
+    glimpse_size: Optional[int] = None  # side of the smallest glimpse patch, pixels
+    scales: Optional[int] = None  # patches per glimpse, each twice the side of the previous, all resized to glimpse_size
+    glimpses: Optional[int] = None  # glimpses (recurrent steps) per image
+    loc_std: Optional[float] = None  # std of the Gaussian location policy while training (locations in [-1, 1])
+    hidden: Optional[int] = None  # recurrent core width (the glimpse network's output)
 
     def __post_init__(self) -> None:
         check(self.min_input_size >= 0, "model.min_input_size", f"must be >= 0, got {self.min_input_size}")
+        ram = {"glimpse_size": self.glimpse_size, "scales": self.scales, "glimpses": self.glimpses,
+               "loc_std": self.loc_std, "hidden": self.hidden}
+        if self.name != ModelName.ram:
+            extra = [k for k, v in ram.items() if v is not None]
+            check(not extra, f"model.{extra[0] if extra else ''}", f"applies to model=ram only, not model={getattr(self.name, 'value', self.name)}")
+            return
+        for k, default in RAM_DEFAULTS.items():  # conf/model/ram.yaml sets them; ModelConfig(name="ram") too
+            if ram[k] is None:
+                ram[k] = default
+                setattr(self, k, default)
+        for k in ("glimpse_size", "scales", "glimpses", "hidden"):
+            check(ram[k] is not None and ram[k] >= 1, f"model.{k}", f"must be an integer >= 1, got {ram[k]}")
+        check(self.loc_std is not None and self.loc_std > 0, "model.loc_std", f"must be > 0, got {self.loc_std}")
 
 
 @dataclass
@@ -112,6 +138,12 @@ class DataConfig:
     test_fraction: float = 0.2  # only for sources without a test split (digits, image_folder)
     image_size: int = 32  # image_folder only: images are resized to image_size x image_size
     channels: int = 3  # image_folder only: 1 (grayscale) or 3 (RGB)
+    # data=translated|cluttered only (None elsewhere, so other datasets' cache keys do not see them): the images of
+    # `base` placed at a seeded random position on a canvas x canvas black image, plus `clutter` random 8x8 crops
+    # of other images of the same split (cluttered)
+    base: Optional[str] = None  # fashion_mnist | mnist | digits
+    canvas: Optional[int] = None
+    clutter: Optional[int] = None
 
     def __post_init__(self) -> None:
         check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
@@ -121,6 +153,20 @@ class DataConfig:
         if self.name == DataName.image_folder:
             check(bool(self.root), "data.root", "data=image_folder needs data.root=/path/to/folder "
                    "(one sub-folder per class, or train/ and test/ each with one sub-folder per class)")
+        placed = {"base": self.base, "canvas": self.canvas, "clutter": self.clutter}
+        if self.name not in (DataName.translated, DataName.cluttered):
+            extra = [k for k, v in placed.items() if v is not None]
+            check(not extra, f"data.{extra[0] if extra else ''}",
+                  f"applies to data=translated|cluttered only, not data={getattr(self.name, 'value', self.name)}")
+            return
+        bases = ("fashion_mnist", "mnist", "digits")
+        check(self.base in bases, "data.base", f"must be one of {', '.join(bases)}, got {self.base}")
+        side = 8 if self.base == "digits" else 28
+        check(self.canvas is not None and self.canvas >= side, "data.canvas",
+              f"must be >= the {side}x{side} images of data.base={self.base}, got {self.canvas}")
+        check(self.clutter is not None and self.clutter >= 0, "data.clutter", f"must be >= 0, got {self.clutter}")
+        check(self.name == DataName.cluttered or self.clutter == 0, "data.clutter",
+              "data=translated has no clutter (use data=cluttered)")
 
 
 @dataclass

@@ -93,9 +93,19 @@ class Sum(Loss):
         return total
 
 
-def with_terms(base: Loss | None, terms: Iterable[Loss | Callable]) -> Loss:
-    """``base`` (cross-entropy when None) plus ``terms``."""
-    base = base if base is not None else CrossEntropy()
+def objective(net: nn.Module | None = None) -> Loss:
+    """The training objective ``net`` brings with it (a model whose training is more than cross-entropy, such as
+    the recurrent attention model's hybrid loss, defines ``objective()``); cross-entropy otherwise."""
+    for m in net.modules() if net is not None else ():
+        own = getattr(m, "objective", None)
+        if callable(own):
+            return own()
+    return CrossEntropy()
+
+
+def with_terms(base: Loss | None, terms: Iterable[Loss | Callable], net: nn.Module | None = None) -> Loss:
+    """``base`` (``net``'s own objective, cross-entropy by default, when None) plus ``terms``."""
+    base = base if base is not None else objective(net)
     terms = list(terms)
     return Sum(base, *terms) if terms else base
 

@@ -200,11 +200,24 @@ def _log_step(mlrun, out: methods.CompressionResult, prefix: str) -> None:
         mlrun.log_text(_layers_markdown(out.layers), f"method/{prefix}layers.md")
     for artifact_path, local in out.files.items():
         mlrun.log_artifact(local, str(Path(artifact_path).parent))
-    if out.plots:
+    _log_plots(mlrun, out.plots)
+
+
+def _log_plots(mlrun, figures: dict) -> None:
+    """Draw ``{artifact path: Plot}`` and log each file under its path."""
+    if figures:
         with tempfile.TemporaryDirectory() as d:
-            for artifact_path, plot in out.plots.items():
+            for artifact_path, plot in figures.items():
                 local = plots.draw(plot, Path(d) / artifact_path)
                 mlrun.log_artifact(local, str(Path(artifact_path).parent))
+
+
+def _log_model_plots(mlrun, model: torch.nn.Module, splits) -> None:
+    """Figures a model draws of itself on a few test images (a recurrent attention model: where it looked)."""
+    for m in model.modules():
+        if callable(getattr(m, "report_plots", None)):
+            _log_plots(mlrun, m.report_plots(splits.test_x[:8], splits.test_y[:8], splits.class_names))
+            return
 
 
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
@@ -479,6 +492,7 @@ def run(cfg: DictConfig) -> RunResult:
         if artifact is not None and (artifact.dtype != "fp32" or artifact.runtime != "onnxruntime"):
             predict = export.predictor(artifact)  # a low-precision or converted file: its own outputs count
         test = training.evaluate(predict, dm.test_dataloader())  # the deployed form's accuracy
+        _log_model_plots(mlrun, model, splits)
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])
         dtype = artifact.dtype if artifact is not None else (compressed.spec.dtype if compressed.spec else compressed.dtype)

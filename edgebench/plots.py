@@ -76,7 +76,43 @@ def kure_robustness(path: Path, table: dict[str, dict[str, float]], bits: list[i
     plt.close(fig)
 
 
-DRAWERS: dict[str, Callable[..., None]] = {"lottery_levels": lottery_levels, "kure_robustness": kure_robustness}
+def glimpse_paths(path: Path, images: list, locations: list, labels: list, predictions: list, glimpse_size: int,
+                  scales: int, classes: list[str] | None = None) -> None:
+    """Where a recurrent attention model looked: each image with its glimpses in order (numbered, the smallest
+    patch as a square, the largest scale dashed) and the path between them; title: label -> prediction."""
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    n = len(images)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    name = (lambda i: classes[i]) if classes else str
+    for ax, img, locs, y, p in zip(axes.flat, images, locations, labels, predictions):
+        h, w = len(img), len(img[0])
+        ax.imshow(img, cmap="gray")
+        pts = [(((x + 1) * w - 1) / 2, ((yy + 1) * h - 1) / 2) for x, yy in locs]  # pixel centres
+        ax.plot([q[0] for q in pts], [q[1] for q in pts], "-", color="tab:orange", lw=1)
+        for t, (cx, cy) in enumerate(pts):
+            color = plt.cm.viridis(t / max(len(pts) - 1, 1))
+            for s, style in ((0, "-"), (scales - 1, "--")) if scales > 1 else ((0, "-"),):
+                side = glimpse_size * 2 ** s
+                ax.add_patch(Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, ec=color, ls=style, lw=1))
+            ax.text(cx, cy, str(t + 1), color=color, fontsize=8, ha="center", va="center", weight="bold")
+        ax.set_title(f"{name(y)} -> {name(p)}", fontsize=8, color="black" if y == p else "tab:red")
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+DRAWERS: dict[str, Callable[..., None]] = {"lottery_levels": lottery_levels, "kure_robustness": kure_robustness,
+                                           "glimpse_paths": glimpse_paths}
 
 
 def draw(plot, path: Path) -> Path:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
-from edgebench.losses import CrossEntropy, Loss
+from edgebench.losses import Loss, objective
 from edgebench.mask import Mask
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.net = net
         self.cfg = cfg
-        self.loss = loss if loss is not None else CrossEntropy()  # a submodule: moves to the device with the net
+        self.loss = loss if loss is not None else objective(net)  # the net's own (cross-entropy); a submodule: moves with the net
         self.history: list[dict[str, float]] = []
         self.val_points: list[dict[str, float]] = []
         self.steps_done = 0

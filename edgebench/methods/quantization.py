@@ -30,7 +30,7 @@ from edgebench.config import ConfigError, check
 from edgebench.export import QuantSpec
 from edgebench.measure.size import weight_layers, tensor_sparse_bits
 from edgebench.methods.base import CompressionResult, Method, MethodContext, Plot
-from edgebench.losses import CrossEntropy
+from edgebench.losses import with_terms
 from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, SharedCodebook, UniformSTE, kmeans_quantize,
                              kurtosis, quantized_bits, uniform_quantize)
 
@@ -334,7 +334,7 @@ class KureMethod(Method):
         table: dict[str, dict[str, float]] = {}
         for label, net in nets.items():
             reg = [m for _, m in weight_layers(net)[1:]]
-            loss = CrossEntropy() + KureLoss(reg, cfg.lambda_, cfg.target) if label == "kure" else None
+            loss = with_terms(None, [KureLoss(reg, cfg.lambda_, cfg.target)], net) if label == "kure" else None
             log.info("KURE: fine-tuning the %s model for %d epoch(s)", label, cfg.finetune_epochs)
             ctx.retrain(net, cfg.finetune_epochs, loss=loss, lr=cfg.lr)
             with torch.no_grad():

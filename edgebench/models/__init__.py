@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.config import ModelConfig, ModelName
-from edgebench.models.small import ConvNet, LeNet5, LeNet300100, ResNetCifar
+from edgebench.models.ram import RecurrentAttention
+from edgebench.models.small import ConvNet, LeNet5, LeNet300100, ResNetCifar, SmallConv2
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ SMALL: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
     "conv4": partial(ConvNet, blocks=2),
     "conv6": partial(ConvNet, blocks=3),
     "resnet20": partial(ResNetCifar, depth=20),
+    "conv2_small": SmallConv2,
 }
-SMALL_MIN_SIZE = {"lenet5": LeNet5.min_input_size}
+SMALL_MIN_SIZE = {"lenet5": LeNet5.min_input_size, "conv2_small": 4}
 
 # Smallest square input each torchvision net accepts (its downsampling must leave >= 1 pixel).
 TORCHVISION_MIN_SIZE = {
@@ -117,6 +119,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
     """Build the zoo model named by ``cfg.name`` for inputs of ``input_shape`` (C, H, W)."""
     name = ModelName(cfg.name).value
     c, h, w = input_shape
+    if name == "ram":  # reads glimpses of any image size: no adapter, nothing sized from H x W
+        if cfg.pretrained:
+            raise PretrainedWeightsError("model.pretrained=true: there are no pretrained weights for ram")
+        return RecurrentAttention(input_shape, num_classes, glimpse_size=cfg.glimpse_size, scales=cfg.scales,
+                                  glimpses=cfg.glimpses, loc_std=cfg.loc_std, hidden=cfg.hidden)
     if name in SMALL:
         if cfg.pretrained:
             raise PretrainedWeightsError(f"model.pretrained=true: there are no pretrained weights for {name}; "

@@ -73,6 +73,24 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+class SmallConv2(nn.Module):
+    """A two-layer convolutional net sized like the recurrent attention model at 60x60 (about 244k parameters):
+    conv5x5(16, pad 2) - pool - conv5x5(32, pad 2) - pool - FC32 - classes (ReLU, max-pool). Its compute grows with
+    the image area and its first FC layer with the image (the point of comparing it with model=ram)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        n = _flat_features(self.features, input_shape)
+        self.classifier = nn.Sequential(nn.Linear(n, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
