@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edgebench.config import DataConfig, DataName
 from edgebench.data.base import DataNotFoundError, DataSplits, EdgeDataModule, batch_loader
+from edgebench.data.placed import load_placed
 from edgebench.data.sources import (
     load_cifar10,
     load_digits,
@@ -21,6 +22,8 @@ LOADERS = {
     DataName.digits: load_digits,
     DataName.cifar10: load_cifar10,
     DataName.image_folder: load_image_folder,
+    DataName.translated: load_placed,  # a base dataset placed on a larger canvas (edgebench.data.placed)
+    DataName.cluttered: load_placed,
 }
 
 

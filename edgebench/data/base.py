@@ -6,7 +6,8 @@ and no worker processes are needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
@@ -31,6 +32,10 @@ class DataSplits:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     source: str = ""  # where the data came from, for the log and MLflow
+    # the per-channel train statistics (1 x C x 1 x 1) the images were normalised with, x_norm = (x - mean) / std;
+    # None while the images are still raw [0, 1] (a loader called with normalise=False)
+    mean: Optional[torch.Tensor] = None
+    std: Optional[torch.Tensor] = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -69,30 +74,47 @@ def make_splits(
     num_classes: int,
     class_names: list[str] | None = None,
     source: str = "",
+    normalise: bool = True,
 ) -> DataSplits:
     """Carve the validation split from the training split and normalise with train statistics.
 
     ``train_x``/``test_x`` are float tensors in [0, 1], N x C x H x W. The per-channel mean and
-    std come from the remaining training images only; the test split is never looked at.
+    std come from the remaining training images only; the test split is never looked at. With
+    ``normalise=False`` the splits keep the raw [0, 1] images (for datasets built from another
+    one, e.g. data=translated, which normalise afterwards with :func:`normalise_splits`).
     """
     keep, val = carve_split(len(train_y), val_fraction, split_seed, labels=train_y)
-    tx, ty = train_x[keep], train_y[keep]
-    vx, vy = train_x[val], train_y[val]
-    mean = tx.mean(dim=(0, 2, 3), keepdim=True)
-    std = tx.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return ((x - mean) / std).contiguous()
-
-    return DataSplits(
+    splits = DataSplits(
         name=name,
-        train_x=norm(tx), train_y=ty.long(),
-        val_x=norm(vx), val_y=vy.long(),
-        test_x=norm(test_x), test_y=test_y.long(),
+        train_x=train_x[keep], train_y=train_y[keep].long(),
+        val_x=train_x[val], val_y=train_y[val].long(),
+        test_x=test_x, test_y=test_y.long(),
         num_classes=num_classes,
         class_names=class_names or [str(i) for i in range(num_classes)],
         source=source,
     )
+    return normalise_splits(splits) if normalise else splits
+
+
+def normalise_splits(splits: DataSplits, inplace: bool = False) -> DataSplits:
+    """Raw [0, 1] splits normalised with the per-channel mean and std of their training split.
+
+    Returns a new DataSplits that records ``mean`` and ``std``. ``inplace=True`` overwrites the
+    image tensors instead of copying them (for large images the caller owns, e.g. data=translated).
+    """
+    if splits.mean is not None:
+        raise ValueError(f"{splits.name}: the splits are already normalised")
+    tx = splits.train_x
+    mean = tx.mean(dim=(0, 2, 3), keepdim=True)
+    std = tx.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        if inplace and x.is_contiguous():
+            return x.sub_(mean).div_(std)
+        return ((x - mean) / std).contiguous()
+
+    return replace(splits, train_x=norm(splits.train_x), val_x=norm(splits.val_x), test_x=norm(splits.test_x),
+                   mean=mean, std=std)
 
 
 def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

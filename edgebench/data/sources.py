@@ -1,4 +1,9 @@
-"""Dataset sources: each turns a DataConfig into raw [0, 1] tensors plus labels."""
+"""Dataset sources: each turns a DataConfig into raw [0, 1] tensors plus labels.
+
+Every loader is ``load_<name>(cfg, data_dir, *, normalise=True)``: split and normalised with the
+training statistics, or with ``normalise=False`` split but still raw [0, 1] (datasets built from
+another one, such as data=translated, place the raw images and normalise afterwards).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +60,8 @@ def _load_idx_dir(d: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _idx_to_splits(name: str, arrays: dict[str, np.ndarray], cfg: DataConfig, classes: list[str], source: str):
+def _idx_to_splits(name: str, arrays: dict[str, np.ndarray], cfg: DataConfig, classes: list[str], source: str,
+                   normalise: bool = True):
     def images(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.copy()).float().div_(255.0).unsqueeze(1)
 
@@ -63,7 +69,7 @@ def _idx_to_splits(name: str, arrays: dict[str, np.ndarray], cfg: DataConfig, cl
         name, images(arrays["train_x"]), torch.from_numpy(arrays["train_y"].astype(np.int64)),
         images(arrays["test_x"]), torch.from_numpy(arrays["test_y"].astype(np.int64)),
         val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, num_classes=10,
-        class_names=classes, source=source,
+        class_names=classes, source=source, normalise=normalise,
     )
 
 
@@ -81,7 +87,7 @@ def _root_without_data(name: str, root: Path, subdir: str, extra: str = "") -> D
     )
 
 
-def load_fashion_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
+def load_fashion_mnist(cfg: DataConfig, data_dir: Path, *, normalise: bool = True) -> DataSplits:
     if cfg.root:  # a given root is where the data must be: no fallback to another copy
         root = Path(cfg.root)
         found = _find_idx_dir([root, root / "FashionMNIST" / "raw"])
@@ -107,7 +113,7 @@ def load_fashion_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
                 "For a quick try without files use data=digits."
             )
     log.info("Fashion-MNIST from %s", found)
-    return _idx_to_splits("fashion_mnist", _load_idx_dir(found), cfg, FASHION_CLASSES, str(found))
+    return _idx_to_splits("fashion_mnist", _load_idx_dir(found), cfg, FASHION_CLASSES, str(found), normalise)
 
 
 def _torchvision_download(cls_name: str, data_dir: Path) -> Path | None:
@@ -123,7 +129,7 @@ def _torchvision_download(cls_name: str, data_dir: Path) -> Path | None:
     return data_dir / cls_name / "raw"
 
 
-def load_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
+def load_mnist(cfg: DataConfig, data_dir: Path, *, normalise: bool = True) -> DataSplits:
     root = Path(cfg.root) if cfg.root else data_dir
     found = _find_idx_dir([root, root / "MNIST" / "raw"])
     if found is None and cfg.download:
@@ -137,10 +143,10 @@ def load_mnist(cfg: DataConfig, data_dir: Path) -> DataSplits:
             f"files {_idx_file_list()} there, set data.root to where they are, or set data.download=true "
             "on a machine with a network."
         )
-    return _idx_to_splits("mnist", _load_idx_dir(found), cfg, [str(i) for i in range(10)], str(found))
+    return _idx_to_splits("mnist", _load_idx_dir(found), cfg, [str(i) for i in range(10)], str(found), normalise)
 
 
-def load_digits(cfg: DataConfig, data_dir: Path) -> DataSplits:
+def load_digits(cfg: DataConfig, data_dir: Path, *, normalise: bool = True) -> DataSplits:
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
@@ -150,11 +156,11 @@ def load_digits(cfg: DataConfig, data_dir: Path) -> DataSplits:
     return make_splits(
         "digits", x[keep], y[keep], x[test], y[test],
         val_fraction=cfg.val_fraction, split_seed=cfg.split_seed + 1, num_classes=10,
-        source="sklearn.datasets.load_digits",
+        source="sklearn.datasets.load_digits", normalise=normalise,
     )
 
 
-def load_cifar10(cfg: DataConfig, data_dir: Path) -> DataSplits:
+def load_cifar10(cfg: DataConfig, data_dir: Path, *, normalise: bool = True) -> DataSplits:
     import torchvision
 
     root = Path(cfg.root) if cfg.root else data_dir
@@ -173,11 +179,11 @@ def load_cifar10(cfg: DataConfig, data_dir: Path) -> DataSplits:
     return make_splits(
         "cifar10", images(train.data), torch.tensor(train.targets), images(test.data), torch.tensor(test.targets),
         val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, num_classes=10,
-        class_names=list(train.classes), source=str(root),
+        class_names=list(train.classes), source=str(root), normalise=normalise,
     )
 
 
-def load_image_folder(cfg: DataConfig, data_dir: Path) -> DataSplits:
+def load_image_folder(cfg: DataConfig, data_dir: Path, *, normalise: bool = True) -> DataSplits:
     import torchvision
     from torchvision import transforms
 
@@ -210,5 +216,5 @@ def load_image_folder(cfg: DataConfig, data_dir: Path) -> DataSplits:
         tx, ty, sx, sy = x[keep], y[keep], x[test], y[test]
     return make_splits(
         "image_folder", tx, ty, sx, sy, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
-        num_classes=len(classes), class_names=list(classes), source=str(root),
+        num_classes=len(classes), class_names=list(classes), source=str(root), normalise=normalise,
     )
