@@ -128,3 +128,42 @@ def test_low_rank_sparse_run_keeps_s_sparse_through_finetuning(make_cfg):
     m = res.metrics
     assert "low_rank/mean_rel_error_low_rank_only" in m and m["low_rank/mean_rel_error"] <= m["low_rank/mean_rel_error_low_rank_only"]
     assert m["size/sparsity"] > 0  # the S branches kept their zeros through fine-tuning
+
+
+def test_cp_at_the_true_rank_reproduces_a_cp_rank_conv_with_stride_and_padding():
+    from edgebench.methods.low_rank import cp_layers, cp_params
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, (3, 5), stride=(2, 1), padding=(1, 2))
+    r = 3
+    a, b, c, d = torch.randn(8, r), torch.randn(6, r), torch.randn(3, r), torch.randn(5, r)
+    with torch.no_grad():
+        conv.weight.copy_(torch.einsum("or,ir,yr,xr->oiyx", a, b, c, d))  # CP rank 3 by construction
+    four, err = cp_layers(conv, r)
+    assert err < 1e-4
+    assert [type(m).__name__ for m in four] == ["Conv2d"] * 4 and four[1].groups == four[2].groups == r
+    assert sum(p.numel() for p in four.parameters()) == cp_params(6, 8, 3, 5, r) + 8 == r * (6 + 3 + 5 + 8) + 8
+    x = torch.randn(2, 6, 11, 9)
+    assert torch.allclose(four(x), conv(x), atol=1e-3)
+
+
+def test_cp_plans_by_ratio_and_refuses_a_rank_that_saves_nothing(make_cfg, monkeypatch):
+    net = build_model(ModelConfig(name="lenet5"), (1, 28, 28), 10)
+    plans = {p.name: p for p in plan(net, LowRankConfig(energy=None, ratio=0.5, conv="cp"))}
+    conv2 = plans["features.3"]  # 16 x 6 x 5 x 5 = 2,400 weights; a rank costs 6 + 5 + 5 + 16 = 32
+    assert conv2.kind == "cp" and conv2.rank == (37,) and conv2.params_after == 37 * 32 <= 1200
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
+    with pytest.raises(ConfigError, match="method.layer_rank.net.features.3=80: CP at this rank has 2,560 >= the layer.s 2,400"):
+        pipeline.run(make_cfg("data=digits", "model=lenet5", "+method=low_rank", "method.conv=cp",
+                              "method.layer_rank={net/features/3: 80}"))
+    with pytest.raises(ConfigError, match="method.conv: must be tucker or cp"):
+        LowRankConfig(conv="parafac")
+
+
+def test_cp_low_rank_and_low_rank_sparse_run_on_lenet5(make_cfg):
+    for method in ("low_rank", "low_rank_sparse"):
+        res = pipeline.run(make_cfg("data=digits", "model=lenet5", "trainer.max_epochs=2", f"+method={method}",
+                                    "method.conv=cp", "method.energy=null", "method.ratio=0.5",
+                                    "method.retrain_epochs=1", "measure.latency=false"))
+        assert res.tags["low_rank.conv"] == "cp" and "features.3@" in res.tags["low_rank.layers"]
+        assert res.metrics["low_rank/mean_rel_error"] < 1

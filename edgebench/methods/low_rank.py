@@ -44,8 +44,10 @@ class LowRankConfig:
     layer_rank: Optional[dict[str, int]] = None
     retrain_epochs: int = 2  # fine-tuning after the factorisation
     lr: Optional[float] = None  # fine-tuning learning rate (null = trainer.lr)
+    conv: str = "tucker"  # kxk convolutions: tucker (Tucker-2, 1x1 -> kxk -> 1x1) | cp (CP: 1x1 -> kx1 -> 1xk -> 1x1)
 
     def __post_init__(self) -> None:
+        check(self.conv in ("tucker", "cp"), "method.conv", f"must be tucker or cp, got {self.conv}")
         check(self.energy is not None or self.ratio is not None, "method.energy",
               "give method.energy (fraction of singular value energy) or method.ratio (parameter budget)")
         if self.energy is not None:
@@ -78,6 +80,10 @@ def energy_rank(s: torch.Tensor, energy: float) -> int:
 
 def tucker_params(c: int, k_out: int, k: int, r1: int, r2: int) -> int:
     return c * r1 + r1 * r2 * k + r2 * k_out  # k = kernel area
+
+
+def cp_params(c: int, k_out: int, kh: int, kw: int, r: int) -> int:
+    return r * (c + kh + kw + k_out)
 
 
 def _as_matrix(m: nn.Module) -> torch.Tensor:
@@ -139,6 +145,23 @@ def plan(model: nn.Module, cfg: LowRankConfig) -> list[LayerPlan]:
             p.params_after = r * (rows + cols)
             if r < 1 or r > bound:
                 p.kind, p.reason = None, f"rank {r} >= the bound {bound + 1} = mn/(m+n): saves no parameters"
+        elif cfg.conv == "cp":
+            k_out, c, kh, kw = m.weight.shape
+            dense, per_rank = m.weight.numel(), c + kh + kw + k_out
+            if name in cfg.layer_rank:
+                r = cfg.layer_rank[name]
+                if cp_params(c, k_out, kh, kw, r) >= dense:
+                    raise ConfigError(f"method.layer_rank.{name}={r}: CP at this rank has "
+                                      f"{cp_params(c, k_out, kh, kw, r):,} >= the layer's {dense:,} weights")
+            elif cfg.ratio is not None:
+                r = int(cfg.ratio * dense / per_rank)
+            else:  # CP has no singular values: the larger of the two channel modes' energy ranks
+                w = m.weight.detach()
+                r = max(energy_rank(torch.linalg.svdvals(w.flatten(1)), cfg.energy),
+                        energy_rank(torch.linalg.svdvals(w.transpose(0, 1).flatten(1)), cfg.energy))
+            p.kind, p.rank, p.params_after = "cp", (r,), cp_params(c, k_out, kh, kw, r)
+            if r < 1 or p.params_after >= dense:
+                p.kind, p.reason = None, f"CP rank {r} keeps {p.params_after:,} >= {dense:,} weights: saves no parameters"
         else:
             k_out, c, kh, kw = m.weight.shape
             area, dense = kh * kw, m.weight.numel()
@@ -214,6 +237,43 @@ def tucker_layers(m: nn.Conv2d, r1: int, r2: int) -> tuple[nn.Module, float]:
     return nn.Sequential(first, mid, last), err
 
 
+def cp_layers(m: nn.Conv2d, r: int) -> tuple[nn.Module, float]:
+    """``m`` as a rank-``r`` CP decomposition (Lebedev et al. 2015): 1x1 ``C -> r``, depthwise ``kh x 1`` and
+    ``1 x kw`` over the ``r`` channels, 1x1 ``r -> K``; and the relative error."""
+    import tensorly as tl
+    from tensorly.decomposition import parafac
+
+    tl.set_backend("pytorch")
+    w = m.weight.detach()
+    cp = parafac(w, rank=r, init="svd", n_iter_max=200, tol=1e-10, random_state=0)
+    lam, (out_f, in_f, vert, horiz) = cp
+    err = float(torch.linalg.norm(w - tl.cp_to_tensor(cp)) / torch.linalg.norm(w))
+    (sh, sw), (dh, dw) = m.stride, m.dilation
+    ph, pw = (m.padding, m.padding) if isinstance(m.padding, str) else m.padding
+    first = nn.Conv2d(m.in_channels, r, 1, bias=False)
+    v = nn.Conv2d(r, r, (m.kernel_size[0], 1), stride=(sh, 1), padding=ph if isinstance(ph, str) else (ph, 0),
+                  dilation=(dh, 1), groups=r, bias=False)
+    h = nn.Conv2d(r, r, (1, m.kernel_size[1]), stride=(1, sw), padding=pw if isinstance(pw, str) else (0, pw),
+                  dilation=(1, dw), groups=r, bias=False)
+    last = nn.Conv2d(r, m.out_channels, 1, bias=m.bias is not None)
+    first.weight.data = in_f.T.contiguous()[:, :, None, None].clone()
+    v.weight.data = vert.T.contiguous()[:, None, :, None].clone()
+    h.weight.data = horiz.T.contiguous()[:, None, None, :].clone()
+    last.weight.data = (out_f * lam).contiguous()[:, :, None, None].clone()
+    if m.bias is not None:
+        last.bias.data = m.bias.detach().clone()
+    return nn.Sequential(first, v, h, last), err
+
+
+def decompose(m: nn.Module, p: "LayerPlan") -> tuple[nn.Module, float]:
+    """The planned factorisation of one layer and its relative Frobenius error."""
+    if p.kind == "svd":
+        return svd_layers(m, p.rank[0])
+    if p.kind == "cp":
+        return cp_layers(m, p.rank[0])
+    return tucker_layers(m, *p.rank)
+
+
 def factorise(model: nn.Module, plans: list[LayerPlan]) -> list[dict]:
     """Replace every planned layer of ``model`` in place; returns the per-layer table."""
     layers = dict(weight_layers(model))
@@ -222,11 +282,8 @@ def factorise(model: nn.Module, plans: list[LayerPlan]) -> list[dict]:
         row = {"layer": p.name, "type": type(layers[p.name]).__name__, "shape": p.shape, "params": p.params,
                "factorised": bool(p.kind), "rank": list(p.rank), "params_after": p.params_after if p.kind else p.params,
                "rel_error": 0.0, "why_not": p.reason}
-        if p.kind == "svd":
-            new, row["rel_error"] = svd_layers(layers[p.name], p.rank[0])
-        elif p.kind == "tucker":
-            new, row["rel_error"] = tucker_layers(layers[p.name], *p.rank)
         if p.kind:
+            new, row["rel_error"] = decompose(layers[p.name], p)
             _set_module(model, p.name, new)
         table.append(row)
     return table
@@ -257,7 +314,7 @@ class LowRank(Method):
                  "low_rank/max_rel_error": max((r["rel_error"] for r in done), default=0.0)}
         return CompressionResult(model, knobs, layers=table, named_metrics=named,
                                  tags={"low_rank.layers": ", ".join(f"{r['layer']}@{'x'.join(map(str, r['rank']))}"
-                                                                    for r in done)})
+                                                                    for r in done), "low_rank.conv": cfg.conv})
 
 
 LOW_RANK = {"low_rank": (LowRankConfig, LowRank)}
@@ -308,7 +365,7 @@ def godec(m: nn.Module, p: LayerPlan, fraction: float, iterations: int) -> tuple
     for _ in range(iterations):
         ref = copy.deepcopy(m)
         ref.weight.data = w - s
-        low, _ = svd_layers(ref, p.rank[0]) if p.kind == "svd" else tucker_layers(ref, *p.rank)
+        low, _ = decompose(ref, p)
         approx = _low_weight(low, m, p)
         if low_only is None:
             low_only = float(torch.linalg.norm(w - approx) / torch.linalg.norm(w))
@@ -326,6 +383,9 @@ def _low_weight(low: nn.Module, m: nn.Module, p: LayerPlan) -> torch.Tensor:
     if p.kind == "svd":
         a, b = low[0].weight.detach().flatten(1), low[1].weight.detach().flatten(1)
         return (b @ a).view_as(m.weight)
+    if p.kind == "cp":
+        first, v, h, last = (x.weight.detach() for x in low)
+        return torch.einsum("or,ry,rx,ri->oiyx", last.flatten(1), v[:, 0, :, 0], h[:, 0, 0, :], first.flatten(1))
     first, mid, last = (x.weight.detach() for x in low)
     return torch.einsum("oa,abhw,bi->oihw", last.flatten(1), mid, first.flatten(1))
 
@@ -367,6 +427,7 @@ class LowRankSparse(LowRank):
                  "low_rank/mean_rel_error": sum(r["rel_error"] for r in done) / max(len(done), 1),
                  "low_rank/mean_rel_error_low_rank_only": sum(r["rel_error_low_rank_only"] for r in done) / max(len(done), 1)}
         tags = {"low_rank.layers": ", ".join(f"{r['layer']}@{'x'.join(map(str, r['rank']))}" for r in done),
+                "low_rank.conv": cfg.conv,
                 "low_rank.deployed": "factorised branch + sparse branch; a dense runtime stores and runs S as a dense "
                                      "tensor (only size/bytes_sparse counts it compressed)"}
         return CompressionResult(model, knobs, layers=table, named_metrics=named, tags=tags)
