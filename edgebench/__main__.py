@@ -49,6 +49,13 @@ def main() -> None:
     from edgebench import signals, sweep, tracking
 
     signals.install()  # SIGTERM ends the run as KILLED, like Ctrl-C
+    from edgebench.config import ConfigError, check_override_keys
+
+    try:
+        check_override_keys(sys.argv[1:])
+    except ConfigError as e:  # a typo in a key: one line, before Hydra's multi-line message
+        print(f"edgebench: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         _main()
     except KeyboardInterrupt:

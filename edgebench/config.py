@@ -347,6 +347,29 @@ def _unknown_keys(node: Any, schema: type, prefix: str = "") -> None:
             _unknown_keys(node[key], sub, name + ".")
 
 
+def check_override_keys(overrides: list[str]) -> None:
+    """Reject a command-line override of a key the schema does not have (``trainer.max_epoch=3``) in one line with
+    the nearest key, before Hydra's multi-line "Could not override" message. Only plain ``a.b=value`` overrides of
+    the typed groups are checked; ``+``/``~`` overrides, ``method``, ``steps``, dict-typed fields and Hydra's own
+    keys are left to Hydra and :func:`validate`."""
+    for arg in overrides:
+        if "=" not in arg or arg[0] in "+~-" or "." not in arg.split("=", 1)[0]:
+            continue
+        path = arg.split("=", 1)[0].split(".")
+        schema: Any = EdgebenchConfig
+        for depth, key in enumerate(path):
+            if not dataclasses.is_dataclass(schema) or path[0] in ("hydra", "method", "steps"):
+                break
+            known = [f.name for f in dataclasses.fields(schema)]
+            if key not in known:
+                prefix = ".".join(path[:depth])
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {prefix}.{near[0]}?)" if near else ""
+                raise ConfigError(f"{'.'.join(path[:depth + 1])}: unknown key{hint}; known keys of {prefix}: "
+                                  f"{', '.join(known)}")
+            schema = typing.get_type_hints(schema)[key]
+
+
 def check_accelerator(accelerator: str) -> None:
     """``trainer.accelerator`` names hardware that torch can see here (before any MLflow run is opened)."""
     import torch

@@ -136,3 +136,26 @@ def test_unknown_method_key_names_it(make_cfg):
 
     with pytest.raises(ConfigError, match="sparsityy"):
         methods.parse(validate(make_cfg("+method=magnitude_pruning", "+method.sparsityy=0.5")).method)
+
+
+def test_a_typo_in_a_command_line_key_is_one_line_with_the_nearest_key():
+    from edgebench.config import check_override_keys
+
+    with pytest.raises(ConfigError, match=r"^trainer.max_epoch: unknown key \(did you mean trainer.max_epochs\?\); "
+                                          "known keys of trainer: max_epochs, "):
+        check_override_keys(["model=lenet5", "trainer.max_epoch=3"])
+    with pytest.raises(ConfigError, match=r"model.glimpse: unknown key \(did you mean model.glimpses\?\)"):
+        check_override_keys(["model=ram", "model.glimpse=4"])
+    # right keys, sweeps, additions, methods, steps and Hydra's own keys pass to Hydra untouched
+    check_override_keys(["trainer.max_epochs=1,2", "+method=low_rank", "method.energy=0.5", "steps.0.ratio=0.3",
+                         "hydra.job.chdir=false", "data.canvas=60", "seed=3"])
+
+
+def test_the_command_line_says_a_typo_in_one_line(tmp_path):
+    import os
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "edgebench", "trainer.max_epoch=3"], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("edgebench: error: trainer.max_epoch: unknown key (did you mean")
