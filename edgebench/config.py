@@ -252,8 +252,8 @@ class DeviceConfig:
 
 
 class Objective(str, Enum):
-    test_acc = "test_acc"  # test accuracy
-    fits_device = "fits_device"  # test accuracy if the model fits the device, else a negative score (edgebench.sweep)
+    val_acc = "val_acc"  # validation accuracy of the deployed model (select/val_acc); never the test split
+    fits_device = "fits_device"  # validation accuracy if the model fits the device, else a negative score (edgebench.sweep)
 
 
 class Runtime(str, Enum):
@@ -307,7 +307,7 @@ class EdgebenchConfig:
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
-    objective: Objective = Objective.test_acc  # what a job returns to a sweeper (Optuna maximises it)
+    objective: Objective = Objective.val_acc  # what a job returns to a sweeper (Optuna maximises it)
     use_baseline_cache: bool = True
     export: str = "auto"  # the exporter (edgebench.export): auto = what the last step's output needs | onnx | onnx_fp16 | onnx_int8 | torch_export
 

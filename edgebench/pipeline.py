@@ -492,6 +492,8 @@ def run(cfg: DictConfig) -> RunResult:
         if artifact is not None and (artifact.dtype != "fp32" or artifact.runtime != "onnxruntime"):
             predict = export.predictor(artifact)  # a low-precision or converted file: its own outputs count
         test = training.evaluate(predict, dm.test_dataloader())  # the deployed form's accuracy
+        # what sweeps and every "best" choice select on: the same deployed form on the validation split, never the test split
+        test["select/val_acc"] = training.evaluate(predict, dm.val_dataloader())["test/acc"]
         _log_model_plots(mlrun, model, splits)
         log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
                  test["test/acc"], base_test["test/acc"])

@@ -190,11 +190,12 @@ class SweepCallback(Callback):
 
 
 def objective(metrics: dict[str, float], device, kind: str) -> float:
-    """What a sweeper maximises. ``test_acc``: test accuracy. ``fits_device``: test accuracy when the
+    """What a sweeper maximises; never the test split (a search that reads test accuracy has tuned on it).
+    ``val_acc``: the deployed model's validation accuracy (``select/val_acc``). ``fits_device``: that when the
     model fits ``device``; otherwise a negative score, higher the closer the model is to fitting
     (``-1 - max(file/storage, memory/RAM overshoot)``), so a search moves toward feasible models."""
-    acc = float(metrics.get("test/acc", float("nan")))
-    if kind == "test_acc" or metrics.get("device/fits", 1.0) >= 1.0:
+    acc = float(metrics.get("select/val_acc", float("nan")))
+    if kind == "val_acc" or metrics.get("device/fits", 1.0) >= 1.0:
         return acc
     over = 0.0
     for used, limit in (("device/flash_bytes", device.storage_bytes), ("device/ram_bytes", device.memory_bytes)):

@@ -167,3 +167,26 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_the_sweep_objective_reads_validation_accuracy_never_test_accuracy():
+    from types import SimpleNamespace
+
+    from edgebench.sweep import objective
+
+    device = SimpleNamespace(storage_bytes=1000, memory_bytes=100)
+    m = {"test/acc": 0.99, "select/val_acc": 0.8, "device/fits": 1.0}
+    assert objective(m, device, "val_acc") == 0.8
+    assert objective(m, device, "fits_device") == 0.8
+    m_over = {"test/acc": 0.99, "select/val_acc": 0.8, "device/fits": 0.0, "device/flash_bytes": 1500, "device/ram_bytes": 50}
+    assert objective(m_over, device, "fits_device") == pytest.approx(-1.5)
+
+
+def test_a_run_logs_the_validation_accuracy_it_is_selected_on(make_cfg):
+    from edgebench import pipeline
+
+    res = pipeline.run(make_cfg("data=digits", "model=lenet_300_100", "trainer.max_epochs=3", "measure.latency=false",
+                                "+method=magnitude_pruning", "method.sparsity=0.3", "method.retrain_epochs=1"))
+    # the deployed (pruned) model on the 143 validation images: a multiple of 1/143, unlike the 359 test images
+    assert 0.2 < res.metrics["select/val_acc"] <= 1.0
+    assert round(res.metrics["select/val_acc"] * 143, 6).is_integer()
