@@ -14,14 +14,15 @@ from edgebench.config import config_dir  # importing edgebench.config registers 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="edgebench")
 def _main(cfg: DictConfig) -> float:
-    from edgebench.pipeline import run
+    from edgebench.pipeline import run_replicates
     from edgebench.sweep import record_failure
 
     try:
-        result = run(cfg)
+        results = run_replicates(cfg)
         from edgebench.sweep import objective
 
-        return objective(result.metrics, cfg.device, str(cfg.objective))
+        scores = [objective(r.metrics, cfg.device, str(cfg.objective)) for r in results]
+        return sum(scores) / len(scores)  # a sweeper sees the mean over the replicates
     except Exception as e:
         if not record_failure(e):  # a single run
             if isinstance(e, user_errors()) and not os.environ.get("HYDRA_FULL_ERROR"):

@@ -304,6 +304,7 @@ class EdgebenchConfig:
     method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
     steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +pipeline=NAME
     seed: int = 0
+    replicates: int = 1  # runs of this config with seeds seed, seed+1, ...: the report averages them (mean, 95% CI)
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
@@ -395,5 +396,6 @@ def validate(cfg: DictConfig) -> EdgebenchConfig:
     except OmegaConfBaseException as e:  # e.g. a value that fails its type, or a missing key
         raise ConfigError(str(e)) from None
     assert isinstance(obj, EdgebenchConfig)
+    check(obj.replicates >= 1, "replicates", f"must be >= 1, got {obj.replicates}")
     check_accelerator(obj.trainer.accelerator)
     return obj

@@ -381,6 +381,34 @@ def _finished_run(tracker: Tracker, chash: str):
     return None
 
 
+def run_replicates(cfg: DictConfig) -> list[RunResult]:
+    """``cfg`` run ``replicates`` times with seeds ``seed``, ``seed + 1``, ...: one MLflow run each, all tagged with
+    the same ``replicate_group`` (the report averages them); with several, their test accuracy's mean and 95% t
+    interval is printed at the end."""
+    import copy
+
+    from omegaconf import open_dict
+
+    from edgebench.stats import mean_ci
+
+    n = int(cfg.get("replicates", 1) or 1)
+    if n < 1:
+        raise ConfigError(f"replicates: must be >= 1, got {n}")
+    results = []
+    for i in range(n):
+        c = copy.deepcopy(cfg)
+        with open_dict(c):
+            c.seed = int(cfg.seed) + i
+        if n > 1:
+            log.info("replicate %d of %d (seed %d)", i + 1, n, c.seed)
+        results.append(run(c))
+    if n > 1:
+        m, h = mean_ci([r.metrics["test/acc"] for r in results])
+        print(f"{n} replicates (seeds {cfg.seed}-{int(cfg.seed) + n - 1}): test accuracy {m:.4f} ± {h:.4f} "
+              "(mean, 95% t interval)")
+    return results
+
+
 def run(cfg: DictConfig) -> RunResult:
     """Run one experiment from a composed config and return what it logged.
 
@@ -422,6 +450,7 @@ def run(cfg: DictConfig) -> RunResult:
     sweep_tags = _sweep_tags(tracker, job)
     run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
+            "replicate_group": sweep.replicate_group(resolved),
             **sweep_tags, "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
     done = _finished_run(tracker, chash) if resume else None

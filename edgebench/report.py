@@ -172,8 +172,54 @@ def latency_label(df: pd.DataFrame, device: str) -> str:
     return "measured host latency, p50 (ms): points timed in different processes"
 
 
+GROUP_TAG = "replicate_group"  # runs whose configs differ only in the seed (edgebench.sweep.replicate_group)
+# figures averaged over a group's replicates, each with the half-width of its 95% t interval in <name>_ci
+AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
+            "size/bytes_artifact", "compute/macs", "memory/peak_activation_bytes", "latency/host_p50_ms",
+            "latency/host_speedup", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
+            "device/energy_mj_est"]
+
+
+def group_replicates(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per group of replicates (runs with the same ``replicate_group`` tag; a run without it is its own
+    group): the first run's descriptive columns, ``replicates`` (n), ``seeds``, ``run_ids``, the mean of every
+    :data:`AVERAGED` figure with the half-width of its 95% t interval in ``<figure>_ci`` (NaN for n = 1), and
+    ``fits`` only when every replicate fits."""
+    from edgebench.stats import mean_ci
+
+    key = df[GROUP_TAG] if GROUP_TAG in df else pd.Series(np.nan, index=df.index)
+    key = key.where(key.notna(), df["run_id"])
+    rows = []
+    for _, g in df.groupby(key, sort=False):
+        row = g.iloc[0].copy()
+        row["replicates"] = len(g)
+        row["seeds"] = ",".join(str(_number(v)) for v in sorted(g["seed"].dropna())) if "seed" in g else ""
+        row["run_ids"] = ",".join(g["run_id"])
+        for col in AVERAGED:
+            vals = g[col].dropna() if col in g else pd.Series(dtype=float)
+            row[col], row[f"{col}_ci"] = mean_ci(list(vals)) if len(vals) else (np.nan, np.nan)
+        if "fits" in g:
+            row["fits"] = bool(g["fits"].all())
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def effect(a: float, a_ci: float, b: float, b_ci: float) -> str:
+    """Whether ``a`` differs from ``b`` by their 95% intervals: ``higher`` / ``lower`` when the intervals do not
+    overlap, ``none`` when they do, ``n/a`` when either has no interval (one replicate): a difference inside the
+    intervals is not an effect."""
+    if any(pd.isna(v) for v in (a, a_ci, b, b_ci)):
+        return "n/a"
+    if a - a_ci > b + b_ci:
+        return "higher"
+    if a + a_ci < b - b_ci:
+        return "lower"
+    return "none"
+
+
 def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str, str]:
-    """Add the bytes, latency and label columns and the per-device Pareto flags.
+    """Add the bytes, latency and label columns, average replicates (:func:`group_replicates`) and flag the
+    per-device Pareto frontier on the groups' means.
 
     Returns (table, bytes label, latency label); the latency label names every device's latency."""
     df = runs.copy()
@@ -188,7 +234,15 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
     df["latency_ms"] = host_lat.where(on_host, df["device/latency_ms_est"])
     df["latency_side_by_side"] = side & on_host
     df["fits"] = df["device/fits"].fillna(1) != 0
-    df["label"] = labels(df, swept)
+    df["label"] = labels(df, [k for k in swept if k != "seed"])  # replicates differ in the seed only
+    df = group_replicates(df)
+    dense = df[df["method"] == DENSE]
+    df["effect_vs_dense"] = "n/a"
+    for i, r in df.iterrows():  # the accuracy difference to the dense group of the same model, data and device
+        ref = dense[(dense["model"] == r["model"]) & (dense["data"] == r["data"]) & (dense["device"] == r["device"])]
+        if r["method"] != DENSE and len(ref) == 1:
+            d = ref.iloc[0]
+            df.at[i, "effect_vs_dense"] = effect(r["test/acc"], r["test/acc_ci"], d["test/acc"], d["test/acc_ci"])
     df["pareto_bytes"] = df["pareto_latency"] = False
     for _, g in df.groupby("device"):  # one frontier per device, among the runs that fit it
         acc = g["test/acc"].where(g["fits"])
@@ -196,8 +250,10 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
         df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"])
     extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
                    and _varies(df[c]))  # the params that vary: what was swept
-    order = COLUMNS[:7] + ["label"] + extra + ["bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes",
-                                               "pareto_latency"] + COLUMNS[7:]
+    order = COLUMNS[:7] + ["label", "replicates", "seeds"] + extra + [
+        "bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
+        "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + COLUMNS[7:] + [
+        "run_ids"]
     df = df[[c for c in order if c in df]].sort_values(["device", "method", "test/acc"], ascending=[True, True, False])
     df = df.reset_index(drop=True)
     lat_label = "; ".join(f"{d}: {latency_label(df, d)}" for d in sorted(df["device"].unique()))
@@ -296,6 +352,11 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
         for method, g in d.groupby("method", dropna=False):
             marker, size = ("*", 160) if method == DENSE else ("o", 32)
             fit, unfit = g[g["fits"]], g[~g["fits"]]
+            bars = g[g.get("test/acc_ci", pd.Series(np.nan, index=g.index)).notna()]
+            if len(bars):  # replicates: the 95% intervals of the mean accuracy (and of the cost, when it varied)
+                xerr = bars[f"{x}_ci"].fillna(0).to_numpy() if f"{x}_ci" in bars else None
+                ax.errorbar(bars[x], bars["test/acc"], yerr=bars["test/acc_ci"].to_numpy(), xerr=xerr, fmt="none",
+                            ecolor=colour.get(method, "grey"), elinewidth=0.9, capsize=2.5, zorder=2.5)
             ax.scatter(fit[x], fit["test/acc"], color=colour.get(method, "grey"), marker=marker, s=size, zorder=3)
             ax.scatter(unfit[x], unfit["test/acc"], facecolors="none", edgecolors=colour.get(method, "grey"),
                        marker=marker, s=size, linewidths=1.2, zorder=3)
@@ -314,7 +375,7 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
     for ax in axes.flat[len(devices):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy (mean of replicates, 95% CI bars)" if df["replicates"].max() > 1 else "test accuracy")
     present = set(df["method"])
     handles = [Line2D([], [], ls="", marker="*" if m == DENSE else "o", color=colour[m], markersize=10 if m == DENSE else 6,
                       label="dense baseline (none)" if m == DENSE else m) for m in methods if m in present]
@@ -338,8 +399,17 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
 
 
 def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, plots: list[str]) -> str:
-    cols = ["run_name", "device", "method", "label"] + [c for c in df.columns if c.startswith("method.")] + [
-        "test/acc", "delta/acc", "bytes", "latency_ms", "device/fits", "pareto_bytes", "pareto_latency"]
+    cols = ["run_name", "device", "method", "label", "replicates"] + [c for c in df.columns if c.startswith("method.")] + [
+        "test/acc", "delta/acc", "effect_vs_dense", "select/val_acc", "bytes", "latency_ms", "device/fits",
+        "pareto_bytes", "pareto_latency"]
+
+    def cell(r, c):
+        ci = r.get(f"{c}_ci", np.nan)
+        if c in ("test/acc", "delta/acc", "select/val_acc") and not pd.isna(r[c]) and not pd.isna(ci):
+            return f"{r[c]:.4f} ± {ci:.4f}"
+        if c == "device/fits":
+            return fmt(bool(r["fits"]))
+        return fmt(r[c])
 
     def fmt(v):
         if isinstance(v, (bool, np.bool_)):
@@ -348,11 +418,16 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
             return "" if np.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}")
         return str(v)
 
-    lines = [f"# {title}", "", f"{len(df)} finished runs. bytes = {bytes_label}; latency = {lat_label}. "
-             "Pareto, per device: fits the device and is not beaten on both accuracy and cost by another run "
-             "that fits it; runs that do not fit are never on the frontier.", "",
+    n = int(df["replicates"].sum())
+    lines = [f"# {title}", "", f"{n} finished runs in {len(df)} groups (runs that differ only in the seed are the "
+             "replicates of one group: mean ± the half-width of the 95% t interval). bytes = "
+             f"{bytes_label}; latency = {lat_label}. effect_vs_dense: `higher`/`lower` only when the accuracy "
+             "intervals of the group and of the dense group do not overlap, `none` when they do (a difference "
+             "inside the intervals is not an effect), `n/a` with one replicate. Pareto, per device, on the means: fits "
+             "the device (every replicate) and is not beaten on both accuracy and cost by another group that fits "
+             "it; groups that do not fit are never on the frontier.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for _, r in df.iterrows()]
     for name in plots:
         lines += ["", f"![{name[:-4].replace('_', ' ')}]({name})"]
     return "\n".join(lines) + "\n"
@@ -407,7 +482,8 @@ def print_frontier(df: pd.DataFrame, title: str, console=None) -> None:
         delta = "" if pd.isna(r["delta/acc"]) else f"{r['delta/acc'] * 100:+.2f}"
         lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
         table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
-                                    f"{r['test/acc']:.4f}", delta, f"{r['bytes']:,.0f}", lat, which)))
+                                    f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
+                                    delta, f"{r['bytes']:,.0f}", lat, which)))
     (console or Console(width=None if sys.stdout.isatty() else 140)).print(table)
 
 

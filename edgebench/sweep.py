@@ -37,8 +37,17 @@ def sweep_id(experiment: str, overrides: list[str]) -> str:
 
 
 def config_hash(resolved: dict) -> str:
-    """What identifies a job's result: the resolved config without paths, names and resume switches."""
-    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name")}
+    """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
+    count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``)."""
+    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
+    return digest(keep)
+
+
+def replicate_group(resolved: dict) -> str:
+    """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
+    group's runs)."""
+    keep = {k: v for k, v in resolved.items()
+            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
     return digest(keep)
 
 
@@ -176,7 +185,7 @@ class SweepCallback(Callback):
             runs = report.load_runs(uri, str(config.experiment_name), sweep=sid)
             if not runs.empty:
                 df, _, _ = report.build(runs, runs.attrs.get("swept_keys", []))
-                report.print_frontier(df, f"sweep {sid}: {len(df)} finished runs")
+                report.print_frontier(df, f"sweep {sid}: {int(df['replicates'].sum())} finished runs in {len(df)} groups")
         except Exception as e:  # the sweep's own result stands without its table
             log.warning("sweep %s: no result table (%s)", sid, e)
         if sqlite_path(uri) is None:  # a tracking server

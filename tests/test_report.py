@@ -4,6 +4,7 @@ host latency from the side-by-side speedup, a device's latency from its estimate
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from edgebench import report
@@ -94,3 +95,58 @@ def test_frontier_table_names_device_and_swept_value():
     report.print_frontier(df, "synthetic", console)
     text = console.export_text()
     assert "coral_dev_board" in text and "host" in text and "sparsity=0.9" in text
+
+
+def test_the_confidence_interval_of_a_known_sample():
+    from edgebench.stats import mean_ci, t95
+
+    assert t95(3) == pytest.approx(4.302653, abs=1e-6)  # two-sided 95%, 2 degrees of freedom
+    m, h = mean_ci([1.0, 2.0, 3.0])  # sd 1, n 3
+    assert m == 2.0 and h == pytest.approx(4.302653 / 3 ** 0.5, abs=1e-6)
+    assert np.isnan(mean_ci([0.5])[1])  # one replicate: no interval
+
+
+def _replicated() -> pd.DataFrame:
+    """A dense group and two pruned groups of 3 seeds each; the 0.5 group's interval overlaps the dense one's."""
+    rows = []
+    for method, sparsity, accs in [("none", np.nan, [0.90, 0.91, 0.92]),
+                                   ("magnitude_pruning", 0.5, [0.905, 0.915, 0.92]),
+                                   ("magnitude_pruning", 0.9, [0.80, 0.81, 0.805])]:
+        for seed, acc in enumerate(accs):
+            rows.append({"run_id": f"{method}/{sparsity}/{seed}", "run_name": f"{method} {sparsity}", "seed": seed,
+                         "replicate_group": f"g-{method}-{sparsity}", "model": "lenet_300_100", "data": "digits",
+                         "method": method, "device": "host", "method.sparsity": sparsity, "test/acc": acc,
+                         "baseline/test_acc": [0.90, 0.91, 0.92][seed], "size/bytes_artifact": 100_000 * (1 + seed % 2),
+                         "latency/host_p50_ms": 0.05, "latency/host_speedup": 1.0, "device/fits": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_replicates_are_grouped_by_everything_but_the_seed_and_averaged(tmp_path):
+    from edgebench.stats import mean_ci
+
+    df, bytes_label, lat_label = report.build(_replicated(), ["method.sparsity", "seed"])
+    assert len(df) == 3 and set(df["replicates"]) == {3}
+    g = _row(df, "host", "magnitude_pruning", 0.9)
+    m, h = mean_ci([0.80, 0.81, 0.805])
+    assert g["test/acc"] == pytest.approx(m) and g["test/acc_ci"] == pytest.approx(h)
+    assert g["seeds"] == "0,1,2" and g["label"] == "sparsity=0.9"  # the seed is not a label: it is what varies
+    assert g["bytes"] == pytest.approx(400_000 / 3) and g["bytes_ci"] > 0
+    # without the tag every run is its own group (n = 1, no interval)
+    single = report.build(_replicated().drop(columns="replicate_group"))[0]
+    assert len(single) == 9 and single["test/acc_ci"].isna().all()
+    # error bars drawn, the markdown says mean ± interval
+    assert report.plot(df, "bytes", bytes_label, "pareto_bytes", tmp_path / "b.png", "size").exists()
+    text = report._markdown(df, "t", bytes_label, lat_label, [])
+    assert f"{m:.4f} ± {h:.4f}" in text and "9 finished runs in 3 groups" in text
+
+
+def test_a_difference_inside_the_intervals_is_not_called_an_effect():
+    assert report.effect(0.91, 0.02, 0.90, 0.02) == "none"  # overlapping intervals
+    assert report.effect(0.95, 0.01, 0.90, 0.02) == "higher"
+    assert report.effect(0.80, 0.01, 0.90, 0.02) == "lower"
+    assert report.effect(0.99, float("nan"), 0.90, 0.02) == "n/a"  # one replicate: no claim
+    df, _, _ = report.build(_replicated(), ["method.sparsity"])
+    assert _row(df, "host", "magnitude_pruning", 0.5)["effect_vs_dense"] == "none"  # +0.33 pt, inside the intervals
+    assert _row(df, "host", "magnitude_pruning", 0.9)["effect_vs_dense"] == "lower"
+    # the Pareto frontier is computed on the means: 0.5 (mean 0.9133 > dense 0.91) at the same mean bytes is on it
+    assert _row(df, "host", "magnitude_pruning", 0.5)["pareto_bytes"]

@@ -110,8 +110,8 @@ def test_sweep_ends_with_its_table_and_one_ui_command(tmp_path):
     _, runs = _runs(tmp_path)
     (parent,) = _parents(runs)
     sid = parent.data.tags["sweep_id"]
-    tail = out.stdout[out.stdout.index(f"sweep {sid}: 2 finished runs"):]  # after the jobs: the sweep's result table
-    assert "Pareto-optimal" in tail and "seed=0" in tail and "seed=1" in tail
+    tail = out.stdout[out.stdout.index(f"sweep {sid}: 2 finished runs in 1 groups"):]  # after the jobs: the result table
+    assert "Pareto-optimal" in tail and " ± " in tail  # the two seeds are replicates of one group: mean ± interval
     assert "open the MLflow UI" not in out.stdout  # the jobs no longer print the UI command each
     assert out.stdout.count("python -m edgebench.ui") == 1
     assert f"--tracking-uri sqlite:///{tmp_path}/results/mlflow.db" in tail and f"--sweep {sid}" in tail
@@ -153,7 +153,8 @@ def test_optuna_search_moves_to_models_that_fit(tmp_path):
     best = yaml.safe_load(next(tmp_path.glob("results/multiruns/*/optimization_results.yaml")).read_text())
     assert best["best_value"] > 0  # a feasible model: infeasible trials score below zero
     feasible = [r for r in trials if r.data.metrics["device/fits"] == 1]
-    assert best["best_value"] == max(r.data.metrics["test/acc"] for r in feasible)
+    # the search chose on validation accuracy, never on the test split
+    assert best["best_value"] == max(r.data.metrics["select/val_acc"] for r in feasible)
 
 
 @pytest.mark.slow
@@ -190,3 +191,32 @@ def test_a_run_logs_the_validation_accuracy_it_is_selected_on(make_cfg):
     # the deployed (pruned) model on the 143 validation images: a multiple of 1/143, unlike the 359 test images
     assert 0.2 < res.metrics["select/val_acc"] <= 1.0
     assert round(res.metrics["select/val_acc"] * 143, 6).is_integer()
+
+
+def test_replicates_run_consecutive_seeds_in_one_group(make_cfg, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from edgebench import pipeline, report
+
+    cfg = make_cfg("data=digits", "model=lenet_300_100", "trainer.max_epochs=2", "measure.latency=false",
+                   "replicates=2", "seed=5")
+    results = pipeline.run_replicates(cfg)
+    assert "2 replicates (seeds 5-6): test accuracy" in capsys.readouterr().out
+    other = pipeline.run_replicates(make_cfg("data=digits", "model=lenet_300_100", "trainer.max_epochs=3",
+                                             "measure.latency=false", "seed=5"))[0]
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    runs = [client.get_run(r.run_id) for r in [*results, other]]
+    assert [r.data.params["seed"] for r in runs] == ["5", "6", "5"]
+    groups = [r.data.tags["replicate_group"] for r in runs]
+    assert groups[0] == groups[1] != groups[2]  # only the seed differs between the first two
+    assert len({r.data.tags["config_hash"] for r in runs}) == 3
+    df, _, _ = report.build(report.load_runs(cfg.paths.mlflow_tracking_uri))
+    assert sorted(df["replicates"]) == [1, 2]
+
+
+def test_replicates_below_one_are_refused(make_cfg):
+    from edgebench import pipeline
+    from edgebench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="replicates: must be >= 1"):
+        pipeline.run_replicates(make_cfg("data=digits", "replicates=0"))
