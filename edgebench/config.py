@@ -310,7 +310,7 @@ class EdgebenchConfig:
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
     objective: Objective = Objective.val_acc  # what a job returns to a sweeper (Optuna maximises it)
     use_baseline_cache: bool = True
-    export: str = "auto"  # the exporter (edgebench.export): auto = what the last step's output needs | onnx | onnx_fp16 | onnx_int8 | torch_export
+    export: str = "auto"  # the exporter (edgebench.export): auto = what the last step's output needs | device = the device's own format | onnx | onnx_fp16 | onnx_int8 | torch_export | tflite | tflite_int8 | tflite_micro
 
 
 def register_configs() -> None:

@@ -234,7 +234,7 @@ def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
 
     ConfigError for an unknown name or an impossible choice, and for an artifact that only ONNX
     Runtime runs (int8) with ``measure.runtime=torch``."""
-    exp = export.resolve(spec.export, needs, enabled=spec.measure.export)
+    exp = export.resolve(spec.export, needs, enabled=spec.measure.export, runtimes=spec.device.runtimes)
     if (exp is not None and not exp.eager_equivalent and spec.measure.latency
             and spec.measure.runtime != Runtime.onnxruntime):
         raise ConfigError(f"measure.runtime={spec.measure.runtime.value}: export={exp.name} writes a {exp.dtype} "

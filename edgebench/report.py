@@ -39,7 +39,7 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "size/bytes_gzip", "size/bytes_sparse", "size/compression_ratio", "compute/macs", "compute/macs_nonzero",
            "compute/theoretical_speedup", "memory/peak_activation_bytes", "latency/host_p50_ms",
            "latency/host_speedup", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
-           "device/energy_mj_est", "quant.accuracy"]
+           "device/energy_mj_est", "quant.accuracy", "pipeline", "device.fit", "device.ram_source"]
 
 
 def _number(v):
@@ -456,6 +456,137 @@ def report(tracking_uri: str, experiment: str = "edgebench", sweep: str | None =
     return df
 
 
+# ------------------------------------------------------------------------------------------- the leaderboard
+
+QUANT_STEPS = {"ptq_int8", "qat_int8", "fp16", "bf16", "uniform_quant", "nonuniform_quant", "kure"}
+FAMILY = {"magnitude_pruning": "pruning", "random_pruning": "pruning", "structured_pruning": "pruning",
+          "lottery_ticket": "pruning", "low_rank": "low rank", "low_rank_sparse": "low rank",
+          "distillation": "distillation"}
+
+
+def family(chain: str) -> str:
+    """A run's method family from its chain (tag ``pipeline``, e.g. ``structured_pruning->ptq_int8``): the family of
+    its first compressing step (pruning, low rank, distillation), ``quantisation`` for quantisation alone, ``dense``
+    for none. A final quantisation step is how the model is deployed, not its family."""
+    steps = [s for s in str(chain or "none").split("->") if s and s != "none"]
+    rest = [s for s in steps if s not in QUANT_STEPS]
+    if not rest:
+        return "quantisation" if steps else "dense"
+    return FAMILY.get(rest[0], rest[0])
+
+
+def device_profiles() -> list[str]:
+    from edgebench.config import config_dir
+
+    return sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
+
+
+def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
+    """Per device profile and method family, the group (replicates averaged, :func:`build`) with the highest mean
+    validation accuracy (``select/val_acc``: never the test split) among those that fit the device, plus the most
+    accurate dense group as the reference whether it fits or not. A family with runs of which none fits gets a row
+    saying so, with the reason the device gave; a profile without runs gets one row saying that."""
+    chain_col = "pipeline" if "pipeline" in df else "method"
+    df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
+    rows = []
+    for device in devices or device_profiles():
+        d = df[df["device"] == device]
+        if d.empty:
+            rows.append({"device": device, "family": "", "status": "no runs for this device"})
+            continue
+        for fam in ["dense"] + sorted(f for f in d["family"].unique() if f != "dense"):
+            g = d[d["family"] == fam]
+            if g.empty:
+                continue
+            fit = g[g["fits"] & g["select/val_acc"].notna()]
+            if fam == "dense":  # the reference: the most accurate dense model, fitting or not
+                pick, status = g.sort_values("select/val_acc", ascending=False).iloc[0], "reference"
+                status = "reference, fits" if pick["fits"] else "reference, does not fit"
+            elif len(fit):
+                pick, status = fit.sort_values("select/val_acc", ascending=False).iloc[0], "best that fits"
+            else:
+                reasons = g.get("device.fit", pd.Series(dtype=object)).dropna()
+                why = reasons.mode().iloc[0] if len(reasons) else "no replicate fits"
+                rows.append({"device": device, "family": fam, "status": f"nothing fits ({len(g)} tried): {why}"})
+                continue
+            rows.append({"device": device, "family": fam, "status": status, "model": pick["model"],
+                         "chain": pick["chain"], "label": pick["label"], "replicates": pick["replicates"],
+                         "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
+                         "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
+                         "ram_bytes": pick["device/ram_bytes"],
+                         "ram_source": pick.get("device.ram_source", np.nan),
+                         "latency_ms_est": pick["device/latency_ms_est"], "energy_mj_est": pick["device/energy_mj_est"],
+                         "fits": bool(pick["fits"]), "run_ids": pick["run_ids"]})
+    return pd.DataFrame(rows)
+
+
+def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> str:
+    def num(v, f="{:,.0f}"):
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
+
+    lines = [f"# {title}", "",
+             "Per device profile and method family: the model with the highest mean **validation** accuracy among "
+             "those that fit the device in its own format (every replicate fits), with its **test** accuracy (mean ± "
+             "95% t interval over the replicates), the artifact's bytes, its RAM (`tflm_arena`: TFLite Micro's "
+             "measured arena; `estimate`: estimated peak activations, plus weights where the device loads them), and "
+             "the device's estimated latency and energy (estimates: see the README's *Device estimates*). The dense "
+             "row is the reference, whether it fits or not.", ""]
+    for device, g in board.groupby("device", sort=False):
+        lines += [f"## {device}", "", "| family | status | model | chain | n | val acc | test acc | bytes | RAM (B) | "
+                  "latency est (ms) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for _, r in g.iterrows():
+            if pd.isna(r.get("model", np.nan)):
+                lines.append(f"| {r['family']} | {r['status']} | | | | | | | | | |")
+                continue
+            test = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+            ram = num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
+            lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} {r['label'] or ''} | "
+                         f"{int(r['replicates'])} | {r['val_acc']:.4f} | {test} | {num(r['bytes_artifact'])} | {ram} | "
+                         f"{num(r['latency_ms_est'], '{:.3g}')} | {num(r['energy_mj_est'], '{:.3g}')} |")
+        lines.append("")
+    lines += [f"![{p[:-4]}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
+                       out: str | Path | None = None) -> pd.DataFrame:
+    """``python -m edgebench.report --leaderboard``: :func:`leaderboard` of the store (or one sweep) written to
+    ``<out>/leaderboard.md`` and ``.csv`` with an accuracy-against-bytes plot (one panel per device), and printed."""
+    runs = load_runs(tracking_uri, experiment, sweep)
+    if runs.empty:
+        raise SystemExit(f"no finished runs in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
+    df, bytes_label, _ = build(runs, runs.attrs.get("swept_keys", []))
+    board = leaderboard(df)
+    out = Path(out or "results")
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    png = plot(df, "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png", "Accuracy against size, per device")
+    title = f"edgebench leaderboard: {sweep or experiment}"
+    (out / "leaderboard.md").write_text(_leaderboard_markdown(board, title, [png.name] if png else []))
+    print_leaderboard(board, title)
+    print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    return board
+
+
+def print_leaderboard(board: pd.DataFrame, title: str, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("device", "family", "model / chain", "test acc", "bytes", "RAM", "latency est ms", "status"):
+        table.add_column(col)
+    for _, r in board.iterrows():
+        if pd.isna(r.get("model", np.nan)):
+            table.add_row(escape(str(r["device"])), escape(str(r["family"])), "", "", "", "", "", escape(str(r["status"])))
+            continue
+        acc = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+        table.add_row(*map(escape, (str(r["device"]), str(r["family"]), f"{r['model']} / {r['chain']}", acc,
+                                    f"{r['bytes_artifact']:,.0f}", "" if pd.isna(r["ram_bytes"]) else f"{r['ram_bytes']:,.0f}",
+                                    "" if pd.isna(r["latency_ms_est"]) else f"{r['latency_ms_est']:.3g}", str(r["status"]))))
+    (console or Console(width=None if sys.stdout.isatty() else 160)).print(table)
+
+
 def _log_to_parent(tracking_uri: str, experiment: str, sweep: str, files: list[Path]) -> None:
     from edgebench.sweep import PARENT_TAG
     from edgebench.tracking import Tracker
@@ -500,11 +631,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default="edgebench", help="MLflow experiment name (default: edgebench)")
     ap.add_argument("--sweep", help="only this sweep id (the sweep_id tag, e.g. sw-1a2b3c4d5e)")
     ap.add_argument("--device", help="only runs for this device profile (tag device)")
-    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment>)")
+    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment>; results/ with --leaderboard)")
+    ap.add_argument("--leaderboard", action="store_true",
+                    help="per device profile and method family, the most accurate model (by validation accuracy) that "
+                         "fits, with test accuracy ± CI, bytes, RAM and estimated latency and energy -> leaderboard.md")
     args = ap.parse_args(argv)
     from edgebench.tracking import require_store
 
     require_store(args.tracking_uri)
+    if args.leaderboard:
+        report_leaderboard(args.tracking_uri, args.experiment, args.sweep, args.out)
+        return
     report(args.tracking_uri, args.experiment, args.sweep, args.device, args.out)
 
 

@@ -150,3 +150,32 @@ def test_a_difference_inside_the_intervals_is_not_called_an_effect():
     assert _row(df, "host", "magnitude_pruning", 0.9)["effect_vs_dense"] == "lower"
     # the Pareto frontier is computed on the means: 0.5 (mean 0.9133 > dense 0.91) at the same mean bytes is on it
     assert _row(df, "host", "magnitude_pruning", 0.5)["pareto_bytes"]
+
+
+def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
+    rows = []
+    for device, pipeline_tag, val, test, fits, model in [
+            ("arduino_nano_33_ble_sense", "none", 0.90, 0.91, 0.0, "lenet5"),  # dense: reference, does not fit
+            ("arduino_nano_33_ble_sense", "ptq_int8", 0.89, 0.80, 1.0, "lenet5"),
+            ("arduino_nano_33_ble_sense", "ptq_int8", 0.85, 0.95, 1.0, "lenet_300_100"),  # better test, worse val
+            ("arduino_nano_33_ble_sense", "structured_pruning->ptq_int8", 0.88, 0.88, 0.0, "lenet5"),
+            ("jetson_nano_2gb", "none", 0.90, 0.91, 1.0, "lenet5")]:
+        for seed in (0, 1):
+            rows.append({"run_id": f"{device}{pipeline_tag}{model}{seed}", "run_name": "r", "model": model,
+                         "data": "fashion_mnist", "method": pipeline_tag.split("->")[-1], "pipeline": pipeline_tag,
+                         "device": device, "seed": seed, "replicate_group": f"{device}{pipeline_tag}{model}",
+                         "test/acc": test + 0.01 * seed, "select/val_acc": val, "device/fits": fits,
+                         "size/bytes_artifact": 1000.0, "device/ram_bytes": 500.0, "device.ram_source": "tflm_arena",
+                         "device.fit": "no: RAM 300,000 B > 262,144 B" if not fits else "fits"})
+    df, _, _ = report.build(pd.DataFrame(rows))
+    board = report.leaderboard(df, ["arduino_nano_33_ble_sense", "jetson_nano_2gb", "vcu128"])
+    ard = board[board["device"] == "arduino_nano_33_ble_sense"].set_index("family")
+    assert ard.loc["dense", "status"] == "reference, does not fit"
+    assert ard.loc["quantisation", "model"] == "lenet5"  # chosen on validation, not on the higher test accuracy
+    assert ard.loc["quantisation", "test_acc"] == pytest.approx(0.805) and ard.loc["quantisation", "test_acc_ci"] > 0
+    assert ard.loc["pruning", "status"].startswith("nothing fits (1 tried): no: RAM")
+    assert board[board["device"] == "vcu128"]["status"].tolist() == ["no runs for this device"]
+    assert report.family("low_rank->ptq_int8") == "low rank" and report.family("ptq_int8") == "quantisation"
+    assert report.family("none") == "dense" and report.family("structured_pruning") == "pruning"
+    text = report._leaderboard_markdown(board, "t", [])
+    assert "## arduino_nano_33_ble_sense" in text and "0.8050 ± " in text

@@ -220,3 +220,23 @@ def test_replicates_below_one_are_refused(make_cfg):
 
     with pytest.raises(ConfigError, match="replicates: must be >= 1"):
         pipeline.run_replicates(make_cfg("data=digits", "replicates=0"))
+
+
+def test_leaderboard_preset_and_report_answer_the_device_question(tmp_path):
+    from edgebench import report
+
+    out = _cli(["+sweep=leaderboard", *FAST, "model=lenet_300_100", "device=arduino_nano_33_ble_sense,jetson_nano_2gb",
+                "seed=0,1", "steps=null,[ptq_int8]"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = _runs(tmp_path)
+    jobs = [r for r in runs if r.data.tags.get("edgebench.sweep_parent") is None]
+    assert len(jobs) == 8
+    formats = {(r.data.tags["device"], r.data.tags["pipeline"]): r.data.tags.get("export.format") for r in jobs}
+    assert formats[("arduino_nano_33_ble_sense", "ptq_int8")] == "tflite_micro"  # export=device: the board's format
+    assert formats[("jetson_nano_2gb", "none")] == "onnx"
+    board = report.report_leaderboard(f"sqlite:///{tmp_path}/results/mlflow.db", out=tmp_path / "lb")
+    ard = board[board["device"] == "arduino_nano_33_ble_sense"].set_index("family")
+    assert ard.loc["dense", "status"] == "reference, does not fit"  # a float ONNX model never fits the board
+    assert ard.loc["quantisation", "status"] == "best that fits" and ard.loc["quantisation", "replicates"] == 2
+    assert ard.loc["quantisation", "ram_source"] == "tflm_arena"
+    assert (tmp_path / "lb" / "leaderboard.md").exists() and (tmp_path / "lb" / "leaderboard.png").exists()

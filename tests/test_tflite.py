@@ -205,3 +205,28 @@ def test_a_run_on_the_arduino_reports_the_measured_arena_and_logs_the_c_array(ma
     assert abs(m["test/acc"] - m["baseline/test_acc"]) <= 0.02  # LiteRT's int8 accuracy next to the dense model's
     arts = {a.path for a in MlflowClient(cfg.paths.mlflow_tracking_uri).list_artifacts(res.run_id, "model")}
     assert {"model/model.tflite", "model/model_data.cc", "model/model_data.h"} <= arts
+
+
+def test_export_device_picks_each_profiles_own_format():
+    from edgebench.export import for_device
+
+    def runtimes(device):
+        return load_device(device).runtimes
+
+    assert for_device(runtimes("arduino_nano_33_ble_sense"), "int8") == "tflite_micro"
+    assert for_device(runtimes("coral_dev_board"), "int8") == "tflite_int8"
+    assert for_device(runtimes("jetson_nano_2gb"), None) == "onnx"
+    assert for_device(runtimes("jetson_nano_2gb"), "int8") == "onnx_int8"
+    assert for_device(runtimes("arduino_nano_33_ble_sense"), None) is None  # a float model: no format of its own
+    assert for_device(runtimes("azure_sphere_mt3620"), "int8") is None  # a vendor C library: nothing edgebench writes
+
+
+@needs_packages
+def test_export_device_deploys_int8_to_the_arduino_as_tflite_micro_and_float_there_does_not_fit(make_cfg):
+    common = ("data=digits", "model=lenet_300_100", "trainer.max_epochs=2", "device=arduino_nano_33_ble_sense",
+              "export=device", "measure.latency=false")
+    res = pipeline.run(make_cfg(*common, "+method=ptq_int8"))
+    assert res.tags["export.format"] == "tflite_micro" and res.metrics["device/fits"] == 1.0
+    assert res.tags["device.ram_source"] == "tflm_arena"
+    dense = pipeline.run(make_cfg(*common))  # a float model on a board that runs int8 TFLite Micro only
+    assert dense.metrics["device/fits"] == 0.0 and "export=tflite_micro" in dense.tags["device.fit"]

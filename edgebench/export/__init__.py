@@ -20,13 +20,13 @@ decorated with ``@register(name, dtype=..., format=..., runtime=...)``.
 """
 
 from edgebench.export.artifact import Artifact, QuantSpec, strip_debug_info
-from edgebench.export.registry import AUTO, EXPORTERS, Exporter, check, compatible, export, get, names, register, resolve
+from edgebench.export.registry import AUTO, DEVICE, EXPORTERS, Exporter, check, compatible, export, for_device, get, names, register, resolve
 from edgebench.export.onnx import export_onnx  # registers onnx, onnx_fp16
 from edgebench.export.ort_int8 import quantize_int8  # registers onnx_int8
 from edgebench.export.torch_export import export_program  # registers torch_export
 from edgebench.export import tflite  # registers tflite, tflite_int8, tflite_micro (packages imported when used)
 from edgebench.export.runtime import OnnxPredictor, load_program, predictor
 
-__all__ = ["Artifact", "QuantSpec", "strip_debug_info", "AUTO", "EXPORTERS", "Exporter", "check", "compatible",
+__all__ = ["Artifact", "QuantSpec", "strip_debug_info", "AUTO", "DEVICE", "for_device", "EXPORTERS", "Exporter", "check", "compatible",
            "export", "get", "names", "register", "resolve", "export_onnx", "quantize_int8", "export_program",
            "OnnxPredictor", "load_program", "predictor"]

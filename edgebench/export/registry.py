@@ -19,6 +19,19 @@ from edgebench.export.artifact import Artifact, QuantSpec
 ExportFn = Callable[[nn.Module, torch.Tensor, "QuantSpec | None", Path], Artifact]
 
 AUTO = "auto"
+DEVICE = "device"  # the device's own format: the first of its runtimes that runs the output's dtype (DEVICE_FORMATS)
+
+# What each device runtime loads, by the dtype of the model it is given: export=device walks the profile's runtimes
+# in order. Vendor toolchains (X-CUBE-AI, CMSIS-NN, ESP-DL, Vitis AI, a C library) are absent: nothing edgebench
+# writes runs on them as it is (edgebench.devices.estimate.RUNS).
+DEVICE_FORMATS: dict[str, dict[str, str]] = {
+    "tflite_micro": {"int8": "tflite_micro"},
+    "tflite_edgetpu": {"int8": "tflite_int8"},
+    "tflite": {"int8": "tflite_int8", "fp32": "tflite"},
+    "onnxruntime": {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"},
+    "tensorrt": {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"},
+    "pytorch": {"bf16": "torch_export"},
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,19 @@ def register(name: str, *, dtype: str, format: str, runtime: str, needs_spec: bo
 
 
 def names() -> list[str]:
-    return [AUTO, *EXPORTERS]
+    return [AUTO, DEVICE, *EXPORTERS]
+
+
+def for_device(runtimes: list[str] | tuple[str, ...], needs: QuantSpec | str | None) -> str | None:
+    """The exporter ``export=device`` picks: the first of ``runtimes`` (a device profile's, in its order) that loads
+    a model of the output's dtype (fp32 for a float model); None when none of them does (the run then writes what
+    ``auto`` writes and the fit check says why it does not fit)."""
+    dtype = _dtype(needs) or "fp32"
+    for rt in runtimes:
+        name = DEVICE_FORMATS.get(rt, {}).get(dtype)
+        if name is not None and name in EXPORTERS:
+            return name
+    return None
 
 
 def get(name: str) -> Exporter:
@@ -93,14 +118,23 @@ def check(name: str, needs: QuantSpec | str | None) -> None:
                       f"use export=auto or one of: {ok}")
 
 
-def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True) -> Exporter | None:
+def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True,
+            runtimes: list[str] | tuple[str, ...] = ()) -> Exporter | None:
     """The exporter for ``export=requested`` and a step output that needs ``needs`` (a QuantSpec, its dtype, or None).
 
+    ``device``: the device's own format (:func:`for_device`; ``runtimes`` are the profile's), else as ``auto``.
     ``auto``: the first registered exporter of the spec's dtype, ``onnx`` for a float model, and none
     with ``measure.export=false`` (``enabled``) unless the output needs its file (a quantised model's
     accuracy comes from its file). Raises ConfigError for an unknown name or an impossible choice.
     """
     dtype = _dtype(needs)
+    if requested == DEVICE:  # the device's own format, else what auto writes
+        requested = for_device(runtimes, needs) or AUTO
+        if requested != AUTO:
+            exp = EXPORTERS[requested]
+            if exp.requires is not None:
+                exp.requires()
+            return exp
     if requested == AUTO:
         if dtype is None:
             return EXPORTERS["onnx"] if enabled else None
