@@ -33,6 +33,9 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         ("parameters", _si(m["size/params"]) + (f"  ({_si(m['size/params_nonzero'])} nonzero, sparsity "
                                                 f"{m.get('size/sparsity', 0):.1%})" if compressed else "")),
     ]
+    if "lth/delta_vs_level0" in m:  # lottery tickets: the second reference, named
+        rows.append(("vs level 0 (same budget)", f"{m['lth/delta_vs_level0'] * 100:+.2f} pt vs its level-0 network "
+                     f"{m['lth/level0_test_acc']:.4f} (the line above: vs the fully trained dense baseline)"))
     if "quant.accuracy" in t:
         rows.append(("quantisation", f"accuracy {t['quant.accuracy'].split(':')[0]}, size {t['quant.size'].split(':')[0]}"))
     if "size/bytes_artifact" in m:

@@ -169,7 +169,14 @@ def test_lottery_run_in_mlflow(make_cfg, tmp_path):
     assert [h.step for h in hist] == [0, 1, 2] and hist[0].value == 1.0 and hist[2].value < hist[1].value < 1
     assert [h.step for h in client.get_metric_history(res.run_id, "lth/reinit_test_acc")] == [1, 2]
     assert len(client.get_metric_history(res.run_id, "lth/best_val_step")) == 3
+    assert len(client.get_metric_history(res.run_id, "lth/early_stop_test_acc")) == 3  # labelled: at the minimum val loss
     run = client.get_run(res.run_id)
+    # two references, both named, one definition each: delta/acc vs the fully trained dense baseline, and
+    # lth/delta_vs_level0 vs the level-0 network trained for the same budget as every ticket
+    m = run.data.metrics
+    assert m["delta/acc"] == pytest.approx(m["test/acc"] - m["baseline/test_acc"])
+    assert m["lth/delta_vs_level0"] == pytest.approx(m["lth/winning_test_acc"] - m["lth/level0_test_acc"])
+    assert 0 <= m["lth/winning_early_stop_test_acc"] <= 1 and "level 0" in run.data.tags["lth.references"]
     children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.run_id}'")
     assert len(children) == 3
     for c in children:

@@ -181,7 +181,28 @@ class LotteryTicket(Method):
                     saved.update({k: v.detach().clone() for k, v in bake(copy.deepcopy(refresh(module.net))).state_dict().items()})
                 self.steps += 1
 
-        callbacks = [Rewind()] if rewind_at > 0 else []
+        early: dict = {}
+
+        class EarlyStop(Callback):  # keep the weights at the minimum validation loss (the early-stopping iteration)
+            def __init__(self):
+                self.seen = 0
+
+            def _check(self, module):  # right after a validation: before the next step, or at the epoch's end
+                while self.seen < len(module.val_points):
+                    p = module.val_points[self.seen]
+                    self.seen += 1
+                    if not early or p["val/loss"] < early["val/loss"]:
+                        early.update({"val/loss": p["val/loss"], "step": p["step"],
+                                      "state": {k: v.detach().clone() for k, v in
+                                                bake(copy.deepcopy(refresh(module.net))).state_dict().items()}})
+
+            def on_train_batch_start(self, trainer, module, *args):
+                self._check(module)
+
+            def on_train_epoch_end(self, trainer, module):
+                self._check(module)
+
+        callbacks = [EarlyStop(), *([Rewind()] if rewind_at > 0 else [])]
         ctx.fit(model, self.cfg.epochs, callbacks=callbacks, val_check_interval=1.0 / self.cfg.val_checks_per_epoch,
                 val_points=points)
         bake(refresh(model))
@@ -189,6 +210,10 @@ class LotteryTicket(Method):
         figures = {"test_acc": ctx.evaluate(model)["test/acc"], "best_val_step": best.get("step", 0),
                    "best_val_loss": best.get("val/loss", float("nan")),
                    "final_val_acc": points[-1]["val/acc"] if points else float("nan")}
+        if early:  # the test accuracy of the weights at the early-stopping iteration (chosen on validation loss)
+            at = copy.deepcopy(model)
+            at.load_state_dict(early["state"])
+            figures["early_stop_test_acc"] = ctx.evaluate(at)["test/acc"]
         return model, figures, saved
 
     def _branch(self, ctx, store: Store, level: int, branch: str, make, fresh, rewind_at: int = 0,
@@ -243,7 +268,7 @@ class LotteryTicket(Method):
             raise ConfigError(f"method.rewind_step={cfg.rewind_step} is past the end of level 0's training "
                               f"({cfg.epochs} epoch(s)); lower it or raise method.epochs")
         rows = [{"round": 0, "lth/remaining": 1.0, "lth/test_acc": dense_fig["test_acc"],
-                 "lth/best_val_step": dense_fig["best_val_step"]}]
+                 **_early(dense_fig, "lth/early_stop_test_acc"), "lth/best_val_step": dense_fig["best_val_step"]}]
         figs = {0: dense_fig}
         finals = {0: dense.final}
         masks = {}
@@ -261,18 +286,20 @@ class LotteryTicket(Method):
             fig = figs[level] = ticket.figures
             finals[level] = ticket.final
             row = {"round": level, "lth/remaining": fig["remaining"], "lth/test_acc": fig["test_acc"],
-                   "lth/best_val_step": fig["best_val_step"]}
+                   **_early(fig, "lth/early_stop_test_acc"), "lth/best_val_step": fig["best_val_step"]}
             if "reinit" in cfg.controls:
                 seed = ctx.seed + 1000 + level
                 f = self._branch(ctx, store, level, "reinit",
                                  lambda: (reinitialise(copy.deepcopy(init), seed), lvl_mask), fresh, redo=redo).figures
                 row["lth/reinit_test_acc"] = f["test_acc"]
+                row.update(_early(f, "lth/reinit_early_stop_test_acc"))
                 row["lth/reinit_best_val_step"] = f["best_val_step"]
             if "random_prune" in cfg.controls:
                 rmask = lvl_mask.random_like(ctx.seed + 2000 + level)
                 f = self._branch(ctx, store, level, "random_prune", lambda: (fresh(rewind), rmask), fresh,
                                  redo=redo).figures
                 row["lth/random_prune_test_acc"] = f["test_acc"]
+                row.update(_early(f, "lth/random_prune_early_stop_test_acc"))
                 row["lth/random_prune_best_val_step"] = f["best_val_step"]
             rows.append(row)
 
@@ -299,13 +326,35 @@ class LotteryTicket(Method):
                  "winning_remaining": figs[win]["remaining"]}
         if cfg.conv_rate is not None:
             knobs["conv_rate"] = cfg.conv_rate
-        log.info("winning ticket: level %d, %.1f%% of weights remaining, test acc %.4f (dense %.4f)", win,
-                 100 * figs[win]["remaining"], figs[win]["test_acc"], dense_fig["test_acc"])
+        # Two references, both named: the level-0 network (the same dense net, trained the same method.epochs as
+        # every ticket) and the fully trained dense baseline (trainer.*; the pipeline's baseline/test_acc, and
+        # delta/acc = ticket - baseline as for every method).
+        level0 = dense_fig["test_acc"]
+        named = {"lth/winning_test_acc": figs[win]["test_acc"], **_early(figs[win], "lth/winning_early_stop_test_acc"),
+                 "lth/level0_test_acc": level0, **_early(dense_fig, "lth/level0_early_stop_test_acc"),
+                 "lth/delta_vs_level0": figs[win]["test_acc"] - level0}
+        at_es = named.get("lth/winning_early_stop_test_acc")
+        msg = (f"winning ticket: level {win}, {100 * figs[win]['remaining']:.1f}% of weights remaining, test acc "
+               f"{figs[win]['test_acc']:.4f} at the end" + (f" ({at_es:.4f} at the early-stopping iteration)" if at_es else "")
+               + f"; vs its level-0 network ({cfg.epochs} epochs, the same budget) "
+               f"{100 * named['lth/delta_vs_level0']:+.2f} pt")
+        if ctx.dense is not None:
+            dense_acc = ctx.evaluate(ctx.dense)["test/acc"]
+            msg += f"; vs the fully trained dense baseline {100 * (figs[win]['test_acc'] - dense_acc):+.2f} pt (delta/acc)"
+        log.info(msg)
         from edgebench.methods.pruning import layer_table
 
-        return CompressionResult(final, knobs, rows, layers=layer_table(final), children=children,
+        return CompressionResult(final, knobs, rows, layers=layer_table(final), children=children, named_metrics=named,
+                                 tags={"lth.references": "lth/delta_vs_level0: vs level 0 (the same net trained "
+                                       "method.epochs, like every ticket); delta/acc: vs the dense baseline (trainer.*)"},
                                  files={"lottery/winning_ticket.pt": ticket_file, "lottery/store.txt": _store_note(root, out)},
                                  plots={"lottery/plot.png": plot})
+
+
+def _early(figures: dict, name: str) -> dict:
+    """``{name: test accuracy at the early-stopping iteration}`` when the branch recorded it (levels stored before
+    it was recorded have none: nothing is made up)."""
+    return {name: figures["early_stop_test_acc"]} if "early_stop_test_acc" in figures else {}
 
 
 def _store_note(root: Path, out: Path) -> Path:
