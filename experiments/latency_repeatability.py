@@ -26,6 +26,11 @@ MODELS = [("lenet_300_100", (1, 28, 28), 10), ("resnet20", (3, 32, 32), 10), ("m
           ("resnet18", (3, 224, 224), 1000)]
 
 
+# The pass/fail threshold, fixed before the experiment runs (issue 3: the same latency measured twice in a row on an
+# idle machine agrees within 10%, median).
+MAX_DIFFERENCE = 0.10
+SOURCE = "issue 3: two measurements in a row agree within 10% (p50)"
+
 def main() -> None:
     threads = torch.get_num_threads()
     rows = []
@@ -40,10 +45,11 @@ def main() -> None:
             diff = abs(b.p50_ms / a.p50_ms - 1)
             rows.append({"model": name, "input": list(shape), "first_p50_ms": a.p50_ms, "second_p50_ms": b.p50_ms,
                          "first_iqr_ms": a.iqr_ms, "second_iqr_ms": b.iqr_ms, "relative_difference": diff,
-                         "within_10_percent": diff <= 0.10})
+                         "within_10_percent": diff <= MAX_DIFFERENCE})
             print(f"{name:15s} {a.p50_ms:8.3f} ms then {b.p50_ms:8.3f} ms  difference {diff:.1%}", flush=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": threads, "runtime": "onnxruntime fp32 batch 1",
-              "calls_per_measurement": 100, "rows": rows, "all_within_10_percent": all(r["within_10_percent"] for r in rows)}
+              "calls_per_measurement": 100, "rows": rows,
+              "threshold": {"max_relative_difference": MAX_DIFFERENCE, "source": SOURCE}, "all_within_10_percent": all(r["within_10_percent"] for r in rows)}
     out = Path("results/latency_repeatability.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -36,6 +36,13 @@ METHODS = {"fp32": [], "fp16": ["+method=fp16"], "bf16": ["+method=bf16"], "ptq_
            "qat_int8": ["+method=qat_int8", "method.finetune_epochs=1"]}
 
 
+# Pass/fail thresholds, fixed before the experiment runs (issue 6: the int8 artifact at least 1.5x faster than fp32
+# on this CPU, losing at most 1 point of accuracy; item 7: at most 30% of the fp32 artifact's bytes).
+INT8_MIN_SPEEDUP = 1.5
+INT8_MAX_LOSS = 0.01
+INT8_MAX_BYTES = 0.3
+SOURCE = "issue 6: int8 >= 1.5x faster than fp32, <= 1 pt accuracy loss, <= 30% of the fp32 bytes"
+
 def main() -> None:
     import logging
 
@@ -81,11 +88,13 @@ def main() -> None:
               "dense_test_acc": rows["fp32"]["test_acc"], "rows": rows, "latency": timing}
     int8 = rows["ptq_int8"]
     result["checks"] = {
-        "ptq_int8_at_least_1.5x_faster_than_fp32": timing["ptq_int8 (onnxruntime)"]["speedup_vs_ort_fp32"] >= 1.5,
-        "qat_int8_at_least_1.5x_faster_than_fp32": timing["qat_int8 (onnxruntime)"]["speedup_vs_ort_fp32"] >= 1.5,
-        "ptq_int8_loses_at_most_1pt": int8["delta_acc"] >= -0.01,
-        "qat_int8_loses_at_most_1pt": rows["qat_int8"]["delta_acc"] >= -0.01,
-        "int8_at_most_30pct_of_fp32_bytes": int8["bytes_artifact"] <= 0.3 * rows["fp32"]["bytes_artifact"]}
+        "ptq_int8_at_least_1.5x_faster_than_fp32": timing["ptq_int8 (onnxruntime)"]["speedup_vs_ort_fp32"] >= INT8_MIN_SPEEDUP,
+        "qat_int8_at_least_1.5x_faster_than_fp32": timing["qat_int8 (onnxruntime)"]["speedup_vs_ort_fp32"] >= INT8_MIN_SPEEDUP,
+        "ptq_int8_loses_at_most_1pt": int8["delta_acc"] >= -INT8_MAX_LOSS,
+        "qat_int8_loses_at_most_1pt": rows["qat_int8"]["delta_acc"] >= -INT8_MAX_LOSS,
+        "int8_at_most_30pct_of_fp32_bytes": int8["bytes_artifact"] <= INT8_MAX_BYTES * rows["fp32"]["bytes_artifact"]}
+    result["thresholds"] = {"int8_min_speedup": INT8_MIN_SPEEDUP, "int8_max_loss": INT8_MAX_LOSS,
+                            "int8_max_bytes_fraction": INT8_MAX_BYTES, "source": SOURCE}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
 
     fp32_bytes = rows["fp32"]["bytes_artifact"]
