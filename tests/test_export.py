@@ -29,7 +29,7 @@ def _net():
 
 
 def test_registry_names_and_what_each_artifact_says():
-    assert export.names() == ["auto", "onnx", "onnx_fp16", "onnx_int8", "torch_export", "tflite", "tflite_int8",
+    assert export.names() == ["auto", "device", "onnx", "onnx_fp16", "onnx_int8", "torch_export", "tflite", "tflite_int8",
                               "tflite_micro"]
     table = {n: (e.dtype, e.format, e.runtime) for n, e in export.EXPORTERS.items()}
     assert table == {"onnx": ("fp32", "onnx", "onnxruntime"), "onnx_fp16": ("fp16", "onnx", "onnxruntime"),
