@@ -109,7 +109,7 @@ def test_explicit_export_is_used(make_cfg, overrides, expected):
 
 def test_unknown_exporter_lists_the_names(make_cfg, monkeypatch):
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
-    with pytest.raises(ConfigError, match="export=tflite9: unknown exporter; known: auto, onnx, onnx_fp16, "
+    with pytest.raises(ConfigError, match="export=tflite9: unknown exporter; known: auto, device, onnx, onnx_fp16, "
                                           "onnx_int8, torch_export, tflite, tflite_int8, tflite_micro"):
         pipeline.run(make_cfg("data=digits", "export=tflite9"))
 
