@@ -222,6 +222,7 @@ def test_replicates_below_one_are_refused(make_cfg):
         pipeline.run_replicates(make_cfg("data=digits", "replicates=0"))
 
 
+@pytest.mark.slow  # 8 jobs through the CLI (about a minute); the report and export=device have fast tests of their own
 def test_leaderboard_preset_and_report_answer_the_device_question(tmp_path):
     from edgebench import report
 
