@@ -34,7 +34,7 @@ from edgebench.stats import mean_ci
 # dense epochs, fine-tuning epochs of every method, and the fraction of the training batches seen per epoch.
 BUDGET = {"lenet_300_100": {"epochs": 3, "retrain": 2, "limit": 1.0},
           "conv4": {"epochs": 2, "retrain": 1, "limit": 0.5},
-          "resnet20": {"epochs": 2, "retrain": 1, "limit": 0.25}}
+          "resnet20": {"epochs": 2, "retrain": 1, "limit": 0.15}}
 # Structured pruning's channel ratio that keeps about half of each model's parameters (measured on the
 # untrained nets: LeNet-300-100 0.5 -> 47%, Conv-4 0.3 -> 49%, ResNet-20 0.3 -> 48%).
 STRUCTURED_RATIO = {"lenet_300_100": 0.5, "conv4": 0.3, "resnet20": 0.3}
@@ -94,11 +94,75 @@ def reconstruction(model: str, root: Path) -> dict:
     return {k: {"rel_error": (v[0] / v[2]) ** 0.5, "params": v[1]} for k, v in out.items()}
 
 
+def compressed_forms(model: str, root: Path) -> dict:
+    """Each method's deployed structure built from the seed-0 dense weights, without fine-tuning (a dense runtime's
+    latency depends on the shapes, not the values): dense, low rank, low rank + sparse, magnitude (50% zeros),
+    structured (the matched channel ratio)."""
+    import torch_pruning as tp
+
+    from edgebench.methods.low_rank import LowRankConfig, factorise
+    from edgebench.methods.pruning import _output_layer, _set_module
+
+    spec = validate(pipeline.compose(common(model, 0), root))
+    dense = build_model(spec.model, (1, 28, 28), 10)
+    dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
+    dense.eval()
+    forms = {"dense": dense}
+    low = copy.deepcopy(dense)
+    factorise(low, plan(low, LowRankConfig(energy=None, ratio=LR_RATIO)))
+    forms["low rank"] = low
+    lps = copy.deepcopy(dense)
+    layers = dict(weight_layers(lps))
+    for p in plan(copy.deepcopy(dense), LowRankConfig(energy=None, ratio=LRS_RATIO)):
+        if p.kind:
+            _set_module(lps, p.name, godec(layers[p.name], p, LRS_SPARSE, 10)[0])
+    forms["low rank + sparse"] = lps
+    mag = copy.deepcopy(dense)
+    with torch.no_grad():
+        for _, m in weight_layers(mag):
+            w = m.weight
+            w.mul_(w.abs() > w.abs().flatten().kthvalue(max(1, w.numel() // 2)).values)
+    forms["magnitude pruning"] = mag
+    st = copy.deepcopy(dense)
+    x = torch.randn(1, 1, 28, 28)
+    tp.pruner.MetaPruner(st, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=STRUCTURED_RATIO[model],
+                         ignored_layers=[_output_layer(st)]).step()
+    forms["structured pruning"] = st.eval()
+    return forms
+
+
+def quiet_latency(models: list[str], root: Path, threads: int, calls: int) -> dict:
+    """Batch-1 latency in ONNX Runtime of every form of a model, all interleaved in one measurement (run it on a
+    quiet machine: ``--latency-only``)."""
+    import os
+    import tempfile
+
+    from edgebench.export.onnx import export_onnx
+    from edgebench.measure.latency import measure_latency, onnxruntime_runner
+
+    out = {}
+    x = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as d:
+        for model in models:
+            runners, nbytes = {}, {}
+            for name, net in compressed_forms(model, root).items():
+                art = export_onnx(net, x, Path(d) / model / name.replace(" ", "_") / "model.onnx")
+                runners[name] = onnxruntime_runner(art.path, x, threads)
+                nbytes[name] = os.path.getsize(art.path)
+            stats = measure_latency(runners, threads=threads, calls=calls, retries=2)
+            ref = stats["dense"].p50_ms
+            out[model] = {n: {"p50_ms": s.p50_ms, "p90_ms": s.p90_ms, "iqr_ms": s.iqr_ms, "noisy": s.noisy,
+                              "speedup": ref / s.p50_ms, "onnx_bytes": nbytes[n]} for n, s in stats.items()}
+            log.info("%s: %s", model, {n: round(v["speedup"], 2) for n, v in out[model].items()})
+    return out
+
+
 def plot(rows: dict, models: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -109,7 +173,7 @@ def plot(rows: dict, models: list[str], path: Path) -> None:
             rs = rows[f"{model} / {name}"]
             acc = mean_ci([r["test_acc"] for r in rs])
             ax.errorbar([rs[0]["nonzero"]], [acc[0]], yerr=[acc[1]], fmt=marker, capsize=3, label=name)
-        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e3:,.0f}k"))
         ax.set_title(model)
         ax.set_xlabel("nonzero parameters")
         ax.set_ylabel("test accuracy (mean, 95% CI)")
@@ -125,10 +189,37 @@ def main() -> None:
     ap.add_argument("--models", default="lenet_300_100,conv4,resnet20")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="results/low_rank")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the side-by-side latency of every method's deployed form (after the training runs, on a "
+                         "quiet machine): appended to <out>.json and <out>.md")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calls", type=int, default=300)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     models = args.models.split(",")
     root = Path.cwd()
+    if args.latency_only:
+        result = json.loads(Path(args.out + ".json").read_text())
+        lat = quiet_latency(models, root, args.threads, args.calls)
+        result["quiet_latency"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
+                                   "calls": args.calls, **host_cpu(), "models": lat}
+        Path(args.out + ".json").write_text(json.dumps(result, indent=2))
+        L = ["", "## Latency of the deployed forms, side by side", "",
+             f"{result['quiet_latency']['date']}, on a machine running nothing else: for each model, every method's "
+             "deployed structure (built from the seed-0 dense weights; a dense runtime's speed depends on the shapes, "
+             "not the values) exported to ONNX and timed in ONNX Runtime, batch 1, "
+             f"{args.threads} threads, all of a model interleaved in one measurement ({args.calls} calls, up to 2 "
+             "re-measurements when noisy). Low rank + sparse runs its sparse branch as a dense tensor (no sparse "
+             "kernel in ONNX Runtime); magnitude pruning's zeros are stored and multiplied like any weight.", "",
+             "| model | form | ONNX bytes | p50 ms | IQR ms | speedup vs dense | noisy |", "|---|---|---:|---:|---:|---:|---|"]
+        for model, forms in lat.items():
+            for name, r in forms.items():
+                L.append(f"| {model} | {name} | {r['onnx_bytes']:,} | {r['p50_ms']:.4f} | {r['iqr_ms']:.4f} | "
+                         f"{r['speedup']:.2f}x | {'yes' if r['noisy'] else ''} |")
+        with open(args.out + ".md", "a") as f:
+            f.write("\n".join(L) + "\n")
+        print("\n".join(L))
+        return
     t0 = time.perf_counter()
     rows: dict = {}
     recon: dict = {}
