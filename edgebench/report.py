@@ -39,7 +39,7 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "size/bytes_gzip", "size/bytes_sparse", "size/compression_ratio", "compute/macs", "compute/macs_nonzero",
            "compute/theoretical_speedup", "memory/peak_activation_bytes", "latency/host_p50_ms",
            "latency/host_speedup", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
-           "device/energy_mj_est", "quant.accuracy", "pipeline", "device.fit", "device.ram_source"]
+           "device/energy_mj_est", "quant.accuracy", "pipeline", "device.fit", "device.ram_source", "edgebench.child"]
 
 
 def _number(v):
@@ -189,6 +189,10 @@ def group_replicates(df: pd.DataFrame) -> pd.DataFrame:
 
     key = df[GROUP_TAG] if GROUP_TAG in df else pd.Series(np.nan, index=df.index)
     key = key.where(key.notna(), df["run_id"])
+    if "edgebench.child" in df:  # a method's child run (a lottery level, a chain's intermediate step) is its own group
+        child = df["edgebench.child"] == "true"
+        part = df["run_name"].astype(str).str.rsplit(" / ", n=1).str[-1]
+        key = key.where(~child, key.astype(str) + " / " + part)
     rows = []
     for _, g in df.groupby(key, sort=False):
         row = g.iloc[0].copy()
@@ -486,6 +490,8 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
     validation accuracy (``select/val_acc``: never the test split) among those that fit the device, plus the most
     accurate dense group as the reference whether it fits or not. A family with runs of which none fits gets a row
     saying so, with the reason the device gave; a profile without runs gets one row saying that."""
+    if "edgebench.child" in df:  # a chain's intermediate steps are not deployables of their own
+        df = df[df["edgebench.child"] != "true"]
     chain_col = "pipeline" if "pipeline" in df else "method"
     df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
     rows = []

@@ -179,3 +179,11 @@ def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     assert report.family("none") == "dense" and report.family("structured_pruning") == "pruning"
     text = report._leaderboard_markdown(board, "t", [])
     assert "## arduino_nano_33_ble_sense" in text and "0.8050 ± " in text
+
+
+def test_a_child_run_is_not_averaged_with_its_parent():
+    runs = _replicated()
+    child = runs.iloc[[3]].assign(run_id="child", run_name="magnitude_pruning 0.5 / step 0.magnitude_pruning",
+                                  **{"edgebench.child": "true", "test/acc": 0.5})
+    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), child], ignore_index=True))
+    assert sorted(df["replicates"]) == [1, 3, 3, 3]  # the child is a group of its own
