@@ -18,8 +18,13 @@ def _pyplot():
     return plt
 
 
-def lottery_levels(path: Path, rows: list[dict], title: str = "") -> None:
-    """Test accuracy and early-stopping step against % of weights remaining (log x), with the controls."""
+def lottery_levels(path: Path, rows: list[dict], title: str = "",
+                   references: list[tuple[str, float, float]] = ()) -> None:
+    """Test accuracy and early-stopping step against % of weights remaining (log x), with the controls.
+
+    A row may carry ``<key>_ci`` (the half-width of a 95% interval over replicates): drawn as a band.
+    ``references``: ``(label, accuracy, half-width)`` drawn as horizontal lines (with bands) on the accuracy panel.
+    """
     plt = _pyplot()
     x = [100 * r["lth/remaining"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -27,13 +32,26 @@ def lottery_levels(path: Path, rows: list[dict], title: str = "") -> None:
     series += [(f"lth/{c}_test_acc", f"lth/{c}_best_val_step", label, st)
                for c, label, st in (("reinit", "random reinit", "s--"), ("random_prune", "random mask", "^:"))]
     for acc_key, step_key, label, style in series:
-        pts = [(xi, r[acc_key], r.get(step_key)) for xi, r in zip(x, rows) if acc_key in r]
-        if acc_key != "lth/test_acc" and pts:
-            pts = [(x[0], rows[0]["lth/test_acc"], rows[0]["lth/best_val_step"])] + pts  # controls start from the dense net
+        keys = (acc_key, step_key)
+        pts = [(xi, r) for xi, r in zip(x, rows) if acc_key in r]
+        if acc_key != "lth/test_acc" and pts:  # controls start from the dense net
+            first = {k2: rows[0].get(k1) for k1, k2 in (("lth/test_acc", acc_key), ("lth/best_val_step", step_key),
+                                                        ("lth/test_acc_ci", acc_key + "_ci"),
+                                                        ("lth/best_val_step_ci", step_key + "_ci"))}
+            pts = [(x[0], first)] + pts
         if not pts:
             continue
-        a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
-        b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
+        for ax, key in zip((a, b), keys):
+            xs, ys = [p[0] for p in pts], [p[1].get(key) for p in pts]
+            line, = ax.plot(xs, ys, style, label=label)
+            ci = [p[1].get(key + "_ci") for p in pts]
+            if all(c is not None and c == c for c in ci):
+                ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)],
+                                color=line.get_color(), alpha=0.15, lw=0)
+    for n, (label, acc, ci) in enumerate(references):
+        a.axhline(acc, color=f"C{4 + n}", lw=1, ls="-.", label=label)
+        if ci == ci:
+            a.axhspan(acc - ci, acc + ci, color=f"C{4 + n}", alpha=0.1, lw=0)
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     ticks = [t for t in (100, 50, 30, 20, 10, 5, 3, 2, 1, 0.5) if t >= min(x) * 0.8]
@@ -46,30 +64,34 @@ def lottery_levels(path: Path, rows: list[dict], title: str = "") -> None:
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def kure_robustness(path: Path, table: dict[str, dict[str, float]], bits: list[int]) -> None:
+def kure_robustness(path: Path, table: dict[str, dict[str, float]], bits: list[int],
+                    ci: dict[str, dict[str, float]] | None = None) -> None:
     """KURE: test accuracy when the weights are quantised to each of ``bits``, by the uniform and the k-means
     quantiser, for the KURE model and (when there) its control; dotted lines at fp32. ``table``:
-    ``{"kure" | "control": {"acc_fp32": a, "acc_w<b>": a, "acc_w<b>_kmeans": a}}``."""
+    ``{"kure" | "control": {"acc_fp32": a, "acc_w<b>": a, "acc_w<b>_kmeans": a}}``; ``ci`` (same shape, the
+    half-widths of 95% intervals over replicates) draws error bars."""
     plt = _pyplot()
     bits = sorted(bits, reverse=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"kure": "C0", "control": "C1"}
     for label, row in table.items():
         for suffix, ls, quantiser in (("", "-", "uniform"), ("_kmeans", "--", "k-means")):
-            ax.plot(bits, [row[f"acc_w{b}{suffix}"] for b in bits], ls, marker="o", color=styles[label],
-                    label=f"{'KURE' if label == 'kure' else 'no KURE'}, {quantiser}")
+            err = [ci[label][f"acc_w{b}{suffix}"] for b in bits] if ci else None
+            ax.errorbar(bits, [row[f"acc_w{b}{suffix}"] for b in bits], yerr=err, ls=ls, marker="o", capsize=3,
+                        color=styles[label], label=f"{'KURE' if label == 'kure' else 'no KURE'}, {quantiser}")
         ax.axhline(row["acc_fp32"], color=styles[label], lw=0.8, ls=":")
     ax.set_xlabel("weight bits")
     ax.set_ylabel("test accuracy")
     ax.invert_xaxis()
-    ax.set_title("Accuracy when the weights are quantised (dotted: fp32)")
+    ax.set_title("Accuracy when the weights are quantised (dotted: fp32)"
+                 + ("\nmean and 95% interval over the replicates" if ci else ""))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
