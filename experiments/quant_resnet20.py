@@ -1,6 +1,6 @@
 """fp32 vs fp16 vs bf16 vs int8 (post-training and quantisation-aware) for ResNet-20 on Fashion-MNIST.
 
-Every row is a real edgebench run from a cached dense ResNet-20 (4 epochs, Adam 1e-3, cosine), one per seed:
+Every row is a real edgebench run from a cached dense ResNet-20 (3 epochs, Adam 1e-3, cosine), one per seed:
 ``+method=fp16``, ``bf16``, ``ptq_int8`` and ``qat_int8`` (1 epoch of fake-quantised fine-tuning at
 lr 1e-4). Test accuracy is computed from each deployed file: the fp32 and fp16 ONNX files and the
 int8 ONNX files through ONNX Runtime, bf16 through PyTorch (ONNX Runtime has no bf16 convolution).
@@ -35,7 +35,7 @@ from edgebench.models import build_model
 from edgebench.quant import HalfPrecision
 from edgebench.stats import mean_ci
 
-COMMON = ["model=resnet20", "data=fashion_mnist", "trainer.max_epochs=4", "trainer.progress_bar=none", "measure.latency=false",
+COMMON = ["model=resnet20", "data=fashion_mnist", "trainer.max_epochs=3", "trainer.progress_bar=none", "measure.latency=false",
           "experiment_name=quant_resnet20"]
 METHODS = {"fp32": [], "fp16": ["+method=fp16"], "bf16": ["+method=bf16"], "ptq_int8": ["+method=ptq_int8"],
            "qat_int8": ["+method=qat_int8", "method.finetune_epochs=1"]}
@@ -135,7 +135,7 @@ def main() -> None:
     fp32_bytes = rows["fp32"]["bytes_artifact"]
     lines = ["# Quantisation of ResNet-20 on Fashion-MNIST: fp32, fp16, bf16, int8 PTQ, int8 QAT", "",
              f"`experiments/quant_resnet20.py`, {result['date']}; CPU flags: {result['cpu_flags']}. Seeds {seeds}: one "
-             f"dense model per seed (4 epochs, Adam 1e-3, cosine), shared by that seed's five rows. All runs: "
+             f"dense model per seed (3 epochs, Adam 1e-3, cosine), shared by that seed's five rows. All runs: "
              f"{total_wall / 60:.0f} min wall on 2 cores (runs already in the store are reused). Accuracy: test split "
              "(10,000 images) run through the deployed file (bf16: PyTorch); mean ± the half-width of the 95% t "
              f"interval over the {len(seeds)} seeds; Δ is paired with the same seed's fp32 model.", "",
