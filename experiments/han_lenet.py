@@ -104,7 +104,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
 
     def pm(m, ci, scale=1.0, f="{:.4f}"):
-        return f"{f.format(m * scale)} ± {f.format(ci * scale)}" if ci == ci else f.format(m * scale)
+        return f"{f.format(m * scale)} ± {f.replace('+', '').format(ci * scale)}" if ci == ci else f.format(m * scale)
 
     lines = ["# Iterative pruning of LeNet-300-100 on Fashion-MNIST (Han et al. 2015 style)", "",
              f"`experiments/han_lenet.py`, {result['date']}, {wall / 60:.0f} min (runs already in the store are "

@@ -80,7 +80,7 @@ def main() -> None:
 
     def pm(v, f="{:.4f}", scale=1.0):
         m, ci = v
-        return f"{f.format(m * scale)} ± {f.format(ci * scale)}" if ci == ci else f.format(m * scale)
+        return f"{f.format(m * scale)} ± {f.replace('+', '').format(ci * scale)}" if ci == ci else f.format(m * scale)
 
     def verdict(v):
         m, ci = v

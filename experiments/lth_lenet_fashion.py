@@ -1,4 +1,4 @@
-"""The lottery-ticket paper's central LeNet-300-100 result, on Fashion-MNIST, averaged over seeds.
+"""The lottery-ticket paper's central LeNet-300-100 result, on Fashion-MNIST, over 5 seeds with 95% intervals.
 
 Frankle & Carbin (2019), Fig. 3/4: winning tickets (iterative magnitude pruning, survivors rewound to
 their initialisation) keep the dense network's test accuracy down to a few percent of the weights
@@ -6,11 +6,17 @@ and learn faster, while the same masks with a random re-initialisation fall behi
 
 Settings are the paper's (Adam 1.2e-3, batch 60, 20% of the fc weights and 10% of the output layer
 per level, rewinding to iteration 0), except the training length: the paper trains 50K iterations
-per level; here every level (and every control) trains ``--epochs`` epochs of 54K images, so the
-whole experiment fits about an hour on 2 cores. Every seed is a real ``+method=lottery_ticket``
-run of the pipeline; the per-level figures are read back from MLflow.
+per level; here every level (and every control) trains ``--epochs`` epochs of 54K images. Every seed
+is a real ``+method=lottery_ticket`` run of the pipeline (levels already in the store are reused);
+the per-level figures are read back from MLflow. Two references, both named: **level 0** (the dense
+network trained ``--epochs`` epochs, the same budget as every ticket) and the **fully trained dense
+baseline** (``trainer.max_epochs``, 15 epochs, the pipeline's ``baseline/test_acc``).
 
-    python experiments/lth_lenet_fashion.py [--seeds 0,1,2] [--levels 14] [--epochs 4]
+Every figure is the mean and the half-width of its 95% t interval over the seeds; differences
+(ticket - reinit, ticket - level 0, level 0 - dense) are paired by seed and called an effect only
+when their interval excludes zero.
+
+    python experiments/lth_lenet_fashion.py [--seeds 0,1,2,3,4] [--levels 12] [--epochs 8]
     # -> results/lth_lenet_fashion.md, .json, .png
 """
 
@@ -18,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -26,16 +31,23 @@ from mlflow.tracking import MlflowClient
 
 from edgebench import pipeline
 from edgebench.plots import lottery_levels
+from edgebench.stats import mean_ci
 
-KEYS = ["lth/remaining", "lth/test_acc", "lth/best_val_step", "lth/reinit_test_acc", "lth/reinit_best_val_step",
-        "lth/random_prune_test_acc", "lth/random_prune_best_val_step"]
+ARMS = {"ticket": "", "reinit": "reinit_", "random mask": "random_prune_"}
+KEYS = ["lth/remaining"] + [f"lth/{p}{k}" for p in ARMS.values()
+                            for k in ("test_acc", "early_stop_test_acc", "best_val_step")]
 
 
-def run(overrides: list[str], root: Path):
-    seed = next(o.split("=")[1] for o in overrides if o.startswith("seed="))
-    cfg = pipeline.compose(overrides + ["trainer.progress_bar=none"], root,
-                           root / "results" / "runs" / "lth_lenet_fashion" / f"seed{seed}")
-    return cfg, pipeline.run(cfg)
+def overrides(seed: int, levels: int, epochs: int) -> list[str]:
+    return ["model=lenet_300_100", "data=fashion_mnist", "trainer=lth", "trainer.scheduler=none", f"seed={seed}",
+            "+method=lottery_ticket", f"method.levels={levels}", f"method.epochs={epochs}",
+            "method.val_checks_per_epoch=4", "measure.latency=false", "measure.export=false",
+            "experiment_name=lth_lenet_fashion", "trainer.progress_bar=none"]
+
+
+def effect(ci_pair: tuple[float, float]) -> str:
+    m, ci = ci_pair
+    return "higher" if m - ci > 0 else "lower" if m + ci < 0 else "none"
 
 
 def main() -> None:
@@ -43,81 +55,161 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--levels", type=int, default=14)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--levels", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=8)
     args = ap.parse_args()
     root = Path.cwd()
     t0 = time.perf_counter()
-    per_seed = {}
+    per_seed, dense = {}, {}
     for seed in map(int, args.seeds.split(",")):
-        cfg, res = run(["model=lenet_300_100", "data=fashion_mnist", "trainer=lth", "trainer.scheduler=none",
-                        f"seed={seed}", "+method=lottery_ticket", f"method.levels={args.levels}",
-                        f"method.epochs={args.epochs}", "method.val_checks_per_epoch=4",
-                        "measure.latency=false", "measure.export=false", "experiment_name=lth_lenet_fashion"], root)
+        cfg = pipeline.compose(overrides(seed, args.levels, args.epochs), root,
+                               root / "results" / "runs" / "lth_lenet_fashion" / f"seed{seed}")
+        res = pipeline.run(cfg)
         client = MlflowClient(cfg.paths.mlflow_tracking_uri)
         rows = {}
         for key in KEYS:
             for m in client.get_metric_history(res.run_id, key):
                 rows.setdefault(m.step, {"round": m.step})[key] = m.value
         per_seed[seed] = [rows[k] for k in sorted(rows)]
+        dense[seed] = res.metrics["baseline/test_acc"]
         print(f"seed {seed}: {len(rows)} levels, run {res.run_id}  [{time.perf_counter() - t0:.0f} s]", flush=True)
     wall = time.perf_counter() - t0
+    dense_epochs = cfg.trainer.max_epochs
 
     seeds = sorted(per_seed)
     levels = min(len(v) for v in per_seed.values())
-    mean_rows, table = [], []
+
+    def at(L, key):
+        return [per_seed[s][L][key] for s in seeds if key in per_seed[s][L]]
+
+    def paired(L, a, b, La=None):  # mean, CI of a(level L) - b(level La or L), by seed
+        La = L if La is None else La
+        return mean_ci([per_seed[s][L][a] - per_seed[s][La][b] for s in seeds
+                        if a in per_seed[s][L] and b in per_seed[s][La]])
+
+    table, mean_rows = [], []
     for L in range(levels):
-        row, stats = {"round": L}, {}
-        for key in KEYS:
-            vals = [per_seed[s][L][key] for s in seeds if key in per_seed[s][L]]
-            if vals:
-                row[key] = statistics.mean(vals)
-                stats[key] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
-        mean_rows.append(row)
+        stats = {k: mean_ci(at(L, k)) for k in KEYS if at(L, k)}
         table.append(stats)
-    dense_acc, dense_step = table[0]["lth/test_acc"][0], table[0]["lth/best_val_step"][0]
-    keep = [L for L in range(1, levels) if table[L]["lth/test_acc"][0] >= dense_acc - 0.002]
-    lowest_kept = min((mean_rows[L]["lth/remaining"] for L in keep), default=1.0)
-    reinit_below = [L for L in range(1, levels) if "lth/reinit_test_acc" in table[L]
-                    and table[L]["lth/reinit_test_acc"][0] < table[L]["lth/test_acc"][0] - 0.002]
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds, "levels": args.levels, "epochs_per_level": args.epochs,
-              "wall_seconds": wall, "settings": "Adam 1.2e-3, batch 60, no schedule, fc rate 0.2, output rate 0.1, rewind to init, "
-              f"{args.epochs} epochs per level (the paper: 50K iterations = 56 epochs)",
-              "per_seed": per_seed, "mean": mean_rows,
-              "findings": {"lowest_remaining_where_tickets_keep_dense_acc": lowest_kept,
-                           "levels_where_reinit_is_below_ticket": reinit_below}}
-    out = Path("results/lth_lenet_fashion")
-    out.parent.mkdir(exist_ok=True)
+        row = {"round": L}
+        for k, (m, ci) in stats.items():
+            row[k], row[f"{k}_ci"] = m, ci
+        mean_rows.append(row)
+    remaining = [100 * mean_rows[L]["lth/remaining"] for L in range(levels)]
+    dense_ref = mean_ci(list(dense.values()))
+    level0 = table[0]["lth/test_acc"]
+    level0_es = table[0]["lth/early_stop_test_acc"]
+    gap = mean_ci([per_seed[s][0]["lth/test_acc"] - dense[s] for s in seeds])
+    gap_es = mean_ci([per_seed[s][0]["lth/early_stop_test_acc"] - dense[s] for s in seeds])
+    diffs = []  # per level >= 1: paired differences
+    for L in range(1, levels):
+        d = {"level": L, "remaining_pct": remaining[L]}
+        for label, key in (("ticket_minus_reinit", "test_acc"), ("ticket_minus_reinit_early_stop", "early_stop_test_acc")):
+            m, ci = paired(L, f"lth/{key}", f"lth/reinit_{key}")
+            d[label], d[label + "_ci"], d[label + "_effect"] = m, ci, effect((m, ci))
+        for label, key in (("ticket_minus_level0", "test_acc"), ("ticket_minus_level0_early_stop", "early_stop_test_acc")):
+            m, ci = paired(L, f"lth/{key}", f"lth/{key}", 0)
+            d[label], d[label + "_ci"], d[label + "_effect"] = m, ci, effect((m, ci))
+        m, ci = mean_ci([per_seed[s][L]["lth/test_acc"] - dense[s] for s in seeds])
+        d["ticket_minus_dense"], d["ticket_minus_dense_ci"], d["ticket_minus_dense_effect"] = m, ci, effect((m, ci))
+        diffs.append(d)
+
+    def lowest_kept(key):  # the sparsest level such that no level down to it is below level 0 (by the intervals)
+        kept = 100.0
+        for d in diffs:
+            if d[key] == "lower":
+                break
+            kept = d["remaining_pct"]
+        return kept
+
+    reinit_below = [d for d in diffs if d["ticket_minus_reinit_effect"] == "higher"]
+    reinit_below_es = [d for d in diffs if d["ticket_minus_reinit_early_stop_effect"] == "higher"]
+    first_sustained = next((d["remaining_pct"] for i, d in enumerate(diffs)
+                            if all(e["ticket_minus_reinit_effect"] == "higher" for e in diffs[i:])), None)
+    findings = {
+        "level0_minus_dense_pt": [100 * gap[0], 100 * gap[1]],
+        "level0_early_stop_minus_dense_pt": [100 * gap_es[0], 100 * gap_es[1]],
+        "ticket_not_below_level0_down_to_pct": lowest_kept("ticket_minus_level0_effect"),
+        "ticket_early_stop_not_below_level0_down_to_pct": lowest_kept("ticket_minus_level0_early_stop_effect"),
+        "reinit_below_ticket_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below],
+        "reinit_below_ticket_early_stop_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below_es],
+        "reinit_below_ticket_from_pct_on": first_sustained,
+    }
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds, "levels": args.levels,
+              "epochs_per_level": args.epochs, "dense_epochs": dense_epochs, "wall_seconds": wall,
+              "settings": "Adam 1.2e-3, batch 60, no schedule, fc rate 0.2, output rate 0.1, rewind to init, "
+              f"{args.epochs} epochs per level = {args.epochs * 900:,} iterations (the paper: 50K iterations)",
+              "dense_test_acc": dense_ref, "per_seed": per_seed, "dense_per_seed": dense, "mean": mean_rows,
+              "paired_differences": diffs, "findings": findings}
+    out = root / "results" / "lth_lenet_fashion"
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
 
-    def fmt(stats, key, pct=False, steps=False):
-        if key not in stats:
-            return "-"
-        m, s = stats[key]
-        if steps:
-            return f"{m:.0f} ± {s:.0f}"
-        return f"{m:.4f} ± {s:.4f}"
+    def pm(v, f="{:.4f}", scale=1.0):
+        m, ci = v
+        return f"{f.format(m * scale)} ± {f.replace('+', '').format(ci * scale)}" if ci == ci else f.format(m * scale)
+
+    def cell(stats, key, f="{:.4f}"):
+        return pm(stats[key], f) if key in stats else "-"
+
+    def pt(d, key):
+        tag = {"higher": " **>0**", "lower": " **<0**", "none": ""}[d[key + "_effect"]]
+        return f"{pm((d[key], d[key + '_ci']), '{:+.2f}', 100)}{tag}"
 
     lines = ["# Lottery tickets: LeNet-300-100 on Fashion-MNIST", "",
              f"`experiments/lth_lenet_fashion.py`, {result['date']}; seeds {seeds}; {result['settings']}. "
-             f"Mean ± standard deviation over the seeds; test accuracy on the 10,000-image test split; the early-stopping "
-             f"iteration is the optimizer step of minimum validation loss (validated 4 times per epoch). "
-             f"Wall time {wall / 60:.0f} min on 2 CPU cores.", "",
-             "| level | weights remaining | ticket test acc | reinit test acc | random-mask test acc | ticket early-stop step | reinit early-stop step |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Every figure: mean ± the half-width of the 95% t interval over the {len(seeds)} seeds. Test accuracy on "
+             "the 10,000-image test split, at the end of training (*end*) and at the early-stopping iteration (*early "
+             "stop*: the weights at the minimum validation loss, validated 4 times per epoch; the iteration is the "
+             f"last columns). Wall time of this call {wall / 60:.0f} min on 2 CPU cores (levels already in the store "
+             "are reused).", "",
+             "## References", "",
+             f"- **Level 0**: the dense network trained {args.epochs} epochs, the budget of every ticket: test accuracy "
+             f"{pm(level0)} at the end, {pm(level0_es)} at early stopping.",
+             f"- **Fully trained dense baseline**: the same network and optimiser trained {dense_epochs} epochs "
+             f"(`trainer.max_epochs`; MLflow `baseline/test_acc`, and `delta/acc` is measured against it): "
+             f"{pm(dense_ref)}.",
+             f"- Level 0 minus the fully trained dense baseline, paired by seed: {pm(gap, '{:+.2f}', 100)} pt at the "
+             f"end, {pm(gap_es, '{:+.2f}', 100)} pt at early stopping"
+             + (" (inside the intervals: level 0 reaches the fully trained accuracy)." if effect(gap) == "none"
+                else f" (the gap is outside the intervals: level 0 is {effect(gap)} than the fully trained baseline)."),
+             "", "## Per level", "",
+             "| level | weights remaining | ticket end | ticket early stop | reinit end | reinit early stop | "
+             "random mask end | ticket early-stop iter. | reinit early-stop iter. |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for L, stats in enumerate(table):
-        lines.append(f"| {L} | {100 * mean_rows[L]['lth/remaining']:.1f}% | {fmt(stats, 'lth/test_acc')} | "
-                     f"{fmt(stats, 'lth/reinit_test_acc')} | {fmt(stats, 'lth/random_prune_test_acc')} | "
-                     f"{fmt(stats, 'lth/best_val_step', steps=True)} | {fmt(stats, 'lth/reinit_best_val_step', steps=True)} |")
-    lines += ["", f"Dense (level 0): test accuracy {dense_acc:.4f}, early-stopping step {dense_step:.0f}.",
-              f"Tickets keep the dense accuracy (within 0.2 pt) down to {100 * lowest_kept:.1f}% of the weights remaining.",
-              "Random re-initialisation is below the ticket (by more than 0.2 pt) at levels "
-              f"{reinit_below} (remaining: {[round(100 * mean_rows[L]['lth/remaining'], 1) for L in reinit_below]}%).",
+        lines.append(f"| {L} | {remaining[L]:.1f}% | {cell(stats, 'lth/test_acc')} | {cell(stats, 'lth/early_stop_test_acc')} | "
+                     f"{cell(stats, 'lth/reinit_test_acc')} | {cell(stats, 'lth/reinit_early_stop_test_acc')} | "
+                     f"{cell(stats, 'lth/random_prune_test_acc')} | {cell(stats, 'lth/best_val_step', '{:.0f}')} | "
+                     f"{cell(stats, 'lth/reinit_best_val_step', '{:.0f}')} |")
+    lines += ["", "## Paired differences (points; **>0** / **<0**: the interval excludes zero)", "",
+              "| level | remaining | ticket - reinit, end | ticket - reinit, early stop | ticket - level 0, end | "
+              "ticket - level 0, early stop | ticket - fully trained dense, end |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in diffs:
+        lines.append(f"| {d['level']} | {d['remaining_pct']:.1f}% | {pt(d, 'ticket_minus_reinit')} | "
+                     f"{pt(d, 'ticket_minus_reinit_early_stop')} | {pt(d, 'ticket_minus_level0')} | "
+                     f"{pt(d, 'ticket_minus_level0_early_stop')} | {pt(d, 'ticket_minus_dense')} |")
+    f = findings
+    lines += ["", "## Findings (computed from the tables above)", "",
+              f"- Tickets are not below level 0 (by the paired intervals) down to "
+              f"{f['ticket_not_below_level0_down_to_pct']:.1f}% of the weights remaining at the end of training, "
+              f"and down to {f['ticket_early_stop_not_below_level0_down_to_pct']:.1f}% at early stopping.",
+              "- Random re-initialisation of the same mask is below the ticket (paired interval above zero) at "
+              + (f"{f['reinit_below_ticket_at_pct']}% remaining at the end of training"
+                 if f["reinit_below_ticket_at_pct"] else "no level at the end of training")
+              + (f", and at {f['reinit_below_ticket_early_stop_at_pct']}% at early stopping."
+                 if f["reinit_below_ticket_early_stop_at_pct"] else ", and at no level at early stopping."),
+              "- **The paper's reinit degradation "
+              + (f"reproduces**: from {f['reinit_below_ticket_from_pct_on']:.1f}% remaining on, every level's reinit "
+                 "is below its ticket (the paper: from about 21%)." if f["reinit_below_ticket_from_pct_on"] is not None
+                 else "does not reproduce as a sustained effect** in this budget."),
               "", "![lottery tickets](lth_lenet_fashion.png)"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     lottery_levels(out.with_suffix(".png"), mean_rows,
-                   title=f"LeNet-300-100, Fashion-MNIST, mean of {len(seeds)} seeds ({args.epochs} epochs per level)")
+                   title=f"LeNet-300-100, Fashion-MNIST: mean and 95% interval of {len(seeds)} seeds "
+                         f"({args.epochs} epochs per level)",
+                   references=[(f"dense, {dense_epochs} epochs (fully trained)", *dense_ref)])
     print("\n".join(lines))
 
 

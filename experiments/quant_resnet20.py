@@ -130,7 +130,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
 
     def pm(m, ci, f="{:.4f}", scale=1.0):
-        return f"{f.format(m * scale)} ± {f.format(ci * scale)}" if ci == ci else f.format(m * scale)
+        return f"{f.format(m * scale)} ± {f.replace('+', '').format(ci * scale)}" if ci == ci else f.format(m * scale)
 
     fp32_bytes = rows["fp32"]["bytes_artifact"]
     lines = ["# Quantisation of ResNet-20 on Fashion-MNIST: fp32, fp16, bf16, int8 PTQ, int8 QAT", "",
