@@ -74,15 +74,15 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     if "tags.edgebench.sweep_parent" in runs:
         swept = _swept(runs[runs["tags.edgebench.sweep_parent"].notna()])
         runs = runs[runs["tags.edgebench.sweep_parent"].isna()]
-    out = pd.DataFrame({"run_id": runs["run_id"]})
+    cols = {"run_id": runs["run_id"]}
     for col in runs.columns:
         if col.startswith("metrics."):
-            out[col[len("metrics."):]] = runs[col]
+            cols[col[len("metrics."):]] = runs[col]
         elif col.startswith("tags.") and not col.startswith("tags.mlflow.") or col == "tags.mlflow.runName":
-            out["run_name" if col == "tags.mlflow.runName" else col[len("tags."):]] = runs[col]
+            cols["run_name" if col == "tags.mlflow.runName" else col[len("tags."):]] = runs[col]
         elif col.startswith("params."):
-            out[col[len("params."):]] = runs[col].map(_number)
-    out = out.reset_index(drop=True)
+            cols[col[len("params."):]] = runs[col].map(_number)
+    out = pd.DataFrame(cols).reset_index(drop=True)
     out.attrs["swept_keys"] = swept  # what the sweep(s) varied: the plots' point labels
     return out
 
@@ -254,7 +254,7 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
         df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"])
     extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
                    and _varies(df[c]))  # the params that vary: what was swept
-    order = COLUMNS[:7] + ["label", "replicates", "seeds"] + extra + [
+    order = COLUMNS[:7] + ["label", "steps", "replicates", "seeds"] + extra + [
         "bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
         "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + COLUMNS[7:] + [
         "run_ids"]
@@ -485,6 +485,36 @@ def device_profiles() -> list[str]:
     return sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
 
 
+def chain_text(row: pd.Series) -> str:
+    """A short name for what a run did: its steps with the settings that were set, e.g.
+    ``structured_pruning(ratio=0.5, retrain_epochs=2) -> ptq_int8``, from the run's ``steps`` param when it has one
+    (a chain), else its chain and label; ``dense`` for none."""
+    import ast
+
+    steps = row.get("steps")
+    if isinstance(steps, str) and steps.startswith("["):
+        try:
+            items = ast.literal_eval(steps)
+        except (ValueError, SyntaxError):
+            items = None
+        if isinstance(items, list) and items:
+            parts = []
+            for it in items:
+                if isinstance(it, dict):
+                    knobs = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in it.items() if k != "name" and v is not None)
+                    parts.append(f"{it.get('name', '?')}({knobs})" if knobs else str(it.get("name", "?")))
+                else:
+                    parts.append(str(it))
+            return " -> ".join(parts)
+    chain = str(row.get("chain") or row.get("pipeline") or row.get("method") or DENSE)
+    if chain in (DENSE, "nan"):
+        return "dense"
+    label = str(row.get("label") or "").split("steps=")[0]  # a chain's steps are shown above, when parsed
+    label = " ".join(p for p in label.split() if not p.startswith("model="))
+    return f"{chain} {label}".strip()
+
+
 def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
     """Per device profile and method family, the group (replicates averaged, :func:`build`) with the highest mean
     validation accuracy (``select/val_acc``: never the test split) among those that fit the device, plus the most
@@ -516,7 +546,7 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
                 rows.append({"device": device, "family": fam, "status": f"nothing fits ({len(g)} tried): {why}"})
                 continue
             rows.append({"device": device, "family": fam, "status": status, "model": pick["model"],
-                         "chain": pick["chain"], "label": pick["label"], "replicates": pick["replicates"],
+                         "chain": chain_text(pick), "label": pick["label"], "replicates": pick["replicates"],
                          "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
                          "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
                          "ram_bytes": pick["device/ram_bytes"],
@@ -526,9 +556,42 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def answer(g: pd.DataFrame) -> str:
+    """One device's answer in a sentence: the most accurate model (by validation accuracy) that fits, with its method
+    and cost, and whether its test accuracy differs from the dense reference's by the intervals (:func:`effect`)."""
+    fits = g[g["status"].isin(["best that fits", "reference, fits"])] if "status" in g else g.iloc[0:0]
+    if fits.empty or "val_acc" not in fits:
+        return "**Answer:** nothing edgebench made fits this device in its own format (reasons below)."
+    best = fits.sort_values("val_acc", ascending=False).iloc[0]
+    dense = g[g["family"] == "dense"]
+    vs = ""
+    if len(dense) and best["family"] != "dense" and pd.notna(dense.iloc[0].get("test_acc")):
+        d = dense.iloc[0]
+        e = effect(best["test_acc"], best["test_acc_ci"], d["test_acc"], d["test_acc_ci"])
+        vs = {"higher": "; test accuracy above the dense reference's (intervals apart)",
+              "lower": "; test accuracy below the dense reference's (intervals apart)",
+              "none": "; test accuracy not distinguishable from the dense reference's (intervals overlap)",
+              "n/a": ""}[e]
+        vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes" if d["bytes_artifact"] else ""
+    if best["family"] == "dense" and len(fits) > 1:  # a smaller model as good by the intervals is worth naming
+        same = [r for _, r in fits[fits["family"] != "dense"].iterrows()
+                if effect(r["test_acc"], r["test_acc_ci"], best["test_acc"], best["test_acc_ci"]) in ("none", "higher")]
+        if same:
+            small = min(same, key=lambda r: r["bytes_artifact"])
+            vs = (f"; {small['family']} ({small['chain']}) is not distinguishable from it by test accuracy "
+                  f"({small['test_acc']:.4f} ± {small['test_acc_ci']:.4f}) at {small['bytes_artifact'] / best['bytes_artifact']:.0%} "
+                  "of its bytes")
+    ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
+    lat = f", about {best['latency_ms_est']:.3g} ms (estimate)" if pd.notna(best.get("latency_ms_est")) else ""
+    ci = "" if pd.isna(best["test_acc_ci"]) else f" ± {best['test_acc_ci']:.4f}"
+    what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
+    return (f"**Answer:** {best['model']}, {what}: test accuracy {best['test_acc']:.4f}{ci}, "
+            f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
+
+
 def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> str:
     def num(v, f="{:,.0f}"):
-        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
+        return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
 
     lines = [f"# {title}", "",
              "Per device profile and method family: the model with the highest mean **validation** accuracy among "
@@ -536,9 +599,11 @@ def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> 
              "95% t interval over the replicates), the artifact's bytes, its RAM (`tflm_arena`: TFLite Micro's "
              "measured arena; `estimate`: estimated peak activations, plus weights where the device loads them), and "
              "the device's estimated latency and energy (estimates: see the README's *Device estimates*). The dense "
-             "row is the reference, whether it fits or not.", ""]
+             "row is the reference, whether it fits or not. A dash: no figure, because the profile has none to "
+             "estimate from (no sourced power figure for energy, no peak compute for latency; the host's latency is "
+             "measured, not estimated, and only when `measure.latency` is on).", ""]
     for device, g in board.groupby("device", sort=False):
-        lines += [f"## {device}", "", "| family | status | model | chain | n | val acc | test acc | bytes | RAM (B) | "
+        lines += [f"## {device}", "", answer(g), "", "| family | status | model | chain | n | val acc | test acc | bytes | RAM (B) | "
                   "latency est (ms) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for _, r in g.iterrows():
             if pd.isna(r.get("model", np.nan)):
@@ -546,7 +611,7 @@ def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> 
                 continue
             test = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
             ram = num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
-            lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} {r['label'] or ''} | "
+            lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} | "
                          f"{int(r['replicates'])} | {r['val_acc']:.4f} | {test} | {num(r['bytes_artifact'])} | {ram} | "
                          f"{num(r['latency_ms_est'], '{:.3g}')} | {num(r['energy_mj_est'], '{:.3g}')} |")
         lines.append("")

@@ -179,6 +179,11 @@ def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     assert report.family("none") == "dense" and report.family("structured_pruning") == "pruning"
     text = report._leaderboard_markdown(board, "t", [])
     assert "## arduino_nano_33_ble_sense" in text and "0.8050 ± " in text
+    # the one-line answer: the best that fits by validation accuracy, and its test accuracy against the dense one's
+    assert report.answer(board[board["device"] == "arduino_nano_33_ble_sense"]).startswith(
+        "**Answer:** lenet5, quantisation: ptq_int8: test accuracy 0.8050 ± ")
+    assert "not distinguishable from the dense reference's (intervals overlap)" in text  # n = 2: wide intervals
+    assert "nothing edgebench made fits" in report.answer(board[board["device"] == "vcu128"])
 
 
 def test_a_child_run_is_not_averaged_with_its_parent():
@@ -187,3 +192,12 @@ def test_a_child_run_is_not_averaged_with_its_parent():
                                   **{"edgebench.child": "true", "test/acc": 0.5})
     df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), child], ignore_index=True))
     assert sorted(df["replicates"]) == [1, 3, 3, 3]  # the child is a group of its own
+
+
+def test_chain_text_names_each_step_with_the_settings_that_were_set():
+    steps = "[{'name': 'structured_pruning', 'ratio': 0.5, 'retrain_epochs': 2, 'scope': None}, 'ptq_int8']"
+    assert report.chain_text(pd.Series({"steps": steps, "chain": "structured_pruning->ptq_int8"})) == \
+        "structured_pruning(ratio=0.5, retrain_epochs=2) -> ptq_int8"
+    assert report.chain_text(pd.Series({"steps": np.nan, "chain": "none", "label": "dense"})) == "dense"
+    assert report.chain_text(pd.Series({"chain": "magnitude_pruning", "label": "model=lenet5 sparsity=0.9"})) == \
+        "magnitude_pruning sparsity=0.9"
