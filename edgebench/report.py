@@ -631,7 +631,9 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     out = Path(out or "results")
     out.mkdir(parents=True, exist_ok=True)
     board.to_csv(out / "leaderboard.csv", index=False)
-    png = plot(df, "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png", "Accuracy against size, per device")
+    # points named by their model only: the colour is the chain, and the table names its settings
+    png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
+               "Accuracy against size, per device")
     title = f"edgebench leaderboard: {sweep or experiment}"
     (out / "leaderboard.md").write_text(_leaderboard_markdown(board, title, [png.name] if png else []))
     print_leaderboard(board, title)
