@@ -124,7 +124,7 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
             torch.manual_seed(other.seed)
             return build_model(other.model, splits.input_shape, splits.num_classes)
 
-        child_tags = _child_tags(tags, parent_id, {"model": model, "edgebench.role": "trained"})
+        child_tags = _child_tags(tags, parent_id, {"model": model, "edgebench.role": "trained"}, f"trained {model}")
         with tracker.run(f"{run_name} / trained {model}", child_tags) as crun:
             crun.log_params({"model.name": model, "seed": other.seed,
                              **{f"trainer.{k}": getattr(v, "value", v) for k, v in dataclasses.asdict(tcfg).items()}})
@@ -223,10 +223,15 @@ def _log_model_plots(mlrun, model: torch.nn.Module, splits) -> None:
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched by resume)
 
 
-def _child_tags(tags: dict, parent_id: str, extra: dict) -> dict:
-    """A child run's tags: its parent's, without the ``config_hash`` that resume matches, plus ``extra``."""
-    return {**{k: v for k, v in tags.items() if k != "config_hash"}, **extra, "mlflow.parentRunId": parent_id,
-            CHILD_TAG: "true"}
+def _child_tags(tags: dict, parent_id: str, extra: dict, name: str) -> dict:
+    """A child run's tags: its parent's, without the ``config_hash`` that resume matches, plus ``extra``; its
+    ``replicate_group`` is its parent's and its own name, so the report averages the same child of every replicate
+    (level 3 of every seed) and never a child with its parent."""
+    out = {**{k: v for k, v in tags.items() if k != "config_hash"}, **extra, "mlflow.parentRunId": parent_id,
+           CHILD_TAG: "true"}
+    if "replicate_group" in tags:
+        out["replicate_group"] = f"{tags['replicate_group']} / {name}"
+    return out
 
 
 def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
@@ -263,7 +268,7 @@ def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, 
     """One child run (e.g. a lottery-ticket level) with the full per-model contract.
 
     It carries its parent's tags but not its ``config_hash``: resume must find the parent, not a level."""
-    child_tags = _child_tags(tags, parent_id, child.tags)
+    child_tags = _child_tags(tags, parent_id, child.tags, child.name)
     with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
         test = training.evaluate(child.model, dm.test_dataloader())
         try:  # a float model along the way: export= applies where it can (onnx_int8 needs the final spec)

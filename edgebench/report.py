@@ -189,10 +189,12 @@ def group_replicates(df: pd.DataFrame) -> pd.DataFrame:
 
     key = df[GROUP_TAG] if GROUP_TAG in df else pd.Series(np.nan, index=df.index)
     key = key.where(key.notna(), df["run_id"])
-    if "edgebench.child" in df:  # a method's child run (a lottery level, a chain's intermediate step) is its own group
+    if "edgebench.child" in df:  # a method's child run (a lottery level, a chain's intermediate step) is its own
+        # group; runs logged before children got their own replicate_group tag carry their parent's: add the name
         child = df["edgebench.child"] == "true"
-        part = df["run_name"].astype(str).str.rsplit(" / ", n=1).str[-1]
-        key = key.where(~child, key.astype(str) + " / " + part)
+        part = " / " + df["run_name"].astype(str).str.rsplit(" / ", n=1).str[-1]
+        old = child & ~pd.Series([k.endswith(p) for k, p in zip(key.astype(str), part)], index=df.index)
+        key = key.where(~old, key.astype(str) + part)
     rows = []
     for _, g in df.groupby(key, sort=False):
         row = g.iloc[0].copy()

@@ -192,6 +192,12 @@ def test_a_child_run_is_not_averaged_with_its_parent():
                                   **{"edgebench.child": "true", "test/acc": 0.5})
     df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), child], ignore_index=True))
     assert sorted(df["replicates"]) == [1, 3, 3, 3]  # the child is a group of its own
+    # children tagged with their own group (parent's group / name): the same child of two replicates is one group
+    g = runs.iloc[3]["replicate_group"] + " / step 0.magnitude_pruning"
+    kids = pd.concat([child.assign(replicate_group=g), child.assign(replicate_group=g, run_id="child2", seed=1)],
+                     ignore_index=True)
+    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), kids], ignore_index=True))
+    assert sorted(df["replicates"]) == [2, 3, 3, 3]
 
 
 def test_chain_text_names_each_step_with_the_settings_that_were_set():

@@ -76,6 +76,8 @@ def test_a_chain_runs_each_step_on_the_previous_output_with_a_child_run_per_step
                 "method/sparsity"):
         assert key in step.data.metrics, key
     assert step.data.tags["export.dtype"] == "fp32"  # the pruned float model, before int8
+    # a group of its own: the same step of every replicate, never averaged with its parent
+    assert step.data.tags["replicate_group"] == run.data.tags["replicate_group"] + " / step 0.magnitude_pruning"
     assert m["size/bytes_artifact"] < step.data.metrics["size/bytes_artifact"] / 3  # what the int8 step bought
 
 
