@@ -94,7 +94,7 @@ class ProgressBar(str, Enum):
     none = "none"
 
 
-RAM_DEFAULTS = {"glimpse_size": 12, "scales": 3, "glimpses": 6, "loc_std": 0.2, "hidden": 256}  # conf/model/ram.yaml
+RAM_DEFAULTS = {"glimpse_size": 12, "scales": 3, "glimpses": 6, "loc_std": 0.2, "hidden": 256}  # the one source; conf/model/ram.yaml repeats it (tested)
 
 
 @dataclass

@@ -172,3 +172,17 @@ def test_ram_trains_prunes_and_quantises_as_steps_and_logs_where_it_looked(make_
     assert res.metrics["test/acc"] > 0.2  # 10 classes: chance is 0.1
     client = MlflowClient(cfg.paths.mlflow_tracking_uri)
     assert [a.path for a in client.list_artifacts(res.run_id, "attention")] == ["attention/glimpses.png"]
+
+
+def test_ram_defaults_have_one_source():
+    """config.RAM_DEFAULTS is the source: the constructor's defaults read it, and conf/model/ram.yaml repeats it."""
+    import inspect
+
+    import yaml
+
+    from edgebench.config import RAM_DEFAULTS, config_dir
+
+    sig = inspect.signature(RecurrentAttention.__init__).parameters
+    assert {k: sig[k].default for k in RAM_DEFAULTS} == RAM_DEFAULTS
+    conf = yaml.safe_load((config_dir() / "model" / "ram.yaml").read_text())
+    assert {k: conf[k] for k in RAM_DEFAULTS} == RAM_DEFAULTS

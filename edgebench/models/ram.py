@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.losses import CrossEntropy, Loss, Sum
+from edgebench.config import RAM_DEFAULTS  # the one source of the defaults (conf/model/ram.yaml repeats them, tested)
 
 
 class GlimpseSensor(nn.Module):
@@ -61,8 +62,10 @@ class RecurrentAttention(nn.Module):
     (B, glimpses - 1: the predicted reward), which :func:`objective` reads.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, glimpse_size: int = 12, scales: int = 3,
-                 glimpses: int = 6, loc_std: float = 0.2, hidden: int = 256, glimpse_hidden: int = 128):
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int,
+                 glimpse_size: int = RAM_DEFAULTS["glimpse_size"], scales: int = RAM_DEFAULTS["scales"],
+                 glimpses: int = RAM_DEFAULTS["glimpses"], loc_std: float = RAM_DEFAULTS["loc_std"],
+                 hidden: int = RAM_DEFAULTS["hidden"], glimpse_hidden: int = 128):
         super().__init__()
         c = input_shape[0]
         self.glimpses, self.loc_std, self.hidden = glimpses, loc_std, hidden
