@@ -198,8 +198,12 @@ def _log_step(mlrun, out: methods.CompressionResult, prefix: str) -> None:
     if out.layers:
         mlrun.log_dict({"layers": out.layers}, f"method/{prefix}layers.json")
         mlrun.log_text(_layers_markdown(out.layers), f"method/{prefix}layers.md")
-    for artifact_path, local in out.files.items():
-        mlrun.log_artifact(local, str(Path(artifact_path).parent))
+    with tempfile.TemporaryDirectory(prefix="edgebench-files-") as tmp:
+        for n, (artifact_path, local) in enumerate(out.files.items()):
+            if Path(local).name != Path(artifact_path).name:  # a stored copy (files/<n>-<name>): log it by its own name
+                (Path(tmp) / str(n)).mkdir()
+                local = shutil.copy2(local, Path(tmp) / str(n) / Path(artifact_path).name)
+            mlrun.log_artifact(local, str(Path(artifact_path).parent))
     _log_plots(mlrun, out.plots)
 
 

@@ -276,6 +276,10 @@ def test_kure_run_logs_robustness_for_both_models(make_cfg):
     arts = {a.path for a in client.list_artifacts(res.run_id, "quant")}
     assert {"quant/robustness.png", "quant/robustness.json"} <= arts
     assert client.get_run(res.run_id).data.params["method.lambda"] == "1.0"
+    # the same run again reuses the stored step: its files keep their names (not the store's files/<n>-<name>)
+    again = pipeline.run(cfg)
+    assert again.run_id != res.run_id and "quant/robustness.json" in {
+        a.path for a in client.list_artifacts(again.run_id, "quant")}
 
 
 @pytest.mark.parametrize("overrides,message", [
