@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: every figure edgebench and its experiments draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,7 @@ def lottery_levels(path: Path, rows: list[dict], title: str = "",
     A row may carry ``<key>_ci`` (the half-width of a 95% interval over replicates): drawn as a band.
     ``references``: ``(label, accuracy, half-width)`` drawn as horizontal lines (with bands) on the accuracy panel.
     """
-    plt = _pyplot()
+    plt = pyplot()
     x = [100 * r["lth/remaining"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     series = [("lth/test_acc", "lth/best_val_step", "ticket (rewound)", "o-")]
@@ -77,7 +78,7 @@ def kure_robustness(path: Path, table: dict[str, dict[str, float]], bits: list[i
     quantiser, for the KURE model and (when there) its control; dotted lines at fp32. ``table``:
     ``{"kure" | "control": {"acc_fp32": a, "acc_w<b>": a, "acc_w<b>_kmeans": a}}``; ``ci`` (same shape, the
     half-widths of 95% intervals over replicates) draws error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     bits = sorted(bits, reverse=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"kure": "C0", "control": "C1"}
@@ -102,7 +103,7 @@ def glimpse_paths(path: Path, images: list, locations: list, labels: list, predi
                   scales: int, classes: list[str] | None = None) -> None:
     """Where a recurrent attention model looked: each image with its glimpses in order (numbered, the smallest
     patch as a square, the largest scale dashed) and the path between them; title: label -> prediction."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     n = len(images)

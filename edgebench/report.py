@@ -332,11 +332,11 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
     not fit hollow, points labelled by their swept values; None when no run has ``x``.
 
     ``xlabel`` is used as is, except for ``latency_ms``, whose label is each device's :func:`latency_label`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
+    from edgebench.plots import pyplot
+
+    plt = pyplot()
 
     full = df
     df = df[df[x].notna() & (df[x] > 0) & df["test/acc"].notna()]

@@ -125,12 +125,10 @@ def glimpse_figures(root: Path, results: Path) -> list[str]:
 
 
 def plot(rows: list[dict], sweep: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from edgebench.plots import pyplot
     from edgebench.stats import mean_ci
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     names = list(MODELS)

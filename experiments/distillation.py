@@ -158,10 +158,9 @@ def main() -> None:
 
 
 def _plot(rows: dict, path: Path) -> None:
-    import matplotlib
+    from edgebench.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(STUDENTS), figsize=(5 * len(STUDENTS), 3.6), sharey=False)
     for ax, student in zip(axes, STUDENTS):

@@ -128,9 +128,9 @@ def main() -> None:
               "![accuracy against sparsity](han_lenet.png)"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
-    from edgebench.plots import _pyplot
+    from edgebench.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, style in (("magnitude_pruning", "o-"), ("random_pruning", "s--")):
         pts = [(0.0, dense_acc, dense_ci)] + [(r["sparsity"], r["test_acc"], r["test_acc_ci"])

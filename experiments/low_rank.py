@@ -158,11 +158,11 @@ def quiet_latency(models: list[str], root: Path, threads: int, calls: int) -> di
 
 
 def plot(rows: dict, models: list[str], path: Path) -> None:
-    import matplotlib
+    import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
+    from edgebench.plots import pyplot
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
