@@ -111,8 +111,17 @@ def main() -> None:
         for label, key in (("ticket_minus_level0", "test_acc"), ("ticket_minus_level0_early_stop", "early_stop_test_acc")):
             m, ci = paired(L, f"lth/{key}", f"lth/{key}", 0)
             d[label], d[label + "_ci"], d[label + "_effect"] = m, ci, effect((m, ci))
+        m, ci = paired(L, "lth/reinit_test_acc", "lth/test_acc", 0)
+        d["reinit_minus_level0"], d["reinit_minus_level0_ci"], d["reinit_minus_level0_effect"] = m, ci, effect((m, ci))
         m, ci = mean_ci([per_seed[s][L]["lth/test_acc"] - dense[s] for s in seeds])
         d["ticket_minus_dense"], d["ticket_minus_dense_ci"], d["ticket_minus_dense_effect"] = m, ci, effect((m, ci))
+        # learning speed: the early-stopping iteration against level 0's, and reinit's against the ticket's
+        m, ci = paired(L, "lth/best_val_step", "lth/best_val_step", 0)
+        d["ticket_es_iter_minus_level0"], d["ticket_es_iter_minus_level0_ci"] = m, ci
+        d["ticket_es_iter_minus_level0_effect"] = effect((m, ci))
+        m, ci = paired(L, "lth/reinit_best_val_step", "lth/best_val_step")
+        d["reinit_es_iter_minus_ticket"], d["reinit_es_iter_minus_ticket_ci"] = m, ci
+        d["reinit_es_iter_minus_ticket_effect"] = effect((m, ci))
         diffs.append(d)
 
     def lowest_kept(key):  # the sparsest level such that no level down to it is below level 0 (by the intervals)
@@ -135,6 +144,18 @@ def main() -> None:
         "reinit_below_ticket_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below],
         "reinit_below_ticket_early_stop_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below_es],
         "reinit_below_ticket_from_pct_on": first_sustained,
+        "ticket_above_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                       if d["ticket_minus_level0_effect"] == "higher"],
+        "reinit_below_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                       if d["reinit_minus_level0_effect"] == "lower"],
+        "ticket_above_dense_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                      if d["ticket_minus_dense_effect"] == "higher"],
+        "ticket_stops_earlier_than_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                                    if d["ticket_es_iter_minus_level0_effect"] == "lower"],
+        "ticket_stops_later_than_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                                  if d["ticket_es_iter_minus_level0_effect"] == "higher"],
+        "reinit_stops_later_than_ticket_at_pct": [round(d["remaining_pct"], 1) for d in diffs
+                                                  if d["reinit_es_iter_minus_ticket_effect"] == "higher"],
     }
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds, "levels": args.levels,
               "epochs_per_level": args.epochs, "dense_epochs": dense_epochs, "wall_seconds": wall,
@@ -184,12 +205,23 @@ def main() -> None:
                      f"{cell(stats, 'lth/reinit_best_val_step', '{:.0f}')} |")
     lines += ["", "## Paired differences (points; **>0** / **<0**: the interval excludes zero)", "",
               "| level | remaining | ticket - reinit, end | ticket - reinit, early stop | ticket - level 0, end | "
-              "ticket - level 0, early stop | ticket - fully trained dense, end |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              "ticket - level 0, early stop | reinit - level 0, end | ticket - fully trained dense, end |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in diffs:
         lines.append(f"| {d['level']} | {d['remaining_pct']:.1f}% | {pt(d, 'ticket_minus_reinit')} | "
                      f"{pt(d, 'ticket_minus_reinit_early_stop')} | {pt(d, 'ticket_minus_level0')} | "
-                     f"{pt(d, 'ticket_minus_level0_early_stop')} | {pt(d, 'ticket_minus_dense')} |")
+                     f"{pt(d, 'ticket_minus_level0_early_stop')} | {pt(d, 'reinit_minus_level0')} | "
+                     f"{pt(d, 'ticket_minus_dense')} |")
+
+    def it(d, key):
+        tag = {"higher": " **later**", "lower": " **earlier**", "none": ""}[d[key + "_effect"]]
+        return f"{pm((d[key], d[key + '_ci']), '{:+.0f}')}{tag}"
+
+    lines += ["", "## Learning speed: the early-stopping iteration, paired by seed", "",
+              "| level | remaining | ticket - level 0 (iterations) | reinit - ticket (iterations) |", "|---:|---:|---:|---:|"]
+    for d in diffs:
+        lines.append(f"| {d['level']} | {d['remaining_pct']:.1f}% | {it(d, 'ticket_es_iter_minus_level0')} | "
+                     f"{it(d, 'reinit_es_iter_minus_ticket')} |")
     f = findings
     lines += ["", "## Findings (computed from the tables above)", "",
               f"- Tickets are not below level 0 (by the paired intervals) down to "
@@ -200,6 +232,18 @@ def main() -> None:
                  if f["reinit_below_ticket_at_pct"] else "no level at the end of training")
               + (f", and at {f['reinit_below_ticket_early_stop_at_pct']}% at early stopping."
                  if f["reinit_below_ticket_early_stop_at_pct"] else ", and at no level at early stopping."),
+              f"- Tickets are above level 0 at {f['ticket_above_level0_at_pct']}% remaining (end of training), and above "
+              f"the fully trained dense baseline at {f['ticket_above_dense_at_pct'] or 'no level'}"
+              + ("%." if f["ticket_above_dense_at_pct"] else "."),
+              f"- Reinit is below level 0 at {f['reinit_below_level0_at_pct'] or 'no level'}"
+              + ("% remaining." if f["reinit_below_level0_at_pct"] else "."),
+              f"- Tickets reach their minimum validation loss earlier than level 0 at "
+              f"{f['ticket_stops_earlier_than_level0_at_pct'] or 'no level'}"
+              + ("%" if f["ticket_stops_earlier_than_level0_at_pct"] else "")
+              + f", later at {f['ticket_stops_later_than_level0_at_pct'] or 'no level'}"
+              + ("%" if f["ticket_stops_later_than_level0_at_pct"] else "")
+              + f"; reinit reaches it later than the ticket at {f['reinit_stops_later_than_ticket_at_pct'] or 'no level'}"
+              + ("%." if f["reinit_stops_later_than_ticket_at_pct"] else "."),
               "- **The paper's reinit degradation "
               + (f"reproduces**: from {f['reinit_below_ticket_from_pct_on']:.1f}% remaining on, every level's reinit "
                  "is below its ticket (the paper: from about 21%)." if f["reinit_below_ticket_from_pct_on"] is not None
