@@ -105,23 +105,19 @@ def main() -> None:
     diffs = []  # per level >= 1: paired differences
     for L in range(1, levels):
         d = {"level": L, "remaining_pct": remaining[L]}
-        for label, key in (("ticket_minus_reinit", "test_acc"), ("ticket_minus_reinit_early_stop", "early_stop_test_acc")):
-            m, ci = paired(L, f"lth/{key}", f"lth/reinit_{key}")
-            d[label], d[label + "_ci"], d[label + "_effect"] = m, ci, effect((m, ci))
-        for label, key in (("ticket_minus_level0", "test_acc"), ("ticket_minus_level0_early_stop", "early_stop_test_acc")):
-            m, ci = paired(L, f"lth/{key}", f"lth/{key}", 0)
-            d[label], d[label + "_ci"], d[label + "_effect"] = m, ci, effect((m, ci))
-        m, ci = paired(L, "lth/reinit_test_acc", "lth/test_acc", 0)
-        d["reinit_minus_level0"], d["reinit_minus_level0_ci"], d["reinit_minus_level0_effect"] = m, ci, effect((m, ci))
-        m, ci = mean_ci([per_seed[s][L]["lth/test_acc"] - dense[s] for s in seeds])
-        d["ticket_minus_dense"], d["ticket_minus_dense_ci"], d["ticket_minus_dense_effect"] = m, ci, effect((m, ci))
+
+        def put(name, v):
+            d[name], d[name + "_ci"], d[name + "_effect"] = v[0], v[1], effect(v)
+
+        put("ticket_minus_reinit", paired(L, "lth/test_acc", "lth/reinit_test_acc"))
+        put("ticket_minus_reinit_early_stop", paired(L, "lth/early_stop_test_acc", "lth/reinit_early_stop_test_acc"))
+        put("ticket_minus_level0", paired(L, "lth/test_acc", "lth/test_acc", 0))
+        put("ticket_minus_level0_early_stop", paired(L, "lth/early_stop_test_acc", "lth/early_stop_test_acc", 0))
+        put("reinit_minus_level0", paired(L, "lth/reinit_test_acc", "lth/test_acc", 0))
+        put("ticket_minus_dense", mean_ci([per_seed[s][L]["lth/test_acc"] - dense[s] for s in seeds]))
         # learning speed: the early-stopping iteration against level 0's, and reinit's against the ticket's
-        m, ci = paired(L, "lth/best_val_step", "lth/best_val_step", 0)
-        d["ticket_es_iter_minus_level0"], d["ticket_es_iter_minus_level0_ci"] = m, ci
-        d["ticket_es_iter_minus_level0_effect"] = effect((m, ci))
-        m, ci = paired(L, "lth/reinit_best_val_step", "lth/best_val_step")
-        d["reinit_es_iter_minus_ticket"], d["reinit_es_iter_minus_ticket_ci"] = m, ci
-        d["reinit_es_iter_minus_ticket_effect"] = effect((m, ci))
+        put("ticket_es_iter_minus_level0", paired(L, "lth/best_val_step", "lth/best_val_step", 0))
+        put("reinit_es_iter_minus_ticket", paired(L, "lth/reinit_best_val_step", "lth/best_val_step"))
         diffs.append(d)
 
     def lowest_kept(key):  # the sparsest level such that no level down to it is below level 0 (by the intervals)
@@ -132,8 +128,9 @@ def main() -> None:
             kept = d["remaining_pct"]
         return kept
 
-    reinit_below = [d for d in diffs if d["ticket_minus_reinit_effect"] == "higher"]
-    reinit_below_es = [d for d in diffs if d["ticket_minus_reinit_early_stop_effect"] == "higher"]
+    def where(diff, eff):  # the % remaining of the levels whose paired difference has this effect
+        return [round(d["remaining_pct"], 1) for d in diffs if d[diff + "_effect"] == eff]
+
     first_sustained = next((d["remaining_pct"] for i, d in enumerate(diffs)
                             if all(e["ticket_minus_reinit_effect"] == "higher" for e in diffs[i:])), None)
     findings = {
@@ -141,21 +138,15 @@ def main() -> None:
         "level0_early_stop_minus_dense_pt": [100 * gap_es[0], 100 * gap_es[1]],
         "ticket_not_below_level0_down_to_pct": lowest_kept("ticket_minus_level0_effect"),
         "ticket_early_stop_not_below_level0_down_to_pct": lowest_kept("ticket_minus_level0_early_stop_effect"),
-        "reinit_below_ticket_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below],
-        "reinit_below_ticket_early_stop_at_pct": [round(d["remaining_pct"], 1) for d in reinit_below_es],
+        "reinit_below_ticket_at_pct": where("ticket_minus_reinit", "higher"),
+        "reinit_below_ticket_early_stop_at_pct": where("ticket_minus_reinit_early_stop", "higher"),
         "reinit_below_ticket_from_pct_on": first_sustained,
-        "ticket_above_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                       if d["ticket_minus_level0_effect"] == "higher"],
-        "reinit_below_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                       if d["reinit_minus_level0_effect"] == "lower"],
-        "ticket_above_dense_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                      if d["ticket_minus_dense_effect"] == "higher"],
-        "ticket_stops_earlier_than_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                                    if d["ticket_es_iter_minus_level0_effect"] == "lower"],
-        "ticket_stops_later_than_level0_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                                  if d["ticket_es_iter_minus_level0_effect"] == "higher"],
-        "reinit_stops_later_than_ticket_at_pct": [round(d["remaining_pct"], 1) for d in diffs
-                                                  if d["reinit_es_iter_minus_ticket_effect"] == "higher"],
+        "ticket_above_level0_at_pct": where("ticket_minus_level0", "higher"),
+        "reinit_below_level0_at_pct": where("reinit_minus_level0", "lower"),
+        "ticket_above_dense_at_pct": where("ticket_minus_dense", "higher"),
+        "ticket_stops_earlier_than_level0_at_pct": where("ticket_es_iter_minus_level0", "lower"),
+        "ticket_stops_later_than_level0_at_pct": where("ticket_es_iter_minus_level0", "higher"),
+        "reinit_stops_later_than_ticket_at_pct": where("reinit_es_iter_minus_ticket", "higher"),
     }
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds, "levels": args.levels,
               "epochs_per_level": args.epochs, "dense_epochs": dense_epochs, "wall_seconds": wall,
