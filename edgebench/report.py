@@ -4,8 +4,9 @@
     python -m edgebench.report --sweep sw-1a2b3c4d5e    # one sweep (its parent run gets the plots too)
     python -m edgebench.report --device coral_dev_board --out results/coral
 
-Reads the store with ``mlflow.search_runs`` (finished runs only; sweep parent runs are not rows),
-casts params to numbers, and writes ``report.csv`` (one row per run, the metric contract's
+Reads the store with ``mlflow.search_runs`` (finished runs only; sweep parent runs are not rows; a method's
+child run only while its parent is FINISHED), casts params to numbers, averages each replicate group (one run
+per seed: the latest of duplicates; what is left out is named in the markdown and the console), and writes ``report.csv`` (one row per run, the metric contract's
 columns), ``report.md``, and two frontier plots: test accuracy against model bytes and against
 latency, one panel and one frontier per device (tag ``device``). A run is Pareto-optimal when it
 fits its device and no other run on that device that fits is at least as accurate and at least as
@@ -50,9 +51,19 @@ def _number(v):
         return v
 
 
+def _plain(v) -> str:
+    """A param as text, a whole float without its ``.0`` (a seed column with gaps is float)."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(_number(v))
+
+
 def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
               device: str | None = None) -> pd.DataFrame:
-    """Finished runs as a DataFrame: tags and metrics by their contract names, params cast to numbers."""
+    """Finished runs as a DataFrame: tags and metrics by their contract names, params cast to numbers.
+
+    Besides: ``start_time`` and ``end_time`` (which of two runs of one seed is the latest), ``parent_run_id`` and
+    ``parent_status`` (the status of the parent run, ``missing`` when it is not in the experiment: a method's child
+    run counts only while its parent is FINISHED, :func:`group_replicates`), and a child run without a ``seed``
+    param of its own gets its parent's (a lottery level is of its parent's seed)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -60,10 +71,14 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     if exp is None:
         names = [e.name for e in mlflow.search_experiments()]
         raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}; experiments: {', '.join(names) or 'none'}")
-    filters = ["attributes.status = 'FINISHED'"]
+    every = mlflow.search_runs([exp.experiment_id], max_results=50000)  # every status: the parents' status is needed
+    if every.empty:
+        return pd.DataFrame()
+    status = dict(zip(every["run_id"], every["status"]))
+    seed_of = dict(zip(every["run_id"], every["params.seed"])) if "params.seed" in every else {}
+    runs = every[every["status"] == "FINISHED"]
     if device:
-        filters.append(f"tags.device = '{device}'")
-    runs = mlflow.search_runs([exp.experiment_id], " and ".join(filters), max_results=50000)
+        runs = runs[runs.get("tags.device", pd.Series(np.nan, index=runs.index)) == device]
     if sweep:  # the sweep's children, and the earlier runs it reused (tags sweep.reused.* on its parent)
         parents = runs[runs.get("tags.edgebench.sweep_parent", pd.Series(dtype=str)) == sweep]
         reused = set()
@@ -74,7 +89,7 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     if "tags.edgebench.sweep_parent" in runs:
         swept = _swept(runs[runs["tags.edgebench.sweep_parent"].notna()])
         runs = runs[runs["tags.edgebench.sweep_parent"].isna()]
-    cols = {"run_id": runs["run_id"]}
+    cols = {"run_id": runs["run_id"], "start_time": runs["start_time"], "end_time": runs["end_time"]}
     for col in runs.columns:
         if col.startswith("metrics."):
             cols[col[len("metrics."):]] = runs[col]
@@ -82,6 +97,14 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
             cols["run_name" if col == "tags.mlflow.runName" else col[len("tags."):]] = runs[col]
         elif col.startswith("params."):
             cols[col[len("params."):]] = runs[col].map(_number)
+    parent = runs.get("tags.mlflow.parentRunId", pd.Series(np.nan, index=runs.index, dtype=object))
+    cols["parent_run_id"] = parent
+    cols["parent_status"] = parent.map(lambda p: status.get(p, "missing") if isinstance(p, str) else np.nan)
+    if "edgebench.child" in cols:
+        child = cols["edgebench.child"] == "true"
+        own = cols.get("seed", pd.Series(np.nan, index=runs.index)).astype(object)
+        inherited = parent.map(lambda p: _number(seed_of.get(p, np.nan))).astype(object)
+        cols["seed"] = own.where(own.notna() | ~child, inherited)
     out = pd.DataFrame(cols).reset_index(drop=True)
     out.attrs["swept_keys"] = swept  # what the sweep(s) varied: the plots' point labels
     return out
@@ -184,7 +207,16 @@ def group_replicates(df: pd.DataFrame) -> pd.DataFrame:
     """One row per group of replicates (runs with the same ``replicate_group`` tag; a run without it is its own
     group): the first run's descriptive columns, ``replicates`` (n), ``seeds``, ``run_ids``, the mean of every
     :data:`AVERAGED` figure with the half-width of its 95% t interval in ``<figure>_ci`` (NaN for n = 1), and
-    ``fits`` only when every replicate fits."""
+    ``fits`` only when every replicate fits.
+
+    A group holds one run per seed: of several runs with the same group and seed (a config rerun, a sweep launched
+    twice) the latest finished (``end_time``; without it, the last row) is kept and the others are dropped, counted
+    in ``duplicates_dropped`` and named in ``duplicate_run_ids``. The latest, not none of them: a rerun is the
+    same experiment measured again by the current code, and dropping every copy would take a seed out of the
+    group for no fault of its figures. Runs without a seed are never taken for duplicates. A method's child run
+    (tag ``edgebench.child``) whose parent is not FINISHED (``parent_status``, :func:`load_runs`: KILLED, FAILED,
+    RUNNING, missing) is left out: its parent's result does not stand. Sweep jobs are not such children: a
+    killed sweep's finished jobs count. Every run left out is in ``attrs["dropped"]`` (run_id, run_name, reason)."""
     from edgebench.stats import mean_ci
 
     key = df[GROUP_TAG] if GROUP_TAG in df else pd.Series(np.nan, index=df.index)
@@ -195,19 +227,62 @@ def group_replicates(df: pd.DataFrame) -> pd.DataFrame:
         part = " / " + df["run_name"].astype(str).str.rsplit(" / ", n=1).str[-1]
         old = child & ~pd.Series([k.endswith(p) for k, p in zip(key.astype(str), part)], index=df.index)
         key = key.where(~old, key.astype(str) + part)
+    dropped: list[dict] = []
+
+    def drop(r: pd.Series, reason: str) -> None:
+        dropped.append({"run_id": r["run_id"], "run_name": r.get("run_name", ""), "reason": reason})
+
+    if "edgebench.child" in df and "parent_status" in df:
+        orphan = (df["edgebench.child"] == "true") & df["parent_status"].notna() & (df["parent_status"] != "FINISHED")
+        for _, r in df[orphan].iterrows():
+            drop(r, f"child of run {r.get('parent_run_id')}, which is {r['parent_status']} (not FINISHED)")
+        df, key = df[~orphan], key[~orphan]
     rows = []
     for _, g in df.groupby(key, sort=False):
+        dups: list[str] = []
+        if "seed" in g:
+            when = g["end_time"] if "end_time" in g else pd.Series(np.nan, index=g.index)
+            for seed, same in g[g["seed"].notna()].groupby("seed", sort=False):
+                if len(same) < 2:
+                    continue
+                order = sorted(same.index, key=lambda i: (pd.notna(when[i]), when[i] if pd.notna(when[i]) else 0,
+                                                          g.index.get_loc(i)))  # latest last; no time: row order
+                latest = same.loc[order[-1], "run_id"]
+                for i in order[:-1]:
+                    drop(same.loc[i], f"duplicate of run {latest} (same replicate group, seed {_plain(seed)})")
+                    dups.append(same.loc[i, "run_id"])
+            g = g[~g["run_id"].isin(dups)]
         row = g.iloc[0].copy()
         row["replicates"] = len(g)
-        row["seeds"] = ",".join(str(_number(v)) for v in sorted(g["seed"].dropna())) if "seed" in g else ""
+        row["seeds"] = ",".join(_plain(v) for v in sorted(g["seed"].dropna())) if "seed" in g else ""
         row["run_ids"] = ",".join(g["run_id"])
+        row["duplicates_dropped"] = len(dups)
+        row["duplicate_run_ids"] = ",".join(dups)
         for col in AVERAGED:
             vals = g[col].dropna() if col in g else pd.Series(dtype=float)
             row[col], row[f"{col}_ci"] = mean_ci(list(vals)) if len(vals) else (np.nan, np.nan)
         if "fits" in g:
             row["fits"] = bool(g["fits"].all())
         rows.append(row)
-    return pd.DataFrame(rows).reset_index(drop=True)
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    out.attrs["dropped"] = dropped
+    return out
+
+
+def dropped_summary(dropped: list[dict], limit: int = 5) -> list[str]:
+    """What :func:`group_replicates` left out, in at most two lines (duplicates; children of unfinished parents),
+    naming up to ``limit`` runs each; empty when nothing was."""
+    lines = []
+    dups = [d for d in dropped if d["reason"].startswith("duplicate")]
+    orphans = [d for d in dropped if d["reason"].startswith("child")]
+    for found, what in ((dups, "duplicate run{s} dropped (same replicate group and seed as a later finished run, "
+                                "which is kept)"),
+                        (orphans, "child run{s} left out (the parent run is not FINISHED)")):
+        if found:
+            named = "; ".join(f"{d['run_id']}: {d['reason']}" for d in found[:limit])
+            more = f"; and {len(found) - limit} more" if len(found) > limit else ""
+            lines.append(f"{len(found)} {what.format(s='' if len(found) == 1 else 's')}: {named}{more}")
+    return lines
 
 
 def effect(a: float, a_ci: float, b: float, b_ci: float) -> str:
@@ -242,6 +317,7 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
     df["fits"] = df["device/fits"].fillna(1) != 0
     df["label"] = labels(df, [k for k in swept if k != "seed"])  # replicates differ in the seed only
     df = group_replicates(df)
+    dropped = df.attrs["dropped"]
     dense = df[df["method"] == DENSE]
     df["effect_vs_dense"] = "n/a"
     for i, r in df.iterrows():  # the accuracy difference to the dense group of the same model, data and device
@@ -259,9 +335,10 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
     order = COLUMNS[:7] + ["label", "steps", "replicates", "seeds"] + extra + [
         "bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
         "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + COLUMNS[7:] + [
-        "run_ids"]
+        "run_ids", "duplicates_dropped", "duplicate_run_ids"]
     df = df[[c for c in order if c in df]].sort_values(["device", "method", "test/acc"], ascending=[True, True, False])
     df = df.reset_index(drop=True)
+    df.attrs = {"dropped": dropped}  # what group_replicates left out: the report says so
     lat_label = "; ".join(f"{d}: {latency_label(df, d)}" for d in sorted(df["device"].unique()))
     return df, "bytes (smallest of file, gzip, analytic encoding)", lat_label
 
@@ -408,6 +485,8 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
     cols = ["run_name", "device", "method", "label", "replicates"] + [c for c in df.columns if c.startswith("method.")] + [
         "test/acc", "delta/acc", "effect_vs_dense", "select/val_acc", "bytes", "latency_ms", "device/fits",
         "pareto_bytes", "pareto_latency"]
+    if "duplicates_dropped" in df and df["duplicates_dropped"].fillna(0).any():
+        cols.insert(cols.index("replicates") + 1, "duplicates_dropped")
 
     def cell(r, c):
         ci = r.get(f"{c}_ci", np.nan)
@@ -432,11 +511,28 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
              "inside the intervals is not an effect), `n/a` with one replicate. Pareto, per device, on the means: fits "
              "the device (every replicate) and is not beaten on both accuracy and cost by another group that fits "
              "it; groups that do not fit are never on the frontier.", "",
+             *_dropped_markdown(df.attrs.get("dropped", [])),
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for _, r in df.iterrows()]
     for name in plots:
         lines += ["", f"![{name[:-4].replace('_', ' ')}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _dropped_markdown(dropped: list[dict]) -> list[str]:
+    """The paragraph on the runs :func:`group_replicates` left out (every one named), or nothing."""
+    if not dropped:
+        return []
+    return ["**Runs left out.** " + " ".join(f"{line}." for line in dropped_summary(dropped, limit=len(dropped))), ""]
+
+
+def print_dropped(dropped: list[dict], console=None) -> None:
+    """The runs left out, as plain lines after a table (up to 5 named per kind; the report's markdown names all)."""
+    from rich.console import Console
+
+    for line in dropped_summary(dropped):
+        (console or Console(width=None if sys.stdout.isatty() else 160)).print(
+            line, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
 def report(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None, device: str | None = None,
@@ -591,7 +687,7 @@ def answer(g: pd.DataFrame) -> str:
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
 
 
-def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> str:
+def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = ()) -> str:
     def num(v, f="{:,.0f}"):
         return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
 
@@ -603,7 +699,7 @@ def _leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str]) -> 
              "the device's estimated latency and energy (estimates: see the README's *Device estimates*). The dense "
              "row is the reference, whether it fits or not. A dash: no figure, because the profile has none to "
              "estimate from (no sourced power figure for energy, no peak compute for latency; the host's latency is "
-             "measured, not estimated, and only when `measure.latency` is on).", ""]
+             "measured, not estimated, and only when `measure.latency` is on).", "", *_dropped_markdown(list(dropped))]
     for device, g in board.groupby("device", sort=False):
         lines += [f"## {device}", "", answer(g), "", "| family | status | model | chain | n | val acc | test acc | bytes | RAM (B) | "
                   "latency est (ms) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -637,8 +733,10 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
                "Accuracy against size, per device")
     title = f"edgebench leaderboard: {sweep or experiment}"
-    (out / "leaderboard.md").write_text(_leaderboard_markdown(board, title, [png.name] if png else []))
+    dropped = df.attrs.get("dropped", [])
+    (out / "leaderboard.md").write_text(_leaderboard_markdown(board, title, [png.name] if png else [], dropped))
     print_leaderboard(board, title)
+    print_dropped(dropped)
     print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
     return board
 
@@ -690,7 +788,9 @@ def print_frontier(df: pd.DataFrame, title: str, console=None) -> None:
         table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
                                     f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
                                     delta, f"{r['bytes']:,.0f}", lat, which)))
-    (console or Console(width=None if sys.stdout.isatty() else 140)).print(table)
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    console.print(table)
+    print_dropped(df.attrs.get("dropped", []), console)
 
 
 _print_frontier = print_frontier
