@@ -51,6 +51,21 @@ def _number(v):
         return v
 
 
+def path_component(name: str) -> str:
+    """``name`` (an experiment name, a sweep id) as one folder name that stays where it is put: kept as it is when
+    plain (letters, digits, ``._-``, not starting with a dot or dash, at most 100 characters); otherwise every run
+    of other characters (``/``, spaces, ``$``...) becomes ``_``, leading dots and dashes are dropped, and 8 hex
+    characters of the name's SHA-256 are appended, so that no two names share a folder (``../../x`` ->
+    ``_.._x-<hash>``: never ``..``, never a path)."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".-")[:80]
+    return f"{safe or 'name'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def _plain(v) -> str:
     """A param as text, a whole float without its ``.0`` (a seed column with gaps is float)."""
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(_number(v))
@@ -543,7 +558,7 @@ def report(tracking_uri: str, experiment: str = "edgebench", sweep: str | None =
                          + (f" for sweep {sweep}" if sweep else "") + (f" on device {device}" if device else ""))
     df, bytes_label, lat_label = build(runs, runs.attrs.get("swept_keys", []))
     name = sweep or experiment
-    out = Path(out or Path("results") / name)
+    out = Path(out or Path("results") / path_component(name))  # a name is not a path: never outside results/
     out.mkdir(parents=True, exist_ok=True)
     title = f"edgebench report: {name}" + (f" on {device}" if device else "")
     df.to_csv(out / "report.csv", index=False)
@@ -806,7 +821,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default="edgebench", help="MLflow experiment name (default: edgebench)")
     ap.add_argument("--sweep", help="only this sweep id (the sweep_id tag, e.g. sw-1a2b3c4d5e)")
     ap.add_argument("--device", help="only runs for this device profile (tag device)")
-    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment>; results/ with --leaderboard)")
+    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment, made one safe folder name>; results/ "
+                         "with --leaderboard)")
     ap.add_argument("--leaderboard", action="store_true",
                     help="per device profile and method family, the most accurate model (by validation accuracy) that "
                          "fits, with test accuracy ± CI, bytes, RAM and estimated latency and energy -> leaderboard.md")

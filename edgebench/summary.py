@@ -82,4 +82,5 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     from edgebench.sweep import job_context
 
     if job_context() is None:  # a sweep prints the command once, at its end (edgebench.sweep)
-        console.print(f"open the MLflow UI: {escape(ui)}", soft_wrap=True, highlight=False)
+        console.print(f"open the MLflow UI: {ui}", soft_wrap=True, highlight=False, markup=False,
+                      emoji=False)  # verbatim: a quoted path keeps its brackets and colons

@@ -177,6 +177,8 @@ class SweepCallback(Callback):
     @staticmethod
     def _print_end(config: DictConfig, info: dict[str, Any]) -> None:
         """The sweep's result table (the report's frontier) and, once, the command that opens it in the UI."""
+        import shlex
+
         from edgebench import report, ui
         from edgebench.tracking import sqlite_path
 
@@ -193,7 +195,8 @@ class SweepCallback(Callback):
                   flush=True)
             return
         art = Path(str(config.paths.mlflow_artifact_dir))
-        cmd = f"python -m edgebench.ui --tracking-uri {uri} --artifact-dir {art.resolve()} --sweep {sid}"
+        cmd = shlex.join(["python", "-m", "edgebench.ui", "--tracking-uri", uri, "--artifact-dir", str(art.resolve()),
+                          "--sweep", sid])  # quoted: a path with a space stays one word, $(...) in it never runs
         url = ui.experiment_url("http://127.0.0.1:5000", info["experiment_id"], sid)
         print(f"open sweep {sid} in the MLflow UI: {cmd}\n  and browse to {url}", flush=True)
 

@@ -104,11 +104,14 @@ def require_store(uri: str, hint: str = "run `python -m edgebench` first or pass
 
 
 def ui_command(uri: str, artifact_dir: str) -> str:
-    """The command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
+    """The command that opens the MLflow UI on this store (bound to 127.0.0.1), its paths quoted for a POSIX
+    shell (``shlex.quote``): pasted, a path with spaces stays one word and ``$(...)`` in it never runs."""
+    import shlex
+
     if sqlite_path(uri) is None:
         return f"open {uri} in a browser (tracking server)"
-    return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {Path(artifact_dir).as_uri()} "
-            "--host 127.0.0.1 --port 5000")
+    return (f"mlflow ui --backend-store-uri {shlex.quote(uri)} --default-artifact-root "
+            f"{shlex.quote(Path(artifact_dir).absolute().as_uri())} --host 127.0.0.1 --port 5000")
 
 
 def git_sha() -> str:

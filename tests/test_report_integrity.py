@@ -120,3 +120,97 @@ def test_the_leaderboard_groups_the_same_way(tmp_path, mlflow_template_db, capsy
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
     for text in (out, md):
         assert "2 duplicate runs dropped" in text and "1 child run left out" in text
+
+
+# ------------------------------------------------------------------------------------------------ item 7
+
+NASTY = ["../../x", "my exp/1 a", "..", ".", "/abs/olute", "a\\b", "", "$(touch pwned)", "sw-1a2b3c4d5e"]
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_a_name_becomes_one_safe_path_component(name, tmp_path):
+    part = report.path_component(name)
+    assert part and "/" not in part and "\\" not in part and part not in (".", "..") and not part.startswith(".")
+    assert (tmp_path / part).resolve().parent == tmp_path.resolve()
+    if name == "sw-1a2b3c4d5e":
+        assert part == name  # a plain name is kept as it is
+    else:
+        assert part != name and report.path_component(name + "x") != part  # changed, and two names do not collide
+
+
+@pytest.mark.parametrize("experiment", ["../../x", "my exp/1 a"])
+def test_the_report_of_a_named_experiment_stays_under_results(experiment, tmp_path, mlflow_template_db, monkeypatch):
+    uri, client, _ = _store(tmp_path, mlflow_template_db)
+    exp = client.create_experiment(experiment)
+    _log(client, exp, "dense", params={"seed": 0}, metrics={"test/acc": 0.9, "size/bytes_artifact": 1000.0},
+         method="none", model="m", data="d", device="host")
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    report.main(["--tracking-uri", uri, "--experiment", experiment])
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "mlflow.db"]
+    assert written and all((work / "results") in p.parents for p in written), written
+    (folder,) = {p.parent for p in written}
+    assert folder.parent == work / "results" and (folder / "report.md").exists()
+
+
+EVIL = "st ore $(touch pwned) `touch pwned2` 'q\" ;x"  # a space, a command substitution, quotes
+
+
+def _round_trip(command: str, cwd) -> list[str]:
+    """The command's words as bash parses them (printf, not the program), checking nothing ran."""
+    words = shlex.split(command)
+    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + command.split(" ", 2)[2]], cwd=cwd, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert not list(cwd.glob("pwned*")), "pasting the command ran what the path contains"
+    assert out == words[2:]
+    return words
+
+
+def test_the_ui_command_at_the_end_of_a_run_is_quoted(tmp_path):
+    from edgebench.tracking import ui_command
+
+    uri, art = f"sqlite:///{tmp_path}/{EVIL}/mlflow.db", tmp_path / EVIL / "mlartifacts"
+    words = _round_trip(ui_command(uri, str(art)), tmp_path)
+    assert words[:2] == ["mlflow", "ui"] and words[words.index("--backend-store-uri") + 1] == uri
+    root = words[words.index("--default-artifact-root") + 1]
+    assert root == art.as_uri()
+
+
+def test_the_run_summary_prints_the_ui_command_verbatim(tmp_path):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from edgebench.summary import print_summary
+    from edgebench.tracking import ui_command
+
+    cmd = ui_command(f"sqlite:///{tmp_path}/{EVIL} [bold]x[/] :smile:/mlflow.db", str(tmp_path / "art"))
+    result = SimpleNamespace(metrics={"test/acc": 0.9, "size/params": 100, "compute/macs": 1000},
+                             tags={"model": "m", "data": "d", "method": "none"}, device_report=None,
+                             baseline_from_cache=False, run_id="r1")
+    console = Console(record=True, width=80)
+    print_summary(result, cmd, console)
+    (line,) = [l for l in console.export_text().splitlines() if l.startswith("open the MLflow UI: ")]
+    assert line == f"open the MLflow UI: {cmd}"
+
+
+def test_the_ui_command_at_the_end_of_a_sweep_is_quoted(tmp_path, mlflow_template_db, capsys):
+    from omegaconf import OmegaConf
+
+    from edgebench.sweep import SweepCallback
+
+    store = tmp_path / EVIL
+    store.mkdir()
+    shutil.copy(mlflow_template_db, store / "mlflow.db")
+    uri = f"sqlite:///{store}/mlflow.db"
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(uri).create_experiment("edgebench")
+    config = OmegaConf.create({"experiment_name": "edgebench", "paths": {"mlflow_artifact_dir": str(store / "art")}})
+    SweepCallback._print_end(config, {"sweep_id": "sw-1", "tracking_uri": uri, "experiment_id": exp})
+    (line,) = [l for l in capsys.readouterr().out.splitlines() if "python -m edgebench.ui" in l]
+    words = _round_trip(line[line.index("python -m"):], tmp_path)
+    assert words[words.index("--tracking-uri") + 1] == uri
+    assert words[words.index("--artifact-dir") + 1] == str((store / "art").resolve())
+    assert words[words.index("--sweep") + 1] == "sw-1"
