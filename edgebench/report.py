@@ -6,9 +6,10 @@
 
 Reads the store with ``mlflow.search_runs`` (finished runs only; sweep parent runs are not rows; a method's
 child run only while its parent is FINISHED), casts params to numbers, averages each replicate group (one run
-per seed: the latest of duplicates; what is left out is named in the markdown and the console), and writes ``report.csv`` (one row per run, the metric contract's
-columns), ``report.md``, and two frontier plots: test accuracy against model bytes and against
-latency, one panel and one frontier per device (tag ``device``). A run is Pareto-optimal when it
+per seed: the latest of duplicates; what is left out is named in the markdown and the console), and writes
+``report.csv`` (one row per replicate group, the metric contract's columns), ``report.md``, and two frontier
+plots: test accuracy against model bytes and against latency, one panel and one frontier per device (tag
+``device``). A run is Pareto-optimal when it
 fits its device and no other run on that device that fits is at least as accurate and at least as
 small (or fast) and strictly better in one of them. Runs that do not fit (``device/fits`` = 0) are
 drawn hollow and kept off the frontier; points are labelled by their swept values; the dense
@@ -821,8 +822,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default="edgebench", help="MLflow experiment name (default: edgebench)")
     ap.add_argument("--sweep", help="only this sweep id (the sweep_id tag, e.g. sw-1a2b3c4d5e)")
     ap.add_argument("--device", help="only runs for this device profile (tag device)")
-    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment, made one safe folder name>; results/ "
-                         "with --leaderboard)")
+    ap.add_argument("--out", help="output folder (default: results/<sweep id or experiment, made one safe folder "
+                                  "name>; results/ with --leaderboard)")
     ap.add_argument("--leaderboard", action="store_true",
                     help="per device profile and method family, the most accurate model (by validation accuracy) that "
                          "fits, with test accuracy ± CI, bytes, RAM and estimated latency and energy -> leaderboard.md")
