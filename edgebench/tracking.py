@@ -64,8 +64,11 @@ def check_store(uri: str, must_exist: bool = False,
         if must_exist:
             raise ConfigError(f"no MLflow store at {db}; {hint}")
         return
-    what = ("move it aside (e.g. `mv {0} {0}.bad`) or point paths.mlflow_tracking_uri (python -m edgebench) / "
-            "--tracking-uri (edgebench.report, edgebench.ui) at another store").format(db)
+    import shlex
+
+    what = ("move it aside (e.g. `mv {0} {1}`) or point paths.mlflow_tracking_uri (python -m edgebench) / "
+            "--tracking-uri (edgebench.report, edgebench.ui) at another store").format(shlex.quote(str(db)),
+                                                                                      shlex.quote(f"{db}.bad"))
     try:
         with open(db, "rb") as f:
             head = f.read(len(SQLITE_HEADER))

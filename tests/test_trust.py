@@ -93,3 +93,16 @@ def test_help_is_current():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "(later)" not in out.stdout and "none yet" not in out.stdout
     assert "latency" in out.stdout and "python -m edgebench.report" in out.stdout
+
+
+def test_the_move_aside_hint_quotes_a_path_with_a_space(tmp_path):
+    import shlex
+
+    folder = tmp_path / "my store $(touch pwned)"
+    folder.mkdir()
+    db = folder / "mlflow.db"
+    db.write_bytes(b"not sqlite at all" * 64)
+    with pytest.raises(ConfigError) as e:
+        Tracker(f"sqlite:///{db}", str(tmp_path / "art"), "edgebench")
+    hint = str(e.value).split("`")[1]  # the suggested command, between backquotes
+    assert shlex.split(hint) == ["mv", str(db), f"{db}.bad"]
