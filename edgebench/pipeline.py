@@ -134,7 +134,8 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
                 return training.fit(net, other_dm, tcfg,
                                     epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
 
-            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes)
+            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes,
+                                     data=splits.digest)
             if got.from_cache:
                 for row in got.history:
                     crun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -485,7 +486,8 @@ def run(cfg: DictConfig) -> RunResult:
             return training.fit(net, dm, spec.trainer,
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
 
-        baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes)
+        baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes,
+                                      data=splits.digest)
         if baseline.from_cache:  # the run still carries the curves of the model it reports
             for row in baseline.history:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
