@@ -115,6 +115,27 @@ def _load(path: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, list[d
     return model, history, meta.get("train_seconds", 0.0)
 
 
+def recheck_tolerance(n: int) -> float:
+    """How far below its stored final ``val/acc`` a reloaded baseline may score on the ``n`` validation images:
+    1 point, or 2 images on a split under 200 (evaluation on another device or thread count can flip a borderline
+    image or two; a damaged model loses far more)."""
+    return max(0.01, 2 / n) if n else 0.0
+
+
+def _rechecked(path: Path, model: nn.Module, history: list[dict],
+               recheck: Callable[[nn.Module], tuple[float, int]] | None) -> None:
+    """Raise :class:`UnreadableFileError` naming ``model.pt`` when the loaded model scores below its stored final
+    validation accuracy by more than :func:`recheck_tolerance` (``recheck(model)``: its (val accuracy, images))."""
+    stored = [row["val/acc"] for row in history if "val/acc" in row]
+    if recheck is None or not stored:
+        return
+    acc, n = recheck(model)
+    if acc < stored[-1] - recheck_tolerance(n):
+        raise UnreadableFileError(f"{path / 'model.pt'}: validation accuracy {acc:.4f} on reload, below the stored "
+                                  f"final val/acc {stored[-1]:.4f} (tolerance {recheck_tolerance(n):.4f}): "
+                                  "not the model that was trained")
+
+
 def _num_classes(model: nn.Module) -> int | None:
     """The output width of ``model``'s last linear layer (its number of classes), or None."""
     last = None
@@ -126,10 +147,12 @@ def _num_classes(model: nn.Module) -> int | None:
 
 def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[], nn.Module],
                  train: Callable[[nn.Module], list[dict]], num_classes: int | None = None,
-                 data: str | None = None) -> Baseline:
+                 data: str | None = None, recheck: Callable[[nn.Module], tuple[float, int]] | None = None) -> Baseline:
     """Load the cached dense baseline for ``cfg``, or build, train and cache it.
 
-    ``data`` is the content digest of the data ``train`` uses (None: loaded here to compute it).
+    ``data`` is the content digest of the data ``train`` uses (None: loaded here to compute it). ``recheck(model)``
+    returns a loaded model's (validation accuracy, validation images) on that data: a stored model that scores
+    below its own stored final ``val/acc`` (:func:`recheck_tolerance`) is set aside and trained again.
 
     A freshly trained baseline must be clearly better than chance (``num_classes`` classes; None:
     the output width of the model's last linear layer), or :class:`edgebench.training.DivergedError`
@@ -161,7 +184,12 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
         torch.save(model.state_dict(), folder / "model.pt")
         return {"key_hash": h, "history": history, "train_seconds": seconds}
 
+    def load(p: Path) -> tuple[nn.Module, list[dict], float]:
+        model, history, seconds = _load(p, build)
+        _rechecked(p, model, history, recheck)
+        return model, history, seconds
+
     (model, history, seconds), hit, path = Store(cache_dir).get_or_make(
-        "baselines", key, make, save, lambda p: _load(p, build), name=_entry_name(cfg), what="baseline cache entry")
+        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline cache entry")
     log.info("dense baseline %s %s", "loaded from cache" if hit else "cached in", path)
     return Baseline(model, history, hit, path, h, seconds)

@@ -135,7 +135,7 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
                                     epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
 
             got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes,
-                                     data=splits.digest)
+                                     data=splits.digest, recheck=_val_recheck(other_dm))
             if got.from_cache:
                 for row in got.history:
                     crun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -146,6 +146,11 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
         return got.model.eval()
 
     return trained
+
+
+def _val_recheck(dm: EdgeDataModule):
+    """``recheck(model) -> (validation accuracy, validation images)``: how a stored baseline is re-checked on load."""
+    return lambda net: (training.evaluate(net, dm.val_dataloader())["test/acc"], len(dm.splits.val_y))
 
 
 def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
@@ -487,7 +492,7 @@ def run(cfg: DictConfig) -> RunResult:
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
 
         baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes,
-                                      data=splits.digest)
+                                      data=splits.digest, recheck=_val_recheck(dm))
         if baseline.from_cache:  # the run still carries the curves of the model it reports
             for row in baseline.history:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

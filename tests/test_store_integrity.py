@@ -77,3 +77,97 @@ def test_other_images_at_another_root_train_their_own_baseline(tmp_path):
     third = _runs(tmp_path)[-1]
     assert third.data.tags["baseline.cache_hit"] == "true"
     assert third.data.tags["baseline.key"] == first.data.tags["baseline.key"]
+
+
+# --- 2: a stored file damaged inside (it still loads) is found, set aside and made again ---
+
+def _zero_tensor_bytes(model_pt: Path) -> None:
+    """Zero the bytes of every tensor record inside ``model_pt`` (a torch zip file): the zip's structure, and so
+    ``torch.load``, stay intact; the weights become zeros."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(model_pt) as z:
+        records = [i for i in z.infolist() if "/data/" in i.filename]
+    raw = bytearray(model_pt.read_bytes())
+    for info in records:
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len
+        raw[start: start + info.compress_size] = bytes(info.compress_size)
+    model_pt.write_bytes(bytes(raw))
+
+
+def _damage(model_pt: Path) -> None:
+    import torch
+
+    before = torch.load(model_pt, weights_only=True)
+    _zero_tensor_bytes(model_pt)
+    after = torch.load(model_pt, weights_only=True)  # still loads: only the content is wrong
+    assert after.keys() == before.keys() and all(float(t.abs().sum()) == 0 for t in after.values())
+
+
+DIGITS = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=2", *FAST]
+
+
+def test_damaged_baseline_file_is_set_aside_and_retrained(tmp_path):
+    _cli(DIGITS, tmp_path)
+    (model_pt,) = (tmp_path / "results" / "cache" / "baselines").glob("*/model.pt")
+    _damage(model_pt)
+    res = _cli(DIGITS, tmp_path)
+    first, second = _runs(tmp_path)
+    assert second.data.tags["baseline.cache_hit"] == "false"
+    assert second.data.metrics["test/acc"] > 0.8  # a trained model's accuracy, not the zeroed one's 0.1
+    assert second.data.metrics["test/acc"] == pytest.approx(first.data.metrics["test/acc"], abs=0.05)
+    assert list(model_pt.parent.parent.glob(model_pt.parent.name + ".corrupt-*")), "the damaged entry is kept aside"
+    out = res.stdout + res.stderr
+    assert "model.pt" in out and "sha256" in out  # the warning names the file and the reason
+
+
+def test_baseline_below_its_stored_validation_accuracy_is_retrained(make_cfg):
+    """The file hashes bypassed (meta.json rewritten to match the damaged file): the re-check on the validation
+    split still refuses the model."""
+    import hashlib
+
+    from edgebench import cache, pipeline
+    from edgebench.config import validate
+
+    first = pipeline.run(make_cfg(*DIGITS))
+    entry = cache.entry_dir(make_cfg(*DIGITS).paths.cache_dir, validate(make_cfg(*DIGITS)))
+    _damage(entry / "model.pt")
+    meta = json.loads((entry / "meta.json").read_text())
+    for rel in meta.get("files", {}):
+        meta["files"][rel] = hashlib.sha256((entry / rel).read_bytes()).hexdigest()
+    (entry / "meta.json").write_text(json.dumps(meta))
+    again = pipeline.run(make_cfg(*DIGITS))
+    assert not again.baseline_from_cache
+    assert again.metrics["test/acc"] > 0.8 and again.metrics["baseline/test_acc"] == pytest.approx(
+        first.metrics["baseline/test_acc"], abs=0.05)
+    assert list(entry.parent.glob(entry.name + ".corrupt-*"))
+    assert pipeline.run(make_cfg(*DIGITS)).baseline_from_cache  # the retrained entry passes its own re-check
+
+
+def test_store_entry_with_a_changed_file_is_named_set_aside_and_remade(tmp_path, caplog):
+    from edgebench.store import Store
+
+    def save(value, folder: Path):
+        (folder / "data.bin").write_bytes(value)
+
+    def load(folder: Path):
+        return (folder / "data.bin").read_bytes()
+
+    s = Store(tmp_path)
+    made = s.get_or_make("things", {"k": 1}, lambda: b"\x01" * 64, save, load)
+    assert json.loads((made.path / "meta.json").read_text())["files"]["data.bin"]
+    (made.path / "data.bin").write_bytes(b"\x01" * 32 + b"\x00" * 32)  # same size, still "loads"
+    again = s.get_or_make("things", {"k": 1}, lambda: b"\x02" * 64, save, load)
+    assert not again.hit and again.value == b"\x02" * 64
+    assert list(tmp_path.glob("things/*.corrupt-*"))
+    assert any("data.bin" in r.getMessage() and "sha256" in r.getMessage() for r in caplog.records)
+    # a stored single file (a scope's part) is checked the same way
+    scope = s.scope("scoped", {"k": 2})
+    part = scope.part("level_1/mask.bin", lambda: b"\x03" * 16, lambda v, p: p.write_bytes(v),
+                      lambda p: p.read_bytes(), file=True)
+    (part.path).write_bytes(b"\x00" * 16)
+    again = scope.part("level_1/mask.bin", lambda: b"\x04" * 16, lambda v, p: p.write_bytes(v),
+                       lambda p: p.read_bytes(), file=True)
+    assert not again.hit and again.value == b"\x04" * 16
