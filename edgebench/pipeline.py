@@ -158,7 +158,8 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
 
     Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's config,
     so ``prune -> ptq_int8`` after ``prune -> qat_int8`` reuses the finished prune. The output is kept
-    whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files. With
+    whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files, and read back
+    with :func:`edgebench.store.load_objects` (weights only, a fixed allowlist of classes: it runs no code). With
     ``use_baseline_cache=false`` nothing is stored.
     """
     key = store.child_key(parent, {"step": step.name, "config": dataclasses.asdict(step.cfg)})
@@ -178,7 +179,10 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
         return {"step": step.name}
 
     def load(folder: Path) -> methods.CompressionResult:
-        out = store.read(folder / "output.pt", lambda p: torch.load(p, map_location="cpu", weights_only=False))
+        # weights only, with the store's fixed allowlist: a file that names anything else runs nothing and is set aside
+        out = store.read(folder / "output.pt", store.load_objects)
+        if not isinstance(out, methods.CompressionResult):
+            raise store.UnreadableFileError(f"{folder / 'output.pt'}: holds a {type(out).__name__}, not a step output")
         missing = {f.name for f in dataclasses.fields(methods.CompressionResult)} - set(vars(out))
         if missing:  # written by an older edgebench: the store moves it aside and the step runs again
             raise store.UnreadableFileError(f"{folder / 'output.pt'}: an older step output, without {sorted(missing)}")

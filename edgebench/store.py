@@ -3,6 +3,10 @@
 * :func:`digest` is the one hash function of the codebase: sha256 of canonical JSON (sorted keys,
   enums as their values, anything else JSON cannot encode as ``str``), 16 hex characters. The
   dense-baseline cache, the lottery-ticket levels and the sweep ids and config hashes all use it.
+* :func:`load_objects` reads a stored object (a step's output: its model, spec, plots, children) with
+  ``torch.load(weights_only=True)`` and an allowlist fixed in code (:func:`safe_globals`: the module
+  classes of torch.nn, torch.ao.nn, torchvision and edgebench, edgebench's dataclasses and enums), so
+  a stored file can name no other global and run no code; one that tries is unreadable (set aside).
 * :func:`atomic_write` / :func:`atomic_save` are the one atomic writer: a file or folder is written
   next to its place and renamed into it, so nothing is ever half written. :func:`read` names the
   file in any error; :func:`load_or_set_aside` moves what cannot be read to ``<name>.corrupt-<time>``
@@ -87,6 +91,61 @@ def read(path: str | Path, fn: Callable[[Path], T] | None = None) -> T:
         raise
     except Exception as e:
         raise UnreadableFileError(f"{path}: {type(e).__name__}: {e}") from e
+
+
+# Where the classes a stored object may hold come from: every nn.Module subclass defined under these prefixes, and the
+# dataclasses and enums of edgebench's packages below. Fixed here, never read from a file. A new kind of step output
+# that holds something else (a function, a numpy array) fails to load and is made again: add its class here.
+_MODULE_PREFIXES = ("torch.nn.", "torch.ao.nn.", "torchvision.", "edgebench.")
+_EDGEBENCH_PACKAGES = ("edgebench.config", "edgebench.losses", "edgebench.mask", "edgebench.models",
+                       "edgebench.models.small", "edgebench.models.ram", "edgebench.quant", "edgebench.quant.kure",
+                       "edgebench.quant.qat", "edgebench.quant.quantizers", "edgebench.quant.runtime",
+                       "edgebench.export.artifact", "edgebench.methods", "edgebench.methods.base",
+                       "edgebench.methods.distillation", "edgebench.methods.lottery", "edgebench.methods.low_rank",
+                       "edgebench.methods.pruning", "edgebench.methods.quantization", "edgebench.methods.student")
+
+
+def _subclasses(cls: type) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out.add(sub)
+        out |= _subclasses(sub)
+    return out
+
+
+_SAFE: list | None = None
+
+
+def safe_globals() -> list:
+    """The classes :func:`load_objects` lets a stored object hold (see ``_MODULE_PREFIXES``)."""
+    global _SAFE
+    if _SAFE is None:
+        import dataclasses
+        import importlib
+
+        import torch.ao.nn.intrinsic
+        import torch.ao.nn.qat
+        import torch.ao.nn.quantized
+        import torch.ao.nn.quantized.dynamic
+        import torchvision.models  # noqa: F401
+        from torch import nn
+
+        mods = [importlib.import_module(m) for m in _EDGEBENCH_PACKAGES]
+        found = {c for c in _subclasses(nn.Module) | {nn.Module}
+                 if c.__module__.startswith(_MODULE_PREFIXES) and "<locals>" not in c.__qualname__}
+        for m in mods:
+            found |= {v for v in vars(m).values() if isinstance(v, type) and v.__module__.startswith("edgebench.")
+                      and (dataclasses.is_dataclass(v) or issubclass(v, Enum))}
+        _SAFE = sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    return _SAFE
+
+
+def load_objects(path: str | Path) -> Any:
+    """``torch.load`` of a stored object on the CPU, weights only, allowing just :func:`safe_globals`."""
+    import torch
+
+    with torch.serialization.safe_globals(safe_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_json(path: str | Path) -> Any:

@@ -171,3 +171,66 @@ def test_store_entry_with_a_changed_file_is_named_set_aside_and_remade(tmp_path,
     again = scope.part("level_1/mask.bin", lambda: b"\x04" * 16, lambda v, p: p.write_bytes(v),
                        lambda p: p.read_bytes(), file=True)
     assert not again.hit and again.value == b"\x04" * 16
+
+
+# --- 6: a stored step output cannot run code when it is loaded ---
+
+class _Payload:
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.target}",)
+
+
+def test_a_step_output_that_would_run_code_is_set_aside_and_remade(make_cfg, tmp_path):
+    import hashlib
+
+    import torch
+
+    from edgebench import pipeline
+
+    args = [*DIGITS, "+method=magnitude_pruning", "method.sparsity=0.5", "method.retrain_epochs=1"]
+    first = pipeline.run(make_cfg(*args))
+    (entry,) = [p for p in (tmp_path / "results" / "cache" / "steps").glob("magnitude_pruning-*") if p.is_dir()]
+    pwned = tmp_path / "pwned"
+    torch.save({"model": _Payload(str(pwned))}, entry / "output.pt")
+    # whoever can write the file can write its hash too: the hash check alone must not be what stops it
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["files"]["output.pt"] = hashlib.sha256((entry / "output.pt").read_bytes()).hexdigest()
+    (entry / "meta.json").write_text(json.dumps(meta))
+
+    again = pipeline.run(make_cfg(*args))
+    assert not pwned.exists(), "loading a stored step output ran the code in its pickle"
+    assert again.tags.get("step.0.cache_hit", None) in (None, "false")
+    assert list(entry.parent.glob(entry.name + ".corrupt-*")), "the entry is set aside"
+    assert again.metrics["test/acc"] == pytest.approx(first.metrics["test/acc"], abs=0.05)
+    third = pipeline.run(make_cfg(*args))  # the remade entry loads: a hit
+    client = MlflowClient(make_cfg(*args).paths.mlflow_tracking_uri)
+    assert client.get_run(third.run_id).data.tags["step.0.cache_hit"] == "true"
+    assert client.get_run(again.run_id).data.tags["step.0.cache_hit"] == "false"
+
+
+@pytest.mark.parametrize("model", ["lenet_300_100", "lenet5", "conv2", "resnet20", "alexnet", "vgg11", "googlenet",
+                                   "inception_v3", "resnet18", "densenet121", "mobilenet_v2", "mobilenet_v3_small",
+                                   "conv2_small", "ram"])
+def test_every_zoo_model_in_a_step_output_loads_weights_only(tmp_path, model):
+    """What a step output holds (any zoo model, a QuantSpec, plots' data, children) loads through the allowlist."""
+    import torch
+
+    from edgebench import store
+    from edgebench.config import ModelConfig, ModelName
+    from edgebench.export import QuantSpec
+    from edgebench.methods.base import ChildResult, CompressionResult, Plot
+    from edgebench.models import build_model
+
+    net = build_model(ModelConfig(name=ModelName(model)), (3, 32, 32), 10)
+    out = CompressionResult(net, knobs={"k": 1.0}, series=[{"round": 0, "x": 1.0}], spec=QuantSpec(dtype="int8"),
+                            tags={"t": "v"}, children=[ChildResult("level 1", net, {"m": 0.5})],
+                            plots={"p.png": Plot("levels", {"xs": [1, 2], "ys": [0.5, 0.6]})})
+    torch.save(out, tmp_path / "output.pt")
+    back = store.load_objects(tmp_path / "output.pt")
+    assert type(back.model) is type(net) and back.spec == out.spec and back.plots == out.plots
+    assert back.knobs == out.knobs and back.children[0].metrics == {"m": 0.5}
+    sd, bsd = net.state_dict(), back.model.state_dict()
+    assert sd.keys() == bsd.keys() and all(torch.equal(sd[k], bsd[k]) for k in sd)
