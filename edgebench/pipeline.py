@@ -156,13 +156,14 @@ def _val_recheck(dm: EdgeDataModule):
 def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
     """A step's output from the store, or made and stored: ``(output, hit, its key's digest)``.
 
-    Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's config,
+    Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's
+    :meth:`edgebench.methods.Method.key` (its name, code version and the config fields it uses, normalised),
     so ``prune -> ptq_int8`` after ``prune -> qat_int8`` reuses the finished prune. The output is kept
     whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files, and read back
     with :func:`edgebench.store.load_objects` (weights only, a fixed allowlist of classes: it runs no code). With
     ``use_baseline_cache=false`` nothing is stored.
     """
-    key = store.child_key(parent, {"step": step.name, "config": dataclasses.asdict(step.cfg)})
+    key = store.child_key(parent, step.key())  # name, code version and the config fields it uses, one spelling
     h = store.digest(key)
     if not spec.use_baseline_cache:
         return make(), False, h

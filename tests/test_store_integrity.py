@@ -234,3 +234,62 @@ def test_every_zoo_model_in_a_step_output_loads_weights_only(tmp_path, model):
     assert back.knobs == out.knobs and back.children[0].metrics == {"m": 0.5}
     sd, bsd = net.state_dict(), back.model.state_dict()
     assert sd.keys() == bsd.keys() and all(torch.equal(sd[k], bsd[k]) for k in sd)
+
+
+# --- 15 (part): a step is keyed on what changes its output, one spelling per step ---
+
+def _step_tags(cfg, run_id: str) -> tuple[str, str]:
+    tags = MlflowClient(cfg.paths.mlflow_tracking_uri).get_run(run_id).data.tags
+    return tags["step.0.key"], tags["step.0.cache_hit"]
+
+
+def test_method_and_a_chain_of_one_share_the_step(make_cfg):
+    from edgebench import pipeline
+
+    cfg = make_cfg(*DIGITS, "+method=distillation", "method.epochs=1")
+    first = _step_tags(cfg, pipeline.run(cfg).run_id)
+    chain = make_cfg(*DIGITS, "steps=[{name:distillation,epochs:1}]")
+    second = _step_tags(chain, pipeline.run(chain).run_id)
+    assert first[1] == "false"
+    assert second == (first[0], "true"), "the same distillation, spelled as a chain of one, was made again"
+
+
+def test_only_fields_the_step_uses_change_its_key(make_cfg):
+    from edgebench import pipeline
+
+    prune = [*DIGITS, "+method=magnitude_pruning", "method.sparsity=0.5", "method.retrain_epochs=1"]
+    first = _step_tags(make_cfg(*prune), pipeline.run(make_cfg(*prune)).run_id)
+    # agp_update_every applies to schedule=agp only: this (iterative) pruning is the same work
+    unused = _step_tags(make_cfg(*prune), pipeline.run(make_cfg(*prune, "method.agp_update_every=7")).run_id)
+    assert unused == (first[0], "true")
+    used = _step_tags(make_cfg(*prune), pipeline.run(make_cfg(*prune, "method.sparsity=0.6")).run_id)
+    assert used[0] != first[0] and used[1] == "false"
+
+
+def test_step_keys_of_unused_and_used_fields():
+    """Without running: each method leaves out exactly the fields its configuration does not use."""
+    from omegaconf import OmegaConf
+
+    from edgebench import methods
+
+    def key(name: str, **over):
+        return methods.build(methods.parse(OmegaConf.merge(OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml"),
+                                                           over))).key()
+
+    for name in methods.REGISTRY:  # +method=NAME (its YAML) and steps=[NAME] (the schema's defaults): one key
+        assert key(name) == methods.build(methods.parse({"name": name})).key(), name
+    assert key("distillation", sp_weight=1.0) == key("distillation")  # kind=response: no relation terms
+    assert key("distillation", teacher={"seed": 3}) == key("distillation")  # the run's own model teaches
+    assert key("distillation", teacher={"model": "resnet20", "seed": 3}) != key("distillation", teacher={"model": "resnet20"})
+    assert key("distillation", kind="relation", relation="sp", rkd_angle_weight=1.0) == key(
+        "distillation", kind="relation", relation="sp")
+    assert key("distillation", kind="relation", relation="sp", sp_weight=1.0) != key(
+        "distillation", kind="relation", relation="sp")
+    assert key("distillation", temperature=2.0) != key("distillation")
+    assert key("ptq_int8", lr=0.5, finetune_epochs=3) == key("ptq_int8")  # post-training: no fine-tuning
+    assert key("qat_int8", lr=0.5) != key("qat_int8")
+    assert key("uniform_quant", lr=0.5) == key("uniform_quant")  # finetune_epochs=0
+    assert key("uniform_quant", lr=0.5, finetune_epochs=1) != key("uniform_quant", finetune_epochs=1)
+    assert key("low_rank", ratio=0.5, energy=0.8) == key("low_rank", ratio=0.5)
+    assert key("low_rank", energy=0.8) != key("low_rank")
+    assert key("magnitude_pruning", schedule="agp", agp_update_every=7) != key("magnitude_pruning", schedule="agp")
