@@ -6,14 +6,14 @@ content digest (:attr:`edgebench.data.DataSplits.digest`, sha256 of the images a
 data options that carve and transform it (never ``data.root``: the same bytes at another path are the
 same data), the training config, the seed, and the code's versions (:data:`CACHE_FORMAT`,
 :data:`edgebench.training.VERSION`). Entries are folders ``<cache_dir>/baselines/<model>-<data>-<hash>/``
-holding ``model.pt`` (the state dict) and ``meta.json`` (the key, the training history, timings).
+holding ``model.pt`` (the state dict) and ``meta.json`` (the key, the training history, timings,
+the sha256 of ``model.pt``).
 An entry is written to a temporary folder and renamed into place, under a file lock, so a
 crash never leaves half an entry and parallel jobs never train the same baseline twice.
 An unreadable entry is reported, moved aside and retrained: a file whose sha256 differs from the
 one in ``meta.json`` (checked by the store), and a model that scores below its own stored final
 validation accuracy when re-evaluated on the validation split (``recheck``; more than
-:func:`recheck_tolerance` below). A baseline whose validation accuracy
-is not clearly above chance (:func:`edgebench.training.check_learned`) raises
+:func:`recheck_tolerance` below). A baseline whose validation accuracy is not clearly above chance (:func:`edgebench.training.check_learned`) raises
 :class:`edgebench.training.DivergedError` and is never cached.
 
 Entries are kept by :class:`edgebench.store.Store` (kind ``baselines``, key :func:`baseline_key`,

@@ -280,7 +280,8 @@ def test_step_keys_of_unused_and_used_fields():
         assert key(name) == methods.build(methods.parse({"name": name})).key(), name
     assert key("distillation", sp_weight=1.0) == key("distillation")  # kind=response: no relation terms
     assert key("distillation", teacher={"seed": 3}) == key("distillation")  # the run's own model teaches
-    assert key("distillation", teacher={"model": "resnet20", "seed": 3}) != key("distillation", teacher={"model": "resnet20"})
+    zoo = {"model": "resnet20"}
+    assert key("distillation", teacher={**zoo, "seed": 3}) != key("distillation", teacher=zoo)
     assert key("distillation", kind="relation", relation="sp", rkd_angle_weight=1.0) == key(
         "distillation", kind="relation", relation="sp")
     assert key("distillation", kind="relation", relation="sp", sp_weight=1.0) != key(

@@ -37,8 +37,8 @@ class DataSplits:
     # None while the images are still raw [0, 1] (a loader called with normalise=False)
     mean: Optional[torch.Tensor] = None
     std: Optional[torch.Tensor] = None
-    # sha256 of the raw images and labels the splits were carved from (:func:`content_digest`): the data's identity in
-    # every store key, wherever its files lie (data.root is not part of a key; the same bytes elsewhere are the same data)
+    # sha256 of the raw images and labels the splits were carved from (:func:`content_digest`): the data's identity
+    # in every store key, wherever its files lie (data.root is in no key: the same bytes elsewhere are the same data)
     digest: str = ""
 
     @property
