@@ -1,12 +1,19 @@
 """The dense-baseline cache.
 
-A dense model is trained once per key (model, data, training config, seed) and reused by every
-later run with the same key. Entries are folders ``<cache_dir>/baselines/<model>-<data>-<hash>/``
-holding ``model.pt`` (the state dict) and ``meta.json`` (the key, the training history, timings).
+A dense model is trained once per key and reused by every later run with the same key. The key
+(:func:`baseline_key`) holds everything that determines the weights: the model config, the data's
+content digest (:attr:`edgebench.data.DataSplits.digest`, sha256 of the images and labels) and the
+data options that carve and transform it (never ``data.root``: the same bytes at another path are the
+same data), the training config, the seed, and the code's versions (:data:`CACHE_FORMAT`,
+:data:`edgebench.training.VERSION`). Entries are folders ``<cache_dir>/baselines/<model>-<data>-<hash>/``
+holding ``model.pt`` (the state dict) and ``meta.json`` (the key, the training history, timings,
+the sha256 of ``model.pt``).
 An entry is written to a temporary folder and renamed into place, under a file lock, so a
 crash never leaves half an entry and parallel jobs never train the same baseline twice.
-An unreadable entry is reported, moved aside and retrained. A baseline whose validation accuracy
-is not clearly above chance (:func:`edgebench.training.check_learned`) raises
+An unreadable entry is reported, moved aside and retrained: a file whose sha256 differs from the
+one in ``meta.json`` (checked by the store), and a model that scores below its own stored final
+validation accuracy when re-evaluated on the validation split (``recheck``; more than
+:func:`recheck_tolerance` below). A baseline whose validation accuracy is not clearly above chance (:func:`edgebench.training.check_learned`) raises
 :class:`edgebench.training.DivergedError` and is never cached.
 
 Entries are kept by :class:`edgebench.store.Store` (kind ``baselines``, key :func:`baseline_key`,
@@ -35,16 +42,36 @@ from edgebench.store import (Store, UnreadableFileError, atomic_save, atomic_wri
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-# Fields that change how files are found or shown, never the trained weights.
+# The stored baseline's format and key layout: bump it when what an entry holds, or what its key means, changes
+# (2: the data's content digest and the training code's version joined the key).
+CACHE_FORMAT = 2
+# Fields that change how files are found or shown, never the trained weights (the data's bytes are in the key).
 _DATA_IGNORED = {"root", "download"}
 _TRAINER_IGNORED = {"progress_bar"}
 
 
-def baseline_key(cfg: EdgebenchConfig) -> dict:
-    """Everything the dense baseline's weights depend on, as plain JSON."""
+def data_digest(cfg: EdgebenchConfig) -> str:
+    """The content digest of ``cfg``'s data (loads it; a run passes the digest of the data it already loaded)."""
+    from edgebench.data import load_data
+
+    return load_data(cfg.data, cfg.paths.data_dir).digest
+
+
+def baseline_key(cfg: EdgebenchConfig, data: str | None = None) -> dict:
+    """Everything the dense baseline's weights depend on, as plain JSON.
+
+    ``data``: the content digest of the loaded data (:attr:`edgebench.data.DataSplits.digest`); None loads the
+    data to compute it.
+    """
+    from edgebench import training
+
+    digest_ = data if data is not None else data_digest(cfg)
+    if not digest_:
+        raise ValueError("baseline_key: the data has no content digest; load it with edgebench.data.load_data")
     return plain({
         "format": CACHE_FORMAT,
+        "training": training.VERSION,
+        "data_digest": digest_,
         # options that are None do not apply to this model or data (model.glimpses to model=ram only ...): left out,
         # so adding such an option does not change other entries' keys
         "model": {k: v for k, v in asdict(cfg.model).items() if v is not None},
@@ -73,9 +100,10 @@ def _entry_name(cfg: EdgebenchConfig) -> str:
     return f"{cfg.model.name.value}-{cfg.data.name.value}"
 
 
-def entry_dir(cache_dir: str | Path, cfg: EdgebenchConfig) -> Path:
-    """The store entry of ``cfg``'s dense baseline: ``<cache_dir>/baselines/<model>-<data>-<hash>``."""
-    return Store(cache_dir).path("baselines", baseline_key(cfg), _entry_name(cfg))
+def entry_dir(cache_dir: str | Path, cfg: EdgebenchConfig, data: str | None = None) -> Path:
+    """The store entry of ``cfg``'s dense baseline: ``<cache_dir>/baselines/<model>-<data>-<hash>``
+    (``data``: the data's content digest, as for :func:`baseline_key`)."""
+    return Store(cache_dir).path("baselines", baseline_key(cfg, data), _entry_name(cfg))
 
 
 def _load(path: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, list[dict], float]:
@@ -85,6 +113,27 @@ def _load(path: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, list[d
     state = read(path / "model.pt")
     read(path / "model.pt", lambda p: model.load_state_dict(state))  # a mismatch names the file too
     return model, history, meta.get("train_seconds", 0.0)
+
+
+def recheck_tolerance(n: int) -> float:
+    """How far below its stored final ``val/acc`` a reloaded baseline may score on the ``n`` validation images:
+    1 point, or 2 images on a split under 200 (evaluation on another device or thread count can flip a borderline
+    image or two; a damaged model loses far more)."""
+    return max(0.01, 2 / n) if n else 0.0
+
+
+def _rechecked(path: Path, model: nn.Module, history: list[dict],
+               recheck: Callable[[nn.Module], tuple[float, int]] | None) -> None:
+    """Raise :class:`UnreadableFileError` naming ``model.pt`` when the loaded model scores below its stored final
+    validation accuracy by more than :func:`recheck_tolerance` (``recheck(model)``: its (val accuracy, images))."""
+    stored = [row["val/acc"] for row in history if "val/acc" in row]
+    if recheck is None or not stored:
+        return
+    acc, n = recheck(model)
+    if acc < stored[-1] - recheck_tolerance(n):
+        raise UnreadableFileError(f"{path / 'model.pt'}: validation accuracy {acc:.4f} on reload, below the stored "
+                                  f"final val/acc {stored[-1]:.4f} (tolerance {recheck_tolerance(n):.4f}): "
+                                  "not the model that was trained")
 
 
 def _num_classes(model: nn.Module) -> int | None:
@@ -97,14 +146,19 @@ def _num_classes(model: nn.Module) -> int | None:
 
 
 def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[], nn.Module],
-                 train: Callable[[nn.Module], list[dict]], num_classes: int | None = None) -> Baseline:
+                 train: Callable[[nn.Module], list[dict]], num_classes: int | None = None,
+                 data: str | None = None, recheck: Callable[[nn.Module], tuple[float, int]] | None = None) -> Baseline:
     """Load the cached dense baseline for ``cfg``, or build, train and cache it.
+
+    ``data`` is the content digest of the data ``train`` uses (None: loaded here to compute it). ``recheck(model)``
+    returns a loaded model's (validation accuracy, validation images) on that data: a stored model that scores
+    below its own stored final ``val/acc`` (:func:`recheck_tolerance`) is set aside and trained again.
 
     A freshly trained baseline must be clearly better than chance (``num_classes`` classes; None:
     the output width of the model's last linear layer), or :class:`edgebench.training.DivergedError`
     is raised and nothing is cached.
     """
-    key = baseline_key(cfg)
+    key = baseline_key(cfg, data)
     h = key_hash(key)
 
     def train_checked() -> tuple[nn.Module, list[dict], float]:
@@ -130,7 +184,12 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
         torch.save(model.state_dict(), folder / "model.pt")
         return {"key_hash": h, "history": history, "train_seconds": seconds}
 
+    def load(p: Path) -> tuple[nn.Module, list[dict], float]:
+        model, history, seconds = _load(p, build)
+        _rechecked(p, model, history, recheck)
+        return model, history, seconds
+
     (model, history, seconds), hit, path = Store(cache_dir).get_or_make(
-        "baselines", key, make, save, lambda p: _load(p, build), name=_entry_name(cfg), what="baseline cache entry")
+        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline cache entry")
     log.info("dense baseline %s %s", "loaded from cache" if hit else "cached in", path)
     return Baseline(model, history, hit, path, h, seconds)

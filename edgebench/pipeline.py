@@ -134,7 +134,8 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
                 return training.fit(net, other_dm, tcfg,
                                     epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
 
-            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes)
+            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes,
+                                     data=splits.digest, recheck=_val_recheck(other_dm))
             if got.from_cache:
                 for row in got.history:
                     crun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -147,15 +148,22 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
     return trained
 
 
+def _val_recheck(dm: EdgeDataModule):
+    """``recheck(model) -> (validation accuracy, validation images)``: how a stored baseline is re-checked on load."""
+    return lambda net: (training.evaluate(net, dm.val_dataloader())["test/acc"], len(dm.splits.val_y))
+
+
 def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
     """A step's output from the store, or made and stored: ``(output, hit, its key's digest)``.
 
-    Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's config,
+    Key = the parent's key digest (the dense baseline's, or the previous step's) and this step's
+    :meth:`edgebench.methods.Method.key` (its name, code version and the config fields it uses, normalised),
     so ``prune -> ptq_int8`` after ``prune -> qat_int8`` reuses the finished prune. The output is kept
-    whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files. With
+    whole (model, knobs, per-step series, plots' data, children, spec) with copies of its files, and read back
+    with :func:`edgebench.store.load_objects` (weights only, a fixed allowlist of classes: it runs no code). With
     ``use_baseline_cache=false`` nothing is stored.
     """
-    key = store.child_key(parent, {"step": step.name, "config": dataclasses.asdict(step.cfg)})
+    key = store.child_key(parent, step.key())  # name, code version and the config fields it uses, one spelling
     h = store.digest(key)
     if not spec.use_baseline_cache:
         return make(), False, h
@@ -172,7 +180,10 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
         return {"step": step.name}
 
     def load(folder: Path) -> methods.CompressionResult:
-        out = store.read(folder / "output.pt", lambda p: torch.load(p, map_location="cpu", weights_only=False))
+        # weights only, with the store's fixed allowlist: a file that names anything else runs nothing and is set aside
+        out = store.read(folder / "output.pt", store.load_objects)
+        if not isinstance(out, methods.CompressionResult):
+            raise store.UnreadableFileError(f"{folder / 'output.pt'}: holds a {type(out).__name__}, not a step output")
         missing = {f.name for f in dataclasses.fields(methods.CompressionResult)} - set(vars(out))
         if missing:  # written by an older edgebench: the store moves it aside and the step runs again
             raise store.UnreadableFileError(f"{folder / 'output.pt'}: an older step output, without {sorted(missing)}")
@@ -485,7 +496,8 @@ def run(cfg: DictConfig) -> RunResult:
             return training.fit(net, dm, spec.trainer,
                                 epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
 
-        baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes)
+        baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes,
+                                      data=splits.digest, recheck=_val_recheck(dm))
         if baseline.from_cache:  # the run still carries the curves of the model it reports
             for row in baseline.history:
                 mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -3,6 +3,10 @@
 * :func:`digest` is the one hash function of the codebase: sha256 of canonical JSON (sorted keys,
   enums as their values, anything else JSON cannot encode as ``str``), 16 hex characters. The
   dense-baseline cache, the lottery-ticket levels and the sweep ids and config hashes all use it.
+* :func:`load_objects` reads a stored object (a step's output: its model, spec, plots, children) with
+  ``torch.load(weights_only=True)`` and an allowlist fixed in code (:func:`safe_globals`: the module
+  classes of torch.nn, torch.ao.nn, torchvision and edgebench, edgebench's dataclasses and enums), so
+  a stored file can name no other global and run no code; one that tries is unreadable (set aside).
 * :func:`atomic_write` / :func:`atomic_save` are the one atomic writer: a file or folder is written
   next to its place and renamed into it, so nothing is ever half written. :func:`read` names the
   file in any error; :func:`load_or_set_aside` moves what cannot be read to ``<name>.corrupt-<time>``
@@ -12,7 +16,10 @@
   when it is missing or unreadable. A chain's key is ``child_key(parent digest, this step's config)``,
   so an entry's key covers everything it was made from. Every entry is made under its own
   file lock (``<entry>.lock``), so parallel jobs never make the same entry twice, and is written
-  whole with a ``meta.json`` (key, digest, created, and what ``save`` adds).
+  whole with a ``meta.json`` (key, digest, created, ``files``: the sha256 of every file in it, and
+  what ``save`` adds). Every load checks those hashes first: an entry with a changed, missing or
+  unlisted-hash file (damaged on disk, or written before hashes were kept) is named in a warning,
+  set aside and made again, never handed out. A one-file part keeps its hash in ``<file>.sha256``.
   :meth:`Store.scope` gives a store rooted inside one entry whose parts are named by hand
   (the lottery's ``level_<L>/ticket/``, ``level_<L>/mask.pt``), each got or made the same way.
 """
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 META = "meta.json"
+HASH_SUFFIX = ".sha256"  # a one-file part's hash, beside it
 
 
 # ---------------------------------------------------------------------------------------------- hashing
@@ -83,6 +91,61 @@ def read(path: str | Path, fn: Callable[[Path], T] | None = None) -> T:
         raise
     except Exception as e:
         raise UnreadableFileError(f"{path}: {type(e).__name__}: {e}") from e
+
+
+# Where the classes a stored object may hold come from: every nn.Module subclass defined under these prefixes, and the
+# dataclasses and enums of edgebench's packages below. Fixed here, never read from a file. A new kind of step output
+# that holds something else (a function, a numpy array) fails to load and is made again: add its class here.
+_MODULE_PREFIXES = ("torch.nn.", "torch.ao.nn.", "torchvision.", "edgebench.")
+_EDGEBENCH_PACKAGES = ("edgebench.config", "edgebench.losses", "edgebench.mask", "edgebench.models",
+                       "edgebench.models.small", "edgebench.models.ram", "edgebench.quant", "edgebench.quant.kure",
+                       "edgebench.quant.qat", "edgebench.quant.quantizers", "edgebench.quant.runtime",
+                       "edgebench.export.artifact", "edgebench.methods", "edgebench.methods.base",
+                       "edgebench.methods.distillation", "edgebench.methods.lottery", "edgebench.methods.low_rank",
+                       "edgebench.methods.pruning", "edgebench.methods.quantization", "edgebench.methods.student")
+
+
+def _subclasses(cls: type) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out.add(sub)
+        out |= _subclasses(sub)
+    return out
+
+
+_SAFE: list | None = None
+
+
+def safe_globals() -> list:
+    """The classes :func:`load_objects` lets a stored object hold (see ``_MODULE_PREFIXES``)."""
+    global _SAFE
+    if _SAFE is None:
+        import dataclasses
+        import importlib
+
+        import torch.ao.nn.intrinsic
+        import torch.ao.nn.qat
+        import torch.ao.nn.quantized
+        import torch.ao.nn.quantized.dynamic
+        import torchvision.models  # noqa: F401
+        from torch import nn
+
+        mods = [importlib.import_module(m) for m in _EDGEBENCH_PACKAGES]
+        found = {c for c in _subclasses(nn.Module) | {nn.Module}
+                 if c.__module__.startswith(_MODULE_PREFIXES) and "<locals>" not in c.__qualname__}
+        for m in mods:
+            found |= {v for v in vars(m).values() if isinstance(v, type) and v.__module__.startswith("edgebench.")
+                      and (dataclasses.is_dataclass(v) or issubclass(v, Enum))}
+        _SAFE = sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    return _SAFE
+
+
+def load_objects(path: str | Path) -> Any:
+    """``torch.load`` of a stored object on the CPU, weights only, allowing just :func:`safe_globals`."""
+    import torch
+
+    with torch.serialization.safe_globals(safe_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_json(path: str | Path) -> Any:
@@ -218,8 +281,8 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if not redo:
-                loaded = load_or_set_aside(path, (lambda p: load(p)) if file else (lambda p: _load_entry(p, h, load)),
-                                           what)
+                loaded = load_or_set_aside(path, (lambda p: _load_file(p, load)) if file
+                                           else (lambda p: _load_entry(p, h, load)), what)
                 if loaded is not None:
                     return Entry(loaded, True, path)
             value = make()
@@ -230,10 +293,12 @@ class Store:
                     return
                 tmp.mkdir()
                 extra = save(value, tmp) or {}
-                meta = {**_meta(key, h), **extra}
+                meta = {**_meta(key, h), **extra, "files": _file_hashes(tmp)}
                 (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
 
             atomic_write(path, write)
+            if file:  # after the file: a crash between the two leaves a file without its hash, which is made again
+                atomic_write(_hash_path(path), lambda tmp: tmp.write_text(sha256_file(path)))
             return Entry(value, False, path)
 
 
@@ -246,14 +311,56 @@ def read_meta(folder: str | Path) -> dict:
     return read_json(Path(folder) / META)
 
 
+def sha256_file(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """``{path relative to folder: sha256}`` of every file under ``folder`` but its ``meta.json``."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != META}
+
+
+def _check_hash(path: Path, want: Any) -> None:
+    """Raise :class:`UnreadableFileError` naming ``path`` unless its sha256 is ``want``."""
+    if not path.is_file():
+        raise UnreadableFileError(f"{path}: missing (listed in its entry's {META})")
+    got = sha256_file(path)
+    if got != want:
+        raise UnreadableFileError(f"{path}: sha256 {got[:16]}... differs from the stored {str(want)[:16]}... "
+                                  "(changed on disk since it was written)")
+
+
+def _hash_path(path: Path) -> Path:
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def _load_file(path: Path, load: Callable[[Path], T]) -> T:
+    """A one-file part: its hash in ``<file>.sha256`` checked, then ``load(path)``."""
+    if not _hash_path(path).is_file():
+        raise UnreadableFileError(f"{path}: no stored sha256 beside it ({_hash_path(path).name}); made again")
+    _check_hash(path, read(_hash_path(path), lambda p: p.read_text().strip()))
+    return load(path)
+
+
 def _load_entry(path: Path, h: str | None, load: Callable[[Path], T]) -> T:
     if not path.is_dir():
         raise UnreadableFileError(f"{path}: not a folder")
-    if (path / META).exists():
-        meta = read_meta(path)
-        if not isinstance(meta, dict):
-            raise UnreadableFileError(f"{path / META}: not a JSON object")
-        stored = meta.get("digest")
-        if h is not None and stored is not None and stored != h:
-            raise UnreadableFileError(f"{path / META}: digest {stored}, expected {h}")
+    meta = read_meta(path)
+    if not isinstance(meta, dict):
+        raise UnreadableFileError(f"{path / META}: not a JSON object")
+    stored = meta.get("digest")
+    if h is not None and stored is not None and stored != h:
+        raise UnreadableFileError(f"{path / META}: digest {stored}, expected {h}")
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise UnreadableFileError(f"{path / META}: no sha256 of the entry's files (written by an older edgebench); "
+                                  "made again")
+    for rel, want in files.items():
+        _check_hash(path / rel, want)
     return load(path)

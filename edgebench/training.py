@@ -27,6 +27,12 @@ from edgebench.mask import Mask
 
 log = logging.getLogger(__name__)
 
+# The version of what training makes of a config: part of every stored baseline's key (edgebench.cache.baseline_key),
+# and so of every step stored on one. Bump it with any change here (the loop, the objective, the optimiser or
+# scheduler set-up, initialisation, seeding, the data order) that changes the weights a config trains, so models
+# trained by the older code are never handed out as this code's.
+VERSION = 1
+
 
 
 class NonFiniteLossError(FloatingPointError):

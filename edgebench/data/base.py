@@ -6,6 +6,7 @@ and no worker processes are needed.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -36,6 +37,9 @@ class DataSplits:
     # None while the images are still raw [0, 1] (a loader called with normalise=False)
     mean: Optional[torch.Tensor] = None
     std: Optional[torch.Tensor] = None
+    # sha256 of the raw images and labels the splits were carved from (:func:`content_digest`): the data's identity
+    # in every store key, wherever its files lie (data.root is in no key: the same bytes elsewhere are the same data)
+    digest: str = ""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -43,6 +47,22 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+
+def content_digest(**tensors: torch.Tensor) -> str:
+    """sha256 (hex) of named tensors: each one's name, dtype, shape and bytes, in the order given.
+
+    Computed once per load, on the raw [0, 1] images and the labels before the validation split is carved and
+    before normalisation (whose float reductions can differ in the last bit between thread counts): the carving
+    and the normalisation are fixed by ``data.*`` (val_fraction, split_seed), which the store keys hold beside it.
+    About 0.3 s for Fashion-MNIST's 70,000 images.
+    """
+    h = hashlib.sha256()
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def carve_split(n: int, fraction: float, seed: int, labels: torch.Tensor | None = None):
@@ -83,6 +103,7 @@ def make_splits(
     ``normalise=False`` the splits keep the raw [0, 1] images (for datasets built from another
     one, e.g. data=translated, which normalise afterwards with :func:`normalise_splits`).
     """
+    digest = content_digest(train_x=train_x, train_y=train_y.long(), test_x=test_x, test_y=test_y.long())
     keep, val = carve_split(len(train_y), val_fraction, split_seed, labels=train_y)
     splits = DataSplits(
         name=name,
@@ -92,6 +113,7 @@ def make_splits(
         num_classes=num_classes,
         class_names=class_names or [str(i) for i in range(num_classes)],
         source=source,
+        digest=digest,
     )
     return normalise_splits(splits) if normalise else splits
 

@@ -28,7 +28,7 @@ What the families in the README need, and where it lives here:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,6 +117,32 @@ class Method(ABC):
     name: str
     accepts: tuple[str, ...] = ("dense", "float")
     produces: str = "float"
+    # The version of this step's code, part of its store key (:meth:`key`). Bump it (in the subclass) with any change
+    # that changes what the step outputs for the same input and config (its model, knobs, series, tags), so outputs
+    # made by the older code are never handed out as this code's.
+    version: int = 1
+
+    def unused(self) -> set[str]:
+        """Config fields this configuration does not use (dotted for nested ones: ``teacher.trainer``): left out of
+        :meth:`key`, so setting one does not make the step again. Only fields that change nothing in the output,
+        its knobs and tags included."""
+        return set()
+
+    def key(self) -> dict:
+        """What this step's output depends on besides its input: its name, :attr:`version` and config, normalised
+        so that one step has one key however it was spelled (``+method=NAME`` or ``steps=[NAME]``): enums as their
+        values, None entries dropped (None always means "the default"; a method's fields are fixed by its schema
+        and version), and the fields in :meth:`unused` dropped."""
+        from edgebench.store import plain
+
+        config = plain(asdict(self.cfg))  # type: ignore[attr-defined]
+        for path in self.unused():
+            *outer, last = path.split(".")
+            node = config
+            for k in outer:
+                node = node.get(k) or {}
+            node.pop(last, None)
+        return {"step": self.name, "version": self.version, "config": _without_none(config)}
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         """Refuse a model this method cannot handle, before any training (raise ConfigError)."""
@@ -124,3 +150,12 @@ class Method(ABC):
     @abstractmethod
     def compress(self, ctx: MethodContext) -> CompressionResult:
         """Compress (and retrain as needed) a copy of ``ctx.model_in``."""
+
+
+def _without_none(obj: Any) -> Any:
+    """``obj`` with every dict entry whose value is None dropped, at any depth."""
+    if isinstance(obj, dict):
+        return {k: _without_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_without_none(v) for v in obj]
+    return obj

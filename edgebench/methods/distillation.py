@@ -268,6 +268,20 @@ class Distillation(Method):
         self.cfg = cfg
         self.name = cfg.name
 
+    def unused(self) -> set[str]:
+        cfg, out = self.cfg, set()
+        if cfg.teacher.model == "baseline":  # the run's own model teaches: no teacher to train
+            out |= {"teacher.trainer", "teacher.seed"}
+        if cfg.kind != Kind.relation:
+            out |= {"relation", "rkd_distance_weight", "rkd_angle_weight", "sp_weight"}
+        elif cfg.relation == Relation.rkd:
+            out.add("sp_weight")
+        else:
+            out |= {"rkd_distance_weight", "rkd_angle_weight"}
+        if cfg.kind != Kind.feature:
+            out.add("hint_weight")
+        return out
+
     def _teacher_arch(self, example: torch.Tensor, num_classes: int, model: nn.Module) -> nn.Module:
         if self.cfg.teacher.model == "baseline":
             return model

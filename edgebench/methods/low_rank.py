@@ -294,6 +294,9 @@ class LowRank(Method):
         self.cfg = cfg
         self.name = cfg.name
 
+    def unused(self) -> set[str]:
+        return {"energy"} if self.cfg.ratio is not None else set()  # a parameter budget sets the ranks
+
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         plan(model, self.cfg)  # unknown layers, ranks above their bound, nothing to factorise
 

@@ -202,6 +202,9 @@ class UnstructuredPruning(Method):
         self.cfg = cfg
         self.name = cfg.name
 
+    def unused(self) -> set[str]:
+        return set() if self.cfg.schedule == Schedule.agp else {"agp_update_every"}  # mask updates of agp only
+
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         if not weight_layers(model):
             raise ConfigError(f"{self.name}: the model has no conv or linear layers to prune")

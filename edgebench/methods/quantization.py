@@ -227,6 +227,9 @@ class Int8Method(Method):
         """Training before export, in place (none for post-training int8); returns its per-epoch series."""
         return []
 
+    def unused(self) -> set[str]:
+        return {"finetune_epochs", "lr"}  # post-training: no fine-tuning (qat_int8 uses both)
+
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
         model = copy.deepcopy(ctx.model_in)
@@ -243,6 +246,9 @@ class Int8Method(Method):
 
 class QatInt8(Int8Method):
     """Quantisation-aware int8 (``qat_int8``): fake-quantised fine-tuning first, then as ``ptq_int8``."""
+
+    def unused(self) -> set[str]:
+        return set()
 
     def train(self, ctx: MethodContext, model: nn.Module, knobs: dict[str, float]) -> list[dict[str, float]]:
         cfg = self.cfg
@@ -265,6 +271,9 @@ class WeightQuantMethod(Method):
 
     def __init__(self, cfg: WeightQuantConfig):
         self.cfg, self.name = cfg, cfg.name
+
+    def unused(self) -> set[str]:
+        return set() if self.cfg.finetune_epochs else {"lr"}  # post-training: no fine-tuning
 
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
         if not quantizable(model, self.cfg.keep_first_last):
