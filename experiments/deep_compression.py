@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from edgebench import pipeline
+from edgebench import pipeline, store
 from edgebench.stats import mean_ci, t95
 from edgebench.config import validate
 from edgebench.measure.size import count_params, deep_compression_bytes
@@ -51,7 +51,7 @@ def final_model(cfg, run_id: str, step: int, name: str):
     client = MlflowClient(spec.paths.mlflow_tracking_uri)
     digest = client.get_run(run_id).data.tags[f"step.{step}.key"]
     path = Path(spec.paths.cache_dir) / "steps" / f"{name}-{digest}" / "output.pt"
-    return torch.load(path, map_location="cpu", weights_only=False).model.eval(), path
+    return store.load_objects(path).model.eval(), path  # weights only: a stored file never runs code
 
 
 def step0_child(cfg, run_id: str):
