@@ -257,3 +257,9 @@ def _load_entry(path: Path, h: str | None, load: Callable[[Path], T]) -> T:
         if h is not None and stored is not None and stored != h:
             raise UnreadableFileError(f"{path / META}: digest {stored}, expected {h}")
     return load(path)
+
+
+if __name__ == "__main__":  # python -m edgebench.store: list and clean the store (edgebench/store_admin.py)
+    from edgebench.store_admin import main
+
+    main()
