@@ -248,3 +248,23 @@ def test_unused_needs_the_runs(project, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgebench: error: ") and "--tracking-uri" in err and "\n" not in err
     assert p["u"].exists()
+
+
+# --------------------------------------------------------------------------- one copy of the deployable
+
+
+def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_path):
+    from edgebench import pipeline
+
+    cfg = make_cfg("data=digits", "trainer.max_epochs=1", "trainer.batch_size=64", "measure.latency=false",
+                   "+method=lottery_ticket", "method.levels=1", "method.epochs=1", "method.controls=[]",
+                   "method.val_checks_per_epoch=1")
+    res = pipeline.run(cfg)
+    work_dir = Path(cfg.paths.output_dir) / res.run_id
+    leftovers = [f for f in work_dir.rglob("*") if f.is_file()] if work_dir.exists() else []
+    assert leftovers == []  # no artifact/model.onnx, no step0/lottery/winning_ticket.pt
+    onnx = [f for f in tmp_path.rglob("*.onnx")]
+    assert len(onnx) == 1 and Path(cfg.paths.mlflow_artifact_dir) in onnx[0].parents
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    assert {a.path for a in client.list_artifacts(res.run_id, "model")} >= {"model/model.onnx"}
+    assert "lottery/winning_ticket.pt" in {a.path for a in client.list_artifacts(res.run_id, "lottery")}
