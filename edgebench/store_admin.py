@@ -429,6 +429,18 @@ def remove_lock(lk: Lock) -> bool:
     return True
 
 
+def remove_unheld_locks(root: str | Path) -> int:
+    """Remove every lock file under the store ``root`` that no process holds (taken without waiting, unlinked
+    while held: see this module's notes); returns how many. Every run does this when it ends."""
+    n = 0
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not (CORRUPT.search(d) or TMP.search(d))]
+        for f in files:
+            if f.endswith(".lock"):
+                n += remove_lock(Lock(Path(dirpath) / f, False)) and not (Path(dirpath) / f).exists()
+    return n
+
+
 def remove_leftover(x: Leftover) -> bool:
     if x.path.is_dir() and not x.path.is_symlink():
         shutil.rmtree(x.path, ignore_errors=True)

@@ -220,6 +220,56 @@ def test_clean_removes_stale_locks_set_asides_and_dead_temporaries(project, caps
     assert again.hit and again.value == "loaded"
 
 
+def _maker(root: str, until: float, violations, made) -> None:
+    """Make the same three entries again and again (``redo``), each time checking that no other process is
+    making that entry at the same moment (an O_EXCL marker held while making)."""
+    def save(_v, folder: Path) -> dict:
+        return {}
+
+    n = 0
+    while time.time() < until:
+        key = {"k": n % 3}
+        marker = Path(root) / f"making-{n % 3}"
+
+        def make():
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                violations.value += 1
+                return None
+            time.sleep(0.002)
+            os.close(fd)
+            os.unlink(marker)
+            made.value += 1
+            return None
+
+        Store(Path(root) / "cache").get_or_make("baselines", key, make, save, lambda p: 1, redo=True)
+        n += 1
+
+
+def _cleaner(root: str, until: float, removed) -> None:
+    while time.time() < until:
+        removed.value += store_admin.remove_unheld_locks(Path(root) / "cache")
+
+
+def test_removing_unheld_lock_files_never_lets_two_processes_make_one_entry(tmp_path):
+    """The lock files are removed while makers run: each removal holds the lock it unlinks, and a maker that
+    locked a file meanwhile unlinked tries again on the new one (filelock checks the link count)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    violations, made, removed = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+    until = time.time() + 3
+    procs = [ctx.Process(target=_maker, args=(str(tmp_path), until, violations, made)) for _ in range(3)]
+    procs.append(ctx.Process(target=_cleaner, args=(str(tmp_path), until, removed)))
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+    assert violations.value == 0 and made.value > 30 and removed.value > 10
+
+
 @pytest.mark.parametrize("args,message", [
     (["--max-size", "2XB"], "--max-size 2XB"),
     (["--older-than", "3 weeks"], "--older-than 3 weeks"),
@@ -267,4 +317,8 @@ def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_pa
     assert len(onnx) == 1 and Path(cfg.paths.mlflow_artifact_dir) in onnx[0].parents
     client = MlflowClient(cfg.paths.mlflow_tracking_uri)
     assert {a.path for a in client.list_artifacts(res.run_id, "model")} >= {"model/model.onnx"}
+    # the store's entries stay (baseline, step, lottery levels) but none of their lock files: nobody holds them
+    cache = Path(cfg.paths.cache_dir)
+    assert {p.name for p in cache.iterdir()} == {"baselines", "steps", "lottery"}
+    assert not list(cache.rglob("*.lock"))
     assert "lottery/winning_ticket.pt" in {a.path for a in client.list_artifacts(res.run_id, "lottery")}
