@@ -22,10 +22,12 @@ baselines, each step's output (``steps``) and the lottery's levels (``lottery``,
   is kept. Entries made or used since the start of a run still RUNNING (its process alive) are kept too: that
   run tags what it uses only when it ends.
 * **Lock files** (one per entry, left by ``filelock`` on release so that waiters share one inode) are removed
-  by ``--clean`` when no process holds them: taken without waiting, checked to be still the file at that path,
-  unlinked while held. A process that opened the old file meanwhile takes its lock on an unlinked inode; the
-  installed ``filelock`` sees that (its link count is 0) and tries again on the new file, so no two makers
-  share an entry; an entry removed with ``--yes`` loses its lock the same way.
+  when no process holds them: by every run when it ends (:func:`remove_unheld_locks`, called by
+  :func:`edgebench.pipeline.run`) and by ``--clean``. Each is taken without waiting, checked to be still the
+  file at that path and unlinked while held. A process that opened the old file meanwhile and then takes its
+  lock gets it on an unlinked inode; ``filelock`` (>= 3.24) sees that (link count 0) and tries again on the
+  path, so two makers never share an entry. An entry removed with ``--yes`` loses its lock the same way.
+  (Removing the lock inside :class:`edgebench.store.Store` right after writing would do the same from there.)
 """
 
 from __future__ import annotations
