@@ -206,13 +206,21 @@ def test_qat_fake_quant_puts_weights_on_the_int8_grid():
 # ----------------------------------------------------------------------------------- through the pipeline
 
 
+def _logged_model(cfg, run_id: str) -> Path:
+    """The run's ONNX file, from MLflow's artifact store (its one copy: issue 24 item 15)."""
+    from mlflow.tracking import MlflowClient
+
+    return Path(MlflowClient(cfg.paths.mlflow_tracking_uri).download_artifacts(run_id, "model/model.onnx",
+                                                                              cfg.paths.root_dir))
+
+
 def test_ptq_int8_run_accuracy_comes_from_the_onnx_file(make_cfg):
     from mlflow.tracking import MlflowClient
 
     cfg = make_cfg(*DIGITS, "+method=ptq_int8", "device=coral_dev_board")
     res = pipeline.run(cfg)
     m = res.metrics
-    art = Path(cfg.paths.output_dir) / res.run_id / "artifact" / "model.onnx"
+    art = _logged_model(cfg, res.run_id)
     splits = load_data(DataConfig(name="digits"), "unused")
     dm = EdgeDataModule(splits, 32, 1000)
     assert m["test/acc"] == training.evaluate(OnnxPredictor(art), dm.test_dataloader())["test/acc"]
@@ -254,7 +262,7 @@ def test_kbit_run_is_labelled_simulated_with_analytic_size(make_cfg, name, extra
     tags = MlflowClient(cfg.paths.mlflow_tracking_uri).get_run(res.run_id).data.tags
     assert tags["quant.accuracy"].startswith("simulated") and tags["quant.size"].startswith("analytic")
     if name == "nonuniform_quant":  # the deployed (dequantised) weights use at most 2^bits values per layer
-        graph = onnx.load(str(Path(cfg.paths.output_dir) / res.run_id / "artifact" / "model.onnx")).graph
+        graph = onnx.load(str(_logged_model(cfg, res.run_id))).graph
         weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 2]
         assert len(weights) == 3 and all(np.unique(w).size <= 8 for w in weights)
 
