@@ -322,3 +322,22 @@ def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_pa
     assert {p.name for p in cache.iterdir()} == {"baselines", "steps", "lottery"}
     assert not list(cache.rglob("*.lock"))
     assert "lottery/winning_ticket.pt" in {a.path for a in client.list_artifacts(res.run_id, "lottery")}
+
+
+def test_the_readme_store_commands_run_as_written(project, monkeypatch, capsys):
+    """Every ``python -m edgebench.store`` line of the README, in its order, from the project folder."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [m.split("#")[0].strip() for m in re.findall(r"^python -m edgebench\.store.*$", readme, re.M)]
+    assert len(lines) >= 5
+    monkeypatch.chdir(project["tmp_path"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for line in lines:
+        store_admin.main(shlex.split(line)[3:])
+        out = capsys.readouterr().out
+        assert "error" not in out.lower(), (line, out)
+    # the last one (--clean --yes) left no set-aside and no lock file; --unused was a dry run, so U is still there
+    assert not project["bad"].exists() and not list(project["cache"].rglob("*.lock"))
+    assert project["b"].exists()
