@@ -10,6 +10,10 @@
 The sweep id is a hash of the experiment and the multirun's overrides, so launching the same
 sweep again finds the same parent; with ``resume`` (the default in a multirun) a job whose config
 already has a FINISHED run in the experiment is skipped, and a job that failed runs again.
+
+Two launches of the same sweep at once share the parent: a job whose config has a FINISHED run, or a
+RUNNING one in a live process, is skipped (checked and claimed under a lock next to the SQLite store),
+and the parent records its launchers (``sweep.launcher.*``), so only the last one to end closes it.
 """
 
 from __future__ import annotations
@@ -99,17 +103,63 @@ LAST_FAILURE: str | None = None
 # The sweep this process launched and has not closed yet (closed as KILLED when it is interrupted).
 ACTIVE: dict[str, Any] = {}
 
+# Parent tag LAUNCHER_TAG.<host>.<pid>.<start> = JSON {host, pid, start, sweep_dir, ended}: every launch of the sweep
+# since its parent was last (re)opened with no other launch alive. Only the last live launcher closes the parent.
+LAUNCHER_TAG = "sweep.launcher"
+
+
+def launcher_entry(sweep_dir: str | Path, ended: bool = False) -> tuple[str, dict[str, Any]]:
+    """This process as a launcher of a sweep: its parent tag's key and value."""
+    from edgebench.tracking import HOST_TAG, PID_START_TAG, PID_TAG, process_tags
+
+    tags = process_tags()
+    entry = {"host": tags[HOST_TAG], "pid": int(tags[PID_TAG]), "start": tags[PID_START_TAG],
+             "sweep_dir": str(Path(sweep_dir).resolve()), "ended": ended}
+    return f"{LAUNCHER_TAG}.{entry['host']}.{entry['pid']}.{entry['start']}", entry
+
+
+def launchers(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The launcher entries recorded on a parent run's tags."""
+    out = {}
+    for k, v in tags.items():
+        if k.startswith(LAUNCHER_TAG + "."):
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                continue
+    return out
+
+
+def live_launchers(tags: dict[str, str], but: str | None = None) -> list[dict[str, Any]]:
+    """The launchers of a parent run (its tags) that have not ended and whose process still runs (other than ``but``)."""
+    from edgebench.tracking import process_alive
+
+    return [e for k, e in launchers(tags).items()
+            if k != but and not e.get("ended") and process_alive(e.get("host"), e.get("pid"), e.get("start"))]
+
+
+def _leave(tracker, parent_id: str, key: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mark this launcher ended on the parent run; the launchers still alive (they close it)."""
+    tracker.client.set_tag(parent_id, key, json.dumps({**entry, "ended": True}))
+    return live_launchers(tracker.client.get_run(parent_id).data.tags, but=key)
+
 
 def close_interrupted_sweep() -> str | None:
-    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id."""
+    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id. While
+    another launch of the same sweep still runs, the parent stays open for it (and None is returned)."""
     if not ACTIVE:
         return None
     from edgebench import signals
+    from edgebench.tracking import claim_lock
 
-    ACTIVE["tracker"].attach(ACTIVE["parent_run_id"]).end("KILLED", signals.reason())
+    tracker = ACTIVE["tracker"]
+    with claim_lock(tracker.uri):
+        others = _leave(tracker, ACTIVE["parent_run_id"], *ACTIVE["launcher"])
+        if not others:
+            tracker.attach(ACTIVE["parent_run_id"]).end("KILLED", signals.reason())
     sid = ACTIVE["sweep_id"]
     ACTIVE.clear()
-    return sid
+    return None if others else sid
 
 
 class SweepCallback(Callback):
@@ -120,57 +170,89 @@ class SweepCallback(Callback):
         return Tracker(str(paths.mlflow_tracking_uri), str(paths.mlflow_artifact_dir), str(config.experiment_name))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from edgebench.tracking import claim_lock, process_tags, source_tags
+
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         sid = sweep_id(str(config.experiment_name), overrides)
         swept = swept_keys(config, overrides)
-        tracker = self._tracker(config)
-        found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
-        if found:
-            parent_id = found[0].info.run_id
-            tracker.client.update_run(parent_id, status="RUNNING")
-            log.info("sweep %s: continuing in parent run %s", sid, parent_id)
-        else:
-            tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep", "sweep.overrides": " ".join(overrides)[:5000],
-                    "sweep.swept_keys": " ".join(swept)[:5000]}
-            parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}", tags=tags).info.run_id
-            log.info("sweep %s: parent run %s", sid, parent_id)
-        from edgebench.tracking import process_tags, source_tags
-
-        tracker.attach(parent_id).set_tags({**source_tags(), **process_tags()})  # a later launch reaps it if killed
-        ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
-            old.unlink()
+        tracker = self._tracker(config)
+        key, entry = launcher_entry(sweep_dir)
+        with claim_lock(tracker.uri):  # two launches of one sweep at once share one parent
+            found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
+            others: list[dict[str, Any]] = []
+            if found:
+                parent_id = found[0].info.run_id
+                others = live_launchers(found[0].data.tags) if found[0].info.status == "RUNNING" else []
+                if others:
+                    log.info("sweep %s: joining parent run %s, which launcher pid %s also runs; jobs running or "
+                             "finished there are skipped here", sid, parent_id, others[0]["pid"])
+                else:  # reopened: the launches of earlier attempts no longer count
+                    for old in launchers(found[0].data.tags):
+                        tracker.client.delete_tag(parent_id, old)
+                    tracker.client.update_run(parent_id, status="RUNNING")
+                    log.info("sweep %s: continuing in parent run %s", sid, parent_id)
+            else:
+                tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep",
+                        "sweep.overrides": " ".join(overrides)[:5000], "sweep.swept_keys": " ".join(swept)[:5000]}
+                parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}",
+                                                      tags=tags).info.run_id
+                log.info("sweep %s: parent run %s", sid, parent_id)
+            # a later launch reaps it if killed; the launcher entries tell it (and the closing launcher) who still runs
+            tracker.attach(parent_id).set_tags({**source_tags(), **process_tags(), key: json.dumps(entry)})
+        ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid, launcher=(key, entry))
+        if not others:
+            for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
+                old.unlink()
         info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
                 "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST_FAILURE
-        ACTIVE.clear()  # closed below, not interrupted
+        from edgebench.tracking import claim_lock
+
         path = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
-        if not path.exists():
+        if not path.exists() or not ACTIVE:
+            ACTIVE.clear()
             return
         info = json.loads(path.read_text())
-        tracker = self._tracker(config)
-        children = tracker.search(f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
-        parent = tracker.client.get_run(info["parent_run_id"])
-        failures = sorted((path.parent / "failed").glob("*.txt"), key=lambda f: int(f.stem))
-        finished = {r.info.run_id for r in children if r.info.status == "FINISHED"}  # over every launch
-        reused = {v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG + ".")} - finished
-        counts = {"finished": len(finished), "reused": len(reused),
-                  "failed": len(failures)}  # in this launch, including jobs that failed before their MLflow run
-        run = tracker.attach(info["parent_run_id"])
-        run.log_metrics({f"sweep/jobs_{k}": n for k, n in counts.items()})
-        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        if failures:
-            reasons = "; ".join(f"job {f.stem}: {f.read_text().strip()}" for f in failures)
-            run.end("FAILED", f"{len(failures)} job(s) failed: {reasons}")
-            LAST_FAILURE = (f"sweep {info['sweep_id']}: {summary}. {reasons[:2000]} "
-                            "(launch the same sweep again to rerun only the failed jobs)")
-        else:
-            run.end("FINISHED")
+        tracker = ACTIVE["tracker"]
+        with claim_lock(tracker.uri):
+            others = _leave(tracker, info["parent_run_id"], *ACTIVE["launcher"])
+            ACTIVE.clear()  # closed below (or by the last launcher), not interrupted
+            if others:
+                pids = ", ".join(str(e["pid"]) for e in others)
+                log.info("sweep %s: this launch is done; launcher pid %s still runs jobs and closes parent run %s",
+                         info["sweep_id"], pids, info["parent_run_id"])
+                own = sorted((path.parent / "failed").glob("*.txt"), key=lambda f: int(f.stem))
+                if own:
+                    reasons = "; ".join(f"job {f.stem}: {f.read_text().strip()}" for f in own)
+                    LAST_FAILURE = (f"sweep {info['sweep_id']}: {len(own)} job(s) of this launch failed: "
+                                    f"{reasons[:2000]} (the sweep goes on in launcher pid {pids})")
+                return
+            parent = tracker.client.get_run(info["parent_run_id"])
+            children = tracker.search(f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+            failures: dict[int, str] = {}  # by job number, over every launch since the parent was (re)opened
+            dirs = {str(path.parent.resolve())} | {e["sweep_dir"] for e in launchers(parent.data.tags).values()}
+            for d in sorted(dirs):
+                for f in (Path(d) / "failed").glob("*.txt"):
+                    failures.setdefault(int(f.stem), f.read_text().strip())
+            finished = {r.info.run_id for r in children if r.info.status == "FINISHED"}  # over every launch
+            reused = {v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG + ".")} - finished
+            counts = {"finished": len(finished), "reused": len(reused),
+                      "failed": len(failures)}  # including jobs that failed before their MLflow run
+            run = tracker.attach(info["parent_run_id"])
+            run.log_metrics({f"sweep/jobs_{k}": n for k, n in counts.items()})
+            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+            if failures:
+                reasons = "; ".join(f"job {n}: {failures[n]}" for n in sorted(failures))
+                run.end("FAILED", f"{len(failures)} job(s) failed: {reasons}")
+                LAST_FAILURE = (f"sweep {info['sweep_id']}: {summary}. {reasons[:2000]} "
+                                "(launch the same sweep again to rerun only the failed jobs)")
+            else:
+                run.end("FINISHED")
         log.info("sweep %s: %s; parent run %s", info["sweep_id"], summary, info["parent_run_id"])
         self._print_end(config, info)
 

@@ -1,0 +1,92 @@
+"""Sweeps that stay whole (issue 24): two launches of one sweep at once, conf/ edited mid-sweep, a killed launcher.
+
+Real CLI runs in subprocesses (cwd=tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+FAST = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "trainer.batch_size=32",
+        "measure.latency=false", "trainer.progress_bar=none"]
+
+
+def _popen(args, cwd) -> subprocess.Popen:
+    """The CLI in the background, its output in a file (``_output``): a pipe would stay open in orphaned workers."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    log = open(Path(cwd) / f"launch-{time.monotonic_ns()}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "edgebench", "-m", *args], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    log.close()
+    return proc
+
+
+def _output(proc: subprocess.Popen, timeout: float | None = None) -> str:
+    proc.wait(timeout=timeout)
+    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
+def _runs(tmp_path):
+    db = tmp_path / "results" / "mlflow.db"
+    if not db.exists():
+        return None, []
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("edgebench")
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=1000))
+
+
+def _parents(runs):
+    return [r for r in runs if "edgebench.sweep_parent" in r.data.tags]
+
+
+def _jobs(runs):
+    return [r for r in runs if "config_hash" in r.data.tags]
+
+
+# --- item 4: two launches of the same sweep at once run each job once; the last launcher closes the parent ---
+
+def test_two_launches_of_one_sweep_at_once_run_each_job_once(tmp_path):
+    args = [*FAST, "seed=0,1,2,3"]
+    procs = [_popen(args, tmp_path) for _ in range(2)]
+    outputs, checked = {}, False
+    deadline = time.time() + 900
+    while len(outputs) < 2 and time.time() < deadline:
+        for i, p in enumerate(procs):
+            if i not in outputs and p.poll() is not None:
+                outputs[i] = _output(p)
+                if not checked and len(outputs) == 1:  # one launcher ended: the parent must outlive its jobs
+                    client, runs = _runs(tmp_path)
+                    parent_status = [p.info.status for p in _parents(runs)]
+                    _, runs = _runs(tmp_path)
+                    running = [r for r in _jobs(runs) if r.info.status == "RUNNING"]
+                    assert not (running and "FINISHED" in parent_status), \
+                        "the first launcher to end closed the parent while a job of the other still ran"
+                    checked = True
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    assert len(outputs) == 2, "the launches did not end"
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, outputs[i][-3000:]
+    client, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    jobs = _jobs(runs)
+    per_hash = Counter(r.data.tags["config_hash"] for r in jobs)
+    assert len(per_hash) == 4 and set(per_hash.values()) == {1}, f"duplicate jobs: {per_hash}"
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in jobs)
+    assert parent.info.status == "FINISHED"
+    assert parent.info.end_time >= max(r.info.end_time for r in jobs)
+    assert client.get_run(parent.info.run_id).data.metrics["sweep/jobs_finished"] == 4
+    # each launch skipped the jobs the other one ran
+    assert sum(o.count("running elsewhere") + o.count("already finished") for o in outputs.values()) == 4
