@@ -464,7 +464,7 @@ def run(cfg: DictConfig) -> RunResult:
     run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
             "replicate_group": sweep.replicate_group(resolved),
-            **sweep_tags, "pipeline": "->".join(s.name for s in steps) or "none"}
+            **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
     with contextlib.ExitStack() as opened:
         # the check and the creation of this run under one lock: two launches of one sweep never both run a job

@@ -14,12 +14,17 @@ already has a FINISHED run in the experiment is skipped, and a job that failed r
 Two launches of the same sweep at once share the parent: a job whose config has a FINISHED run, or a
 RUNNING one in a live process, is skipped (checked and claimed under a lock next to the SQLite store),
 and the parent records its launchers (``sweep.launcher.*``), so only the last one to end closes it.
+Every job composes its config from a copy of the config folders made at launch (``.conf_snapshot`` in
+the sweep folder; its digest is the tag ``conf_digest``), so editing ``conf/`` mid-sweep changes no job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +167,78 @@ def close_interrupted_sweep() -> str | None:
     return None if others else sid
 
 
+CONF_SNAPSHOT = ".conf_snapshot"  # in the sweep folder: the config folders every job of the sweep composes from
+
+
+def _folder_digest(folders: list[Path]) -> str:
+    """The digest of the files (relative paths and bytes) of ``folders``, in order."""
+    files = {}
+    for i, folder in enumerate(folders):
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                files[f"{i}/{f.relative_to(folder).as_posix()}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return digest(files)
+
+
+def snapshot_config(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | None:
+    """Copy the config folders of this multirun into the sweep folder and compose every job from the copies.
+
+    Hydra composes each job's config when the job starts (``load_sweep_config``, in the launcher or in a worker)
+    from its config search path, so an edit of ``conf/`` during a sweep would change the jobs that start later.
+    Here every folder of the search path (``conf/``, ``--config-dir``, ``hydra.searchpath`` entries; packages'
+    configs are not copied) is copied to ``<sweep dir>/.conf_snapshot/<n>`` and the launching Hydra's search path
+    is pointed at the copies before the sweeper starts; the launchers hand that search path to every job (joblib
+    and Ray pickle it). Returns ``{"conf_digest", "conf_snapshot"}`` for sweep.json, or None without Hydra."""
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().hydra.config_loader  # type: ignore[union-attr]
+        search_path = loader.get_search_path()
+    except Exception:  # not launched by Hydra's runtime
+        return None
+    sources = [str(s.path) for s in OmegaConf.select(config, "hydra.runtime.config_sources") or []
+               if s.schema == "file" and Path(str(s.path)).is_dir()]
+    root = sweep_dir / CONF_SNAPSHOT
+    if root.exists():
+        shutil.rmtree(root)
+    copies: dict[str, Path] = {}  # by the real path of the folder
+    for src in dict.fromkeys(os.path.realpath(s) for s in sources):
+        copies[src] = shutil.copytree(src, root / str(len(copies)),
+                                      ignore=shutil.ignore_patterns("__pycache__", "*.pyc")).resolve()
+    elements = search_path.get_path()
+    known = set()
+    for el in elements:
+        path = str(el.path)
+        plain = path[len("file://"):] if path.startswith("file://") else path if "://" not in path else None
+        if plain is not None and os.path.realpath(plain) in copies:
+            el.path = f"file://{copies[os.path.realpath(plain)]}"
+            known.add(os.path.realpath(plain))
+    # folders added by hydra.searchpath (recomputed for every job): their copies go ahead of them
+    extra = [src for src in copies if src not in known]
+    at = next((i for i, el in enumerate(elements) if el.provider == "schema"), len(elements))
+    for src in reversed(extra):
+        elements.insert(at, type(elements[0])("edgebench conf snapshot", f"file://{copies[src]}"))
+    loader.repository.initialize_sources(search_path)  # the sources are made from the search path once, up front
+    conf_digest = _folder_digest([copies[s] for s in copies])
+    log.info("sweep: every job composes its config from %s (digest %s)", root, conf_digest)
+    return {"conf_digest": conf_digest, "conf_snapshot": str(root.resolve())}
+
+
+def conf_tags(ctx: dict[str, Any] | None) -> dict[str, str]:
+    """``conf_digest`` of a sweep job: the digest of the sweep's config snapshot when the job was composed from it,
+    else ``live`` (composed from the config folders as they were when the job started)."""
+    if not ctx or not ctx.get("conf_digest"):
+        return {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        used = {str(s.path) for s in HydraConfig.get().runtime.config_sources}
+    except Exception:
+        return {}
+    snap = str(ctx.get("conf_snapshot"))
+    return {"conf_digest": ctx["conf_digest"] if any(u.startswith(snap) for u in used) else "live"}
+
+
 class SweepCallback(Callback):
     def _tracker(self, config: DictConfig):
         from edgebench.tracking import Tracker
@@ -177,6 +254,7 @@ class SweepCallback(Callback):
         swept = swept_keys(config, overrides)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        conf = snapshot_config(config, sweep_dir)  # every job composes its config from conf/ as it is now
         tracker = self._tracker(config)
         key, entry = launcher_entry(sweep_dir)
         with claim_lock(tracker.uri):  # two launches of one sweep at once share one parent
@@ -200,13 +278,15 @@ class SweepCallback(Callback):
                                                       tags=tags).info.run_id
                 log.info("sweep %s: parent run %s", sid, parent_id)
             # a later launch reaps it if killed; the launcher entries tell it (and the closing launcher) who still runs
-            tracker.attach(parent_id).set_tags({**source_tags(), **process_tags(), key: json.dumps(entry)})
+            tracker.attach(parent_id).set_tags({**source_tags(), **process_tags(), key: json.dumps(entry),
+                                                **({"sweep.conf_digest": conf["conf_digest"]} if conf else {})})
         ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid, launcher=(key, entry))
         if not others:
             for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
                 old.unlink()
         info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
-                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept}
+                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept,
+                **(conf or {})}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

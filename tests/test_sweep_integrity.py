@@ -1,11 +1,12 @@
 """Sweeps that stay whole (issue 24): two launches of one sweep at once, conf/ edited mid-sweep, a killed launcher.
 
-Real CLI runs in subprocesses (cwd=tmp_path).
+Real CLI runs in subprocesses (cwd=tmp_path), real file edits.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from edgebench.config import config_dir
 
 FAST = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "trainer.batch_size=32",
         "measure.latency=false", "trainer.progress_bar=none"]
@@ -90,3 +92,33 @@ def test_two_launches_of_one_sweep_at_once_run_each_job_once(tmp_path):
     assert client.get_run(parent.info.run_id).data.metrics["sweep/jobs_finished"] == 4
     # each launch skipped the jobs the other one ran
     assert sum(o.count("running elsewhere") + o.count("already finished") for o in outputs.values()) == 4
+
+
+# --- item 5: editing conf/ while a sweep runs changes none of its jobs ---
+
+def test_editing_the_config_folder_during_a_sweep_changes_no_job(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir(), conf)
+    yaml = conf / "method" / "magnitude_pruning.yaml"
+    assert "sparsity: 0.9 " in yaml.read_text()
+    proc = _popen(["--config-path", str(conf), *FAST, "+method=magnitude_pruning", "method.retrain_epochs=1",
+                   "seed=0,1,2"], tmp_path)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("results/multiruns/*/0")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert list(tmp_path.glob("results/multiruns/*/0")), "job 0 never started"
+        assert not list(tmp_path.glob("results/multiruns/*/1")), "job 1 started before the edit"
+        yaml.write_text(yaml.read_text().replace("sparsity: 0.9 ", "sparsity: 0.5 "))  # a real edit of a real file
+        out = _output(proc, timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    _, runs = _runs(tmp_path)
+    (parent,) = _parents(runs)
+    jobs = sorted(_jobs(runs), key=lambda r: int(r.data.tags["hydra.job.num"]))
+    assert [r.data.params["method.sparsity"] for r in jobs] == ["0.9", "0.9", "0.9"]  # the value at launch
+    digest = parent.data.tags["sweep.conf_digest"]
+    assert digest and {r.data.tags["conf_digest"] for r in jobs} == {digest}
+    assert "conf_digest" in (next(tmp_path.glob("results/multiruns/*/sweep.json"))).read_text()
