@@ -16,6 +16,8 @@ RUNNING one in a live process, is skipped (checked and claimed under a lock next
 and the parent records its launchers (``sweep.launcher.*``), so only the last one to end closes it.
 Every job composes its config from a copy of the config folders made at launch (``.conf_snapshot`` in
 the sweep folder; its digest is the tag ``conf_digest``), so editing ``conf/`` mid-sweep changes no job.
+A job in a worker process (joblib/loky) watches its launcher and ends KILLED, and the worker exits, when
+the launcher is gone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import json
 import logging
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +243,50 @@ def conf_tags(ctx: dict[str, Any] | None) -> dict[str, str]:
     return {"conf_digest": ctx["conf_digest"] if any(u.startswith(snap) for u in used) else "live"}
 
 
+LAUNCHER_GONE: str | None = None  # set in a worker whose sweep launcher died: the reason its run was ended
+_WATCHED: tuple[int, str] | None = None
+_IN_JOB = threading.Event()  # set while this process runs a sweep job (between on_job_start and on_job_end)
+
+
+def watch_launcher(ctx: dict[str, Any] | None, interval_s: float = 1.0, grace_s: float = 10.0) -> bool:
+    """In a sweep job that runs in a process other than its launcher (a joblib/loky worker), a daemon thread
+    that polls the launcher's liveness; when it is gone (SIGKILL, out of memory) the job's run ends KILLED with
+    the reason "the sweep's launcher (pid N) is gone" (SIGTERM to this process, see :mod:`edgebench.signals`) and
+    the process exits (at the latest ``grace_s`` later). True when a watchdog runs (started now or before)."""
+    global _WATCHED
+    from edgebench import signals
+    from edgebench.tracking import process_alive
+
+    launcher = (ctx or {}).get("launcher")
+    if not launcher or int(launcher["pid"]) == os.getpid():
+        return False
+    import socket
+
+    if launcher.get("host") != socket.gethostname():  # a remote worker cannot see the launcher's process
+        return False
+    pid, start = int(launcher["pid"]), str(launcher.get("start") or "")
+    if _WATCHED == (pid, start):
+        return True
+    if threading.current_thread() is threading.main_thread():
+        signals.install()  # a worker process never ran edgebench's main: SIGTERM must close the run as KILLED
+
+    def watch() -> None:
+        global LAUNCHER_GONE
+        while process_alive(None, pid, start):
+            time.sleep(interval_s)
+        if not _IN_JOB.is_set():  # an idle worker: nothing to close
+            os._exit(0)
+        LAUNCHER_GONE = f"the sweep's launcher (pid {pid}) is gone"
+        log.error("%s: ending this job (pid %d) as KILLED", LAUNCHER_GONE, os.getpid())
+        signals.interrupt(LAUNCHER_GONE)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgebench-launcher-watchdog", daemon=True).start()
+    _WATCHED = (pid, start)
+    return True
+
+
 class SweepCallback(Callback):
     def _tracker(self, config: DictConfig):
         from edgebench.tracking import Tracker
@@ -286,8 +334,15 @@ class SweepCallback(Callback):
                 old.unlink()
         info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
                 "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept,
-                **(conf or {})}
+                "launcher": {k: entry[k] for k in ("host", "pid", "start")}, **(conf or {})}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _IN_JOB.set()
+        watch_launcher(job_context())  # a job in a worker process ends with its launcher
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _IN_JOB.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST_FAILURE

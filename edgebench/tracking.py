@@ -151,6 +151,11 @@ def _process_alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped by its parent (a killed sweep launcher, say)
+    except (OSError, IndexError):
+        pass
     now = _start_time(pid)
     return started is None or now is None or now == started
 

@@ -1,12 +1,13 @@
 """Sweeps that stay whole (issue 24): two launches of one sweep at once, conf/ edited mid-sweep, a killed launcher.
 
-Real CLI runs in subprocesses (cwd=tmp_path), real file edits.
+Real CLI runs in subprocesses (cwd=tmp_path), real file edits, real SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,15 @@ def _parents(runs):
 
 def _jobs(runs):
     return [r for r in runs if "config_hash" in r.data.tags]
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's exit may wait for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # --- item 4: two launches of the same sweep at once run each job once; the last launcher closes the parent ---
@@ -122,3 +132,60 @@ def test_editing_the_config_folder_during_a_sweep_changes_no_job(tmp_path):
     digest = parent.data.tags["sweep.conf_digest"]
     assert digest and {r.data.tags["conf_digest"] for r in jobs} == {digest}
     assert "conf_digest" in (next(tmp_path.glob("results/multiruns/*/sweep.json"))).read_text()
+
+
+# --- item 8: SIGKILL of a joblib sweep's launcher ends its workers ---
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def test_killing_a_joblib_launcher_ends_its_workers(tmp_path):
+    slow = [a for a in FAST if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1000"]
+    proc = _popen(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *slow, "seed=0,1"], tmp_path)
+    workers: set[int] = set()
+    try:
+        deadline = time.time() + 300
+        running = []
+        while time.time() < deadline and proc.poll() is None:
+            if not list(tmp_path.glob("results/multiruns/*/sweep.json")):  # the store is made and migrated by then
+                time.sleep(0.5)
+                continue
+            _, runs = _runs(tmp_path)
+            running = [r for r in _jobs(runs) if r.info.status == "RUNNING"]
+            if len(running) == 2:
+                break
+            time.sleep(0.5)
+        assert len(running) == 2, "the two jobs never ran"
+        workers = {int(r.data.tags["edgebench.pid"]) for r in running}
+        assert proc.pid not in workers and workers <= _descendants(proc.pid)
+        time.sleep(2)  # well into training
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.5)
+        left = [w for w in workers if _alive(w)]
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+    assert not left, f"workers {left} outlived their launcher"
+    client, runs = _runs(tmp_path)
+    for r in (client.get_run(r.info.run_id) for r in running):
+        assert r.info.status == "KILLED"
+        assert f"the sweep's launcher (pid {proc.pid}) is gone" in r.data.tags["status_reason"]
