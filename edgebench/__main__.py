@@ -23,6 +23,14 @@ def _main(cfg: DictConfig) -> float:
 
         scores = [objective(r.metrics, cfg.device, str(cfg.objective)) for r in results]
         return sum(scores) / len(scores)  # a sweeper sees the mean over the replicates
+    except KeyboardInterrupt:
+        from edgebench import sweep
+
+        if sweep.LAUNCHER_GONE:  # a worker whose sweep launcher died: its run is closed KILLED; nobody waits for it
+            logging.getLogger("edgebench").error("%s: this worker (pid %d) exits", sweep.LAUNCHER_GONE, os.getpid())
+            logging.shutdown()
+            os._exit(1)
+        raise
     except Exception as e:
         if not record_failure(e):  # a single run
             if isinstance(e, user_errors()) and not os.environ.get("HYDRA_FULL_ERROR"):

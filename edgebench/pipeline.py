@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,7 @@ from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
 from edgebench.summary import print_summary
-from edgebench.tracking import Tracker, flatten, git_sha, ui_command
+from edgebench.tracking import Tracker, claim_lock, flatten, git_sha, run_process_alive, ui_command
 
 log = logging.getLogger(__name__)
 
@@ -385,18 +386,21 @@ def _run_name(cfg: DictConfig, choices: dict[str, str], job: dict | None) -> str
     return " ".join([method, *values, "·", *rest])
 
 
-def _finished_run(tracker: Tracker, chash: str):
+def _finished_run(tracker: Tracker, chash: str, status: str = "FINISHED"):
     """The newest FINISHED top-level run (a single run or a sweep job) of this experiment with this config hash.
 
     Child runs (lottery-ticket levels) are never a match, even from stores written before they stopped
-    carrying their parent's ``config_hash``."""
-    found = tracker.search(f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'", max_results=50)
+    carrying their parent's ``config_hash``. With ``status="RUNNING"``: the newest such run still running, in a
+    process that is alive (another launch of the same sweep, or another sweep)."""
+    found = tracker.search(f"tags.config_hash = '{chash}' and attributes.status = '{status}'", max_results=50)
     for r in found:
         parent = r.data.tags.get("mlflow.parentRunId")
         if r.data.tags.get(CHILD_TAG) == "true":
             continue
         if parent and sweep.PARENT_TAG not in tracker.client.get_run(parent).data.tags:
             continue  # a child of a method's run, not of a sweep
+        if status == "RUNNING" and not run_process_alive(r):
+            continue
         return r
     return None
 
@@ -471,18 +475,30 @@ def run(cfg: DictConfig) -> RunResult:
     run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
             "replicate_group": sweep.replicate_group(resolved),
-            **sweep_tags, "pipeline": "->".join(s.name for s in steps) or "none"}
+            **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
-    done = _finished_run(tracker, chash) if resume else None
-    if done is not None:
-        log.info("skipped: run %s already finished with this config (config_hash %s); resume=false reruns it",
-                 done.info.run_id, chash)
-        parent = sweep_tags.get("mlflow.parentRunId")
-        if parent and done.data.tags.get("mlflow.parentRunId") != parent:  # the sweep's report includes it
-            tracker.client.set_tag(parent, f"{sweep.REUSED_TAG}.{sweep_tags['hydra.job.num']}", done.info.run_id)
-        return RunResult(done.info.run_id, dict(done.data.metrics), dict(done.data.tags), True, skipped=True)
+    with contextlib.ExitStack() as opened:
+        # the check and the creation of this run under one lock: two launches of one sweep never both run a job
+        with claim_lock(tracker.uri):
+            done = _finished_run(tracker, chash) if resume else None
+            busy = _finished_run(tracker, chash, "RUNNING") if resume and done is None else None
+            if done is None and busy is None:
+                mlrun = opened.enter_context(tracker.run(run_name, tags))
+        if done is not None or busy is not None:
+            other = done or busy
+            if done is not None:
+                log.info("skipped: run %s already finished with this config (config_hash %s); resume=false reruns "
+                         "it", done.info.run_id, chash)
+            else:
+                log.info("skipped: run %s with this config (config_hash %s) is running elsewhere (%s pid %s); "
+                         "resume=false runs it here too", busy.info.run_id, chash,
+                         busy.data.tags.get("edgebench.host"), busy.data.tags.get("edgebench.pid"))
+            parent = sweep_tags.get("mlflow.parentRunId")
+            if parent and other.data.tags.get("mlflow.parentRunId") != parent:  # the sweep's report includes it
+                tracker.client.set_tag(parent, f"{sweep.REUSED_TAG}.{sweep_tags['hydra.job.num']}", other.info.run_id)
+            return RunResult(other.info.run_id, dict(other.data.metrics), dict(other.data.tags), done is not None,
+                             skipped=True)
 
-    with tracker.run(run_name, tags) as mlrun:
         work_dir = Path(paths.output_dir) / mlrun.run_id  # this run's files only, whatever else runs beside it
         mlrun.log_params(_params(resolved))
         # JSON is YAML: one file that yaml.safe_load, OmegaConf.load, Hydra and mlflow.artifacts.load_dict all read

@@ -10,12 +10,25 @@
 The sweep id is a hash of the experiment and the multirun's overrides, so launching the same
 sweep again finds the same parent; with ``resume`` (the default in a multirun) a job whose config
 already has a FINISHED run in the experiment is skipped, and a job that failed runs again.
+
+Two launches of the same sweep at once share the parent: a job whose config has a FINISHED run, or a
+RUNNING one in a live process, is skipped (checked and claimed under a lock next to the SQLite store),
+and the parent records its launchers (``sweep.launcher.*``), so only the last one to end closes it.
+Every job composes its config from a copy of the config folders made at launch (``.conf_snapshot`` in
+the sweep folder; its digest is the tag ``conf_digest``), so editing ``conf/`` mid-sweep changes no job.
+A job in a worker process (joblib/loky) watches its launcher and ends KILLED, and the worker exits, when
+the launcher is gone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +112,179 @@ LAST_FAILURE: str | None = None
 # The sweep this process launched and has not closed yet (closed as KILLED when it is interrupted).
 ACTIVE: dict[str, Any] = {}
 
+# Parent tag LAUNCHER_TAG.<host>.<pid>.<start> = JSON {host, pid, start, sweep_dir, ended}: every launch of the sweep
+# since its parent was last (re)opened with no other launch alive. Only the last live launcher closes the parent.
+LAUNCHER_TAG = "sweep.launcher"
+
+
+def launcher_entry(sweep_dir: str | Path, ended: bool = False) -> tuple[str, dict[str, Any]]:
+    """This process as a launcher of a sweep: its parent tag's key and value."""
+    from edgebench.tracking import HOST_TAG, PID_START_TAG, PID_TAG, process_tags
+
+    tags = process_tags()
+    entry = {"host": tags[HOST_TAG], "pid": int(tags[PID_TAG]), "start": tags[PID_START_TAG],
+             "sweep_dir": str(Path(sweep_dir).resolve()), "ended": ended}
+    return f"{LAUNCHER_TAG}.{entry['host']}.{entry['pid']}.{entry['start']}", entry
+
+
+def launchers(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The launcher entries recorded on a parent run's tags."""
+    out = {}
+    for k, v in tags.items():
+        if k.startswith(LAUNCHER_TAG + "."):
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                continue
+    return out
+
+
+def live_launchers(tags: dict[str, str], but: str | None = None) -> list[dict[str, Any]]:
+    """The launchers of a parent run (its tags) that have not ended and whose process still runs (other than ``but``)."""
+    from edgebench.tracking import process_alive
+
+    return [e for k, e in launchers(tags).items()
+            if k != but and not e.get("ended") and process_alive(e.get("host"), e.get("pid"), e.get("start"))]
+
+
+def _leave(tracker, parent_id: str, key: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mark this launcher ended on the parent run; the launchers still alive (they close it)."""
+    tracker.client.set_tag(parent_id, key, json.dumps({**entry, "ended": True}))
+    return live_launchers(tracker.client.get_run(parent_id).data.tags, but=key)
+
 
 def close_interrupted_sweep() -> str | None:
-    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id."""
+    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id. While
+    another launch of the same sweep still runs, the parent stays open for it (and None is returned)."""
     if not ACTIVE:
         return None
     from edgebench import signals
+    from edgebench.tracking import claim_lock
 
-    ACTIVE["tracker"].attach(ACTIVE["parent_run_id"]).end("KILLED", signals.reason())
+    tracker = ACTIVE["tracker"]
+    with claim_lock(tracker.uri):
+        others = _leave(tracker, ACTIVE["parent_run_id"], *ACTIVE["launcher"])
+        if not others:
+            tracker.attach(ACTIVE["parent_run_id"]).end("KILLED", signals.reason())
     sid = ACTIVE["sweep_id"]
     ACTIVE.clear()
-    return sid
+    return None if others else sid
+
+
+CONF_SNAPSHOT = ".conf_snapshot"  # in the sweep folder: the config folders every job of the sweep composes from
+
+
+def _folder_digest(folders: list[Path]) -> str:
+    """The digest of the files (relative paths and bytes) of ``folders``, in order."""
+    files = {}
+    for i, folder in enumerate(folders):
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                files[f"{i}/{f.relative_to(folder).as_posix()}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return digest(files)
+
+
+def snapshot_config(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | None:
+    """Copy the config folders of this multirun into the sweep folder and compose every job from the copies.
+
+    Hydra composes each job's config when the job starts (``load_sweep_config``, in the launcher or in a worker)
+    from its config search path, so an edit of ``conf/`` during a sweep would change the jobs that start later.
+    Here every folder of the search path (``conf/``, ``--config-dir``, ``hydra.searchpath`` entries; packages'
+    configs are not copied) is copied to ``<sweep dir>/.conf_snapshot/<n>`` and the launching Hydra's search path
+    is pointed at the copies before the sweeper starts; the launchers hand that search path to every job (joblib
+    and Ray pickle it). Returns ``{"conf_digest", "conf_snapshot"}`` for sweep.json, or None without Hydra."""
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().hydra.config_loader  # type: ignore[union-attr]
+        search_path = loader.get_search_path()
+    except Exception:  # not launched by Hydra's runtime
+        return None
+    sources = [str(s.path) for s in OmegaConf.select(config, "hydra.runtime.config_sources") or []
+               if s.schema == "file" and Path(str(s.path)).is_dir()]
+    root = sweep_dir / CONF_SNAPSHOT
+    if root.exists():
+        shutil.rmtree(root)
+    copies: dict[str, Path] = {}  # by the real path of the folder
+    for src in dict.fromkeys(os.path.realpath(s) for s in sources):
+        copies[src] = shutil.copytree(src, root / str(len(copies)),
+                                      ignore=shutil.ignore_patterns("__pycache__", "*.pyc")).resolve()
+    elements = search_path.get_path()
+    known = set()
+    for el in elements:
+        path = str(el.path)
+        plain = path[len("file://"):] if path.startswith("file://") else path if "://" not in path else None
+        if plain is not None and os.path.realpath(plain) in copies:
+            el.path = f"file://{copies[os.path.realpath(plain)]}"
+            known.add(os.path.realpath(plain))
+    # folders added by hydra.searchpath (recomputed for every job): their copies go ahead of them
+    extra = [src for src in copies if src not in known]
+    at = next((i for i, el in enumerate(elements) if el.provider == "schema"), len(elements))
+    for src in reversed(extra):
+        elements.insert(at, type(elements[0])("edgebench conf snapshot", f"file://{copies[src]}"))
+    loader.repository.initialize_sources(search_path)  # the sources are made from the search path once, up front
+    conf_digest = _folder_digest([copies[s] for s in copies])
+    log.info("sweep: every job composes its config from %s (digest %s)", root, conf_digest)
+    return {"conf_digest": conf_digest, "conf_snapshot": str(root.resolve())}
+
+
+def conf_tags(ctx: dict[str, Any] | None) -> dict[str, str]:
+    """``conf_digest`` of a sweep job: the digest of the sweep's config snapshot when the job was composed from it,
+    else ``live`` (composed from the config folders as they were when the job started)."""
+    if not ctx or not ctx.get("conf_digest"):
+        return {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        used = {str(s.path) for s in HydraConfig.get().runtime.config_sources}
+    except Exception:
+        return {}
+    snap = str(ctx.get("conf_snapshot"))
+    return {"conf_digest": ctx["conf_digest"] if any(u.startswith(snap) for u in used) else "live"}
+
+
+LAUNCHER_GONE: str | None = None  # set in a worker whose sweep launcher died: the reason its run was ended
+_WATCHED: tuple[int, str] | None = None
+_IN_JOB = threading.Event()  # set while this process runs a sweep job (between on_job_start and on_job_end)
+
+
+def watch_launcher(ctx: dict[str, Any] | None, interval_s: float = 1.0, grace_s: float = 10.0) -> bool:
+    """In a sweep job that runs in a process other than its launcher (a joblib/loky worker), a daemon thread
+    that polls the launcher's liveness; when it is gone (SIGKILL, out of memory) the job's run ends KILLED with
+    the reason "the sweep's launcher (pid N) is gone" (SIGTERM to this process, see :mod:`edgebench.signals`) and
+    the process exits (at the latest ``grace_s`` later). True when a watchdog runs (started now or before)."""
+    global _WATCHED
+    from edgebench import signals
+    from edgebench.tracking import process_alive
+
+    launcher = (ctx or {}).get("launcher")
+    if not launcher or int(launcher["pid"]) == os.getpid():
+        return False
+    import socket
+
+    if launcher.get("host") != socket.gethostname():  # a remote worker cannot see the launcher's process
+        return False
+    pid, start = int(launcher["pid"]), str(launcher.get("start") or "")
+    if _WATCHED == (pid, start):
+        return True
+    if threading.current_thread() is threading.main_thread():
+        signals.install()  # a worker process never ran edgebench's main: SIGTERM must close the run as KILLED
+
+    def watch() -> None:
+        global LAUNCHER_GONE
+        while process_alive(None, pid, start):
+            time.sleep(interval_s)
+        if not _IN_JOB.is_set():  # an idle worker: nothing to close
+            os._exit(0)
+        LAUNCHER_GONE = f"the sweep's launcher (pid {pid}) is gone"
+        log.error("%s: ending this job (pid %d) as KILLED", LAUNCHER_GONE, os.getpid())
+        signals.interrupt(LAUNCHER_GONE)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgebench-launcher-watchdog", daemon=True).start()
+    _WATCHED = (pid, start)
+    return True
 
 
 class SweepCallback(Callback):
@@ -120,57 +295,99 @@ class SweepCallback(Callback):
         return Tracker(str(paths.mlflow_tracking_uri), str(paths.mlflow_artifact_dir), str(config.experiment_name))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from edgebench.tracking import claim_lock, process_tags, source_tags
+
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         sid = sweep_id(str(config.experiment_name), overrides)
         swept = swept_keys(config, overrides)
-        tracker = self._tracker(config)
-        found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
-        if found:
-            parent_id = found[0].info.run_id
-            tracker.client.update_run(parent_id, status="RUNNING")
-            log.info("sweep %s: continuing in parent run %s", sid, parent_id)
-        else:
-            tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep", "sweep.overrides": " ".join(overrides)[:5000],
-                    "sweep.swept_keys": " ".join(swept)[:5000]}
-            parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}", tags=tags).info.run_id
-            log.info("sweep %s: parent run %s", sid, parent_id)
-        from edgebench.tracking import process_tags, source_tags
-
-        tracker.attach(parent_id).set_tags({**source_tags(), **process_tags()})  # a later launch reaps it if killed
-        ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
-            old.unlink()
+        conf = snapshot_config(config, sweep_dir)  # every job composes its config from conf/ as it is now
+        tracker = self._tracker(config)
+        key, entry = launcher_entry(sweep_dir)
+        with claim_lock(tracker.uri):  # two launches of one sweep at once share one parent
+            found = tracker.search(f"tags.`{PARENT_TAG}` = '{sid}'")
+            others: list[dict[str, Any]] = []
+            if found:
+                parent_id = found[0].info.run_id
+                others = live_launchers(found[0].data.tags) if found[0].info.status == "RUNNING" else []
+                if others:
+                    log.info("sweep %s: joining parent run %s, which launcher pid %s also runs; jobs running or "
+                             "finished there are skipped here", sid, parent_id, others[0]["pid"])
+                else:  # reopened: the launches of earlier attempts no longer count
+                    for old in launchers(found[0].data.tags):
+                        tracker.client.delete_tag(parent_id, old)
+                    tracker.client.update_run(parent_id, status="RUNNING")
+                    log.info("sweep %s: continuing in parent run %s", sid, parent_id)
+            else:
+                tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep",
+                        "sweep.overrides": " ".join(overrides)[:5000], "sweep.swept_keys": " ".join(swept)[:5000]}
+                parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}",
+                                                      tags=tags).info.run_id
+                log.info("sweep %s: parent run %s", sid, parent_id)
+            # a later launch reaps it if killed; the launcher entries tell it (and the closing launcher) who still runs
+            tracker.attach(parent_id).set_tags({**source_tags(), **process_tags(), key: json.dumps(entry),
+                                                **({"sweep.conf_digest": conf["conf_digest"]} if conf else {})})
+        ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid, launcher=(key, entry))
+        if not others:
+            for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
+                old.unlink()
         info = {"sweep_id": sid, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
-                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept}
+                "tracking_uri": tracker.uri, "overrides": overrides, "swept_keys": swept,
+                "launcher": {k: entry[k] for k in ("host", "pid", "start")}, **(conf or {})}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _IN_JOB.set()
+        watch_launcher(job_context())  # a job in a worker process ends with its launcher
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _IN_JOB.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST_FAILURE
-        ACTIVE.clear()  # closed below, not interrupted
+        from edgebench.tracking import claim_lock
+
         path = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
-        if not path.exists():
+        if not path.exists() or not ACTIVE:
+            ACTIVE.clear()
             return
         info = json.loads(path.read_text())
-        tracker = self._tracker(config)
-        children = tracker.search(f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
-        parent = tracker.client.get_run(info["parent_run_id"])
-        failures = sorted((path.parent / "failed").glob("*.txt"), key=lambda f: int(f.stem))
-        finished = {r.info.run_id for r in children if r.info.status == "FINISHED"}  # over every launch
-        reused = {v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG + ".")} - finished
-        counts = {"finished": len(finished), "reused": len(reused),
-                  "failed": len(failures)}  # in this launch, including jobs that failed before their MLflow run
-        run = tracker.attach(info["parent_run_id"])
-        run.log_metrics({f"sweep/jobs_{k}": n for k, n in counts.items()})
-        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        if failures:
-            reasons = "; ".join(f"job {f.stem}: {f.read_text().strip()}" for f in failures)
-            run.end("FAILED", f"{len(failures)} job(s) failed: {reasons}")
-            LAST_FAILURE = (f"sweep {info['sweep_id']}: {summary}. {reasons[:2000]} "
-                            "(launch the same sweep again to rerun only the failed jobs)")
-        else:
-            run.end("FINISHED")
+        tracker = ACTIVE["tracker"]
+        with claim_lock(tracker.uri):
+            others = _leave(tracker, info["parent_run_id"], *ACTIVE["launcher"])
+            ACTIVE.clear()  # closed below (or by the last launcher), not interrupted
+            if others:
+                pids = ", ".join(str(e["pid"]) for e in others)
+                log.info("sweep %s: this launch is done; launcher pid %s still runs jobs and closes parent run %s",
+                         info["sweep_id"], pids, info["parent_run_id"])
+                own = sorted((path.parent / "failed").glob("*.txt"), key=lambda f: int(f.stem))
+                if own:
+                    reasons = "; ".join(f"job {f.stem}: {f.read_text().strip()}" for f in own)
+                    LAST_FAILURE = (f"sweep {info['sweep_id']}: {len(own)} job(s) of this launch failed: "
+                                    f"{reasons[:2000]} (the sweep goes on in launcher pid {pids})")
+                return
+            parent = tracker.client.get_run(info["parent_run_id"])
+            children = tracker.search(f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+            failures: dict[int, str] = {}  # by job number, over every launch since the parent was (re)opened
+            dirs = {str(path.parent.resolve())} | {e["sweep_dir"] for e in launchers(parent.data.tags).values()}
+            for d in sorted(dirs):
+                for f in (Path(d) / "failed").glob("*.txt"):
+                    failures.setdefault(int(f.stem), f.read_text().strip())
+            finished = {r.info.run_id for r in children if r.info.status == "FINISHED"}  # over every launch
+            reused = {v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG + ".")} - finished
+            counts = {"finished": len(finished), "reused": len(reused),
+                      "failed": len(failures)}  # including jobs that failed before their MLflow run
+            run = tracker.attach(info["parent_run_id"])
+            run.log_metrics({f"sweep/jobs_{k}": n for k, n in counts.items()})
+            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+            if failures:
+                reasons = "; ".join(f"job {n}: {failures[n]}" for n in sorted(failures))
+                run.end("FAILED", f"{len(failures)} job(s) failed: {reasons}")
+                LAST_FAILURE = (f"sweep {info['sweep_id']}: {summary}. {reasons[:2000]} "
+                                "(launch the same sweep again to rerun only the failed jobs)")
+            else:
+                run.end("FINISHED")
         log.info("sweep %s: %s; parent run %s", info["sweep_id"], summary, info["parent_run_id"])
         self._print_end(config, info)
 

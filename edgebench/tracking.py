@@ -157,8 +157,44 @@ def _process_alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped by its parent (a killed sweep launcher, say)
+    except (OSError, IndexError):
+        pass
     now = _start_time(pid)
     return started is None or now is None or now == started
+
+
+def process_alive(host: str | None, pid: int | str | None, started: str | None) -> bool:
+    """Whether the process ``pid`` (started at ``started``) on ``host`` still runs. A process of another host cannot
+    be seen from here and counts as alive."""
+    if pid in (None, ""):
+        return False
+    if host and host != socket.gethostname():
+        return True
+    return _process_alive(int(pid), started or None)
+
+
+def run_process_alive(run) -> bool:
+    """Whether the process that a RUNNING run's tags name (:func:`process_tags`) still runs."""
+    tags = run.data.tags
+    return process_alive(tags.get(HOST_TAG), tags.get(PID_TAG), tags.get(PID_START_TAG))
+
+
+@contextmanager
+def claim_lock(uri: str) -> Iterator[None]:
+    """Held while a job checks for a finished or running run of its config and creates its own (and while a sweep
+    launcher finds, joins or closes its parent run): a file lock next to a ``sqlite:///`` store, so two launches of
+    one sweep never both claim a job. A tracking server has no shared folder: nothing is held there (the check and
+    the creation follow each other closely but are not atomic)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".claims.lock"):
+        yield
 
 
 def process_tags() -> dict[str, str]:
@@ -261,6 +297,10 @@ class Tracker:
         for r in self.search(f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
             pid, started = r.data.tags.get(PID_TAG), r.data.tags.get(PID_START_TAG)
             if pid is None or _process_alive(int(pid), started):
+                continue
+            from edgebench.sweep import live_launchers
+
+            if live_launchers(r.data.tags):  # a sweep's parent that another launch of the sweep still runs
                 continue
             reason = (f"the process that ran it ({host} pid {pid}) is gone: killed (e.g. SIGKILL or out of memory) "
                       "before it could close the run; marked FAILED by a later launch")
