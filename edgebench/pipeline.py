@@ -427,9 +427,16 @@ def run_replicates(cfg: DictConfig) -> list[RunResult]:
             log.info("replicate %d of %d (seed %d)", i + 1, n, c.seed)
         results.append(run(c))
     if n > 1:
-        m, h = mean_ci([r.metrics["test/acc"] for r in results])
-        print(f"{n} replicates (seeds {cfg.seed}-{int(cfg.seed) + n - 1}): test accuracy {m:.4f} ± {h:.4f} "
-              "(mean, 95% t interval)")
+        done = [r.metrics["test/acc"] for r in results if "test/acc" in r.metrics]
+        elsewhere = n - len(done)  # skipped: running in another process, its accuracy not known yet
+        note = f"; {elsewhere} still running elsewhere, not included" if elsewhere else ""
+        if len(done) > 1:
+            m, h = mean_ci(done)
+            print(f"{n} replicates (seeds {cfg.seed}-{int(cfg.seed) + n - 1}): test accuracy {m:.4f} ± {h:.4f} "
+                  f"(mean, 95% t interval over {len(done)}){note}")
+        elif elsewhere:
+            print(f"{n} replicates (seeds {cfg.seed}-{int(cfg.seed) + n - 1}): too few finished here for an "
+                  f"interval{note}")
     return results
 
 

@@ -189,3 +189,22 @@ def test_killing_a_joblib_launcher_ends_its_workers(tmp_path):
     for r in (client.get_run(r.info.run_id) for r in running):
         assert r.info.status == "KILLED"
         assert f"the sweep's launcher (pid {proc.pid}) is gone" in r.data.tags["status_reason"]
+
+
+def test_replicates_with_one_running_elsewhere_print_the_others(make_cfg, monkeypatch, capsys):
+    """A replicate skipped because its config runs in another process has no accuracy yet: the mean is over the
+    others, and the line says so (it raised KeyError before)."""
+    from edgebench import pipeline
+
+    accs = iter([0.9, None, 0.8, 0.85])
+
+    def fake_run(c):
+        acc = next(accs)
+        return pipeline.RunResult(f"r{c.seed}", {} if acc is None else {"test/acc": acc}, {}, False,
+                                  skipped=acc is None)
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    cfg = make_cfg("data=digits", "replicates=4", "seed=0")
+    assert len(pipeline.run_replicates(cfg)) == 4
+    out = capsys.readouterr().out
+    assert "interval over 3" in out and "1 still running elsewhere, not included" in out
