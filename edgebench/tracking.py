@@ -132,7 +132,10 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 HOST_TAG, PID_TAG, PID_START_TAG = "edgebench.host", "edgebench.pid", "edgebench.pid_start"
-LAST_RUN_ID: str | None = None  # the run this process opened last (named when the process is interrupted)
+# The top-level run this process opened last (the run the user started; named when the process is interrupted).
+# A method's child runs (tag edgebench.child=true: a chain's steps, lottery levels, trained teachers) never set it:
+# after Ctrl-C in step 1 of a chain, the finished step-0 child is not the run that was killed.
+LAST_RUN_ID: str | None = None
 
 
 def _start_time(pid: int) -> str | None:
@@ -270,7 +273,8 @@ class Tracker:
         mlrun = self.client.create_run(self.experiment_id, run_name=run_name,
                                        tags={**source_tags(), **process_tags(), **tags})
         run = Run(self.client, mlrun.info.run_id)
-        LAST_RUN_ID = run.run_id
+        if tags.get("edgebench.child") != "true":
+            LAST_RUN_ID = run.run_id
         try:
             yield run
         except KeyboardInterrupt:
