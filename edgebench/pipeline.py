@@ -447,9 +447,11 @@ def run(cfg: DictConfig) -> RunResult:
         steps[0].check(build(), example)
     exp = _exporter(spec, getattr(last, "spec_dtype", None))
     if exp is not None and exp.format.startswith("tflite"):  # ops TFLite lacks: found on the untrained model
-        from edgebench.export.tflite import check_convertible
+        from edgebench.export.tflite import check_convertible, check_convertible_int8
 
-        check_convertible(build(), example, f"model={spec.model.name.value}")
+        # int8 (tflite_int8, tflite_micro): the PT2E route with random calibration, which refuses ops fp32 takes
+        check = check_convertible_int8 if exp.dtype == "int8" else check_convertible
+        check(build(), example, f"model={spec.model.name.value}")
 
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()

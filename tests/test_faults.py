@@ -83,3 +83,22 @@ def test_ctrl_c_in_a_chain_names_the_top_level_run(tmp_path, mlflow_template_db)
     assert f"run {top[0].info.run_id} is marked KILLED" in err, err[-2000:]
     assert child.info.run_id not in err
     assert client.get_run(child.info.run_id).info.status == "FINISHED"
+
+
+# --- 10: int8 TFLite convertibility is checked before any training, as fp32 already is ---
+
+def test_int8_tflite_is_checked_before_training(tmp_path):
+    from edgebench.export import tflite
+
+    if tflite.missing(micro=True):
+        pytest.skip("the tflite extra is not installed")
+    t = time.time()
+    out = _cli([*FAST, "model=ram", "+method=ptq_int8", "export=tflite_micro"], cwd=tmp_path)
+    line = _one_line_error(out, "cannot be converted to int8 TFLite")
+    # the op and where it is in the model, and the fix
+    assert "model=ram" in line and "aten.mul" in line and "ram.py" in line and "export=onnx_int8" in line, line
+    _, runs = _runs(f"sqlite:///{tmp_path}/results/mlflow.db")
+    assert runs == [], "refused before any MLflow run (and so before any training)"
+    assert time.time() - t < 240
+    assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1, out.stderr[-3000:]
+
