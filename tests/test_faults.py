@@ -102,3 +102,13 @@ def test_int8_tflite_is_checked_before_training(tmp_path):
     assert time.time() - t < 240
     assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1, out.stderr[-3000:]
 
+
+# --- 13: structured pruning of RAM names RAM's reward-baseline head, not "the baseline" ---
+
+def test_structured_pruning_of_ram_names_the_head_not_the_dense_baseline(tmp_path):
+    out = _cli([*FAST, "model=ram", "+method=structured_pruning"], cwd=tmp_path, timeout=300)
+    line = _one_line_error(out, "layer `baseline` (the RAM's reward-baseline head, 1 output channel")
+    assert "not the dense baseline" in line and "+method=magnitude_pruning" in line, line
+    # the location head (2 outputs) at a ratio that empties it: named as such too
+    out = _cli([*FAST, "model=ram", "+method=structured_pruning", "method.ratio=0.6"], cwd=tmp_path, timeout=300)
+    _one_line_error(out, "layer `locator` (the RAM's location head, 2 output channels")
