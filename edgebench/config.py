@@ -383,6 +383,9 @@ def check_accelerator(accelerator: str) -> None:
                           "use trainer.accelerator=cpu or auto")
 
 
+SEED_MAX = 2 ** 32 - 1  # numpy.random.seed's (and so Lightning's seed_everything's) largest seed
+
+
 def validate(cfg: DictConfig) -> EdgebenchConfig:
     """Check a composed config and return it as typed dataclasses.
 
@@ -397,5 +400,6 @@ def validate(cfg: DictConfig) -> EdgebenchConfig:
         raise ConfigError(str(e)) from None
     assert isinstance(obj, EdgebenchConfig)
     check(obj.replicates >= 1, "replicates", f"must be >= 1, got {obj.replicates}")
+    check(0 <= obj.seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}] (the seeds NumPy accepts), got {obj.seed}")
     check_accelerator(obj.trainer.accelerator)
     return obj

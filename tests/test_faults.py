@@ -112,3 +112,129 @@ def test_structured_pruning_of_ram_names_the_head_not_the_dense_baseline(tmp_pat
     # the location head (2 outputs) at a ratio that empties it: named as such too
     out = _cli([*FAST, "model=ram", "+method=structured_pruning", "method.ratio=0.6"], cwd=tmp_path, timeout=300)
     _one_line_error(out, "layer `locator` (the RAM's location head, 2 output channels")
+
+
+# --- 11: one line where a traceback was printed ---
+
+def test_an_empty_image_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = _cli([*FAST, "data=image_folder", f"data.root={tmp_path / 'empty'}"], cwd=tmp_path, timeout=300)
+    line = _one_line_error(out, f"data.root={tmp_path / 'empty'}")
+    assert "no class folders" in line and "one sub-folder of images per class" in line, line
+
+
+def test_a_negative_seed_is_one_line(tmp_path):
+    out = _cli([*FAST, "seed=-1"], cwd=tmp_path, timeout=300)
+    _one_line_error(out, "seed: must be in [0, 4294967295]")
+    _, runs = _runs(f"sqlite:///{tmp_path}/results/mlflow.db")
+    assert runs == []
+
+
+def _damage(db: Path) -> None:
+    """Overwrite a page in the middle of a valid SQLite file with random bytes (one that SQLite then reports)."""
+    import random
+    import sqlite3
+
+    data = bytearray(db.read_bytes())
+    page = 4096
+    pages = len(data) // page
+    rng = random.Random(0)
+    for p in [pages // 2, *range(2, pages)]:
+        bad = bytearray(data)
+        bad[p * page:(p + 1) * page] = bytes(rng.getrandbits(8) for _ in range(page))
+        db.write_bytes(bad)
+        con = sqlite3.connect(db)
+        try:
+            ok = con.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+        except sqlite3.DatabaseError:
+            ok = False
+        finally:
+            con.close()
+        if not ok:
+            return
+    raise AssertionError("no page of the store could be damaged visibly")
+
+
+def test_a_garbage_page_in_the_store_is_one_line(tmp_path, mlflow_template_db):
+    (tmp_path / "results").mkdir()
+    db = tmp_path / "results" / "mlflow.db"
+    shutil.copy(mlflow_template_db, db)
+    _damage(db)
+    out = _cli(FAST, cwd=tmp_path, timeout=300)
+    line = _one_line_error(out, f"MLflow store {db} is damaged")
+    assert "move it aside" in line and ".recover" in line, line
+
+
+def test_results_that_cannot_be_written_is_one_line(tmp_path):
+    # root writes through chmod, so a file where the results folder should be stands for a read-only folder
+    (tmp_path / "results").write_text("not a folder")
+    out = _cli(FAST, cwd=tmp_path, timeout=300)
+    line = _one_line_error(out, f"{tmp_path / 'results'}")
+    assert "not a folder" in line and "paths.results_dir" in line, line
+    if os.geteuid() == 0:
+        return
+    (tmp_path / "results").unlink()
+    (tmp_path / "results").mkdir(mode=0o500)  # read-only for its owner
+    try:
+        out = _cli(FAST, cwd=tmp_path, timeout=300)
+        line = _one_line_error(out, f"{tmp_path / 'results'}")
+        assert "not writable" in line and "paths.results_dir" in line, line
+    finally:
+        (tmp_path / "results").chmod(0o700)
+
+
+def test_a_full_disk_fails_the_run_naming_the_path(make_cfg, monkeypatch):
+    import errno
+
+    from edgebench import pipeline, store
+
+    real = store.atomic_write
+    full = []
+
+    def no_space(path, write):
+        if "baselines" in str(path):  # the dense baseline's entry in the store, written during the run
+            full.append(str(path))
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(store, "atomic_write", no_space)
+    cfg = make_cfg(*FAST)
+    with pytest.raises(OSError):
+        pipeline.run(cfg)
+    assert full
+    from edgebench import tracking
+
+    client, runs = _runs(cfg.paths.mlflow_tracking_uri)
+    assert len(runs) == 1 and runs[0].info.run_id == tracking.LAST_RUN_ID
+    assert runs[0].info.status == "FAILED"
+    reason = runs[0].data.tags["status_reason"]
+    assert f"no space left on the disk of {full[0]}" in reason, reason
+    from edgebench.__main__ import user_message
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device", full[0])
+    except OSError as e:
+        assert user_message(e).startswith(f"no space left on the disk of {full[0]}")
+
+
+@pytest.mark.parametrize("left_kib", [64, 300])  # full while MLflow writes to its store / while a file is written
+def test_a_really_full_disk_fails_the_run_in_one_line(tmp_path, mlflow_template_db, left_kib):
+    """results/ on a 4 MiB tmpfs filled up to a few KiB: the run fails where it first writes a file, is closed as
+    FAILED (the store is on the same full disk: the run's reserve is given back to close it) and one line is printed."""
+    results = tmp_path / "results"
+    results.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(results)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    try:
+        db = results / "mlflow.db"
+        shutil.copy(mlflow_template_db, db)
+        free = shutil.disk_usage(results).free
+        (results / "filler").write_bytes(b"\0" * (free - (1 << 20) - left_kib * 1024))  # the reserve and some
+        out = _cli(FAST, cwd=tmp_path, timeout=300)
+        line = _one_line_error(out, f"no space left on the disk of {results}")
+        assert len(out.stderr.splitlines()) < 10, out.stderr[-3000:]
+        _, runs = _runs(f"sqlite:///{db}")
+        assert len(runs) == 1 and runs[0].info.status == "FAILED", [r.info.status for r in runs]
+        assert "no space left on the disk of" in runs[0].data.tags["status_reason"]
+    finally:
+        subprocess.run(["umount", "-l", str(results)], capture_output=True)  # lazy: the test still holds the store open
