@@ -42,10 +42,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that name a wrong input and its fix: printed as one line."""
     from edgebench.config import ConfigError
     from edgebench.data import DataNotFoundError
+    from edgebench.locks import LockTimeout
     from edgebench.models import PretrainedWeightsError
     from edgebench.training import DivergedError, NonFiniteLossError
 
-    return ConfigError, DataNotFoundError, PretrainedWeightsError, DivergedError, NonFiniteLossError
+    return ConfigError, DataNotFoundError, PretrainedWeightsError, DivergedError, NonFiniteLossError, LockTimeout
 
 
 def user_message(e: BaseException) -> str | None:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock
+from edgebench import locks
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class Tracker:
             LAST_STORE = db
             db.parent.mkdir(parents=True, exist_ok=True)
             # Creating the schema and the experiment once, under a lock: parallel jobs race otherwise.
-            with FileLock(str(db) + ".lock"):
+            with locks.held(str(db) + ".lock", "the MLflow store's schema and experiment in", db):
                 self.client = RetryingClient(MlflowClient(tracking_uri))
                 self.experiment_id = self._experiment(experiment_name, artifact_dir)
         else:  # a tracking server owns its artifact store

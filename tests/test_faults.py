@@ -238,3 +238,88 @@ def test_a_really_full_disk_fails_the_run_in_one_line(tmp_path, mlflow_template_
         assert "no space left on the disk of" in runs[0].data.tags["status_reason"]
     finally:
         subprocess.run(["umount", "-l", str(results)], capture_output=True)  # lazy: the test still holds the store open
+
+
+# --- 12: a wait on another process's store lock is said, and ends; an interrupted export leaves nothing behind ---
+
+def _hold(lock: Path):
+    """Another process holding ``lock`` (as edgebench's store does: an exclusive flock) until it is killed."""
+    code = ("import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_wait_on_a_store_lock_is_said_and_times_out(make_cfg, tmp_path):
+    from edgebench import cache
+    from edgebench.config import validate
+
+    cfg = make_cfg(*FAST, "store_lock_timeout_s=8")
+    entry = cache.entry_dir(cfg.paths.cache_dir, validate(cfg))
+    lock = Path(f"{entry}.lock")
+    holder = _hold(lock)
+    try:
+        t = time.time()
+        out = _cli([*FAST, "store_lock_timeout_s=8"], cwd=tmp_path, timeout=300)
+        waited = time.time() - t
+    finally:
+        holder.kill()
+        holder.wait()
+    # after ~5 s: what it waits for, which lock, that another process (by pid) is making it
+    notice = [line for line in out.stderr.splitlines() if "waiting for" in line]
+    assert notice, out.stderr[-3000:]
+    assert str(entry) in notice[0] and str(lock) in notice[0] and f"pid {holder.pid}" in notice[0], notice[0]
+    assert "baseline cache entry" in notice[0], notice[0]
+    line = _one_line_error(out, f"gave up after 8 s waiting for {lock}")
+    assert "store_lock_timeout_s" in line and f"pid {holder.pid}" in line, line
+    assert waited < 120
+    client, runs = _runs(f"sqlite:///{tmp_path}/results/mlflow.db")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "gave up after 8 s" in runs[0].data.tags["status_reason"]
+
+
+def test_store_lock_timeout_is_checked(make_cfg):
+    from edgebench.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"store_lock_timeout_s: must be > 0, got 0"):
+        validate(make_cfg("data=digits", "store_lock_timeout_s=0"))
+
+
+def test_an_interrupted_export_leaves_no_artifact_folder_and_no_lock(make_cfg, tmp_path, monkeypatch):
+    from edgebench import export, pipeline, tracking
+
+    real = export.resolve
+    started = []
+
+    def resolve(*a, **k):
+        exp = real(*a, **k)
+        if exp is None:
+            return exp
+
+        class Interrupted:  # the real exporter's attributes; its call writes part of the file, then Ctrl-C
+            def __getattr__(self, name):
+                return getattr(exp, name)
+
+            def __call__(self, model, example, out_dir, spec):
+                Path(out_dir).mkdir(parents=True)
+                (Path(out_dir) / "model.onnx").write_bytes(b"\0" * 100)
+                started.append(Path(out_dir))
+                raise KeyboardInterrupt
+
+        return Interrupted()
+
+    monkeypatch.setattr(export, "resolve", resolve)
+    cfg = make_cfg(*FAST)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg)
+    assert started and not started[0].exists(), "the partial artifact/ folder is removed"
+    assert not started[0].parent.exists(), "and the run's folder it left empty"
+    client, runs = _runs(cfg.paths.mlflow_tracking_uri)
+    assert [r.info.status for r in runs] == ["KILLED"] and runs[0].info.run_id == tracking.LAST_RUN_ID
+    assert list(tmp_path.rglob("*.lock")) == [], "every lock this process held is released and removed"
+    assert list(tmp_path.rglob("*.reserve-*")) == []
