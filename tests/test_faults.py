@@ -323,3 +323,51 @@ def test_an_interrupted_export_leaves_no_artifact_folder_and_no_lock(make_cfg, t
     assert [r.info.status for r in runs] == ["KILLED"] and runs[0].info.run_id == tracking.LAST_RUN_ID
     assert list(tmp_path.rglob("*.lock")) == [], "every lock this process held is released and removed"
     assert list(tmp_path.rglob("*.reserve-*")) == []
+
+
+# --- 14: a zoo teacher's training memory is estimated and checked against the free memory before it trains ---
+
+def test_a_teacher_larger_than_free_memory_is_warned_about(make_cfg, monkeypatch):
+    import logging
+
+    import torch
+
+    from edgebench import pipeline, training
+    from edgebench.config import ModelConfig
+    from edgebench.methods import distillation
+    from edgebench.models import build_model
+
+    monkeypatch.setattr(distillation, "free_memory_bytes", lambda: 100_000)  # 0.1 MB free
+    events = []
+    real_fit = training.fit
+
+    def fit(net, *a, **k):
+        events.append("train")
+        return real_fit(net, *a, **k)
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            events.append(record.getMessage())
+
+    monkeypatch.setattr(training, "fit", fit)
+    handler = Record(logging.WARNING)
+    logging.getLogger("edgebench.methods.distillation").addHandler(handler)
+    try:
+        cfg = make_cfg(*FAST, "model=lenet5", "+method=distillation", "method.teacher.model=lenet_300_100",
+                       "method.epochs=1", "trainer.batch_size=64")
+        res = pipeline.run(cfg)
+    finally:
+        logging.getLogger("edgebench.methods.distillation").removeHandler(handler)
+    warned = [i for i, e in enumerate(events) if e != "train"]
+    assert len(warned) == 1, events
+    w = events[warned[0]]
+    # the dense baseline trains first; the warning comes before the teacher trains, then the student
+    assert events[:warned[0]] == ["train"] and events[warned[0] + 1:] == ["train", "train"], events
+    teacher = build_model(ModelConfig(name="lenet_300_100"), (1, 8, 8), 10)
+    est = distillation.teacher_training_bytes(teacher, torch.zeros(1, 1, 8, 8), 64, "adam")
+    n = sum(p.numel() for p in teacher.parameters())
+    assert (est["weights"], est["gradients"], est["optimizer"]) == (4 * n, 4 * n, 8 * n) and est["activations"] > 0
+    assert est["total"] == sum(v for k, v in est.items() if k != "total") > 100_000
+    assert "teacher lenet_300_100" in w and f"{est['total'] / 1e6:.1f} MB" in w and "0.1 MB of memory free" in w, w
+    assert "batch size 64" in w, w
+    assert res.tags["distill.teacher_memory"] == f"{est['total']} B estimated, 100000 B free: may not fit"
