@@ -202,7 +202,6 @@ def source_tags() -> dict[str, str]:
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
-NOT_A_FOLDER = (errno.ENOTDIR, errno.EEXIST)
 MOVE_RESULTS = "point paths.results_dir (the runs, the cache, mlflow.db) at another folder"
 
 
@@ -240,11 +239,12 @@ def fault_message(e: BaseException, db: Path | None = None) -> str | None:
             if err.errno in NO_SPACE:
                 return (f"no space left on the disk of {path} ({err.strerror}); free space there or {MOVE_RESULTS} "
                         "on another disk")
-            if err.errno in CANNOT_WRITE:
-                return f"cannot write {path} ({err.strerror}); make it writable or {MOVE_RESULTS}"
-            if err.errno in NOT_A_FOLDER:
-                return (f"cannot make {path}: a file stands where a folder should be ({err.strerror}); move it aside "
-                        f"or {MOVE_RESULTS}")
+            if err.errno in CANNOT_WRITE:  # no permission, or a read-only file system
+                return f"{path}: {err.strerror}; give this user access to it (write, for results) or {MOVE_RESULTS}"
+            if err.errno == errno.ENOTDIR or (err.errno == errno.EEXIST and Path(path).is_file()):
+                blocker = next((p for p in [Path(path), *Path(path).parents] if p.is_file()), Path(path))
+                return (f"cannot make {path}: {blocker} is a file where a folder should be ({err.strerror}); move it "
+                        f"aside or {MOVE_RESULTS}")
         if "database or disk is full" in str(err):  # SQLite (through SQLAlchemy): the store's disk
             db = db or LAST_STORE
             return (f"no space left on the disk of {db or 'the MLflow store'} (SQLite: database or disk is full); "

@@ -183,6 +183,16 @@ def test_results_that_cannot_be_written_is_one_line(tmp_path):
         (tmp_path / "results").chmod(0o700)
 
 
+def test_a_cache_folder_under_a_file_fails_the_run_in_one_line(tmp_path):
+    (tmp_path / "blocker").write_text("a file")
+    out = _cli([*FAST, f"paths.cache_dir={tmp_path / 'blocker' / 'cache'}"], cwd=tmp_path, timeout=300)
+    line = _one_line_error(out, f"{tmp_path / 'blocker'} is a file where a folder should be")
+    assert "move it aside" in line, line
+    _, runs = _runs(f"sqlite:///{tmp_path}/results/mlflow.db")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert f"{tmp_path / 'blocker'} is a file" in runs[0].data.tags["status_reason"]
+
+
 def test_a_full_disk_fails_the_run_naming_the_path(make_cfg, monkeypatch):
     import errno
 
