@@ -310,6 +310,7 @@ class EdgebenchConfig:
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
     objective: Objective = Objective.val_acc  # what a job returns to a sweeper (Optuna maximises it)
     use_baseline_cache: bool = True
+    store_lock_timeout_s: float = 3600.0  # how long a run waits for another process making the same store entry
     export: str = "auto"  # the exporter (edgebench.export): auto = what the last step's output needs | device = the device's own format | onnx | onnx_fp16 | onnx_int8 | torch_export | tflite | tflite_int8 | tflite_micro
 
 
@@ -383,6 +384,9 @@ def check_accelerator(accelerator: str) -> None:
                           "use trainer.accelerator=cpu or auto")
 
 
+SEED_MAX = 2 ** 32 - 1  # numpy.random.seed's (and so Lightning's seed_everything's) largest seed
+
+
 def validate(cfg: DictConfig) -> EdgebenchConfig:
     """Check a composed config and return it as typed dataclasses.
 
@@ -397,5 +401,7 @@ def validate(cfg: DictConfig) -> EdgebenchConfig:
         raise ConfigError(str(e)) from None
     assert isinstance(obj, EdgebenchConfig)
     check(obj.replicates >= 1, "replicates", f"must be >= 1, got {obj.replicates}")
+    check(obj.store_lock_timeout_s > 0, "store_lock_timeout_s", f"must be > 0, got {obj.store_lock_timeout_s}")
+    check(0 <= obj.seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}] (the seeds NumPy accepts), got {obj.seed}")
     check_accelerator(obj.trainer.accelerator)
     return obj

@@ -447,6 +447,9 @@ def run(cfg: DictConfig) -> RunResult:
     run is opened, so a bad input leaves an error and no FAILED run.
     """
     spec: EdgebenchConfig = validate(cfg)  # before any data, model or MLflow work
+    from edgebench import locks
+
+    locks.TIMEOUT_S = spec.store_lock_timeout_s  # how long a wait for another process's store entry may last
     steps = [methods.build(c) for c in methods.parse_steps(spec.method, spec.steps)]  # the chain is checked here
     last = steps[-1] if steps else None
     # export= against what the last step's output will need (its QuantSpec's dtype): before any MLflow run or data
@@ -469,9 +472,11 @@ def run(cfg: DictConfig) -> RunResult:
         steps[0].check(build(), example)
     exp = _exporter(spec, getattr(last, "spec_dtype", None))
     if exp is not None and exp.format.startswith("tflite"):  # ops TFLite lacks: found on the untrained model
-        from edgebench.export.tflite import check_convertible
+        from edgebench.export.tflite import check_convertible, check_convertible_int8
 
-        check_convertible(build(), example, f"model={spec.model.name.value}")
+        # int8 (tflite_int8, tflite_micro): the PT2E route with random calibration, which refuses ops fp32 takes
+        check = check_convertible_int8 if exp.dtype == "int8" else check_convertible
+        check(build(), example, f"model={spec.model.name.value}")
 
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()
@@ -558,7 +563,15 @@ def run(cfg: DictConfig) -> RunResult:
 
         artifact_dir = work_dir / "artifact"
         exporter = _exporter(spec, compressed.spec)  # the registry: export= and what the output needs
-        artifact = exporter(model, example, artifact_dir, compressed.spec) if exporter is not None else None
+        try:
+            artifact = exporter(model, example, artifact_dir, compressed.spec) if exporter is not None else None
+        except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays
+            shutil.rmtree(artifact_dir, ignore_errors=True)
+            try:
+                work_dir.rmdir()  # the run's folder, when the artifact was all it held
+            except OSError:
+                pass
+            raise
         if artifact is not None and compressed.spec is not None:
             mlrun.set_tags({"quant.runtime": artifact.note})
         predict = compressed.predict or model

@@ -279,7 +279,10 @@ class Store:
     def _get_or_make(self, path: Path, key: Any, h: str | None, make, save, load, what: str, *,
                      redo: bool, file: bool) -> Entry:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
+        from edgebench import locks
+
+        # says after a few seconds what it waits for, ends after store_lock_timeout_s, removes the lock file after
+        with locks.held(str(path) + ".lock", what, path):
             if not redo:
                 loaded = load_or_set_aside(path, (lambda p: _load_file(p, load)) if file
                                            else (lambda p: _load_entry(p, h, load)), what)

@@ -7,6 +7,7 @@ terminated as FAILED with ``status_reason``; a run interrupted with Ctrl-C as KI
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock
+from edgebench import locks
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,18 @@ MAX_PARAM_LEN = 6000
 def _quiet_mlflow() -> None:
     for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _MachineFaults) for f in db_log.filters):
+        db_log.addFilter(_MachineFaults())
+
+
+class _MachineFaults(logging.Filter):
+    """Drops MLflow's logged traceback of an SQL error that is a fault of the machine (a full disk): the error
+    is raised as well, and edgebench reports it in one line (:func:`fault_message`) and in the run's status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return err is None or fault_message(err) is None
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -78,10 +91,15 @@ def check_store(uri: str, must_exist: bool = False,
         return  # empty: a new store
     if head != SQLITE_HEADER:
         raise ConfigError(f"{db} is not an MLflow store (not an SQLite database); {what}")
+    damaged = (f"MLflow store {db} is damaged ({{}}); {what}; `sqlite3 {db} .recover | sqlite3 {db}.recovered` "
+               "saves the runs that can still be read")
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            # every page of the tables and indexes (a page overwritten with garbage, a bad sector): a fraction of a
+            # second for a store of thousands of runs, and one line here instead of SQLAlchemy's traceback later
+            problems = [r[0] for r in con.execute("PRAGMA quick_check(3)")] if tables else ["ok"]
         finally:
             con.close()
     except sqlite3.OperationalError as e:
@@ -89,7 +107,12 @@ def check_store(uri: str, must_exist: bool = False,
             return
         raise ConfigError(f"{db} is not an MLflow store ({e}); {what}") from None
     except sqlite3.DatabaseError as e:
+        if "malformed" in str(e):
+            raise ConfigError(damaged.format(e)) from None
         raise ConfigError(f"{db} is not an MLflow store ({e}); {what}") from None
+    if problems != ["ok"]:
+        found = [" ".join(p.replace("*** in database main ***", "").split())[:120] for p in problems]
+        raise ConfigError(damaged.format("SQLite's quick_check: " + "; ".join(f for f in found if f)))
     if tables and "experiments" not in tables:
         raise ConfigError(f"{db} is not an MLflow store (an SQLite database without MLflow's tables: "
                           f"{', '.join(sorted(tables)[:5])}); {what}")
@@ -138,7 +161,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 HOST_TAG, PID_TAG, PID_START_TAG = "edgebench.host", "edgebench.pid", "edgebench.pid_start"
-LAST_RUN_ID: str | None = None  # the run this process opened last (named when the process is interrupted)
+# The top-level run this process opened last (the run the user started; named when the process is interrupted).
+# A method's child runs (tag edgebench.child=true: a chain's steps, lottery levels, trained teachers) never set it:
+# after Ctrl-C in step 1 of a chain, the finished step-0 child is not the run that was killed.
+LAST_RUN_ID: str | None = None
+LAST_STORE: Path | None = None  # the SQLite file of the store this process opened last (named when its disk is full)
 
 
 def _start_time(pid: int) -> str | None:
@@ -215,6 +242,61 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
+MOVE_RESULTS = "point paths.results_dir (the runs, the cache, mlflow.db) at another folder"
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _file_in_traceback(err: BaseException) -> str | None:
+    """The file being written where ``err`` was raised (``f.write`` raises ENOSPC without a file name): the
+    innermost frame holding an open file object with a name."""
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in list(frame.f_locals.values()):
+            name = getattr(value, "name", None)
+            if isinstance(name, str) and hasattr(value, "write") and os.path.isabs(name):
+                return name
+    return None
+
+
+def fault_message(e: BaseException, db: Path | None = None) -> str | None:
+    """One line for a fault of the machine a run cannot get past (a full disk, a folder it cannot write, a file
+    where a folder should be), naming the path and the fix; None for anything else. ``db``: the SQLite store, named
+    when SQLite itself reports the disk full."""
+    for err in _chain(e):
+        if isinstance(err, OSError) and err.errno is not None:
+            path = err.filename or _file_in_traceback(err) or db or LAST_STORE or "?"
+            if err.errno in NO_SPACE:
+                return (f"no space left on the disk of {path} ({err.strerror}); free space there or {MOVE_RESULTS} "
+                        "on another disk")
+            if err.errno in CANNOT_WRITE:  # no permission, or a read-only file system
+                return f"{path}: {err.strerror}; give this user access to it (write, for results) or {MOVE_RESULTS}"
+            if err.errno == errno.ENOTDIR or (err.errno == errno.EEXIST and Path(path).is_file()):
+                blocker = next((p for p in [Path(path), *Path(path).parents] if p.is_file()), Path(path))
+                return (f"cannot make {path}: {blocker} is a file where a folder should be ({err.strerror}); move it "
+                        f"aside or {MOVE_RESULTS}")
+        if "database or disk is full" in str(err):  # SQLite (through SQLAlchemy): the store's disk
+            db = db or LAST_STORE
+            return (f"no space left on the disk of {db or 'the MLflow store'} (SQLite: database or disk is full); "
+                    f"free space there or {MOVE_RESULTS} on another disk")
+    return None
+
+
+RESERVE_BYTES = 1 << 20  # kept free beside a SQLite store during a run: what closing the run needs when the disk fills
+
+
 def _locked(e: Exception) -> bool:
     return "database is locked" in str(e) or "database table is locked" in str(e)
 
@@ -256,9 +338,11 @@ class Tracker:
         check_store(tracking_uri)  # a file that is not an MLflow store: one line naming it, not SQLAlchemy's traceback
         db = sqlite_path(tracking_uri)
         if db is not None:
+            global LAST_STORE
+            LAST_STORE = db
             db.parent.mkdir(parents=True, exist_ok=True)
             # Creating the schema and the experiment once, under a lock: parallel jobs race otherwise.
-            with FileLock(str(db) + ".lock"):
+            with locks.held(str(db) + ".lock", "the MLflow store's schema and experiment in", db):
                 self.client = RetryingClient(MlflowClient(tracking_uri))
                 self.experiment_id = self._experiment(experiment_name, artifact_dir)
         else:  # a tracking server owns its artifact store
@@ -312,23 +396,69 @@ class Tracker:
 
     @contextmanager
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator["Run"]:
+        """A run: FINISHED when the block ends, KILLED on Ctrl-C / SIGTERM, FAILED with ``status_reason`` on an
+        exception (a full disk: "no space left on the disk of <path>"). A top-level run keeps
+        :data:`RESERVE_BYTES` free beside a SQLite store while it runs, given back when the disk fills, so the
+        run can still be closed as FAILED instead of staying RUNNING."""
         global LAST_RUN_ID
         mlrun = self.client.create_run(self.experiment_id, run_name=run_name,
                                        tags={**source_tags(), **process_tags(), **tags})
         run = Run(self.client, mlrun.info.run_id)
-        LAST_RUN_ID = run.run_id
+        top = tags.get("edgebench.child") != "true"
+        if top:
+            LAST_RUN_ID = run.run_id
+            self._reserve_space()
         try:
             yield run
         except KeyboardInterrupt:
             from edgebench import signals
 
-            run.end("KILLED", signals.reason())
+            self._end(run, "KILLED", signals.reason())
             raise
         except BaseException as e:
-            run.end("FAILED", f"{type(e).__name__}: {e}")
+            self._end(run, "FAILED", fault_message(e, sqlite_path(self.uri)) or f"{type(e).__name__}: {e}")
             raise
         else:
-            run.end("FINISHED")
+            self._end(run, "FINISHED")
+        finally:
+            if top:
+                self._free_reserve()
+
+    def _reserve_path(self) -> Path | None:
+        db = sqlite_path(self.uri)
+        return None if db is None else db.with_name(f"{db.name}.reserve-{os.getpid()}")
+
+    def _reserve_space(self) -> None:
+        path = self._reserve_path()
+        if path is None:
+            return
+        try:
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        except (OSError, AttributeError):  # the disk is already that full, or no fallocate: no reserve
+            path.unlink(missing_ok=True)
+
+    def _free_reserve(self) -> None:
+        path = self._reserve_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _end(self, run: "Run", status: str, reason: str | None = None) -> None:
+        """Close ``run``; when the store's disk is full, give back the reserve and try again. A run that still
+        cannot be closed is named in a warning (a later launch marks it FAILED), never in a second traceback."""
+        for attempt in range(2):
+            try:
+                run.end(status, reason)
+                return
+            except Exception as e:  # noqa: BLE001
+                if attempt == 0 and fault_message(e, sqlite_path(self.uri)) is not None:
+                    self._free_reserve()
+                    continue
+                log.warning("run %s could not be marked %s (%s); a later launch marks it FAILED", run.run_id,
+                            status, fault_message(e, sqlite_path(self.uri)) or f"{type(e).__name__}: {e}")
+                if status == "FINISHED":
+                    raise
+                return
 
 
 class Run:

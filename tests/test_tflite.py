@@ -183,6 +183,7 @@ def test_an_unconvertible_model_fails_before_training(make_cfg, monkeypatch):
         raise ConfigError(f"{name} cannot be converted to TFLite: aten.fake_op")
 
     monkeypatch.setattr(tflite, "check_convertible", refuse)
+    monkeypatch.setattr(tflite, "check_convertible_int8", refuse)  # an int8 exporter checks the int8 route
     monkeypatch.setattr(tflite, "missing", lambda micro=False: [])
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("must fail before training"))
     with pytest.raises(ConfigError, match="model=lenet5 cannot be converted to TFLite: aten.fake_op"):

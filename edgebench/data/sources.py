@@ -198,7 +198,12 @@ def load_image_folder(cfg: DataConfig, data_dir: Path, *, normalise: bool = True
     ])
 
     def load(folder: Path):
-        ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+        try:
+            ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+        except FileNotFoundError as e:  # no class folders, or class folders without images: torchvision's traceback
+            what = "no class folders" if "class folder" in str(e) else "no images in its class folders"
+            raise DataNotFoundError(f"data.root={root}: {what} in {folder} ({e}). data=image_folder needs one "
+                                    "sub-folder of images per class (or train/ and test/ holding those).") from None
         if len(ds) == 0:
             raise DataNotFoundError(f"no images found under {folder}")
         xs, ys = zip(*[ds[i] for i in range(len(ds))])

@@ -258,6 +258,53 @@ def _module_names(model: nn.Module) -> str:
     return ", ".join(n for n, _ in model.named_modules() if n)
 
 
+# ----------------------------------------------------------------------------------- the teacher's memory
+
+
+def free_memory_bytes() -> int | None:
+    """Memory available to a new process now (``MemAvailable`` of ``/proc/meminfo``, Linux), else None."""
+    try:
+        for line in open("/proc/meminfo").read().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # state per parameter: Adam's two moments, SGD's momentum
+
+
+def teacher_training_bytes(model: nn.Module, example: torch.Tensor, batch_size: int,
+                           optimizer: str = "adam") -> dict[str, int]:
+    """An estimate of the memory training ``model`` takes at ``batch_size``: weights, gradients, the optimizer's
+    state, and the activations autograd keeps for the backward pass (every layer's output, measured with forward
+    hooks on a batch of 2 and scaled to the batch size; the input batch included)."""
+    from torch.utils._pytree import tree_flatten
+
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    seen = [0]
+
+    def hook(module, inputs, output):
+        seen[0] += sum(t.numel() * t.element_size() for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    was = model.training
+    x = example[:1].repeat(2, *([1] * (example.dim() - 1)))  # 2: batch norm refuses one sample in training mode
+    try:
+        with torch.no_grad():
+            model.train()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    activations = (seen[0] + x.numel() * x.element_size()) * batch_size // 2
+    out = {"weights": params, "gradients": params, "optimizer": params * OPTIMIZER_COPIES.get(optimizer, 2),
+           "activations": activations}
+    out["total"] = sum(out.values())
+    return out
+
+
 # ----------------------------------------------------------------------------------- the method
 
 
@@ -313,6 +360,30 @@ class Distillation(Method):
                     raise ConfigError(f"method.{key}={name}: the {who} ({type(net).__name__}) has no such module; "
                                       f"its modules: {_module_names(net)}")
 
+    def _teacher_memory(self, ctx: MethodContext, overrides: dict) -> dict[str, str]:
+        """Estimate what training the zoo teacher takes (:func:`teacher_training_bytes`) and warn, before it trains,
+        when that is more than the memory free now; the tag ``distill.teacher_memory`` keeps both figures."""
+        x = ctx.example_input
+        with torch.no_grad():
+            classes = ctx.model_in.eval()(x).shape[1]
+        arch = self._teacher_arch(x, classes, ctx.model_in)
+        batch = int(overrides.get("batch_size") or ctx.datamodule.batch_size)
+        optimizer = str(getattr(overrides.get("optimizer"), "value", overrides.get("optimizer") or "adam"))
+        est = teacher_training_bytes(arch, x, batch, optimizer)
+        free = free_memory_bytes()
+        if free is None:
+            return {"distill.teacher_memory": f"{est['total']} B estimated, free memory unknown"}
+        fits = est["total"] <= free
+        if not fits:
+            mb = lambda b: f"{b / 1e6:.1f} MB"  # noqa: E731
+            log.warning("teacher %s: training it takes about %s (weights %s, gradients %s, %s state %s, activations "
+                        "at batch size %d %s), more than the %s of memory free now: it may be killed (out of memory) "
+                        "unless it is in the store already; use a smaller teacher, a smaller "
+                        "method.teacher.trainer.batch_size, or a machine with more memory",
+                        self.cfg.teacher.model, mb(est["total"]), mb(est["weights"]), mb(est["gradients"]), optimizer,
+                        mb(est["optimizer"]), batch, mb(est["activations"]), mb(free))
+        return {"distill.teacher_memory": f"{est['total']} B estimated, {free} B free: {'fits' if fits else 'may not fit'}"}
+
     def _student(self, teacher: nn.Module, model_in: nn.Module, ctx: MethodContext | None,
                  check_only: bool = False) -> nn.Module:
         init = self.cfg.init
@@ -336,12 +407,14 @@ class Distillation(Method):
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
         x = ctx.example_input
+        memory_tags: dict[str, str] = {}
         if cfg.teacher.model == "baseline":
             teacher = copy.deepcopy(ctx.dense if ctx.dense is not None else ctx.model_in)
         else:
             if ctx.trained is None:
                 raise RuntimeError("a zoo teacher needs ctx.trained (the pipeline provides it)")
             overrides = {k: v for k, v in cfg.teacher.trainer.items() if v is not None}
+            memory_tags = self._teacher_memory(ctx, overrides)  # before the teacher trains
             teacher = ctx.trained(cfg.teacher.model, trainer=overrides, seed=cfg.teacher.seed)
         teacher.eval()
         teacher_figures = {"distill/teacher_test_acc": ctx.evaluate(teacher)["test/acc"]}
@@ -394,6 +467,7 @@ class Distillation(Method):
             tags.update({"distill.hint_layer": hint, "distill.guided_layer": guided})
         if cfg.kind == Kind.relation:
             tags["distill.relation"] = cfg.relation.value
+        tags.update(memory_tags)
         return CompressionResult(student, knobs, series, named_metrics=teacher_figures, tags=tags)
 
 

@@ -259,6 +259,17 @@ def _output_layer(model: nn.Module) -> nn.Module:
     return weight_layers(model)[-1][1]
 
 
+def _heads(model: nn.Module) -> dict[str, str]:
+    """The model's small heads besides its classifier, by layer name, with what each is (for messages)."""
+    from edgebench.models.ram import RecurrentAttention
+
+    for prefix, m in model.named_modules():
+        if isinstance(m, RecurrentAttention):
+            p = f"{prefix}." if prefix else ""
+            return {f"{p}baseline": "the RAM's reward-baseline head", f"{p}locator": "the RAM's location head"}
+    return {}
+
+
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Residual blocks with an identity shortcut: removing one leaves a valid network."""
     from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -300,12 +311,26 @@ class StructuredPruning(Method):
             raise ConfigError(f"structured_pruning cannot trace this model's channel dependencies "
                               f"({type(e).__name__}: {e}); use +method=magnitude_pruning instead") from None
         output = _output_layer(model)
+        heads = _heads(model)
         for name, m in weight_layers(model):
             if m is output:
                 continue
             n = m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
             if int(n * (1 - self.cfg.ratio)) < 1:  # Torch-Pruning keeps int(n * (1 - ratio)) channels
-                raise ConfigError(f"method.ratio={self.cfg.ratio} would remove every channel of {name} ({n} channels)")
+                channels = f"{n} output channel{'s' if n != 1 else ''}"
+                if name in heads:  # a small head of the model, whose name may mislead (RAM's `baseline`)
+                    small = ", ".join(f"`{h}`" for h in heads)
+                    raise ConfigError(
+                        f"method.ratio={self.cfg.ratio} would remove every channel of layer `{name}` ({heads[name]}, "
+                        f"{channels}; not the dense baseline model): structured_pruning cannot prune "
+                        f"{type(model).__name__}'s 1- and 2-channel heads ({small}) and has no way to exclude "
+                        "them; use +method=magnitude_pruning (unstructured) for this model")
+                raise ConfigError(f"method.ratio={self.cfg.ratio} would remove every channel of layer `{name}` "
+                                  f"({type(m).__name__}, {channels}); use a smaller method.ratio (at most "
+                                  f"{1 - 1 / n:.3g})" if n > 1 else
+                                  f"method.ratio={self.cfg.ratio} would remove every channel of layer `{name}` "
+                                  f"({type(m).__name__}, {channels}): structured_pruning cannot prune a layer with "
+                                  "one output channel; use +method=magnitude_pruning for this model")
 
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
