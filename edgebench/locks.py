@@ -50,24 +50,38 @@ def holder(lock_path: str | Path) -> str:
     return ""
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding the exclusive lock on the file now at ``path``, or None when another process holds it."""
+def try_lock(path: str | Path, create: bool = True) -> int | None:
+    """A descriptor holding the exclusive ``flock`` on the file now at ``path``, taken without waiting, or None
+    when another process holds it (or, without ``create``, when there is no such file)."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     try:
-        same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        same = os.path.samestat(os.fstat(fd), os.stat(path))
     except FileNotFoundError:  # removed by the process that held it, after we opened it
         same = False
     if not same:
         os.close(fd)
-        return _try_lock(path)
+        return try_lock(path, create)
     return fd
+
+
+def release(path: str | Path, fd: int) -> None:
+    """Give up the lock ``fd`` on ``path`` (from :func:`try_lock`), removing the lock file while still holding
+    it, so no lock file is left behind (see the module's docstring)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -79,7 +93,7 @@ def held(lock_path: str | Path, what: str, entry: str | Path | None = None,
     start = time.monotonic()
     told = False
     about = f"{what} {entry}" if entry is not None else what
-    while (fd := _try_lock(path)) is None:
+    while (fd := try_lock(path)) is None:
         waited = time.monotonic() - start
         if not told and waited >= NOTICE_S:
             who = holder(path)
@@ -97,7 +111,4 @@ def held(lock_path: str | Path, what: str, entry: str | Path | None = None,
     try:
         yield
     finally:
-        try:
-            path.unlink(missing_ok=True)  # while still held: see the module's docstring
-        finally:
-            os.close(fd)
+        release(path, fd)

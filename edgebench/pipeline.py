@@ -599,13 +599,6 @@ def run(cfg: DictConfig) -> RunResult:
         # steps' outputs in the store: no second copy under results/runs (Hydra's .hydra/ and log stay beside it).
         shutil.rmtree(work_dir, ignore_errors=True)
 
-    from edgebench.store_admin import remove_unheld_locks
-
-    try:  # the store's lock files that no process holds: not one left per entry (edgebench/store_admin.py)
-        remove_unheld_locks(paths.cache_dir)
-    except OSError as e:
-        log.warning("could not remove the store's unheld lock files (%s); python -m edgebench.store --clean does", e)
-
     result = RunResult(mlrun.run_id, {**step_metrics, **metrics}, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
                        baseline.history, measured.device_report)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))

@@ -36,7 +36,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
-from filelock import FileLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

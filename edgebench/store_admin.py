@@ -21,20 +21,16 @@ baselines, each step's output (``steps``) and the lottery's levels (``lottery``,
   a scope, every part's lock) taken without waiting: one held by a live process (a run making or loading it)
   is kept. Entries made or used since the start of a run still RUNNING (its process alive) are kept too: that
   run tags what it uses only when it ends.
-* **Lock files** (one per entry, left by ``filelock`` on release so that waiters share one inode) are removed
-  when no process holds them: by every run when it ends (:func:`remove_unheld_locks`, called by
-  :func:`edgebench.pipeline.run`) and by ``--clean``. Each is taken without waiting, checked to be still the
-  file at that path and unlinked while held. A process that opened the old file meanwhile and then takes its
-  lock gets it on an unlinked inode; ``filelock`` (>= 3.24) sees that (link count 0) and tries again on the
-  path, so two makers never share an entry. An entry removed with ``--yes`` loses its lock the same way.
-  (Removing the lock inside :class:`edgebench.store.Store` right after writing would do the same from there.)
+* **Lock files.** The store's locks (:mod:`edgebench.locks`) remove their file on release, while still
+  holding it, and a waiter that finds its file gone locks the new one: no lock file is left per entry.
+  Lock files left by older edgebench versions or a killed process are removed by ``--clean`` when no process
+  holds them (taken without waiting, checked to be still the file at that path, unlinked while held, the same
+  :func:`edgebench.locks.release`). An entry removed with ``--yes`` loses its lock the same way.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import json
 import os
 import re
@@ -45,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgebench import locks
 from edgebench.store import META
 
 ERROR = "edgebench: error: "
@@ -142,37 +139,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_held(path: Path) -> bool:
-    fd = _take(path, create=False)
+    fd = locks.try_lock(path, create=False)
     if fd is None:
         return path.exists()
     os.close(fd)
     return False
-
-
-def _take(path: Path, create: bool) -> int | None:
-    """A descriptor holding an exclusive ``flock`` on the lock file ``path`` (taken without waiting), or None
-    when a live process holds it (or, without ``create``, when it does not exist)."""
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
-        raise
-    return fd
-
-
-def _unlink_held(path: Path, fd: int) -> None:
-    """Unlink the lock file ``path`` whose lock ``fd`` holds, when ``path`` is still that file."""
-    try:
-        if os.path.samestat(os.lstat(path), os.fstat(fd)):
-            path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def scan(root: str | Path, tracking_uri: str | None) -> Scan:
@@ -405,35 +376,30 @@ def remove_entry(e: Entry) -> bool:
     fds: list[tuple[Path, int]] = []
     try:
         for i, lk in enumerate(e.locks):
-            fd = _take(lk, create=i == 0)  # the entry's own lock, made if missing, so no maker starts meanwhile
+            fd = locks.try_lock(lk, create=i == 0)  # the entry's own lock, made if missing: no maker starts meanwhile
             if fd is None:
                 if i == 0 or lk.exists():
                     return False
                 continue
             fds.append((lk, fd))
         shutil.rmtree(e.path, ignore_errors=True)
-        for lk, fd in fds:
-            _unlink_held(lk, fd)
         return not e.path.exists()
     finally:
-        for _lk, fd in fds:
-            os.close(fd)
+        for lk, fd in fds:
+            locks.release(lk, fd)
 
 
 def remove_lock(lk: Lock) -> bool:
-    fd = _take(lk.path, create=False)
+    fd = locks.try_lock(lk.path, create=False)
     if fd is None:
         return not lk.path.exists()
-    try:
-        _unlink_held(lk.path, fd)
-    finally:
-        os.close(fd)
+    locks.release(lk.path, fd)
     return True
 
 
 def remove_unheld_locks(root: str | Path) -> int:
     """Remove every lock file under the store ``root`` that no process holds (taken without waiting, unlinked
-    while held: see this module's notes); returns how many. Every run does this when it ends."""
+    while held: see this module's notes); returns how many (``--clean``)."""
     n = 0
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not (CORRUPT.search(d) or TMP.search(d))]

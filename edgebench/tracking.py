@@ -220,7 +220,7 @@ def claim_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(db) + ".claims.lock"):
+    with locks.held(str(db) + ".claims.lock", "the claims of the runs in", db):
         yield
 
 

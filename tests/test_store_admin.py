@@ -74,7 +74,8 @@ def _run(client: MlflowClient, exp: str, tags: dict, start: float | None = None,
 @pytest.fixture
 def project(tmp_path, mlflow_template_db):
     """A store with a used baseline B and step S (run r1), an unused baseline U, a lottery scope L in parts
-    used through its step entry (run r2), a ``.corrupt-*`` set-aside, and a lock file per entry."""
+    used through its step entry (run r2), a ``.corrupt-*`` set-aside, and a lock file per entry and part (the store
+    removes its lock files on release: these are what an older edgebench or a killed process leaves)."""
     cache = tmp_path / "results" / "cache"
     uri, client, exp = _mlflow(tmp_path, mlflow_template_db)
     bkey, ukey = {"model": "lenet", "seed": 0}, {"model": "lenet", "seed": 1}
@@ -88,6 +89,8 @@ def project(tmp_path, mlflow_template_db):
     lconfig = {k: v for k, v in LOTTERY_SETTINGS.items() if k != "mask_layout"} | {"levels": 1, "controls": []}
     lkey = child_key(digest(bkey), {"step": "lottery_ticket", "config": lconfig})
     ls = _entry(cache, "steps", lkey, "lottery_ticket", 100)
+    for left in (b, u, s, ls, scope.root / "level_0" / "ticket", scope.root / "level_1" / "mask.pt"):
+        Path(f"{left}.lock").touch()
     bad = cache / "baselines" / "lenet-digits-0123456789abcdef.corrupt-1700000000"
     bad.mkdir()
     (bad / "model.pt").write_bytes(b"c" * 700)
@@ -254,7 +257,8 @@ def _cleaner(root: str, until: float, removed) -> None:
 
 def test_removing_unheld_lock_files_never_lets_two_processes_make_one_entry(tmp_path):
     """The lock files are removed while makers run: each removal holds the lock it unlinks, and a maker that
-    locked a file meanwhile unlinked tries again on the new one (filelock checks the link count)."""
+    locked a file meanwhile unlinked tries again on the new one (edgebench.locks checks it is still the file at the
+    path)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
