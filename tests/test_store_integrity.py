@@ -183,15 +183,14 @@ class _Payload:
         return os.system, (f"touch {self.target}",)
 
 
-def test_a_step_output_that_would_run_code_is_set_aside_and_remade(make_cfg, tmp_path):
+def test_a_step_output_that_would_run_code_is_set_aside_and_remade(tmp_path):
+    """Through the CLI: a stored step output replaced by a pickle whose loading would run a command."""
     import hashlib
 
     import torch
 
-    from edgebench import pipeline
-
     args = [*DIGITS, "+method=magnitude_pruning", "method.sparsity=0.5", "method.retrain_epochs=1"]
-    first = pipeline.run(make_cfg(*args))
+    _cli(args, tmp_path)
     (entry,) = [p for p in (tmp_path / "results" / "cache" / "steps").glob("magnitude_pruning-*") if p.is_dir()]
     pwned = tmp_path / "pwned"
     torch.save({"model": _Payload(str(pwned))}, entry / "output.pt")
@@ -200,15 +199,13 @@ def test_a_step_output_that_would_run_code_is_set_aside_and_remade(make_cfg, tmp
     meta["files"]["output.pt"] = hashlib.sha256((entry / "output.pt").read_bytes()).hexdigest()
     (entry / "meta.json").write_text(json.dumps(meta))
 
-    again = pipeline.run(make_cfg(*args))
+    _cli(args, tmp_path)
     assert not pwned.exists(), "loading a stored step output ran the code in its pickle"
-    assert again.tags.get("step.0.cache_hit", None) in (None, "false")
     assert list(entry.parent.glob(entry.name + ".corrupt-*")), "the entry is set aside"
-    assert again.metrics["test/acc"] == pytest.approx(first.metrics["test/acc"], abs=0.05)
-    third = pipeline.run(make_cfg(*args))  # the remade entry loads: a hit
-    client = MlflowClient(make_cfg(*args).paths.mlflow_tracking_uri)
-    assert client.get_run(third.run_id).data.tags["step.0.cache_hit"] == "true"
-    assert client.get_run(again.run_id).data.tags["step.0.cache_hit"] == "false"
+    _cli(args, tmp_path)  # the remade entry loads: a hit
+    first, again, third = _runs(tmp_path)
+    assert [r.data.tags["step.0.cache_hit"] for r in (first, again, third)] == ["false", "false", "true"]
+    assert again.data.metrics["test/acc"] == pytest.approx(first.data.metrics["test/acc"], abs=0.05)
 
 
 @pytest.mark.parametrize("model", ["lenet_300_100", "lenet5", "conv2", "resnet20", "alexnet", "vgg11", "googlenet",
