@@ -481,12 +481,12 @@ def run(cfg: DictConfig) -> RunResult:
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()
     resolved = plain_config(cfg)
-    chash = sweep.config_hash(resolved)
+    chash = sweep.config_hash(resolved, splits.digest)
     job = sweep.job_context()
     sweep_tags = _sweep_tags(tracker, job)
     run_name = spec.run_name or _run_name(cfg, choices, job)
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
-            "replicate_group": sweep.replicate_group(resolved),
+            "replicate_group": sweep.replicate_group(resolved, splits.digest), "data.digest": splits.digest,
             **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
     with contextlib.ExitStack() as opened:

@@ -49,19 +49,20 @@ def sweep_id(experiment: str, overrides: list[str]) -> str:
     return "sw-" + digest([experiment, sorted(overrides)])[:10]
 
 
-def config_hash(resolved: dict) -> str:
+def config_hash(resolved: dict, data_digest: str | None = None) -> str:
     """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
-    count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``)."""
+    count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``), and the data's content digest when
+    given (other files at the same ``data.root`` are another job: resume never returns a run on the old ones)."""
     keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
-    return digest(keep)
+    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
-def replicate_group(resolved: dict) -> str:
+def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
     """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
-    group's runs)."""
+    group's runs), with the data's content digest when given."""
     keep = {k: v for k, v in resolved.items()
             if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
-    return digest(keep)
+    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
 def swept_from_overrides(overrides: list[str]) -> list[str]:

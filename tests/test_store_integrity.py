@@ -79,6 +79,26 @@ def test_other_images_at_another_root_train_their_own_baseline(tmp_path):
     assert third.data.tags["baseline.key"] == first.data.tags["baseline.key"]
 
 
+def test_resume_never_returns_a_run_on_other_files_at_the_same_root(make_cfg, tmp_path):
+    """resume=true matches the config hash, which covers the data's content: new files at the same data.root are a
+    new job (before, the run on the old files was returned as this config's result)."""
+    import shutil
+
+    from edgebench import pipeline
+
+    root = _image_folder(tmp_path / "A", bright="a")
+    args = ["data=image_folder", f"data.root={root}", "data.image_size=8", "data.channels=1", "model=lenet_300_100",
+            "trainer.max_epochs=3", "resume=true", *FAST]
+    first = pipeline.run(make_cfg(*args))
+    assert pipeline.run(make_cfg(*args)).skipped  # the same files: resumed
+    shutil.rmtree(root)
+    _image_folder(root, bright="b")  # other images, the same path
+    again = pipeline.run(make_cfg(*args))
+    assert not again.skipped and again.run_id != first.run_id
+    assert again.tags["data.digest"] != first.tags["data.digest"]
+    assert again.tags["config_hash"] != first.tags["config_hash"]
+
+
 # --- 2: a stored file damaged inside (it still loads) is found, set aside and made again ---
 
 def _zero_tensor_bytes(model_pt: Path) -> None:
