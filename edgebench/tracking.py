@@ -374,7 +374,8 @@ class Tracker:
         """Mark FAILED the RUNNING runs of this experiment whose process on this host is gone (SIGKILL, power loss).
 
         Every run records ``edgebench.host``, ``edgebench.pid`` and the process's start time; a run
-        still RUNNING whose process no longer exists cannot finish. Runs of other hosts are left alone.
+        still RUNNING whose process no longer exists cannot finish. Runs of other hosts are left alone. The disk
+        reserve (``mlflow.db.reserve-<pid>``, see :meth:`run`) a killed process left beside the store is removed.
         """
         host = socket.gethostname()
         reaped = []
@@ -392,6 +393,11 @@ class Tracker:
             log.warning("run %s (%s) was left RUNNING by a dead process; marked FAILED", r.info.run_id,
                         r.info.run_name)
             reaped.append(r.info.run_id)
+        db = sqlite_path(self.uri)
+        for left in db.parent.glob(f"{db.name}.reserve-*") if db is not None else ():  # of killed processes
+            pid = left.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _process_alive(int(pid), None):
+                left.unlink(missing_ok=True)
         return reaped
 
     @contextmanager

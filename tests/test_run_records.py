@@ -238,12 +238,15 @@ def test_sigkilled_run_is_marked_failed_by_the_next_launch(tmp_path, mlflow_temp
     proc.wait(timeout=60)
     client, _ = _runs(uri)
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # nothing could close it
+    reserve = tmp_path / "results" / f"mlflow.db.reserve-{proc.pid}"
+    assert reserve.exists()  # its disk reserve, left behind
     out = _cli([*FAST, "trainer.max_epochs=1"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     dead = client.get_run(run.info.run_id)
     assert dead.info.status == "FAILED"
     assert f"pid {run.data.tags['edgebench.pid']}" in dead.data.tags["status_reason"]
     assert "is gone" in dead.data.tags["status_reason"]
+    assert not list((tmp_path / "results").glob("mlflow.db.reserve-*"))  # the later launch removed it
 
 
 # --- 13, 14: unknown keys, and errors found before any work ---
