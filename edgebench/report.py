@@ -211,6 +211,7 @@ def latency_label(df: pd.DataFrame, device: str) -> str:
     return "measured host latency, p50 (ms): points timed in different processes"
 
 
+GROUP_BY = ["data", "model"]  # the report's sections: runs of another data set or model are not compared
 GROUP_TAG = "replicate_group"  # runs whose configs differ only in the seed (edgebench.sweep.replicate_group)
 # figures averaged over a group's replicates, each with the half-width of its 95% t interval in <name>_ci
 AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
@@ -314,9 +315,12 @@ def effect(a: float, a_ci: float, b: float, b_ci: float) -> str:
     return "none"
 
 
-def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str, str]:
+def build(runs: pd.DataFrame, swept: list[str] = (), children: bool = False) -> tuple[pd.DataFrame, str, str]:
     """Add the bytes, latency and label columns, average replicates (:func:`group_replicates`) and flag the
-    per-device Pareto frontier on the groups' means.
+    Pareto frontier on the groups' means, one per data set, model and device (:data:`GROUP_BY` and ``device``).
+
+    A method's child run (tag ``edgebench.child``: a distillation teacher, a chain's step, a lottery level) is not a
+    row unless ``children``: how many were left out is ``attrs["children_left_out"]``.
 
     Returns (table, bytes label, latency label); the latency label names every device's latency."""
     df = runs.copy()
@@ -334,6 +338,11 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
     df["label"] = labels(df, [k for k in swept if k != "seed"])  # replicates differ in the seed only
     df = group_replicates(df)
     dropped = df.attrs["dropped"]
+    left_out = 0
+    if not children:
+        child = df["edgebench.child"] == "true"
+        left_out = int(df.loc[child, "replicates"].sum())
+        df = df[~child]
     dense = df[df["method"] == DENSE]
     df["effect_vs_dense"] = "n/a"
     for i, r in df.iterrows():  # the accuracy difference to the dense group of the same model, data and device
@@ -342,7 +351,7 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
             d = ref.iloc[0]
             df.at[i, "effect_vs_dense"] = effect(r["test/acc"], r["test/acc_ci"], d["test/acc"], d["test/acc_ci"])
     df["pareto_bytes"] = df["pareto_latency"] = False
-    for _, g in df.groupby("device"):  # one frontier per device, among the runs that fit it
+    for _, g in df.groupby([*GROUP_BY, "device"], dropna=False):  # one frontier per group and device, of runs that fit
         acc = g["test/acc"].where(g["fits"])
         df.loc[g.index, "pareto_bytes"] = pareto(acc, g["bytes"])
         df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"])
@@ -352,9 +361,10 @@ def build(runs: pd.DataFrame, swept: list[str] = ()) -> tuple[pd.DataFrame, str,
         "bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
         "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + COLUMNS[7:] + [
         "run_ids", "duplicates_dropped", "duplicate_run_ids"]
-    df = df[[c for c in order if c in df]].sort_values(["device", "method", "test/acc"], ascending=[True, True, False])
+    df = df[[c for c in order if c in df]].sort_values([*GROUP_BY, "device", "method", "test/acc"],
+                                                      ascending=[True, True, True, True, False], na_position="last")
     df = df.reset_index(drop=True)
-    df.attrs = {"dropped": dropped}  # what group_replicates left out: the report says so
+    df.attrs = {"dropped": dropped, "children_left_out": left_out}  # what was left out: the report says so
     lat_label = "; ".join(f"{d}: {latency_label(df, d)}" for d in sorted(df["device"].unique()))
     return df, "bytes (smallest of file, gzip, analytic encoding)", lat_label
 
@@ -497,19 +507,41 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
     return path
 
 
+def sections(df: pd.DataFrame):
+    """``(name, rows)`` per (data, model) group (:data:`GROUP_BY`), ``name`` as ``data / model``, in the frame's order."""
+    for key, g in df.groupby(GROUP_BY, dropna=False, sort=False):
+        yield " / ".join("?" if pd.isna(k) else str(k) for k in key), g
+
+
+def children_line(df: pd.DataFrame) -> str:
+    """The sentence on the child runs :func:`build` left out, or ``""``."""
+    n = int(df.attrs.get("children_left_out", 0) or 0)
+    return (f"{n} child run{'' if n == 1 else 's'} (teachers, pipeline steps) left out: tag edgebench.child, "
+            "not deployables of their own" if n else "")
+
+
+def pt(v: float, ci: float = np.nan) -> str:
+    """An accuracy difference (a fraction) in percentage points, signed, with its interval: ``-2.00 ± 0.41``."""
+    if pd.isna(v):
+        return ""
+    return f"{v * 100:+.2f}" + ("" if pd.isna(ci) else f" ± {ci * 100:.2f}")
+
+
 def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, plots: list[str]) -> str:
     cols = ["run_name", "device", "method", "label", "replicates"] + [c for c in df.columns if c.startswith("method.")] + [
-        "test/acc", "delta/acc", "effect_vs_dense", "select/val_acc", "bytes", "latency_ms", "device/fits",
+        "test/acc", "Δ acc (pt)", "effect_vs_dense", "select/val_acc", "bytes", "latency_ms", "fits",
         "pareto_bytes", "pareto_latency"]
     if "duplicates_dropped" in df and df["duplicates_dropped"].fillna(0).any():
         cols.insert(cols.index("replicates") + 1, "duplicates_dropped")
 
     def cell(r, c):
+        if c == "Δ acc (pt)":
+            return pt(r["delta/acc"], r.get("delta/acc_ci", np.nan))
         ci = r.get(f"{c}_ci", np.nan)
-        if c in ("test/acc", "delta/acc", "select/val_acc") and not pd.isna(r[c]) and not pd.isna(ci):
+        if c in ("test/acc", "select/val_acc") and not pd.isna(r[c]) and not pd.isna(ci):
             return f"{r[c]:.4f} ± {ci:.4f}"
-        if c == "device/fits":
-            return fmt(bool(r["fits"]))
+        if c == "fits":
+            return "yes" if r["fits"] else "no"
         return fmt(r[c])
 
     def fmt(v):
@@ -520,19 +552,25 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
         return str(v)
 
     n = int(df["replicates"].sum())
+    kids = children_line(df)
     lines = [f"# {title}", "", f"{n} finished runs in {len(df)} groups (runs that differ only in the seed are the "
-             "replicates of one group: mean ± the half-width of the 95% t interval). bytes = "
-             f"{bytes_label}; latency = {lat_label}. effect_vs_dense: `higher`/`lower` only when the accuracy "
+             "replicates of one group: mean ± the half-width of the 95% t interval), in one section per data set and "
+             "model: runs of different data or models are never on one frontier. bytes = "
+             f"{bytes_label}; latency = {lat_label}. Δ acc (pt): test accuracy minus the dense model's, in percentage "
+             "points. effect_vs_dense: `higher`/`lower` only when the accuracy "
              "intervals of the group and of the dense group do not overlap, `none` when they do (a difference "
-             "inside the intervals is not an effect), `n/a` with one replicate. Pareto, per device, on the means: fits "
-             "the device (every replicate) and is not beaten on both accuracy and cost by another group that fits "
-             "it; groups that do not fit are never on the frontier.", "",
-             *_dropped_markdown(df.attrs.get("dropped", [])),
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for _, r in df.iterrows()]
+             "inside the intervals is not an effect), `n/a` with one replicate. Pareto, per data set, model and device, "
+             "on the means: fits the device (every replicate) and is not beaten on both accuracy and cost by another "
+             "group that fits it; groups that do not fit are never on the frontier. Two host latencies within each "
+             "other's noise (the interleaved IQR, the replicates' interval) count as equal.", "",
+             *([kids + ".", ""] if kids else []), *_dropped_markdown(df.attrs.get("dropped", []))]
+    for name, g in sections(df):
+        lines += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for _, r in g.iterrows()]
+        lines.append("")
     for name in plots:
-        lines += ["", f"![{name[:-4].replace('_', ' ')}]({name})"]
-    return "\n".join(lines) + "\n"
+        lines += [f"![{name[:-4].replace('_', ' ')}]({name})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _dropped_markdown(dropped: list[dict]) -> list[str]:
@@ -788,24 +826,28 @@ def _log_to_parent(tracking_uri: str, experiment: str, sweep: str, files: list[P
 
 
 def print_frontier(df: pd.DataFrame, title: str, console=None) -> None:
-    """The Pareto-optimal runs of every device as a rich table."""
+    """The Pareto-optimal runs as one rich table per (data, model) group, each with its devices' frontiers, then
+    what was left out (child runs, duplicates)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"{title}: Pareto-optimal runs (per device, among runs that fit)"), title_justify="left")
-    for col in ("device", "run", "swept", "method", "test acc", "Δ acc (pt)", "bytes", "latency ms", "frontier"):
-        table.add_column(col)
-    front = df[df["pareto_bytes"] | df["pareto_latency"]].sort_values(["device", "bytes"])
-    for _, r in front.iterrows():
-        which = " + ".join(k for k, f in (("size", r["pareto_bytes"]), ("latency", r["pareto_latency"])) if f)
-        delta = "" if pd.isna(r["delta/acc"]) else f"{r['delta/acc'] * 100:+.2f}"
-        lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
-        table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
-                                    f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
-                                    delta, f"{r['bytes']:,.0f}", lat, which)))
     console = console or Console(width=None if sys.stdout.isatty() else 140)
-    console.print(table)
+    for name, g in sections(df):
+        table = Table(title=escape(f"{title}: {name}: Pareto-optimal runs (per device, among runs that fit)"),
+                      title_justify="left")
+        for col in ("device", "run", "swept", "method", "test acc", "Δ acc (pt)", "bytes", "latency ms", "frontier"):
+            table.add_column(col)
+        front = g[g["pareto_bytes"] | g["pareto_latency"]].sort_values(["device", "bytes"])
+        for _, r in front.iterrows():
+            which = " + ".join(k for k, f in (("size", r["pareto_bytes"]), ("latency", r["pareto_latency"])) if f)
+            lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
+            table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
+                                        f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
+                                        pt(r["delta/acc"], r.get("delta/acc_ci", np.nan)), f"{r['bytes']:,.0f}", lat, which)))
+        console.print(table)
+    if children_line(df):
+        console.print(children_line(df), soft_wrap=True, markup=False, highlight=False, emoji=False)
     print_dropped(df.attrs.get("dropped", []), console)
 
 

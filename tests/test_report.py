@@ -190,13 +190,15 @@ def test_a_child_run_is_not_averaged_with_its_parent():
     runs = _replicated()
     child = runs.iloc[[3]].assign(run_id="child", run_name="magnitude_pruning 0.5 / step 0.magnitude_pruning",
                                   **{"edgebench.child": "true", "test/acc": 0.5})
-    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), child], ignore_index=True))
+    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), child], ignore_index=True),
+                            children=True)
     assert sorted(df["replicates"]) == [1, 3, 3, 3]  # the child is a group of its own
     # children tagged with their own group (parent's group / name): the same child of two replicates is one group
     g = runs.iloc[3]["replicate_group"] + " / step 0.magnitude_pruning"
     kids = pd.concat([child.assign(replicate_group=g), child.assign(replicate_group=g, run_id="child2", seed=1)],
                      ignore_index=True)
-    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), kids], ignore_index=True))
+    df, _, _ = report.build(pd.concat([runs.assign(**{"edgebench.child": np.nan}), kids], ignore_index=True),
+                            children=True)
     assert sorted(df["replicates"]) == [2, 3, 3, 3]
 
 

@@ -97,17 +97,21 @@ def test_children_of_unfinished_parents_and_duplicates_are_left_out_and_said(tmp
     # the sweep's jobs count although the sweep parent is KILLED; seed 0 once (its latest run), the KILLED job not
     assert top["replicates"] == 2 and top["seeds"] == "0,1" and top["duplicates_dropped"] == 1
     assert top["test/acc"] == pytest.approx((0.94 + 0.92) / 2)
-    level = df[df["edgebench.child"] == "true"].iloc[0]
+    assert (df["edgebench.child"] != "true").all() and df.attrs["children_left_out"] == 2  # levels: not rows
+    runs = report.load_runs(uri)
+    every, _, _ = report.build(runs, children=True)
+    level = every[every["edgebench.child"] == "true"].iloc[0]
     # the level of the KILLED job is left out; the level of the earlier seed-0 run is a duplicate (seed of its parent)
     assert level["replicates"] == 2 and level["seeds"] == "0,1" and level["duplicates_dropped"] == 1
     assert level["test/acc"] == pytest.approx((0.84 + 0.82) / 2)
     out = capsys.readouterr().out
     md = (tmp_path / "out" / "report.md").read_text()
     csv = pd.read_csv(tmp_path / "out" / "report.csv")
-    assert sorted(csv["duplicates_dropped"]) == [1, 1]
+    assert sorted(csv["duplicates_dropped"]) == [1]  # the job group; its level is not a row
     for text in (out, md):
         assert "2 duplicate runs dropped" in text
         assert "1 child run left out" in text and "KILLED" in text
+        assert "2 child runs (teachers, pipeline steps) left out" in text
     assert jobs["job s2 killed"] in md  # the parent is named
 
 
