@@ -40,7 +40,7 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "baseline/test_acc", "size/params", "size/params_nonzero", "size/sparsity", "size/bytes_artifact",
            "size/bytes_gzip", "size/bytes_sparse", "size/compression_ratio", "compute/macs", "compute/macs_nonzero",
            "compute/theoretical_speedup", "memory/peak_activation_bytes", "latency/host_p50_ms",
-           "latency/host_speedup", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
+           "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
            "device/energy_mj_est", "quant.accuracy", "pipeline", "device.fit", "device.ram_source", "edgebench.child"]
 
 
@@ -126,15 +126,32 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     return out
 
 
-def pareto(acc: pd.Series, cost: pd.Series) -> pd.Series:
-    """True for the runs no other run dominates (higher-or-equal accuracy at lower-or-equal cost, one strictly)."""
+def pareto(acc: pd.Series, cost: pd.Series, noise: pd.Series | None = None) -> pd.Series:
+    """True for the runs no other run dominates (higher-or-equal accuracy at lower-or-equal cost, one strictly).
+
+    ``noise``: each cost's half-width (a latency's measurement noise, :func:`latency_noise`): two costs whose
+    bands overlap (difference <= the sum of the half-widths) are equal, so neither leads on cost and the more
+    accurate one dominates. Without it every difference counts."""
     a, c = acc.to_numpy(float), cost.to_numpy(float)
+    n = np.zeros(len(c)) if noise is None else np.nan_to_num(noise.to_numpy(float), nan=0.0)
     ok = ~(np.isnan(a) | np.isnan(c))
     front = np.zeros(len(a), bool)
     for i in np.flatnonzero(ok):
-        dominated = ok & (a >= a[i]) & (c <= c[i]) & ((a > a[i]) | (c < c[i]))
+        tie = np.abs(c - c[i]) <= n + n[i]
+        dominated = ok & (a >= a[i]) & ((c <= c[i]) | tie) & ((a > a[i]) | ((c < c[i]) & ~tie))
         front[i] = not dominated.any()
     return pd.Series(front, index=acc.index)
+
+
+def latency_noise(df: pd.DataFrame) -> pd.Series:
+    """The half-width of each group's ``latency_ms`` within which another latency counts as equal: the larger of
+    the replicates' 95% interval (``latency_ms_ci``) and, on the host, the interleaved timing's spread: half the
+    IQR (``latency/host_iqr_ms``, scaled from the run's own p50 to its ``latency_ms``), the whole IQR when the
+    measurement was flagged noisy (``latency/host_noisy``). 0 where neither is known (a device estimate)."""
+    lat = df["latency_ms"]
+    rel = df["latency/host_iqr_ms"] / df["latency/host_p50_ms"]
+    iqr = (lat * rel).where(df["device"] == "host") * np.where(df["latency/host_noisy"].fillna(0) > 0, 1.0, 0.5)
+    return pd.concat([iqr, df.get("latency_ms_ci", pd.Series(np.nan, index=df.index))], axis=1).max(axis=1).fillna(0.0)
 
 
 DENSE = "none"
@@ -216,7 +233,7 @@ GROUP_TAG = "replicate_group"  # runs whose configs differ only in the seed (edg
 # figures averaged over a group's replicates, each with the half-width of its 95% t interval in <name>_ci
 AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
             "size/bytes_artifact", "compute/macs", "memory/peak_activation_bytes", "latency/host_p50_ms",
-            "latency/host_speedup", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
+            "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
             "device/energy_mj_est"]
 
 
@@ -351,14 +368,15 @@ def build(runs: pd.DataFrame, swept: list[str] = (), children: bool = False) -> 
             d = ref.iloc[0]
             df.at[i, "effect_vs_dense"] = effect(r["test/acc"], r["test/acc_ci"], d["test/acc"], d["test/acc_ci"])
     df["pareto_bytes"] = df["pareto_latency"] = False
+    df["latency_noise_ms"] = latency_noise(df)
     for _, g in df.groupby([*GROUP_BY, "device"], dropna=False):  # one frontier per group and device, of runs that fit
         acc = g["test/acc"].where(g["fits"])
         df.loc[g.index, "pareto_bytes"] = pareto(acc, g["bytes"])
-        df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"])
+        df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"], g["latency_noise_ms"])
     extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
                    and _varies(df[c]))  # the params that vary: what was swept
     order = COLUMNS[:7] + ["label", "steps", "replicates", "seeds"] + extra + [
-        "bytes", "latency_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
+        "bytes", "latency_ms", "latency_noise_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency", "effect_vs_dense",
         "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + COLUMNS[7:] + [
         "run_ids", "duplicates_dropped", "duplicate_run_ids"]
     df = df[[c for c in order if c in df]].sort_values([*GROUP_BY, "device", "method", "test/acc"],
@@ -542,6 +560,8 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
             return f"{r[c]:.4f} ± {ci:.4f}"
         if c == "fits":
             return "yes" if r["fits"] else "no"
+        if c == "latency_ms" and pd.notna(r[c]) and r.get("latency_noise_ms", 0) > 0:
+            return f"{r[c]:.4g} ± {r['latency_noise_ms']:.2g}"  # the band inside which latencies count as equal
         return fmt(r[c])
 
     def fmt(v):
@@ -561,8 +581,10 @@ def _markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, pl
              "intervals of the group and of the dense group do not overlap, `none` when they do (a difference "
              "inside the intervals is not an effect), `n/a` with one replicate. Pareto, per data set, model and device, "
              "on the means: fits the device (every replicate) and is not beaten on both accuracy and cost by another "
-             "group that fits it; groups that do not fit are never on the frontier. Two host latencies within each "
-             "other's noise (the interleaved IQR, the replicates' interval) count as equal.", "",
+             "group that fits it; groups that do not fit are never on the frontier. latency_ms ± its noise: the larger of "
+             "the replicates' 95% interval and, on the host, half the interleaved timing's IQR (all of it when the "
+             "measurement was flagged noisy); two latencies whose bands overlap are equal for the frontier, so the "
+             "more accurate run dominates.", "",
              *([kids + ".", ""] if kids else []), *_dropped_markdown(df.attrs.get("dropped", []))]
     for name, g in sections(df):
         lines += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -61,3 +61,49 @@ def test_the_report_groups_by_data_and_model_and_leaves_children_out():
 def test_build_keeps_children_when_asked():
     df, _, _ = report.build(_two_groups(), children=True)
     assert "teacher" in set(df["run_id"])
+
+
+# ------------------------------------------------------------------------------------------------ item 8
+
+
+def _noisy_latency() -> pd.DataFrame:
+    """The case of the issue: random pruning at -10.6 pt is 0.0007 ms faster than the dense model, a difference
+    inside both measurements' interleaved IQR (and flagged noisy); structured pruning (less accurate still) is faster by far more."""
+    rows = []
+    for method, acc, speedup, iqr, noisy, sparsity in (
+            ("none", 0.8954, np.nan, 0.0040, 0.0, np.nan),
+            ("random_pruning", 0.7894, 0.0345 / 0.0338, 0.0050, 1.0, 0.9),  # 0.0338 ms: 0.0007 ms faster
+            ("structured_pruning", 0.7000, 0.0345 / 0.0123, 0.0010, 0.0, 0.75)):
+        rows.append({"run_id": method, "run_name": method, "model": "lenet_300_100", "data": "fashion_mnist",
+                     "method": method, "device": "host", "method.sparsity": sparsity, "test/acc": acc,
+                     "delta/acc": acc - 0.8954, "baseline/test_acc": 0.8954, "size/bytes_artifact": 1_000_000.0,
+                     "latency/host_p50_ms": 0.0345 if method == "none" else 0.0345 / speedup,
+                     "latency/host_speedup": speedup, "latency/host_iqr_ms": iqr, "latency/host_noisy": noisy,
+                     "device/fits": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_a_latency_difference_inside_the_noise_does_not_make_a_frontier_point():
+    df, _, _ = report.build(_noisy_latency())
+    r = df.set_index("method")
+    assert r.loc["random_pruning", "delta/acc"] == pytest.approx(-0.106)
+    assert r.loc["none", "latency_ms"] - r.loc["random_pruning", "latency_ms"] == pytest.approx(0.0007)
+    # within each other's noise the two latencies are equal: the more accurate dense run dominates
+    assert not r.loc["random_pruning", "pareto_latency"]
+    assert r.loc["none", "pareto_latency"]
+    assert r.loc["structured_pruning", "pareto_latency"]  # faster by far more than the noise
+
+
+def test_pareto_with_noise_and_replicate_intervals():
+    acc = pd.Series([0.90, 0.80, 0.70])
+    cost = pd.Series([1.00, 0.99, 0.50])
+    assert report.pareto(acc, cost).tolist() == [True, True, True]  # no noise: a 0.01 lead is a lead
+    assert report.pareto(acc, cost, pd.Series([0.02, 0.0, 0.0])).tolist() == [True, False, True]
+    assert report.pareto(acc, cost, pd.Series([0.0, 0.02, 0.0])).tolist() == [True, False, True]  # either's noise
+    # a latency interval over replicates counts the same way (half-widths added)
+    df = _noisy_latency().drop(columns=["latency/host_iqr_ms", "latency/host_noisy"])
+    df = pd.concat([df.assign(seed=s, replicate_group=df["method"], run_id=df["run_id"] + str(s),
+                              **{"latency/host_speedup": df["latency/host_speedup"] * (1 + 0.05 * (s - 1))})
+                    for s in range(3)], ignore_index=True)
+    r = report.build(df)[0].set_index("method")
+    assert r.loc["random_pruning", "latency_ms_ci"] > 0.0007 and not r.loc["random_pruning", "pareto_latency"]
