@@ -416,43 +416,126 @@ def _log_axis(ax, values: pd.Series, fmt) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _place_labels(fig, ax, points: list[tuple[float, float, str]]) -> None:
-    """Label points without overlaps: try offsets around each point, nearest first; a far label gets a leader line."""
-    from matplotlib.text import Text
+def _label_offsets() -> list[tuple[float, float, str]]:
+    """Candidate label offsets (points) with their alignment, nearest first: around the marker, then further out."""
+    near = [(8, -3, "left"), (-8, -3, "right"), (0, 9, "center"), (0, -17, "center"), (8, 4, "left"), (-8, 4, "right"),
+            (8, -10, "left"), (-8, -10, "right")]
+    grid = [(dx, dy, "left" if dx > 0 else "right" if dx < 0 else "center")
+            for dx in range(-140, 141, 8) for dy in range(-90, 91, 5)]
+    grid.sort(key=lambda o: (abs(o[0]) ** 2 + (2 * o[1]) ** 2))  # prefer beside the point to above or below it
+    return near + grid
 
+
+def _place_labels(fig, ax, points: list[tuple[float, float, str]], lines: list[tuple[list, list]] = ()) -> None:
+    """Label points so that no two labels overlap and no label covers a marker or one of ``lines`` (the frontier,
+    ``(xs, ys)`` in data coordinates, drawn as a post step): the nearest free offset around each point
+    (:func:`_label_offsets`, measured before drawing); a label away from its point gets a leader line. Without a
+    free spot inside the axes a label goes to the nearest free spot in the figure, still apart."""
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    taken = [ax.transData.transform((x, y)) for x, y, _ in points]  # the markers themselves
-    boxes: list = []
-    steps = [(6, 3), (6, -11), (-6, 3), (-6, -11), (0, 10), (0, -18)]
-    candidates = [(dx * r, dy * r) for r in (1, 1.8, 2.8, 4) for dx, dy in steps]
-    for x, y, text in sorted(points, key=lambda p: (p[0], -p[1])):
-        placed = None
-        for dx, dy in candidates:
-            far = abs(dx) > 10 or abs(dy) > 20
-            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color="0.2",
-                            ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
-                            arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.7} if far else None)
-            t.update_positions(renderer)
-            bb = Text.get_window_extent(t, renderer).padded(2)  # the text, not its leader line
-            inside = frame.contains(bb.x0, bb.y0) and frame.contains(bb.x1, bb.y1)
-            clear = not any(bb.overlaps(b) for b in boxes) and not any(bb.padded(3).contains(px, py) for px, py in taken)
-            if inside and clear:
-                placed = bb
-                break
-            t.remove()
-        if placed is None:  # no free spot: the nearest one, overlapping
-            t = ax.annotate(text, (x, y), xytext=(6, 3), textcoords="offset points", fontsize=7, color="0.2")
-            t.update_positions(renderer)
-            placed = Text.get_window_extent(t, renderer)
-        boxes.append(placed)
+    scale = fig.dpi / 72
+    markers = [ax.transData.transform((x, y)) for x, y, _ in points]
+    r = 6.5 * scale  # a marker's radius, the frontier's ring included
+    obstacles = [(px - r, py - r, px + r, py + r) for px, py in markers]
+    for xs, ys in lines:  # the step's segments, as thin boxes
+        if len(xs) < 2:
+            continue
+        pix = ax.transData.transform(np.column_stack([xs, ys]))
+        for (x0, y0), (x1, y1) in zip(pix[:-1], pix[1:]):
+            obstacles += [(min(x0, x1), y0 - 1, max(x0, x1), y0 + 1), (x1 - 1, min(y0, y1), x1 + 1, max(y0, y1))]
+    obs = np.array(obstacles, float).reshape(-1, 4)
+    offsets = _label_offsets()
+    for (x, y, text), (px, py) in sorted(zip(points, markers), key=lambda p: (p[0][0], -p[0][1])):
+        probe = ax.text(0, 0, text, fontsize=7)
+        ext = probe.get_window_extent(renderer)
+        w, h = ext.width, ext.height
+        probe.remove()
+        cand = np.array([(px + dx * scale - {"left": 0, "right": w, "center": w / 2}[ha], py + dy * scale)
+                         for dx, dy, ha in offsets])
+        x0, y0 = cand[:, 0] - 2, cand[:, 1] - 2
+        x1, y1 = x0 + w + 4, y0 + h + 4
+        hit = ((x0[:, None] < obs[None, :, 2]) & (x1[:, None] > obs[None, :, 0]) &
+               (y0[:, None] < obs[None, :, 3]) & (y1[:, None] > obs[None, :, 1])).any(axis=1)
+        inside = (x0 >= frame.x0) & (x1 <= frame.x1) & (y0 >= frame.y0) & (y1 <= frame.y1)
+        free = np.flatnonzero(~hit & inside)
+        if not len(free):
+            free = np.flatnonzero(~hit)
+        k = int(free[0]) if len(free) else 0
+        dx, dy, ha = offsets[k]
+        far = abs(dx) > 10 or dy > 8 or dy < -16
+        t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color="0.2", ha=ha,
+                        va="bottom", annotation_clip=False,
+                        arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.6, "shrinkA": 0, "shrinkB": 3} if far else None)
+        t.update_positions(renderer)
+        obs = np.vstack([obs, [x0[k], y0[k], x1[k], y1[k]]])
 
 
-def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: str) -> Path | None:
-    """Accuracy against ``x``: one panel and one dashed frontier per device, one colour per method, runs that do
-    not fit hollow, points labelled by their swept values; None when no run has ``x``.
+def _accuracy_range(acc: pd.Series, ci: pd.Series) -> tuple[float, float, float]:
+    """The accuracy axis of one panel: ``(bottom, top, cut)``, zoomed to the runs with a margin. A run that
+    collapsed far below the others (a gap under it wider than twice the spread of the runs above it and than
+    5 points, with at least half of the runs above it) is below ``cut``: drawn at the bottom edge, not stretching
+    the axis down to it."""
+    vals = np.sort(acc.dropna().to_numpy(float))[::-1]
+    cut = -np.inf
+    for k in range(max(2, -(-len(vals) // 2)), len(vals)):
+        gap, spread = vals[k - 1] - vals[k], vals[0] - vals[k - 1]
+        if gap > max(2 * spread, 0.05):
+            cut = (vals[k - 1] + vals[k]) / 2
+            break
+    kept = acc >= cut
+    e = ci.fillna(0)
+    lo, hi = float((acc - e)[kept].min()), float((acc + e)[kept].max())
+    margin = max(0.08 * (hi - lo), 0.005)
+    return lo - margin * (2.2 if cut > -np.inf else 1), hi + 1.5 * margin, cut
+
+
+def _panels(df: pd.DataFrame, x: str, flag: str, by: list[str]) -> list[tuple[str, list[str], pd.DataFrame]]:
+    """``(group, devices, rows)`` per panel: one per group (``by``) and device, devices whose rows draw the same
+    (method, label, cost, accuracy, interval, fit, frontier) sharing one panel that names them all."""
+    def sig(d):
+        return tuple(sorted((str(r["method"]), str(r["label"]), f"{r[x]:.6g}", f"{r['test/acc']:.6g}",
+                             f"{r.get('test/acc_ci', np.nan):.4g}", bool(r["fits"]), bool(r[flag])) for _, r in d.iterrows()))
+
+    panels: list = []
+    for key, g in df.groupby(by, dropna=False, sort=True) if by else [((), df)]:
+        key = key if isinstance(key, tuple) else (key,)
+        name = " / ".join("?" if pd.isna(k) else str(k) for k in key)
+        seen: dict = {}
+        for device in sorted(g["device"].unique()):
+            d = g[g["device"] == device]
+            s = sig(d)
+            if s in seen:
+                seen[s][1].append(device)
+            else:
+                seen[s] = (name, [device], d)
+                panels.append(seen[s])
+    return panels
+
+
+def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: str,
+         by: list[str] = GROUP_BY) -> Path | None:
+    """:func:`figure` saved to ``path``; None (nothing written) when no run has ``x``."""
+    from edgebench.plots import pyplot
+
+    fig = figure(df, x, xlabel, flag, title, by)
+    if fig is None:
+        log.warning("no run has %s: %s not drawn", xlabel, path.name)
+        return None
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def figure(df: pd.DataFrame, x: str, xlabel: str, flag: str, title: str, by: list[str] = GROUP_BY):
+    """Accuracy against ``x``: one panel and one dashed frontier per group (``by``: data set and model) and device,
+    devices whose panels would be identical in one panel naming them; one colour per method; points labelled by
+    their swept values without overlaps; runs that do not fit drawn on top as an ``X``; the accuracy axis zoomed
+    to the runs, a run that collapsed far below the others drawn as a triangle at the bottom edge with its
+    accuracy written. None when no run has ``x``.
 
     ``xlabel`` is used as is, except for ``latency_ms``, whose label is each device's :func:`latency_label`."""
+    import textwrap
+
     from matplotlib.lines import Line2D
 
     from edgebench.plots import pyplot
@@ -462,44 +545,65 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
     full = df
     df = df[df[x].notna() & (df[x] > 0) & df["test/acc"].notna()]
     if df.empty:
-        log.warning("no run has %s: %s not drawn", xlabel, path.name)
         return None
-    devices = sorted(df["device"].unique())
+    panels = _panels(df, x, flag, list(by))
+    groups = len({p[0] for p in panels})
     methods = sorted(full["method"].dropna().unique(), key=lambda m: (m != DENSE, m))
     colour = {m: f"C{i}" for i, m in enumerate(methods)}
-    ncols = min(len(devices), 3)
-    nrows = -(-len(devices) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 5.2 * nrows + 0.6), sharey=True, squeeze=False,
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.8 * ncols, 4.9 * nrows + 0.8), squeeze=False,
                              layout="constrained")
     fmt = _si_bytes if x == "bytes" else (lambda v: f"{v:.3g}")
-    unfit_drawn = line_drawn = False
+    unfit_drawn = line_drawn = below_drawn = False
     labelled = []
-    for ax, device in zip(axes.flat, devices):
-        d = df[df["device"] == device]
+    for ax, (group, devices, d) in zip(axes.flat, panels):
+        ci = d.get("test/acc_ci", pd.Series(np.nan, index=d.index))
+        bottom, top, cut = _accuracy_range(d["test/acc"], ci)
+        low = d["test/acc"] < cut
+        edge = bottom + 0.04 * (top - bottom)  # where a run below the axis is drawn
+        shown = d["test/acc"].where(~low, edge)
         for method, g in d.groupby("method", dropna=False):
+            c = colour.get(method, "grey")
             marker, size = ("*", 160) if method == DENSE else ("o", 32)
-            fit, unfit = g[g["fits"]], g[~g["fits"]]
-            bars = g[g.get("test/acc_ci", pd.Series(np.nan, index=g.index)).notna()]
+            inside = g[~low[g.index]]
+            fit, unfit = inside[inside["fits"]], inside[~inside["fits"]]
+            bars = inside[ci[inside.index].notna()]
             if len(bars):  # replicates: the 95% intervals of the mean accuracy (and of the cost, when it varied)
                 xerr = bars[f"{x}_ci"].fillna(0).to_numpy() if f"{x}_ci" in bars else None
                 ax.errorbar(bars[x], bars["test/acc"], yerr=bars["test/acc_ci"].to_numpy(), xerr=xerr, fmt="none",
-                            ecolor=colour.get(method, "grey"), elinewidth=0.9, capsize=2.5, zorder=2.5)
-            ax.scatter(fit[x], fit["test/acc"], color=colour.get(method, "grey"), marker=marker, s=size, zorder=3)
-            ax.scatter(unfit[x], unfit["test/acc"], facecolors="none", edgecolors=colour.get(method, "grey"),
-                       marker=marker, s=size, linewidths=1.2, zorder=3)
-            unfit_drawn |= len(unfit) > 0
+                            ecolor=c, elinewidth=0.9, capsize=2.5, zorder=2.5)
+            ax.scatter(fit[x], fit["test/acc"], color=c, marker=marker, s=size, zorder=3, gid="fits")
+            if len(unfit):  # on top of everything, its own marker: never hidden behind a run that fits
+                ax.scatter(unfit[x], unfit["test/acc"], color=c, marker="X", s=70, edgecolors="black",
+                           linewidths=0.6, zorder=5, gid="does not fit")
+                unfit_drawn = True
+            under = g[low[g.index]]
+            if len(under):
+                ax.scatter(under[x], shown[under.index], color=c, marker="v", s=46, edgecolors="black",
+                           linewidths=0.5, zorder=4, gid="below", clip_on=False)
+                below_drawn = True
         if not (d["method"] == DENSE).any() and d["baseline/test_acc"].notna().any():
             ax.axhline(d["baseline/test_acc"].median(), color="0.4", ls=":", lw=1, zorder=1)
             line_drawn = True
         front = d[d[flag]].sort_values(x)
-        ax.step(front[x], front["test/acc"], where="post", color="black", lw=1, ls="--", zorder=2)
-        ax.scatter(front[x], front["test/acc"], facecolors="none", edgecolors="black", s=110, lw=0.8, zorder=2)
+        ax.step(front[x], shown[front.index], where="post", color="black", lw=1, ls="--", zorder=2)
+        ax.scatter(front[x], shown[front.index], facecolors="none", edgecolors="black", s=110, lw=0.8, zorder=2,
+                   gid="frontier")
         _log_axis(ax, d[x], fmt)
-        ax.set_xlabel(latency_label(full, device) if x == "latency_ms" else xlabel, fontsize=9)
-        ax.set_title(f"{title}: {device}" if len(devices) == 1 else device, fontsize=11)
+        ax.set_ylim(bottom, top)
+        if x == "latency_ms":
+            xl = latency_label(full, devices[0]) if len(devices) == 1 or devices[0] == "host" else \
+                "estimated latency on each, device/latency_ms_est (ms)"
+        else:
+            xl = xlabel
+        ax.set_xlabel(xl, fontsize=9)
+        name = ", ".join(devices) if groups == 1 else f"{group}: {', '.join(devices)}"
+        ax.set_title(textwrap.fill(f"{title}: {name}" if len(panels) == 1 else name, 70), fontsize=10)
         ax.grid(alpha=0.3)
-        labelled.append((ax, [(r[x], r["test/acc"], r["label"]) for _, r in d.iterrows() if r["label"]]))
-    for ax in axes.flat[len(devices):]:
+        labelled.append((ax, [(list(front[x]), list(shown[front.index]))], [(r[x], shown[i], f"{r['label'] or r['method']}: {r['test/acc']:.3f}" if low[i] else r["label"])
+                              for i, r in d.iterrows() if r["label"] or low[i]]))
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (mean of replicates, 95% CI bars)" if df["replicates"].max() > 1 else "test accuracy")
@@ -509,20 +613,21 @@ def plot(df: pd.DataFrame, x: str, xlabel: str, flag: str, path: Path, title: st
     handles.append(Line2D([], [], color="black", ls="--", lw=1, marker="o", markersize=10, markerfacecolor="none",
                           markeredgewidth=0.8, label="Pareto frontier (runs that fit), ringed"))
     if unfit_drawn:
-        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3",
-                              label="hollow: does not fit the device (never on the frontier)"))
+        handles.append(Line2D([], [], ls="", marker="X", color="0.5", markeredgecolor="black", markersize=7,
+                              label="X: does not fit the device (never on the frontier)"))
+    if below_drawn:
+        handles.append(Line2D([], [], ls="", marker="v", color="0.5", markeredgecolor="black", markersize=7,
+                              label="far below the axis: drawn at its edge, accuracy written"))
     if line_drawn:
         handles.append(Line2D([], [], color="0.4", ls=":", lw=1, label="dense baseline accuracy"))
-    if len(devices) > 1:
+    if len(panels) > 1:
         fig.suptitle(title)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
     fig.canvas.draw()  # settle the layout, then freeze it and place the labels where they do not collide
     fig.set_layout_engine("none")
-    for ax, points in labelled:
-        _place_labels(fig, ax, points)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    for ax, lines, points in labelled:
+        _place_labels(fig, ax, points, lines)
+    return fig
 
 
 def sections(df: pd.DataFrame):
@@ -807,7 +912,7 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     board.to_csv(out / "leaderboard.csv", index=False)
     # points named by their model only: the colour is the chain, and the table names its settings
     png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
-               "Accuracy against size, per device")
+               "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
     title = f"edgebench leaderboard: {sweep or experiment}"
     dropped = df.attrs.get("dropped", [])
     (out / "leaderboard.md").write_text(_leaderboard_markdown(board, title, [png.name] if png else [], dropped))
