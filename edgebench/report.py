@@ -27,6 +27,7 @@ baseline (method ``none``) is a star, or a dotted line at its accuracy when no d
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -441,7 +442,7 @@ def _place_labels(fig, ax, points: list[tuple[float, float, str]], lines: list[t
         if len(xs) < 2:
             continue
         pix = ax.transData.transform(np.column_stack([xs, ys]))
-        for (x0, y0), (x1, y1) in zip(pix[:-1], pix[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(pix):
             obstacles += [(min(x0, x1), y0 - 1, max(x0, x1), y0 + 1), (x1 - 1, min(y0, y1), x1 + 1, max(y0, y1))]
     obs = np.array(obstacles, float).reshape(-1, 4)
     offsets = _label_offsets()

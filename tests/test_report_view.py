@@ -46,7 +46,7 @@ def test_the_report_groups_by_data_and_model_and_leaves_children_out():
     # delta/acc in percentage points, labelled so; the fraction never shown
     assert "Δ acc (pt)" in text and "-2.00" in text and "-0.02 " not in text and "| -0.02 |" not in text
     # a run that does not fit says no
-    header = [l for l in text.splitlines() if l.startswith("| run_name")][0].split(" | ")
+    header = next(l for l in text.splitlines() if l.startswith("| run_name")).split(" | ")
     fits_col = header.index("fits")
     quant = [l for l in text.splitlines() if "uniform_quant" in l and l.startswith("|")]
     assert quant and all(l.split(" | ")[fits_col].strip() == "no" for l in quant)
@@ -137,8 +137,7 @@ def _sweep() -> pd.DataFrame:
                          "data": "fashion_mnist", "method": method, "device": device, f"method.{key}": v,
                          "test/acc": acc, "delta/acc": acc - 0.8954, "baseline/test_acc": 0.8954,
                          "size/bytes_artifact": float(nbytes), "latency/host_p50_ms": p50, "latency/host_speedup": speedup,
-                         "device/latency_ms_est": np.nan if device == "host" else 0.3459 / speedup if speedup == speedup
-                         else 0.3459,
+                         "device/latency_ms_est": np.nan if device == "host" else 0.3459 / np.nan_to_num(speedup, nan=1.0),
                          "device/fits": 0.0 if device == "host" and v == 0.75 and key == "sparsity" else 1.0})
     df = pd.DataFrame(rows)
     return report.build(df, ["method.sparsity", "method.ratio", "method.bits"])[0]
@@ -187,7 +186,7 @@ def test_labels_do_not_overlap_even_at_the_same_latency():
 
 def test_a_run_that_does_not_fit_is_drawn_on_top_with_its_own_marker():
     fig = report.figure(_sweep(), "bytes", "bytes", "pareto_bytes", "size")
-    host = [ax for ax in _axes(fig) if ax.get_title().endswith("host")][0]
+    host = next(ax for ax in _axes(fig) if ax.get_title().endswith("host"))
     fit = [c for c in host.collections if c.get_gid() == "fits"]
     (unfit,) = [c for c in host.collections if c.get_gid() == "does not fit"]
     assert len(unfit.get_offsets()) == 1 and unfit.get_zorder() > max(c.get_zorder() for c in host.collections
