@@ -21,15 +21,7 @@ FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure
         "trainer.progress_bar=none"]
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    env.update(extra)
-    return env
-
-
-def _cli(args, cwd, timeout=600, **env):
-    return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=_env(**env), capture_output=True,
-                          text=True, timeout=timeout)
+from test_run_records import _cli, _env  # noqa: E402  the CLI helpers of the run-record tests
 
 
 def _runs(uri: str):
