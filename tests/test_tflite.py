@@ -231,3 +231,31 @@ def test_export_device_deploys_int8_to_the_arduino_as_tflite_micro_and_float_the
     assert res.tags["device.ram_source"] == "tflm_arena"
     dense = pipeline.run(make_cfg(*common))  # a float model on a board that runs int8 TFLite Micro only
     assert dense.metrics["device/fits"] == 0.0 and "export=tflite_micro" in dense.tags["device.fit"]
+
+
+def test_export_auto_follows_the_device_runtime_and_falls_back_with_a_warning(monkeypatch, caplog):
+    """README: `+method=ptq_int8 device=coral_dev_board` gives an int8 .tflite (auto = the device's own format); a
+    float model on a board without a float runtime gets ONNX, and a missing extra falls back with a warning."""
+    import dataclasses
+
+    from edgebench.export import registry
+
+    def runtimes(device: str) -> list[str]:
+        return load_device(device).runtimes
+
+    assert resolve("auto", "int8", runtimes=runtimes("coral_dev_board")).name == "tflite_int8"
+    assert resolve("auto", "int8", runtimes=runtimes("stm32l4")).name == "tflite_micro"
+    assert resolve("auto", None, runtimes=runtimes("arduino_nano_33_ble_sense")).name == "onnx"
+    assert resolve("auto", "int8", runtimes=runtimes("host")).name == "onnx_int8"
+    assert resolve("auto", None, enabled=False, runtimes=runtimes("host")) is None
+
+    def missing():
+        raise ConfigError("export=tflite_int8 needs ai-edge-litert: pip install -e '.[tflite]'")
+
+    monkeypatch.setitem(registry.EXPORTERS, "tflite_int8",
+                        dataclasses.replace(registry.EXPORTERS["tflite_int8"], requires=missing))
+    with caplog.at_level("WARNING"):
+        assert resolve("auto", "int8", runtimes=runtimes("coral_dev_board")).name == "onnx_int8"
+    assert "tflite_int8" in caplog.text and "pip install" in caplog.text
+    with pytest.raises(ConfigError, match="pip install"):
+        resolve("device", "int8", runtimes=runtimes("coral_dev_board"))

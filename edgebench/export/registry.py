@@ -6,6 +6,7 @@ The pipeline resolves ``export=`` (a name, or ``auto``) against what the last st
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,8 @@ from torch import nn
 
 from edgebench.config import ConfigError
 from edgebench.export.artifact import Artifact, QuantSpec
+
+log = logging.getLogger(__name__)
 
 ExportFn = Callable[[nn.Module, torch.Tensor, "QuantSpec | None", Path], Artifact]
 
@@ -122,26 +125,31 @@ def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True,
             runtimes: list[str] | tuple[str, ...] = ()) -> Exporter | None:
     """The exporter for ``export=requested`` and a step output that needs ``needs`` (a QuantSpec, its dtype, or None).
 
-    ``device``: the device's own format (:func:`for_device`; ``runtimes`` are the profile's), else as ``auto``.
-    ``auto``: the first registered exporter of the spec's dtype, ``onnx`` for a float model, and none
-    with ``measure.export=false`` (``enabled``) unless the output needs its file (a quantised model's
-    accuracy comes from its file). Raises ConfigError for an unknown name or an impossible choice.
+    ``auto`` (the default): the device's own format (:func:`for_device`; ``runtimes`` are the profile's) when its
+    exporter is installed; otherwise the first registered exporter of the spec's dtype (``onnx`` for a float model,
+    none with ``measure.export=false`` (``enabled``) unless the output needs its file: a quantised model's accuracy
+    comes from its file), with a warning naming the missing extra. ``device``: the device's own format or a
+    ConfigError naming what is missing. Raises ConfigError for an unknown name or an impossible choice.
     """
     dtype = _dtype(needs)
-    if requested == DEVICE:  # the device's own format, else what auto writes
-        requested = for_device(runtimes, needs) or AUTO
-        if requested != AUTO:
-            exp = EXPORTERS[requested]
-            if exp.requires is not None:
-                exp.requires()
-            return exp
-    if requested == AUTO:
-        if dtype is None:
-            return EXPORTERS["onnx"] if enabled else None
-        choices = compatible(dtype)
-        if not choices:
-            raise ConfigError(f"export=auto: no exporter writes {dtype}; known: {', '.join(names())}")
-        return EXPORTERS[choices[0]]
+    if requested in (AUTO, DEVICE):
+        own = for_device(runtimes, needs) if (enabled or dtype is not None) else None
+        if own is not None:
+            exp = EXPORTERS[own]
+            try:
+                if exp.requires is not None:
+                    exp.requires()
+                return exp
+            except ConfigError as e:
+                if requested == DEVICE:
+                    raise
+                log.warning("export=auto: the device's own format is %s, but %s; writing %s instead",
+                            own, e, _fallback(dtype, enabled).name if _fallback(dtype, enabled) else "no file")
+        elif requested == DEVICE:
+            log.warning("export=device: none of the device's runtimes (%s) loads a %s model; writing what "
+                        "export=auto writes, and the fit check says so", ", ".join(runtimes) or "none",
+                        dtype or "fp32")
+        return _fallback(dtype, enabled)
     check(requested, dtype)
     if not enabled:
         raise ConfigError(f"export={requested} writes an artifact, but measure.export=false; "
@@ -150,6 +158,17 @@ def resolve(requested: str, needs: QuantSpec | str | None, enabled: bool = True,
     if exp.requires is not None:
         exp.requires()
     return exp
+
+
+def _fallback(dtype: str | None, enabled: bool) -> Exporter | None:
+    """What ``auto`` writes when the device's own format is not an option: ONNX for a float model, else the first
+    exporter of the dtype."""
+    if dtype is None:
+        return EXPORTERS["onnx"] if enabled else None
+    choices = compatible(dtype)
+    if not choices:
+        raise ConfigError(f"export=auto: no exporter writes {dtype}; known: {', '.join(names())}")
+    return EXPORTERS[choices[0]]
 
 
 def export(name: str, model: nn.Module, example: torch.Tensor, out_dir: str | Path,
