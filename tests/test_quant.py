@@ -217,7 +217,7 @@ def _logged_model(cfg, run_id: str) -> Path:
 def test_ptq_int8_run_accuracy_comes_from_the_onnx_file(make_cfg):
     from mlflow.tracking import MlflowClient
 
-    cfg = make_cfg(*DIGITS, "+method=ptq_int8", "device=coral_dev_board")
+    cfg = make_cfg(*DIGITS, "+method=ptq_int8", "device=coral_dev_board", "export=onnx_int8")  # auto: a .tflite
     res = pipeline.run(cfg)
     m = res.metrics
     art = _logged_model(cfg, res.run_id)
