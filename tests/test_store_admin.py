@@ -329,11 +329,12 @@ def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_pa
 
 
 def test_the_readme_store_commands_run_as_written(project, monkeypatch, capsys):
-    """Every ``python -m edgebench.store`` line of the README, in its order, from the project folder."""
+    """Every ``python -m edgebench.store`` line of the README and docs/, in its order, from the project folder."""
     import re
     import shlex
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    readme = "\n".join(f.read_text() for f in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     lines = [m.split("#")[0].strip() for m in re.findall(r"^python -m edgebench\.store.*$", readme, re.M)]
     assert len(lines) >= 5
     monkeypatch.chdir(project["tmp_path"])
