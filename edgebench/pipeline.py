@@ -601,5 +601,5 @@ def run(cfg: DictConfig) -> RunResult:
 
     result = RunResult(mlrun.run_id, {**step_metrics, **metrics}, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
                        baseline.history, measured.device_report)
-    print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir))
+    print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, tracker.experiment_id))
     return result

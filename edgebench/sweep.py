@@ -296,7 +296,7 @@ class SweepCallback(Callback):
         return Tracker(str(paths.mlflow_tracking_uri), str(paths.mlflow_artifact_dir), str(config.experiment_name))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from edgebench.tracking import claim_lock, process_tags, source_tags
+        from edgebench.tracking import claim_lock, process_tags, share_view, source_tags
 
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         sid = sweep_id(str(config.experiment_name), overrides)
@@ -329,6 +329,7 @@ class SweepCallback(Callback):
             # a later launch reaps it if killed; the launcher entries tell it (and the closing launcher) who still runs
             tracker.attach(parent_id).set_tags({**source_tags(), **process_tags(), key: json.dumps(entry),
                                                 **({"sweep.conf_digest": conf["conf_digest"]} if conf else {})})
+        share_view(tracker.client, tracker.experiment_id, sid)  # the link at its end opens the sweep's runs table
         ACTIVE.update(tracker=tracker, parent_run_id=parent_id, sweep_id=sid, launcher=(key, entry))
         if not others:
             for old in (sweep_dir / "failed").glob("*.txt"):  # a relaunch into the same folder starts clean
@@ -397,8 +398,8 @@ class SweepCallback(Callback):
         """The sweep's result table (the report's frontier) and, once, the command that opens it in the UI."""
         import shlex
 
-        from edgebench import report, ui
-        from edgebench.tracking import sqlite_path
+        from edgebench import report
+        from edgebench.tracking import sqlite_path, ui_page
 
         sid, uri = info["sweep_id"], info["tracking_uri"]
         try:
@@ -409,13 +410,13 @@ class SweepCallback(Callback):
         except Exception as e:  # the sweep's own result stands without its table
             log.warning("sweep %s: no result table (%s)", sid, e)
         if sqlite_path(uri) is None:  # a tracking server
-            print(f"sweep {sid} in the MLflow UI: {ui.experiment_url(uri.rstrip('/'), info['experiment_id'], sid)}",
+            print(f"sweep {sid} in the MLflow UI: {ui_page(uri, info['experiment_id'], sid)}",
                   flush=True)
             return
         art = Path(str(config.paths.mlflow_artifact_dir))
         cmd = shlex.join(["python", "-m", "edgebench.ui", "--tracking-uri", uri, "--artifact-dir", str(art.resolve()),
                           "--sweep", sid])  # quoted: a path with a space stays one word, $(...) in it never runs
-        url = ui.experiment_url("http://127.0.0.1:5000", info["experiment_id"], sid)
+        url = ui_page("http://127.0.0.1:5000", info["experiment_id"], sid)
         print(f"open sweep {sid} in the MLflow UI: {cmd}\n  and browse to {url}", flush=True)
 
 

@@ -8,6 +8,7 @@ terminated as FAILED with ``status_reason``; a run interrupted with Ctrl-C as KI
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import os
@@ -54,8 +55,56 @@ def sqlite_path(uri: str) -> Path | None:
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Marks the experiment as model training for MLflow 3 (the kind MLflow's own tools read; UIs that honour it open
 # the runs table, not the GenAI overview). MLflow 3.17's UI follows the sidebar's GenAI / Model training switch
-# instead, so edgebench's links also carry ?workflowType=machine_learning (edgebench.ui.experiment_url).
+# instead, so edgebench's links also carry ?workflowType=machine_learning (ui_page).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+# The runs table's columns: MLflow 3.17's UI shows none of a run's metrics until a user picks them, unless the link
+# opens a saved view (``?viewStateShareKey=KEY``, read from the experiment tag ``mlflow.sharedViewState.KEY``: JSON
+# {name, createdAt, updatedAt, state}, the state a JSON string of the table's settings, columns named as
+# ``metrics.`test/acc```). edgebench keeps one view per experiment and one per sweep (filtered to its runs).
+VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "edgebench"
+VIEW_COLUMNS = [f"metrics.`{m}`" for m in ("test/acc", "delta/acc", "size/bytes_artifact", "size/compression_ratio",
+                                           "latency/host_p50_ms", "device/fits", "device/latency_ms_est")] + \
+               ["tags.`export.name`", "params.`device.name`"]
+
+
+def view_key(sweep: str | None = None) -> str:
+    return VIEW_KEY if sweep is None else f"{VIEW_KEY}-{sweep}"
+
+
+def view_tag(sweep: str | None = None, now_ms: int | None = None) -> tuple[str, str]:
+    """The experiment tag (key, value) of edgebench's runs-table view; a sweep's view shows only its runs, most
+    accurate first (its child runs listed, not folded under the parent)."""
+    state: dict[str, Any] = {"selectedColumns": VIEW_COLUMNS}
+    name = "edgebench: accuracy, size, latency, fit"
+    if sweep is not None:
+        state.update(searchFilter=f"tags.sweep_id = '{sweep}'", orderByKey="metrics.`test/acc`", orderByAsc=False)
+        name = f"edgebench sweep {sweep}"
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = json.dumps({"name": name, "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
+    return VIEW_TAG + view_key(sweep), value
+
+
+def ui_page(base: str, experiment_id: str, sweep: str | None = None) -> str:
+    """The experiment's runs table in the MLflow UI at ``base``, in edgebench's view (:func:`view_tag`); with
+    ``sweep``, only that sweep's runs, most accurate first. MLflow 3.17's UI opens an experiment on the page of the
+    sidebar's "GenAI / Model training" switch (kept per browser, GenAI by default), not on the experiment's
+    ``mlflow.experimentKind``, so the link names the workflow as well."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={view_key(sweep)}" \
+           "&workflowType=machine_learning"
+
+
+def share_view(client, experiment_id: str, sweep: str | None = None) -> None:
+    """Set the view's tag on the experiment unless it is there with the same state (a write per change, not per run)."""
+    key, value = view_tag(sweep)
+    tags = client.get_experiment(experiment_id).tags
+    if key in tags:
+        try:
+            if json.loads(tags[key])["state"] == json.loads(value)["state"]:
+                return
+        except (ValueError, KeyError, TypeError):
+            pass
+    client.set_experiment_tag(experiment_id, key, value)
 
 
 def check_store(uri: str, must_exist: bool = False,
@@ -129,15 +178,17 @@ def require_store(uri: str, hint: str = "run `python -m edgebench` first or pass
         raise SystemExit(str(e)) from None
 
 
-def ui_command(uri: str, artifact_dir: str) -> str:
+def ui_command(uri: str, artifact_dir: str, experiment_id: str | None = None) -> str:
     """The command that opens the MLflow UI on this store (bound to 127.0.0.1), its paths quoted for a POSIX
-    shell (``shlex.quote``): pasted, a path with spaces stays one word and ``$(...)`` in it never runs."""
+    shell (``shlex.quote``): pasted, a path with spaces stays one word and ``$(...)`` in it never runs; with
+    ``experiment_id``, and the page of its runs table to browse to (:func:`ui_page`)."""
     import shlex
 
     if sqlite_path(uri) is None:
-        return f"open {uri} in a browser (tracking server)"
-    return (f"mlflow ui --backend-store-uri {shlex.quote(uri)} --default-artifact-root "
-            f"{shlex.quote(Path(artifact_dir).absolute().as_uri())} --host 127.0.0.1 --port 5000")
+        return f"open {ui_page(uri, experiment_id) if experiment_id is not None else uri} in a browser (tracking server)"
+    cmd = (f"mlflow ui --backend-store-uri {shlex.quote(uri)} --default-artifact-root "
+           f"{shlex.quote(Path(artifact_dir).absolute().as_uri())} --host 127.0.0.1 --port 5000")
+    return cmd if experiment_id is None else f"{cmd}\n  and browse to {ui_page('http://127.0.0.1:5000', experiment_id)}"
 
 
 def git_sha() -> str:
@@ -354,13 +405,14 @@ class Tracker:
         if exp is not None:
             if EXPERIMENT_KIND_TAG not in exp.tags:  # made before edgebench set the kind
                 self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            share_view(self.client, exp.experiment_id)  # made before the view, or by an older edgebench
             return exp.experiment_id
         location = None
         if artifact_dir is not None:
             Path(artifact_dir).mkdir(parents=True, exist_ok=True)
             location = Path(artifact_dir).resolve().as_uri()
         return self.client.create_experiment(name, artifact_location=location,
-                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **dict([view_tag()])})
 
     def search(self, filter_string: str, max_results: int = 5000) -> list:
         """Runs of this experiment matching an MLflow filter, newest first."""

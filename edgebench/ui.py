@@ -14,25 +14,18 @@ behind an authenticating proxy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgebench.tracking import require_store
-
-# MLflow 3.17's UI opens an experiment on the page of the sidebar's "GenAI / Model training" switch (kept per
-# browser, GenAI by default), not on the experiment's mlflow.experimentKind tag: links name the workflow.
-WORKFLOW = "workflowType=machine_learning"
-
+from edgebench.tracking import require_store, share_view, ui_page
 
 def command(tracking_uri: str, artifact_dir: str | Path, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--default-artifact-root",
@@ -43,16 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def experiment_url(base: str, experiment_id: str, sweep: str | None = None) -> str:
-    """The page of an experiment's runs table in the MLflow UI; with ``sweep``, only that sweep's runs, most
-    accurate first (sorted, the table lists a sweep's child runs instead of folding them under the parent)."""
-    if sweep is None:
-        return f"{base}/#/experiments/{experiment_id}?{WORKFLOW}"
-    search = urllib.parse.quote(f"tags.sweep_id = '{sweep}'")
-    order = urllib.parse.quote("metrics.`test/acc`")
-    return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW}&searchFilter={search}&orderByKey={order}&orderByAsc=false"
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -129,11 +112,23 @@ class _Stop(Exception):
     pass
 
 
-def _experiment_id(base: str, name: str) -> str | None:
+def _experiment_id(uri: str, name: str, sweep: str | None) -> str | None:
+    """The experiment's id, with edgebench's view of its runs table (and the sweep's) on it: a store written by an
+    older edgebench has none. Read before the server starts, so that a signal never lands inside MLflow's client."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     try:
-        url = f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name={urllib.parse.quote(name)}"
-        return json.loads(urllib.request.urlopen(url, timeout=10).read())["experiment"]["experiment_id"]
-    except (OSError, KeyError, ValueError):
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            return None
+        share_view(client, exp.experiment_id)
+        if sweep is not None:
+            share_view(client, exp.experiment_id, sweep)
+        return exp.experiment_id
+    except (OSError, MlflowException) as e:  # the landing page still works
+        print(f"edgebench.ui: experiment {name!r} not read ({type(e).__name__}: {e})", file=sys.stderr)
         return None
 
 
@@ -154,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"port {args.port} on 127.0.0.1 is already in use (another MLflow UI?); "
                          f"choose another with --port, e.g. --port {free_port()}")
 
+    exp = _experiment_id(uri, args.experiment, args.sweep)
+
     def on_signal(signum, frame):
         raise _Stop(signal.Signals(signum).name)
 
@@ -168,8 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             why = "did not answer within 120 s" if rc is None else f"exited before serving it (exit status {rc})"
             print(f"edgebench.ui: the MLflow UI on {base} {why}", file=sys.stderr)
             raise SystemExit(_status(rc) or 1)
-        exp = _experiment_id(base, args.experiment)
-        page = experiment_url(base, exp, args.sweep) if exp is not None else base
+        page = ui_page(base, exp, args.sweep) if exp is not None else base
         print(f"MLflow UI on {page} (store {uri}); Ctrl-C stops it", flush=True)
         rc = server.wait()
     except _Stop:  # SIGTERM or Ctrl-C: end the server and its workers, then exit

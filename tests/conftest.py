@@ -53,3 +53,27 @@ def make_cfg(tmp_path, mlflow_template_db):
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def render_page(tmp_path):
+    """The text a fresh headless Chromium profile renders at a URL (the DOM after 30 s of virtual time, tags and
+    styles stripped); skips when Chromium is not installed."""
+    import html
+    import re
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
+
+    def render(url: str) -> str:
+        profile = tmp_path / f"chromium-{len(list(tmp_path.glob('chromium-*')))}"  # a new profile per page
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                              f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--window-size=1600,1000",
+                              "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        dom = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+        return html.unescape(" ".join(re.sub(r"<[^>]+>", " ", dom).split()))
+
+    return render
