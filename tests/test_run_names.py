@@ -142,3 +142,12 @@ def test_a_chain_logs_the_metric_names_a_single_run_logs(runs):
     for key in ("test/acc", "size/sparsity", "select/val_acc", "method/sparsity"):
         assert key in chain.data.metrics, key
     assert chain.data.tags["export.dtype"] == "int8"
+
+
+def test_a_sweep_s_parent_is_named_by_what_it_varies():
+    from edgebench import naming
+
+    overrides = ["data=digits", "+method=magnitude_pruning,random_pruning", "method.sparsity=0.5,0.8,0.9"]
+    name = naming.sweep_name(overrides, ["+method", "method.sparsity"], "sw-0123456789")
+    assert name == "magnitude,random s=0.5,0.8,0.9 · sweep sw-0123456789", name
+    assert naming.sweep_name(["+sweep=leaderboard"], ["model"], "sw-1") == "leaderboard · sweep sw-1"
