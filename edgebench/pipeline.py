@@ -106,8 +106,8 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
     """``trained(model, trainer=None, seed=None)``: a trained model of another config on this run's data.
 
     It comes from the same store as the dense baseline (key: model, data, trainer, seed), trained once
-    in its own child run (``edgebench.role=trained``, named ``teacher <model>``) that holds its curves, its test accuracy, params
-    and MACs; the curves never enter the asking run's ``val/*``. A model already in the store gets the
+    in its own child run (``edgebench.role=trained``, named ``teacher <model>``) that holds its curves, its test
+    accuracy, params and MACs; the curves never enter the asking run's. A model already in the store gets the
     child run too, with the stored curves.
     """
     from edgebench.config import ModelConfig, ModelName, TrainerConfig
@@ -240,13 +240,11 @@ CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched b
 
 
 def _child_tags(tags: dict, parent_id: str, extra: dict, name: str) -> dict:
-    """A child run's tags: its parent's, without the ``config_hash`` that resume matches (and the parent's
-    description), plus ``extra``; its
-    ``replicate_group`` is its parent's and its own name, so the report averages the same child of every replicate
-    (level 3 of every seed) and never a child with its parent."""
+    """A child run's tags: its parent's, without the ``config_hash`` that resume matches and the parent's
+    description, plus ``extra``; its ``replicate_group`` is its parent's and its own name, so the report averages
+    the same child of every replicate (level 3 of every seed) and never a child with its parent."""
     out = {**{k: v for k, v in tags.items() if k not in ("config_hash", naming.DESCRIPTION_TAG)}, **extra,
-           "mlflow.parentRunId": parent_id,
-           CHILD_TAG: "true"}
+           "mlflow.parentRunId": parent_id, CHILD_TAG: "true"}
     if "replicate_group" in tags:
         out["replicate_group"] = f"{tags['replicate_group']} / {name}"
     return out
