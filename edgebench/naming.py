@@ -60,6 +60,8 @@ def run_name(method: str, step_configs: Iterable[Any], export: str, choices: dic
     for cfg in step_configs:  # the method's key knobs, given or not
         for knob, label in KEY_KNOBS.items():
             value = getattr(cfg, knob, None)
+            if knob == "energy" and getattr(cfg, "ratio", None) is not None:
+                continue  # low rank: a parameter budget replaces the energy
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 add(f"{label}={value:g}")
     for o in overrides:  # the method's other values given on the command line

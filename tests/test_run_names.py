@@ -151,3 +151,17 @@ def test_a_sweep_s_parent_is_named_by_what_it_varies():
     name = naming.sweep_name(overrides, ["+method", "method.sparsity"], "sw-0123456789")
     assert name == "magnitude,random s=0.5,0.8,0.9 · sweep sw-0123456789", name
     assert naming.sweep_name(["+sweep=leaderboard"], ["model"], "sw-1") == "leaderboard · sweep sw-1"
+
+
+@pytest.mark.parametrize("overrides, start", [
+    (["+method=structured_pruning"], "r=0.5 structured · "),
+    (["+method=uniform_quant", "method.bits=3"], "b=3 uniform_quant · "),
+    (["+method=low_rank"], "e=0.9 ep=1 low_rank · "),
+    (["+method=low_rank", "method.ratio=0.3"], "r=0.3 ep=1 low_rank · "),  # the budget replaces the energy
+    (["+pipeline=prune_int8"], "r=0.5 prune_int8 · "),
+])
+def test_each_method_s_key_knob_is_named_first_even_at_its_default(tmp_path, mlflow_template_db, overrides, start):
+    extra = ["method.retrain_epochs=1"] if "+method=low_rank" in overrides else []
+    name = _name(_compose(tmp_path, mlflow_template_db, *FAST, *overrides, *extra))
+    GlobalHydra.instance().clear()
+    assert name.startswith(start), name
