@@ -81,8 +81,8 @@ def description(method: str, export: str, choices: dict[str, str], overrides: li
 
 
 def sweep_name(overrides: list[str], swept: Iterable[str], sid: str) -> str:
-    """A sweep's parent run: its preset and what it varies, short, then ``sweep <id>``:
-    ``s=0.5,0.8,0.9 magnitude,random · sweep sw-…``, ``leaderboard · sweep sw-…``."""
+    """A sweep's parent run: its preset and what it varies, short and in the order given, then ``sweep <id>``:
+    ``magnitude,random s=0.5,0.8,0.9 · sweep sw-…``, ``leaderboard · sweep sw-…``."""
     swept = {k.lstrip("+~") for k in swept} | {"sweep"}
     values = [short_value(*_key(o)) for o in overrides if "=" in o and _key(o)[0] in swept]
     return " ".join([*values, "·", f"sweep {sid}"]) if values else f"sweep {sid}"
