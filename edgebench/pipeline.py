@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, export, measure, methods, plots, store, sweep, training
+from edgebench import cache, export, measure, methods, naming, plots, store, sweep, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
@@ -102,13 +102,12 @@ def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, outpu
     )
 
 
-def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Tracker, parent_id: str, tags: dict,
-                run_name: str):
+def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Tracker, parent_id: str, tags: dict):
     """``trained(model, trainer=None, seed=None)``: a trained model of another config on this run's data.
 
     It comes from the same store as the dense baseline (key: model, data, trainer, seed), trained once
-    in its own child run (``edgebench.role=trained``) that holds its curves, its test accuracy, params
-    and MACs; the curves never enter the asking run's ``val/*``. A model already in the store gets the
+    in its own child run (``edgebench.role=trained``, named ``teacher <model>``) that holds its curves, its test
+    accuracy, params and MACs; the curves never enter the asking run's. A model already in the store gets the
     child run too, with the stored curves.
     """
     from edgebench.config import ModelConfig, ModelName, TrainerConfig
@@ -125,8 +124,8 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
             torch.manual_seed(other.seed)
             return build_model(other.model, splits.input_shape, splits.num_classes)
 
-        child_tags = _child_tags(tags, parent_id, {"model": model, "edgebench.role": "trained"}, f"trained {model}")
-        with tracker.run(f"{run_name} / trained {model}", child_tags) as crun:
+        child_tags = _child_tags(tags, parent_id, {"model": model, "edgebench.role": "trained"}, f"teacher {model}")
+        with tracker.run(f"teacher {model}", child_tags) as crun:
             crun.log_params({"model.name": model, "seed": other.seed,
                              **{f"trainer.{k}": getattr(v, "value", v) for k, v in dataclasses.asdict(tcfg).items()}})
             other_dm = EdgeDataModule(splits, tcfg.batch_size, tcfg.eval_batch_size, other.seed)
@@ -198,18 +197,19 @@ def _stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
     return entry.value, entry.hit, h
 
 
-def _log_step(mlrun, out: methods.CompressionResult, prefix: str) -> None:
-    """One step's report on the run: its knobs (``method/<prefix><knob>``), per-step series (step = the row's
-    ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.plots` from the step's data).
-    ``prefix`` is empty for a single method and ``<i>.<name>.`` in a chain."""
-    mlrun.log_metrics({f"method/{prefix}{k}": v for k, v in out.knobs.items()})
+def _log_step(mlrun, out: methods.CompressionResult) -> None:
+    """One step's report on the run that holds its model (a single method's run, a chain's last step's run, or the
+    child run of a chain's earlier step), under the same names everywhere: its knobs (``method/<knob>``), per-step
+    series (step = the row's ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.plots` from
+    the step's data)."""
+    mlrun.log_metrics({f"method/{k}": v for k, v in out.knobs.items()})
     mlrun.log_metrics(out.named_metrics)
     mlrun.set_tags(out.tags)
     for row in out.series:
-        mlrun.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "round"}, step=int(row["round"]))
+        mlrun.log_metrics({k: v for k, v in row.items() if k != "round"}, step=int(row["round"]))
     if out.layers:
-        mlrun.log_dict({"layers": out.layers}, f"method/{prefix}layers.json")
-        mlrun.log_text(_layers_markdown(out.layers), f"method/{prefix}layers.md")
+        mlrun.log_dict({"layers": out.layers}, "method/layers.json")
+        mlrun.log_text(_layers_markdown(out.layers), "method/layers.md")
     with tempfile.TemporaryDirectory(prefix="edgebench-files-") as tmp:
         for n, (artifact_path, local) in enumerate(out.files.items()):
             if Path(local).name != Path(artifact_path).name:  # a stored copy (files/<n>-<name>): log it by its own name
@@ -240,11 +240,11 @@ CHILD_TAG = "edgebench.child"  # "true" on a method's child run (never matched b
 
 
 def _child_tags(tags: dict, parent_id: str, extra: dict, name: str) -> dict:
-    """A child run's tags: its parent's, without the ``config_hash`` that resume matches, plus ``extra``; its
-    ``replicate_group`` is its parent's and its own name, so the report averages the same child of every replicate
-    (level 3 of every seed) and never a child with its parent."""
-    out = {**{k: v for k, v in tags.items() if k != "config_hash"}, **extra, "mlflow.parentRunId": parent_id,
-           CHILD_TAG: "true"}
+    """A child run's tags: its parent's, without the ``config_hash`` that resume matches and the parent's
+    description, plus ``extra``; its ``replicate_group`` is its parent's and its own name, so the report averages
+    the same child of every replicate (level 3 of every seed) and never a child with its parent."""
+    out = {**{k: v for k, v in tags.items() if k not in ("config_hash", naming.DESCRIPTION_TAG)}, **extra,
+           "mlflow.parentRunId": parent_id, CHILD_TAG: "true"}
     if "replicate_group" in tags:
         out["replicate_group"] = f"{tags['replicate_group']} / {name}"
     return out
@@ -280,12 +280,16 @@ def _measure(model, example, spec: EdgebenchConfig, artifact, baseline=None, **k
                                      artifact=artifact, baseline_artifact=base_art, **kw)
 
 
-def _child_run(tracker, parent_id, tags, run_name, child, dense, dense_acc, dm, example, spec) -> None:
-    """One child run (e.g. a lottery-ticket level) with the full per-model contract.
+def _child_run(tracker, parent_id, tags, child, dense, dense_acc, dm, example, spec, report=None) -> None:
+    """One child run (e.g. a lottery-ticket level), named by what it is (``level 3``, ``step 0 magnitude_pruning``;
+    the parent link shows whose), with the full per-model contract; ``report(run)`` logs more on it (a chain step's
+    own report).
 
     It carries its parent's tags but not its ``config_hash``: resume must find the parent, not a level."""
     child_tags = _child_tags(tags, parent_id, child.tags, child.name)
-    with tracker.run(f"{run_name} / {child.name}", child_tags) as crun:
+    with tracker.run(child.name, child_tags) as crun:
+        if report is not None:
+            report(crun)
         test = training.evaluate(child.model, dm.test_dataloader())
         try:  # a float model along the way: export= applies where it can (onnx_int8 needs the final spec)
             exp = _exporter(spec, None)
@@ -356,34 +360,44 @@ def rerun_config(resolved: dict) -> dict:
     return {"defaults": defaults, **{k: v for k, v in resolved.items() if k not in ("paths", "hydra")}}
 
 
-# Params left out of MLflow's params (they stay in config.yaml): a device profile's prose and sources.
-_PARAM_SKIP = ("device.description", "device.calibration", "device.sources.", "device.unsourced")
+# Params left out of MLflow's params (they stay in config.yaml, paths excepted): the machine's paths, a device
+# profile's prose and sources.
+_PARAM_SKIP = ("paths.", "device.description", "device.calibration", "device.sources.", "device.unsourced")
 
 
-def _params(resolved: dict) -> dict:
-    return {k: v for k, v in flatten(resolved).items() if not k.startswith(_PARAM_SKIP)}
+def _params(resolved: dict, input_shape: tuple[int, ...]) -> dict:
+    """The run's params: every config key but :data:`_PARAM_SKIP`, plus ``data.input_shape`` (``1x8x8``: the shape
+    the data really has); ``data.image_size`` and ``data.channels`` only where the images have that size and
+    channel count (they resize image folders; every other dataset has its own shape)."""
+    params = {k: v for k, v in flatten(resolved).items() if not k.startswith(_PARAM_SKIP)}
+    c, h, w = input_shape
+    if params.get("data.image_size") != h or h != w:
+        params.pop("data.image_size", None)
+    if params.get("data.channels") != c:
+        params.pop("data.channels", None)
+    return {**params, "data.input_shape": "x".join(map(str, input_shape))}
 
 
-def _run_name(cfg: DictConfig, choices: dict[str, str], job: dict | None) -> str:
-    """What tells runs apart, first: the method and its overridden or swept values, then model, data, device.
-
-    The MLflow UI cuts names at about 20 characters; model, data and device are tags as well.
-    """
-    method = choices["method"] if choices["method"] != "none" else "dense"
+def _overrides() -> tuple[list[str], str | None]:
+    """The command line's (or a sweep job's) overrides and the ``+pipeline=`` preset chosen, if any."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = list(HydraConfig.get().overrides.task)
-    except Exception:
-        overrides = []
-    swept = set(job.get("swept_keys") or []) if job else set()
-    values = []
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if "=" in o and (key in swept or (key.startswith(("method.", "steps.")) and not o.startswith("+method="))):
-            values.append(o.lstrip("+~").removeprefix("method."))
-    rest = [choices[k] for k in ("model", "data", "device") if not any(v.startswith(f"{k}=") for v in values)]
-    return " ".join([method, *values, "·", *rest])
+        hc = HydraConfig.get()
+        return list(hc.overrides.task), hc.runtime.choices.get("pipeline")
+    except Exception:  # composed without Hydra's runtime
+        return [], None
+
+
+def _run_name(spec: EdgebenchConfig, choices: dict[str, str], job: dict | None) -> tuple[str, str]:
+    """``(name, description)``: the name puts what tells runs apart first and short (:mod:`edgebench.naming`; the
+    MLflow UI shows about 20 characters of it), the description holds every choice and override."""
+    overrides, preset = _overrides()
+    method = "dense" if choices["method"] == "none" else (preset or choices["method"])
+    step_configs = methods.parse_steps(spec.method, spec.steps)
+    swept = (job.get("swept_keys") or []) if job else []
+    name = naming.run_name(method, step_configs, spec.export, choices, overrides, swept)
+    return name, naming.description(choices["method"], spec.export, choices, overrides)
 
 
 def _finished_run(tracker: Tracker, chash: str, status: str = "FINISHED"):
@@ -484,8 +498,10 @@ def run(cfg: DictConfig) -> RunResult:
     chash = sweep.config_hash(resolved, splits.digest)
     job = sweep.job_context()
     sweep_tags = _sweep_tags(tracker, job)
-    run_name = spec.run_name or _run_name(cfg, choices, job)
+    run_name, described = _run_name(spec, choices, job)
+    run_name = spec.run_name or run_name
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
+            naming.DESCRIPTION_TAG: described,
             "replicate_group": sweep.replicate_group(resolved, splits.digest), "data.digest": splits.digest,
             **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
@@ -512,7 +528,7 @@ def run(cfg: DictConfig) -> RunResult:
                              skipped=True)
 
         work_dir = Path(paths.output_dir) / mlrun.run_id  # this run's files only, whatever else runs beside it
-        mlrun.log_params(_params(resolved))
+        mlrun.log_params(_params(resolved, splits.input_shape))
         # JSON is YAML: one file that yaml.safe_load, OmegaConf.load, Hydra and mlflow.artifacts.load_dict all read
         mlrun.log_text(json.dumps(rerun_config(resolved), indent=2), "config.yaml")
         mlrun.log_dataset(splits.train_x.numpy(), splits.train_y.numpy(), splits.name, splits.source, "training")
@@ -520,21 +536,26 @@ def run(cfg: DictConfig) -> RunResult:
         log.info("MLflow run %s (%s) in %s", mlrun.run_id, run_name, paths.mlflow_tracking_uri)
         dm = EdgeDataModule(splits, spec.trainer.batch_size, spec.trainer.eval_batch_size, spec.seed)
 
+        # each curve under the model it belongs to: a dense run's are its own (val/acc), a compressed run's are its
+        # dense baseline's (baseline/val/acc)
+        curve = "baseline/" if steps else ""
+
         def train(net):
-            return training.fit(net, dm, spec.trainer,
-                                epoch_sink=lambda epoch, row: mlrun.log_metrics(row, step=epoch))
+            return training.fit(net, dm, spec.trainer, epoch_sink=lambda epoch, row: mlrun.log_metrics(
+                {f"{curve}{k}": v for k, v in row.items()}, step=epoch))
 
         baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes,
                                       data=splits.digest, recheck=_val_recheck(dm))
         if baseline.from_cache:  # the run still carries the curves of the model it reports
             for row in baseline.history:
-                mlrun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+                mlrun.log_metrics({f"{curve}{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         model = baseline.model
         base_test = training.evaluate(model, dm.test_dataloader())
         compressed = methods.CompressionResult(model)  # the dense run deploys the baseline as it is
         step_metrics: dict[str, float] = {}  # what the steps logged under their own names (distill/teacher_*)
+        earlier_knobs: dict[str, float] = {}  # a chain's steps before the last
         parent_key = baseline.key_hash  # a chain's outputs are stored by the key of their parent and their step
-        trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags, run_name)  # teachers
+        trained = _trainer_of(spec, splits, dm, tracker, mlrun.run_id, tags)  # teachers
         for i, step in enumerate(steps):
             if i:  # on the previous step's output, before this step trains anything
                 try:
@@ -542,24 +563,33 @@ def run(cfg: DictConfig) -> RunResult:
                 except ConfigError as e:
                     raise ConfigError(f"steps.{i} ({step.name}) cannot take the model of steps.{i - 1} "
                                       f"({steps[i - 1].name}): {e}") from None
-            label = step.name if len(steps) == 1 else f"{i}.{step.name}"
+            label = step.name if len(steps) == 1 else f"{i} {step.name}"
             log.info("step %s: %s", label, step.name)
             ctx = _context(spec, model, dm, example, work_dir / f"step{i}", build, baseline.key_hash,
                            keep_zeros=i > 0, trained=trained, dense=baseline.model, step=i)
             compressed, hit, parent_key = _stored_step(spec, step, parent_key, lambda: step.compress(ctx), label)
             mlrun.set_tags({f"step.{i}.cache_hit": str(hit).lower(), f"step.{i}.key": parent_key})
             model = compressed.model
-            _log_step(mlrun, compressed, "" if len(steps) == 1 else f"{label}.")
+            # a step's report goes on the run that holds its model, under the names a single run uses: the last
+            # step's on this run, an earlier step's on its own child run (below); this run keeps the knobs, named
+            # figures and tags of the earlier steps too (method/sparsity of a prune -> int8 chain), the last step's
+            # value where two share a name
+            if i == len(steps) - 1:
+                mlrun.log_metrics({f"method/{k}": v for k, v in earlier_knobs.items() if k not in compressed.knobs})
+                _log_step(mlrun, compressed)
+            else:
+                earlier_knobs.update(compressed.knobs)
+                mlrun.log_metrics(compressed.named_metrics)
+                mlrun.set_tags(compressed.tags)
             step_metrics.update(compressed.named_metrics)
             for child in compressed.children:
-                _child_run(tracker, mlrun.run_id, tags, run_name, child, baseline.model, base_test["test/acc"], dm,
+                _child_run(tracker, mlrun.run_id, tags, child, baseline.model, base_test["test/acc"], dm,
                            example, spec)
-            if len(steps) > 1 and i < len(steps) - 1:  # what this step bought, measured in full as a child run
-                _child_run(tracker, mlrun.run_id, {**tags, "method": step.name, "pipeline.step": str(i)}, run_name,
-                           methods.base.ChildResult(f"step {label}", model,
-                                                    {f"method/{k}": v for k, v in compressed.knobs.items()},
-                                                    compressed.tags),
-                           baseline.model, base_test["test/acc"], dm, example, spec)
+            if i < len(steps) - 1:  # what this step bought, measured in full as a child run with its report
+                _child_run(tracker, mlrun.run_id, {**tags, "method": step.name, "pipeline.step": str(i)},
+                           methods.base.ChildResult(f"step {label}", model, {}, compressed.tags),
+                           baseline.model, base_test["test/acc"], dm, example, spec,
+                           report=lambda crun, out=compressed: _log_step(crun, out))
 
         artifact_dir = work_dir / "artifact"
         exporter = _exporter(spec, compressed.spec)  # the registry: export= and what the output needs

@@ -35,6 +35,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from edgebench import naming
 from edgebench.store import digest
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ class SweepCallback(Callback):
             else:
                 tags = {PARENT_TAG: sid, "sweep_id": sid, "method": "sweep",
                         "sweep.overrides": " ".join(overrides)[:5000], "sweep.swept_keys": " ".join(swept)[:5000]}
-                parent_id = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep {sid}",
+                parent_id = tracker.client.create_run(tracker.experiment_id, run_name=naming.sweep_name(overrides, swept, sid),
                                                       tags=tags).info.run_id
                 log.info("sweep %s: parent run %s", sid, parent_id)
             # a later launch reaps it if killed; the launcher entries tell it (and the closing launcher) who still runs

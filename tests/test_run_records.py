@@ -68,7 +68,7 @@ def test_run_record_is_plain_loadable_and_reruns(make_cfg, tmp_path):
     # 5. no long device prose among the params; the distinguishing part of the name comes first
     assert "params.device.description" not in df.columns and not any(c.startswith("params.device.sources")
                                                                        for c in df.columns)
-    assert df.iloc[0]["tags.mlflow.runName"].startswith("magnitude_pruning sparsity=0.8 retrain_epochs=1")
+    assert df.iloc[0]["tags.mlflow.runName"].startswith("s=0.8 ep=1 magnitude")
     assert df.iloc[0]["tags.model"] == "lenet_300_100"  # the rest stays in tags
     # 1. config.yaml loads safely in every reader
     mlflow.set_tracking_uri(uri)

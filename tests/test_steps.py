@@ -66,18 +66,19 @@ def test_a_chain_runs_each_step_on_the_previous_output_with_a_child_run_per_step
     assert run.data.tags["method"] == run.data.tags["pipeline"] == "magnitude_pruning->qat_int8"
     m = run.data.metrics
     assert m["size/sparsity"] == pytest.approx(0.8, abs=0.01), "QAT kept the zeros of the pruning step"
-    assert run.data.tags["export.dtype"] == "int8" and m["method/0.magnitude_pruning.sparsity"] == 0.8
-    assert "method/1.qat_int8.bits" in m
+    assert run.data.tags["export.dtype"] == "int8" and m["method/sparsity"] == 0.8  # every step's knobs
+    assert "method/bits" in m
     children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.run_id}'")
     assert len(children) == 1  # one per step before the last (the last step's figures are the run's own)
     step = children[0]
     assert step.data.tags["method"] == "magnitude_pruning" and step.data.tags["pipeline.step"] == "0"
+    assert step.info.run_name == "step 0 magnitude_pruning"
     for key in ("test/acc", "size/bytes_artifact", "size/sparsity", "compute/macs_nonzero", "device/fits",
-                "method/sparsity"):
+                "method/sparsity", "round/sparsity"):
         assert key in step.data.metrics, key
     assert step.data.tags["export.dtype"] == "fp32"  # the pruned float model, before int8
     # a group of its own: the same step of every replicate, never averaged with its parent
-    assert step.data.tags["replicate_group"] == run.data.tags["replicate_group"] + " / step 0.magnitude_pruning"
+    assert step.data.tags["replicate_group"] == run.data.tags["replicate_group"] + " / step 0 magnitude_pruning"
     assert m["size/bytes_artifact"] < step.data.metrics["size/bytes_artifact"] / 3  # what the int8 step bought
 
 
@@ -112,11 +113,14 @@ def test_a_finished_step_is_reused_by_another_chain(make_cfg):
     assert t3["step.0.cache_hit"] == "false"  # a different prune is a different entry
     assert second.metrics["size/sparsity"] == pytest.approx(first.metrics["size/sparsity"])
     logged = client.get_run(second.run_id).data.metrics
-    assert logged["method/0.magnitude_pruning.sparsity"] == 0.7  # the stored step's report is logged again
+    assert logged["method/sparsity"] == 0.7  # the stored step's report is logged again
+    step = client.search_runs([client.get_run(second.run_id).info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{second.run_id}'")[0]
+    assert step.data.metrics["method/sparsity"] == 0.7 and "round/sparsity" in step.data.metrics
 
 
 def test_a_step_asks_for_a_trained_model_of_another_config(make_cfg, monkeypatch):
-    """A teacher: trained once in its own child run (its curves there, not in the run's val/*), then stored."""
+    """A teacher: trained once in its own child run (its curves there, not in the run's curves), then stored."""
     from mlflow.tracking import MlflowClient
 
     from edgebench import pipeline
@@ -141,8 +145,9 @@ def test_a_step_asks_for_a_trained_model_of_another_config(make_cfg, monkeypatch
     for res, hit in ((first, "false"), (second, "true")):
         kids = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{res.run_id}' and tags.`edgebench.role` = 'trained'")
         assert len(kids) == 1 and kids[0].data.tags["model"] == "lenet5"
+        assert kids[0].info.run_name == "teacher lenet5"
         assert kids[0].data.tags["baseline.cache_hit"] == hit  # trained once, then from the store
         assert [m.step for m in client.get_metric_history(kids[0].info.run_id, "val/acc")] == [0, 1]  # its curves
         assert kids[0].data.metrics["test/acc"] > 0.5 and kids[0].data.metrics["compute/macs"] > 0
-    # the student's run keeps its own dense curves only (3 epochs), none of the teacher's 2
-    assert [m.step for m in client.get_metric_history(first.run_id, "val/acc")] == [0, 1, 2]
+    # the student's run keeps its own dense baseline's curves only (3 epochs), none of the teacher's 2
+    assert [m.step for m in client.get_metric_history(first.run_id, "baseline/val/acc")] == [0, 1, 2]
