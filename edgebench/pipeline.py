@@ -27,7 +27,7 @@ from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
 from edgebench.summary import print_summary
-from edgebench.tracking import Tracker, claim_lock, flatten, git_sha, run_process_alive, ui_command
+from edgebench.tracking import Tracker, claim_lock, flatten, git_sha, run_model_id, run_process_alive, ui_command
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     device_report: object = None  # edgebench.devices.DeviceReport
     skipped: bool = False  # resume: an earlier FINISHED run with this config was returned instead
+    model_id: str | None = None  # the deployable's LoggedModel: mlflow.pyfunc.load_model(f"models:/{model_id}")
 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:
@@ -525,7 +526,7 @@ def run(cfg: DictConfig) -> RunResult:
             if parent and other.data.tags.get("mlflow.parentRunId") != parent:  # the sweep's report includes it
                 tracker.client.set_tag(parent, f"{sweep.REUSED_TAG}.{sweep_tags['hydra.job.num']}", other.info.run_id)
             return RunResult(other.info.run_id, dict(other.data.metrics), dict(other.data.tags), done is not None,
-                             skipped=True)
+                             skipped=True, model_id=run_model_id(tracker.client, other.info.run_id))
 
         work_dir = Path(paths.output_dir) / mlrun.run_id  # this run's files only, whatever else runs beside it
         mlrun.log_params(_params(resolved, splits.input_shape))
@@ -618,11 +619,12 @@ def run(cfg: DictConfig) -> RunResult:
                             dtype=dtype, analytic_bytes=compressed.analytic_bytes, artifact_dir=artifact_dir)
         metrics = {**test, **measured, "baseline/test_acc": base_test["test/acc"],
                    "delta/acc": test["test/acc"] - base_test["test/acc"]}
-        mlrun.log_metrics(metrics)
-        if measured.artifact is not None and measured.artifact.format == "onnx":
-            mlrun.log_onnx_model(measured.artifact.path, example, "model")  # MLflow's model format
-        elif measured.artifact is not None:  # no MLflow flavour runs it (a bf16 torch.export program)
-            mlrun.log_artifacts(artifact_dir, "model")
+        model_id = None
+        if measured.artifact is not None:  # the deployable as the run's LoggedModel, with the metrics below on it
+            model_tags = {**{k: tags[k] for k in ("model", "data", "method", "device")}, **measured.tags()}
+            model_id = mlrun.log_model(measured.artifact, example, "model", model_tags)  # runs:/<run id>/model too
+            log.info("model logged: models:/%s (%s)", model_id, measured.artifact.format)
+        mlrun.log_metrics(metrics, model_id=model_id)
         mlrun.set_tags({"baseline.cache_hit": str(baseline.from_cache).lower(),
                         "baseline.key": baseline.key_hash, **measured.tags()})
         # The deployable (artifact/) and the steps' files (step<i>/) are in MLflow's artifact store now, and the
@@ -630,6 +632,6 @@ def run(cfg: DictConfig) -> RunResult:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     result = RunResult(mlrun.run_id, {**step_metrics, **metrics}, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
-                       baseline.history, measured.device_report)
+                       baseline.history, measured.device_report, model_id=model_id)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, tracker.experiment_id))
     return result

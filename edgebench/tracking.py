@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -520,6 +520,28 @@ class Tracker:
                 return
 
 
+def run_model_id(client, run_id: str) -> str | None:
+    """The ``model_id`` of the LoggedModel a run logged (:meth:`Run.log_model`: its deployable); None for a run
+    without one (a child run, a run of an edgebench before LoggedModels)."""
+    outputs = client.get_run(run_id).outputs
+    return outputs.model_outputs[-1].model_id if outputs and outputs.model_outputs else None
+
+
+def download_model_file(client, run_id: str, path: str, dst: str | Path) -> Path:
+    """A file of the run's LoggedModel (``model.onnx``, ``artifacts/model.tflite``) downloaded into ``dst``.
+
+    Read through the model's own artifact location: MLflow 3.17 resolves a run's model artifacts
+    (``client.download_artifacts(run_id, "model/...")``, ``models:/`` URIs) against the process-global
+    tracking URI, not the client's store."""
+    import mlflow.artifacts
+
+    model_id = run_model_id(client, run_id)
+    if model_id is None:
+        raise ValueError(f"run {run_id} logged no model")
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{path}", dst_path=str(dst)))
+
+
 class Run:
     def __init__(self, client, run_id: str):
         self.client = client
@@ -532,8 +554,9 @@ class Run:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Log finite numeric metrics in one batch; a metric that does not apply is simply absent."""
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, model_id: str | None = None) -> None:
+        """Log finite numeric metrics in one batch; a metric that does not apply is simply absent. With
+        ``model_id`` (:meth:`log_model`) they are the LoggedModel's metrics as well as the run's."""
 
         from mlflow.entities import Metric
 
@@ -545,7 +568,7 @@ class Run:
             v = float(v)
             if not math.isfinite(v):
                 raise ValueError(f"metric {k} is {v}: refusing to log a non-finite value")
-            items.append(Metric(k, v, now, step))
+            items.append(Metric(k, v, now, step, model_id=model_id))
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
@@ -566,28 +589,36 @@ class Run:
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
-    def log_onnx_model(self, onnx_path: Path, example: "torch.Tensor", artifact_path: str = "model") -> None:
-        """Log an ONNX file in MLflow's model format (the ``onnx`` flavour, with a signature and an input
-        example), so ``mlflow.onnx.load_model("runs:/<id>/model")`` loads it and it can be registered."""
+    def log_model(self, artifact, example: "torch.Tensor", name: str, tags: dict[str, str] | None = None) -> str:
+        """Log the deployable ``artifact`` (an :class:`edgebench.export.Artifact`) as an MLflow 3 LoggedModel of
+        this run, in MLflow's model format (:mod:`edgebench.export.mlflow_flavour`: ONNX through ``mlflow.onnx``,
+        a ``.tflite`` or program as a pyfunc model that runs the file), with a signature and ``example`` as its
+        input example. Returns its ``model_id``: ``mlflow.pyfunc.load_model(f"models:/{model_id}")`` loads it,
+        ``mlflow.register_model`` registers it; metrics logged with it (:meth:`log_metrics`) rank it in
+        ``mlflow.search_logged_models``. Through the client, not the fluent API: no process-global run."""
         import tempfile
 
-        import mlflow.onnx
-        import numpy as np
-        import onnx
-        import onnxruntime as ort
-        from mlflow.models import infer_signature
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
 
-        model = onnx.load(str(onnx_path))
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        x = example.detach().cpu().numpy().astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
-        y = sess.run(None, {inp.name: x})[0]
-        large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / artifact_path
-            mlflow.onnx.save_model(model, str(out), signature=infer_signature(x, y), input_example=x,
-                                   save_as_external_data=large)
-            self.log_artifacts(out, artifact_path)
+        from edgebench.export import mlflow_flavour
+
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, tags=tags,
+                                                model_type=artifact.format)
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgebench-model-") as tmp:
+                mlflow_model = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
+                                     run_id=self.run_id, model_id=model.model_id)
+                mlflow_flavour.save_model(artifact, example, Path(tmp) / "model", mlflow_model)
+                self.client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        except BaseException:
+            with suppress(Exception):  # the first error is the one to report (a full disk fails this too)
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return model.model_id
 
     def log_dataset(self, features, targets, name: str, source: str, context: str) -> None:
         """Record a data set the run used (the UI's Dataset column; ``mlflow.log_input`` for a client run)."""

@@ -95,12 +95,14 @@ def main() -> None:
     x = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     from mlflow.tracking import MlflowClient  # each run's model: its one copy, in MLflow's artifact store
 
+    from edgebench.tracking import download_model_file
+
     client = MlflowClient(spec.paths.mlflow_tracking_uri)
     files = {}
     for n in ("fp32", "fp16", "ptq_int8", "qat_int8"):
         dst = runs_dir / f"seed{seed0}" / n / per_seed[seed0][n]["run_id"]
         dst.mkdir(parents=True, exist_ok=True)
-        files[n] = client.download_artifacts(per_seed[seed0][n]["run_id"], "model/model.onnx", str(dst))
+        files[n] = download_model_file(client, per_seed[seed0][n]["run_id"], "model.onnx", dst)
     runners = {f"{n} (onnxruntime)": onnxruntime_runner(Path(f), x, args.threads) for n, f in files.items()}
     runners["fp32 (pytorch eager)"] = torch_runner(dense, x)
     runners["fp16 (pytorch eager)"] = torch_runner(HalfPrecision(copy.deepcopy(dense), torch.float16), x)

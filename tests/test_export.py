@@ -148,12 +148,12 @@ def test_dense_run_with_export_onnx_fp16_measures_and_evaluates_the_fp16_file(ma
 
     from edgebench.data import EdgeDataModule, load_data
     from edgebench.config import DataConfig
+    from edgebench.tracking import download_model_file
 
     cfg = make_cfg(*DIGITS, "export=onnx_fp16", "measure.latency=false")
     res = pipeline.run(cfg)
     # the run's one copy of its model: in MLflow's artifact store (issue 24 item 15)
-    art = Path(MlflowClient(cfg.paths.mlflow_tracking_uri).download_artifacts(res.run_id, "model/model.onnx",
-                                                                              cfg.paths.root_dir))
+    art = download_model_file(MlflowClient(cfg.paths.mlflow_tracking_uri), res.run_id, "model.onnx", cfg.paths.root_dir)
     dm = EdgeDataModule(load_data(DataConfig(name="digits"), "unused"), 32, 1000)
     assert res.metrics["test/acc"] == training.evaluate(export.OnnxPredictor(art), dm.test_dataloader())["test/acc"]
     assert res.metrics["size/bytes_artifact"] == art.stat().st_size

@@ -56,11 +56,11 @@ def test_dense_run_on_digits_logs_the_contract(make_cfg):
     local = client.download_artifacts(res.run_id, "config.yaml", str(Path(cfg.paths.root_dir) / "dl"))
     assert "lenet_300_100" in Path(local).read_text()
     # the deployable artifact is logged, and its logged size is the file's size
-    files = {f.path: f.file_size for f in client.list_artifacts(res.run_id, "model")}
-    assert "model/model.onnx" in files
-    onnx_files = [size for path, size in files.items() if path.startswith("model/model.onnx")]  # .onnx (+ .data)
+    files = {f.path: f.file_size for f in client.list_logged_model_artifacts(res.model_id)}  # the run's LoggedModel
+    assert "model.onnx" in files
+    onnx_files = [size for path, size in files.items() if path.startswith("model.onnx")]  # .onnx (+ .data)
     assert row["metrics.size/bytes_artifact"] == sum(onnx_files)
-    assert "model/MLmodel" in files  # in MLflow's model format
+    assert "MLmodel" in files  # in MLflow's model format
     assert row["tags.export.exporter"] in ("dynamo", "torchscript") and row["tags.device.fit"] == "fits"
 
 

@@ -210,8 +210,9 @@ def _logged_model(cfg, run_id: str) -> Path:
     """The run's ONNX file, from MLflow's artifact store (its one copy: issue 24 item 15)."""
     from mlflow.tracking import MlflowClient
 
-    return Path(MlflowClient(cfg.paths.mlflow_tracking_uri).download_artifacts(run_id, "model/model.onnx",
-                                                                              cfg.paths.root_dir))
+    from edgebench.tracking import download_model_file
+
+    return download_model_file(MlflowClient(cfg.paths.mlflow_tracking_uri), run_id, "model.onnx", cfg.paths.root_dir)
 
 
 def test_ptq_int8_run_accuracy_comes_from_the_onnx_file(make_cfg):

@@ -204,8 +204,9 @@ def test_a_run_on_the_arduino_reports_the_measured_arena_and_logs_the_c_array(ma
     assert m["device/fits"] == 1.0 and m["device/ram_bytes"] == m["memory/tflm_arena_bytes"] > 0
     assert res.tags["device.ram_source"] == "tflm_arena" and res.tags["latency.runtime"] == "litert"
     assert abs(m["test/acc"] - m["baseline/test_acc"]) <= 0.02  # LiteRT's int8 accuracy next to the dense model's
-    arts = {a.path for a in MlflowClient(cfg.paths.mlflow_tracking_uri).list_artifacts(res.run_id, "model")}
-    assert {"model/model.tflite", "model/model_data.cc", "model/model_data.h"} <= arts
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)  # the files are the run's LoggedModel's (a pyfunc model)
+    arts = {a.path for a in client.list_logged_model_artifacts(res.model_id, "artifacts")}
+    assert {"artifacts/model.tflite", "artifacts/model_data.cc", "artifacts/model_data.h"} <= arts
 
 
 def test_export_device_picks_each_profiles_own_format():
