@@ -5,6 +5,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,6 +20,7 @@ from edgebench import pipeline
 from edgebench.config import DataConfig
 from edgebench.data import load_data
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 FAST = ("data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false")
 
 
@@ -80,6 +85,12 @@ def test_a_run_logs_its_onnx_model_as_a_logged_model_with_its_metrics(make_cfg):
         assert [m.model_id for m in ranked] == [model.model_id]
         version = mlflow.register_model(f"models:/{model.model_id}", "digits-classifier")
         assert int(version.version) == 1 and version.source == f"models:/{model.model_id}"
+    # the README's snippet, as written, from the folder the run was launched in: it ranks and registers the model
+    snippet = re.search(r"```python\n(import mlflow.*?search_logged_models.*?)```", README.read_text(), re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", snippet], cwd=cfg.paths.root_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    best = client.get_model_version("edgebench-best", "1")
+    assert best.source == f"models:/{model.model_id}" and best.run_id == res.run_id
 
 
 def test_a_tflite_run_logs_a_logged_model_that_runs_the_tflite_file(make_cfg):
