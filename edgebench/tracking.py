@@ -603,9 +603,9 @@ class Run:
 
         from edgebench.export import mlflow_flavour
 
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        model = self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, tags=tags,
-                                                model_type=artifact.format)
+        run = self.client.get_run(self.run_id)  # its params are the model's too (as MLflow's own log_model does)
+        model = self.client.create_logged_model(run.info.experiment_id, name=name, source_run_id=self.run_id,
+                                                tags=tags, params=run.data.params, model_type=artifact.format)
         try:
             with tempfile.TemporaryDirectory(prefix="edgebench-model-") as tmp:
                 mlflow_model = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,

@@ -64,6 +64,7 @@ def test_a_run_logs_its_onnx_model_as_a_logged_model_with_its_metrics(make_cfg):
         assert model.name == "model" and model.status == LoggedModelStatus.READY
         assert model.model_type == "onnx" and model.tags["export.name"] == "onnx"
         assert model.tags["model"] == "lenet_300_100" and model.tags["data"] == "digits"
+        assert model.params["trainer.max_epochs"] == "1" and model.params["model.name"] == "lenet_300_100"
         # the run's metrics are the model's: accuracy, size, device fit
         on_model = {m.key: m.value for m in model.metrics}
         for key in ("test/acc", "size/bytes_artifact", "device/fits", "delta/acc"):
@@ -107,6 +108,23 @@ def test_a_tflite_run_logs_a_logged_model_that_runs_the_tflite_file(make_cfg):
         assert {m.key: m.value for m in model.metrics}["test/acc"] == pytest.approx(res.metrics["test/acc"])
         # the pyfunc runs the int8 .tflite in LiteRT: the run's accuracy, which came from the same file
         assert _accuracy(f"models:/{model.model_id}") == pytest.approx(res.metrics["test/acc"])
+
+
+def test_a_tflite_micro_run_logs_a_logged_model_with_its_c_array_that_runs_the_file(make_cfg):
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("tflite_micro")
+    cfg = make_cfg(*FAST, "+method=ptq_int8", "export=tflite_micro")
+    res = pipeline.run(cfg)
+    with tracking(cfg.paths.mlflow_tracking_uri):
+        model, client, _ = _the_model(cfg, res)
+        assert model.model_type == "tflite_micro" and model.tags["export.name"] == "tflite_micro"
+        files = {f.path for f in client.list_logged_model_artifacts(model.model_id, "artifacts")}
+        assert files == {"artifacts/model.tflite", "artifacts/model_data.cc", "artifacts/model_data.h"}
+        on_model = {m.key: m.value for m in model.metrics}
+        assert on_model["memory/tflm_arena_bytes"] == res.metrics["memory/tflm_arena_bytes"] > 0
+        # run with LiteRT's reference kernels (TFLite Micro's arithmetic); the run's accuracy used the default ones
+        assert _accuracy(f"models:/{model.model_id}") == pytest.approx(res.metrics["test/acc"], abs=0.01)
 
 
 def test_a_bf16_run_logs_a_logged_model_that_runs_the_program(make_cfg):
