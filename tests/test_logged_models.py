@@ -134,3 +134,20 @@ def test_a_bf16_run_logs_a_logged_model_that_runs_the_program(make_cfg):
         model, _, _ = _the_model(cfg, res)
         assert model.model_type == "torch.export" and model.tags["export.dtype"] == "bf16"
         assert _accuracy(f"models:/{model.model_id}") == pytest.approx(res.metrics["test/acc"])
+
+
+def test_a_model_that_cannot_be_saved_is_marked_failed_with_its_run(make_cfg, monkeypatch):
+    from edgebench.export import mlflow_flavour
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mlflow_flavour, "save_model", broken)
+    cfg = make_cfg(*FAST)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.run(cfg)
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("edgebench").experiment_id])
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert run.info.status == "FAILED" and "no space left" in run.data.tags["status_reason"]
+    assert model.source_run_id == run.info.run_id and model.status == LoggedModelStatus.FAILED  # never left PENDING
