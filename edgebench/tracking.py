@@ -603,9 +603,13 @@ class Run:
 
         from edgebench.export import mlflow_flavour
 
-        run = self.client.get_run(self.run_id)  # its params are the model's too (as MLflow's own log_model does)
+        # the run's params and source tags (the command, git commit, user: the Models tab's "Logged from") are the
+        # model's too, as with MLflow's own log_model
+        run = self.client.get_run(self.run_id)
+        source = {k: v for k, v in run.data.tags.items() if k.startswith("mlflow.source.") or k == "mlflow.user"}
         model = self.client.create_logged_model(run.info.experiment_id, name=name, source_run_id=self.run_id,
-                                                tags=tags, params=run.data.params, model_type=artifact.format)
+                                                tags={**source, **(tags or {})}, params=run.data.params,
+                                                model_type=artifact.format)
         try:
             with tempfile.TemporaryDirectory(prefix="edgebench-model-") as tmp:
                 mlflow_model = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,

@@ -65,6 +65,8 @@ def test_a_run_logs_its_onnx_model_as_a_logged_model_with_its_metrics(make_cfg):
         assert model.model_type == "onnx" and model.tags["export.name"] == "onnx"
         assert model.tags["model"] == "lenet_300_100" and model.tags["data"] == "digits"
         assert model.params["trainer.max_epochs"] == "1" and model.params["model.name"] == "lenet_300_100"
+        run = client.get_run(res.run_id)  # the UI's "Logged from": the run's command
+        assert model.tags["mlflow.source.name"] == run.data.tags["mlflow.source.name"]
         # the run's metrics are the model's: accuracy, size, device fit
         on_model = {m.key: m.value for m in model.metrics}
         for key in ("test/acc", "size/bytes_artifact", "device/fits", "delta/acc"):
@@ -151,3 +153,24 @@ def test_a_model_that_cannot_be_saved_is_marked_failed_with_its_run(make_cfg, mo
     (model,) = client.search_logged_models([run.info.experiment_id])
     assert run.info.status == "FAILED" and "no space left" in run.data.tags["status_reason"]
     assert model.source_run_id == run.info.run_id and model.status == LoggedModelStatus.FAILED  # never left PENDING
+
+
+def test_the_models_tab_lists_the_runs_model_with_its_metrics(make_cfg):
+    import shutil
+
+    from edgebench import ui
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    cfg = make_cfg(*FAST)
+    res = pipeline.run(cfg)
+    client = MlflowClient(cfg.paths.mlflow_tracking_uri)
+    run = client.get_run(res.run_id)
+    with ui.serve(cfg.paths.mlflow_tracking_uri, cfg.paths.mlflow_artifact_dir) as base:
+        page = f"{base}/#/experiments/{run.info.experiment_id}/models?{ui.WORKFLOW}"
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                              "--virtual-time-budget=30000", "--window-size=2600,1000", "--dump-dom", page],
+                             capture_output=True, text=True, timeout=180).stdout
+    assert "Ready" in dom and run.info.run_name in dom  # the model's row, its source run named
+    assert "test/acc" in dom and f"{res.metrics['test/acc']:.6f}"[:6] in dom  # a metric column, the run's value
