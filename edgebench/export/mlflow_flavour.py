@@ -2,10 +2,10 @@
 
 An ONNX file is saved with MLflow's ``onnx`` flavour (``mlflow.onnx.load_model`` and ``mlflow.pyfunc`` load it);
 any other file (a ``.tflite``, TFLite Micro's ``.tflite`` with its C array, a bf16 ``torch.export`` program) as a
-``python_function`` model, :class:`DeployedModel`, that runs the file in its own host runtime: LiteRT for a
-``.tflite`` (the reference kernels, i.e. what TFLite Micro computes, for a TFLite Micro file), PyTorch for a
-program. ``mlflow.pyfunc.load_model(uri).predict(x)`` takes a float32 batch and returns the logits of the file.
-Loading a pyfunc model needs edgebench installed (the model class lives here).
+``python_function`` model, :class:`DeployedModel`, that runs the file in its host runtime exactly as the run did
+for its test accuracy (:func:`edgebench.export.predictor`: LiteRT for a ``.tflite``, PyTorch for a program).
+``mlflow.pyfunc.load_model(uri).predict(x)`` takes a float32 batch and returns the logits of the file. Loading a
+pyfunc model needs edgebench installed (the model class lives here).
 
 Requirements are pinned from the installed packages (``pip_requirements``), not inferred: MLflow's inference
 loads the model in a subprocess and takes seconds per run.
@@ -22,33 +22,27 @@ import torch
 
 from edgebench.export.artifact import Artifact
 
-# what each format's runtime needs, as pip names (pinned to what is installed)
-REQUIREMENTS = {"onnx": ["onnx", "onnxruntime", "numpy"], "tflite": ["ai-edge-litert", "numpy", "torch"],
-                "tflite_micro": ["ai-edge-litert", "numpy", "torch"], "torch.export": ["torch", "numpy"]}
+# what each host runtime needs, as pip names (pinned to what is installed)
+REQUIREMENTS = {"onnxruntime": ["onnx", "onnxruntime", "numpy"], "litert": ["ai-edge-litert", "numpy", "torch"],
+                "torch": ["torch", "numpy"]}
 
 
-def requirements(fmt: str) -> list[str]:
-    return [f"{name}=={version(name)}" for name in REQUIREMENTS[fmt]]
+def requirements(runtime: str) -> list[str]:
+    return [f"{name}=={version(name)}" for name in REQUIREMENTS.get(runtime, ["torch", "numpy"])]
 
 
 class DeployedModel(mlflow.pyfunc.PythonModel):
-    """A ``.tflite`` or ``torch.export`` file as a pyfunc model: ``predict(float32 batch) -> logits``."""
+    """An exported file as a pyfunc model, ``predict(float32 batch) -> logits``, run by
+    :func:`edgebench.export.predictor` as the run ran it."""
 
-    def __init__(self, fmt: str):
-        if fmt not in REQUIREMENTS or fmt == "onnx":
-            raise ValueError(f"no pyfunc runner for a {fmt} file; formats: tflite, tflite_micro, torch.export")
-        self.format = fmt
+    def __init__(self, artifact: Artifact):
+        self.format, self.dtype, self.runtime = artifact.format, artifact.dtype, artifact.runtime
 
     def load_context(self, context) -> None:
-        path = context.artifacts["model"]
-        if self.format == "torch.export":
-            from edgebench.export.runtime import load_program
+        from edgebench.export.runtime import predictor
 
-            self._run = load_program(path)
-        else:
-            from edgebench.export.tflite import LiteRT
-
-            self._run = LiteRT(path, reference=self.format == "tflite_micro")
+        path = Path(context.artifacts["model"])
+        self._run = predictor(Artifact(path, [path], self.format, "", self.dtype, self.runtime))
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))
@@ -75,13 +69,13 @@ def save_model(artifact: Artifact, example: torch.Tensor, path: Path, mlflow_mod
         model = onnx.load(str(artifact.path))
         large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
         mlflow_onnx.save_model(model, str(path), mlflow_model=mlflow_model, signature=infer_signature(x, y),
-                               input_example=x, pip_requirements=requirements("onnx"), save_as_external_data=large)
+                               input_example=x, pip_requirements=requirements("onnxruntime"),
+                               save_as_external_data=large)
         return
     from edgebench.export.runtime import predictor
 
     y = predictor(artifact)(torch.from_numpy(x)).float().numpy()
     files = {"model": str(artifact.path), **{f.name: str(f) for f in artifact.extra_files}}  # + a C array's files
-    mlflow.pyfunc.save_model(str(path), python_model=DeployedModel(artifact.format), artifacts=files,
-                             mlflow_model=mlflow_model,
-                             signature=infer_signature(x, y), input_example=x,
-                             pip_requirements=requirements(artifact.format))
+    mlflow.pyfunc.save_model(str(path), python_model=DeployedModel(artifact), artifacts=files,
+                             mlflow_model=mlflow_model, signature=infer_signature(x, y), input_example=x,
+                             pip_requirements=requirements(artifact.runtime))
