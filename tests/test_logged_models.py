@@ -137,6 +137,13 @@ def test_a_bf16_run_logs_a_logged_model_that_runs_the_program(make_cfg):
         assert _accuracy(f"models:/{model.model_id}") == pytest.approx(res.metrics["test/acc"])
 
 
+def test_a_resumed_run_returns_the_model_of_the_run_it_skipped_to(make_cfg):
+    first = pipeline.run(make_cfg(*FAST, "resume=true"))
+    again = pipeline.run(make_cfg(*FAST, "resume=true"))
+    assert again.skipped and again.run_id == first.run_id
+    assert again.model_id == first.model_id and first.model_id.startswith("m-")
+
+
 def test_a_model_that_cannot_be_saved_is_marked_failed_with_its_run(make_cfg, monkeypatch):
     from edgebench.export import mlflow_flavour
 
