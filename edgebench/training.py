@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
+import time
 import warnings
 from typing import Callable, Iterable
 
@@ -40,7 +40,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class DivergedError(RuntimeError):
-    """Training finished with finite losses but the model is no better than chance (see :func:`check_learned`)."""
+    """Training finished but the model is no better than chance and its loss did not fall: diverged or stuck
+    (see :func:`check_learned`)."""
+
+
+class NotLearnedError(DivergedError):
+    """Training finished with a finite, falling loss but the model is not yet better than chance: too short a run.
+    A :class:`DivergedError`, so whoever catches that catches this too."""
 
 
 def chance_margin(num_classes: int) -> float:
@@ -52,8 +58,13 @@ def chance_margin(num_classes: int) -> float:
     return 1.0 / num_classes + min(0.5 / num_classes, 0.1)
 
 
-def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConfig) -> None:
-    """Raise :class:`DivergedError` when the final validation accuracy is not clearly above chance.
+def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConfig,
+                  what: str = "the dense baseline", keys: str = "trainer") -> None:
+    """Raise when the final validation accuracy of ``what`` (the model judged, e.g. "the teacher (resnet20)") is
+    not clearly above chance: :class:`NotLearnedError` when its training loss is finite, below the loss of a
+    uniform guess (ln K) and fell (a run too short to learn: train longer), else :class:`DivergedError`
+    (NaN, rising or flat loss: lower the learning rate). ``keys`` is where its trainer settings are set
+    (``trainer``, or ``method.teacher.trainer``), for the fix the message names.
 
     The final epoch is judged because the final weights are what is kept. A history without
     ``val/acc`` (no validation split) or an unknown class count is not judged.
@@ -64,13 +75,25 @@ def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConf
     acc, need = accs[-1], chance_margin(num_classes)
     if acc >= need - 1e-9:  # the boundary itself counts as learned (no float rounding surprises)
         return
-    loss = history[-1].get("train/loss", float("nan"))
+    losses = [row["train/loss"] for row in history if "train/loss" in row]
+    loss, guess = (losses[-1] if losses else float("nan")), math.log(num_classes)
+    epochs = len(history)
+    judged = (f"final val/acc {acc:.4f} after {epochs} epoch(s) is not clearly above chance "
+              f"({1 / num_classes:.4f} for {num_classes} classes; needs >= {need:.4f})")
+    if all(map(math.isfinite, losses)) and loss < guess and (len(losses) == 1 or loss < losses[0]):
+        more = f"{keys}.max_epochs={max(10, 5 * epochs)}"
+        if cfg.limit_train_batches < 1:
+            more += " and trainer.limit_train_batches=1.0"
+        fell = f"fell from {losses[0]:.4g} to {loss:.4g}" if len(losses) > 1 else f"is {loss:.4g}"
+        raise NotLearnedError(
+            f"{what} has not learned yet: {judged}, but its train/loss {fell}, finite and below {guess:.4g} (a "
+            f"uniform guess): train longer, e.g. {more}. It was not stored.")
+    trend = f" (first epoch {losses[0]:.4g})" if len(losses) > 1 else ""
     raise DivergedError(
-        f"the dense baseline did not learn: final val/acc {acc:.4f} after {len(history)} epoch(s) is not clearly "
-        f"above chance ({1 / num_classes:.4f} for {num_classes} classes; needs >= {need:.4f}), final train/loss "
-        f"{loss:.4g}. Training most likely diverged at trainer.lr={cfg.lr:g} "
+        f"{what} did not learn: {judged}, final train/loss {loss:.4g}{trend}, not falling below {guess:.4g} (a "
+        f"uniform guess). Training most likely diverged at {keys}.lr={cfg.lr:g} "
         f"(trainer.optimizer={getattr(cfg.optimizer, 'value', cfg.optimizer)}): lower it, e.g. "
-        f"trainer.lr={cfg.lr / 10:g}, or train longer. The baseline was not cached."
+        f"{keys}.lr={cfg.lr / 10:g}. It was not stored."
     )
 
 
@@ -180,35 +203,43 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class _Bar:
-    """Progress of a fit: a rich bar per epoch on a terminal, one plain log line per epoch, or nothing."""
+    """Progress of a fit: a rich bar per epoch on a terminal, one plain log line per epoch, or nothing; from the
+    second epoch on, the fit's estimated time left (from the time its epochs took so far)."""
 
     def __init__(self, cfg: TrainerConfig, epochs: int):
-        mode = cfg.progress_bar
-        if mode == ProgressBar.auto:
-            mode = ProgressBar.rich if sys.stdout.isatty() else ProgressBar.plain
-        self.mode, self.epochs, self.progress, self.task = mode, epochs, None, None
+        from edgebench.progress import mode
+
+        self.mode, self.epochs, self.progress, self.task = mode(cfg.progress_bar), epochs, None, None
+        self.started = time.perf_counter()
 
     def start_epoch(self, epoch: int, batches: int) -> None:
         if self.mode != ProgressBar.rich:
             return
+        from edgebench.progress import eta
+
         if self.progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("{task.fields[figures]}"))
             self.progress.start()
-        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=batches, figures="")
+        left = eta(self.started, epoch, self.epochs)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}" + (f" (fit {left})" if left else ""),
+                                           total=batches, figures="")
 
     def advance(self, loss: float) -> None:
         if self.task is not None:
             self.progress.update(self.task, advance=1, figures=f"loss {loss:.4f}")
 
     def end_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        from edgebench.progress import eta
+
         figures = "  ".join(f"{k}={v:.4f}" for k, v in row.items())
         if self.task is not None:
             self.progress.update(self.task, figures=figures)
         elif self.mode == ProgressBar.plain:
-            log.info("epoch %d/%d  %s", epoch + 1, self.epochs, figures)
+            left = eta(self.started, epoch + 1, self.epochs)
+            log.info("epoch %d/%d  %s%s", epoch + 1, self.epochs, figures, f"  ({left})" if left else "")
 
     def close(self) -> None:
         if self.progress is not None:
@@ -239,6 +270,18 @@ class KeepZeros(Callback):
     def on_train_batch_end(self, trainer, module, *args):
         for p, mask in self._params or ():
             p.mul_(mask)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (what Lightning's ``seed_everything`` does, without importing
+    Lightning: a run that trains nothing never loads it)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def quiet_lightning() -> None:
@@ -318,18 +361,28 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
 @torch.no_grad()
 def evaluate(net: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: Iterable,
              device: str = "cpu") -> dict[str, float]:
-    """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session)."""
+    """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session).
+    A long evaluation shows its progress (:class:`edgebench.progress.Evaluation`, by ``trainer.progress_bar``)."""
+    from edgebench.progress import Evaluation
+
     if isinstance(net, nn.Module):
         net.eval().to(device)
     n, loss, correct, top5 = 0, 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = net(x)
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        if logits.shape[1] > 5:
-            top5 += int(logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum())
-        n += len(y)
+    shown = Evaluation(len(loader), len(getattr(loader, "dataset", ()))) if hasattr(loader, "__len__") else None
+    try:
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            logits = net(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            if logits.shape[1] > 5:
+                top5 += int(logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum())
+            n += len(y)
+            if shown is not None:
+                shown.advance(i + 1)
+    finally:
+        if shown is not None:
+            shown.close()
     out = {"test/acc": correct / n, "test/loss": loss / n}
     if top5:
         out["test/acc_top5"] = top5 / n
