@@ -154,7 +154,7 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
 def _step_phase(step, label: str) -> str:
     """A step's phase line: its label and the settings that say how long it takes (rounds, levels, epochs)."""
     knobs = ("rounds", "levels", "epochs", "retrain_epochs")
-    said = [f"{k}={getattr(step.cfg, k)}" for k in knobs if getattr(getattr(step, "cfg", None), k, None) is not None]
+    said = [f"{k}={getattr(step.cfg, k)}" for k in knobs if getattr(step.cfg, k, None) is not None]
     return f"{label}" + (f": {', '.join(said)}" if said else "")
 
 
