@@ -48,7 +48,7 @@ def eta(started: float, done: int, total: int) -> str:
 
 
 class Phases:
-    """``[2/4] magnitude_pruning: 3 rounds``: one numbered line as each phase of a run starts."""
+    """``[2/3] magnitude_pruning: rounds=3, retrain_epochs=1``: one numbered line as each phase of a run starts."""
 
     def __init__(self, total: int):
         self.total, self.n = total, 0

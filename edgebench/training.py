@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
 from edgebench.losses import Loss, objective
 from edgebench.mask import Mask
+from edgebench.progress import Evaluation, eta, mode
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +208,12 @@ class _Bar:
     second epoch on, the fit's estimated time left (from the time its epochs took so far)."""
 
     def __init__(self, cfg: TrainerConfig, epochs: int):
-        from edgebench.progress import mode
-
         self.mode, self.epochs, self.progress, self.task = mode(cfg.progress_bar), epochs, None, None
         self.started = time.perf_counter()
 
     def start_epoch(self, epoch: int, batches: int) -> None:
         if self.mode != ProgressBar.rich:
             return
-        from edgebench.progress import eta
-
         if self.progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -232,8 +229,6 @@ class _Bar:
             self.progress.update(self.task, advance=1, figures=f"loss {loss:.4f}")
 
     def end_epoch(self, epoch: int, row: dict[str, float]) -> None:
-        from edgebench.progress import eta
-
         figures = "  ".join(f"{k}={v:.4f}" for k, v in row.items())
         if self.task is not None:
             self.progress.update(self.task, figures=figures)
@@ -363,8 +358,6 @@ def evaluate(net: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: It
              device: str = "cpu") -> dict[str, float]:
     """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session).
     A long evaluation shows its progress (:class:`edgebench.progress.Evaluation`, by ``trainer.progress_bar``)."""
-    from edgebench.progress import Evaluation
-
     if isinstance(net, nn.Module):
         net.eval().to(device)
     n, loss, correct, top5 = 0, 0.0, 0, 0

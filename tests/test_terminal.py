@@ -37,6 +37,26 @@ def test_summary_shows_the_compression_ratio_and_the_deployable_file(make_cfg, c
     assert path == Path(res.deployable)
 
 
+def test_the_deployable_file_is_found_in_a_logged_model_too(tmp_path, mlflow_template_db):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from edgebench.tracking import deployable_location
+
+    shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run, other = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    model = client.create_logged_model(exp, name="m", source_run_id=run)  # an MLflow 3 LoggedModel of the run
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "model.tflite").write_bytes(b"TFL3")
+    client.log_model_artifacts(model.model_id, str(tmp_path / "files"))
+    found = Path(deployable_location(client, run, "model.tflite"))
+    assert found.read_bytes() == b"TFL3" and model.model_id in str(found)
+    assert deployable_location(client, other, "model.tflite") is None  # another run's model is not this run's
+
+
 def test_a_method_that_removes_no_weights_shows_no_sparsity(make_cfg, capsys):
     pipeline.run(make_cfg(*FAST, "+method=fp16"))
     out = capsys.readouterr().out
