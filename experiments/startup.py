@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,15 +60,18 @@ def export_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def timed(tree: Path, args: list[str], cwd: Path) -> float:
+def timed(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the process and its children) of one run of ``args``."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def stats(xs: list[float]) -> dict:
@@ -97,28 +101,35 @@ def main() -> None:
             work[name].mkdir()
             timed(tree, RUN, work[name])
         times: dict[str, dict[str, list[float]]] = {c: {n: [] for n in trees} for c in args.commands.split(",")}
+        cpu_s: dict[str, dict[str, list[float]]] = {c: {n: [] for n in trees} for c in times}
         for i in range(args.repeats):
             for command in times:
                 order = list(trees) if i % 2 == 0 else list(reversed(trees))
                 for name in order:
-                    times[command][name].append(timed(trees[name], COMMANDS[command], work[name]))
-                    print(f"{command:7s} {name:6s} run {i + 1}: {times[command][name][-1]:.2f} s", flush=True)
+                    wall, used = timed(trees[name], COMMANDS[command], work[name])
+                    times[command][name].append(wall)
+                    cpu_s[command][name].append(used)
+                    print(f"{command:7s} {name:6s} run {i + 1}: {wall:.2f} s wall, {used:.2f} s CPU", flush=True)
     result = {
-        "what": "wall seconds of each command in a fresh process (OMP_NUM_THREADS=1), before and after the change",
+        "what": "seconds of each command in a fresh process (OMP_NUM_THREADS=1), before and after the change: wall "
+                "time, and CPU time (user + system), which other jobs on a shared machine disturb less",
         "before": {"rev": rev}, "after": {"rev": head + ("+uncommitted" if dirty else "")},
         "commands": {c: " ".join(["python", *COMMANDS[c]]) for c in times},
-        "results": {c: {n: stats(xs) for n, xs in per.items()} for c, per in times.items()},
-        "saved_median_s": {c: round(statistics.median(per["before"]) - statistics.median(per["after"]), 3)
-                           for c, per in times.items()},
-        "repeats": args.repeats, "python": sys.version.split()[0], "cpu": cpu(),
+        "wall": {c: {n: stats(xs) for n, xs in per.items()} for c, per in times.items()},
+        "cpu": {c: {n: stats(xs) for n, xs in per.items()} for c, per in cpu_s.items()},
+        "saved_median_s": {kind: {c: round(statistics.median(per["before"]) - statistics.median(per["after"]), 3)
+                                  for c, per in series.items()} for kind, series in (("wall", times), ("cpu", cpu_s))},
+        "repeats": args.repeats, "python": sys.version.split()[0], "machine": cpu(),
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-        "note": "the machine was shared with other jobs: the load average is recorded; compare medians",
+        "note": "the machine was shared with other jobs (see the load average): wall times spread widely; "
+                "compare medians, and the CPU times",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for c, per in result["results"].items():
-        print(f"{c:7s} before {per['before']['median_s']:.2f} s  after {per['after']['median_s']:.2f} s  "
-              f"(saved {result['saved_median_s'][c]:.2f} s, median of {args.repeats})")
+    for kind in ("wall", "cpu"):
+        for c, per in result[kind].items():
+            print(f"{c:7s} {kind:4s} before {per['before']['median_s']:.2f} s  after {per['after']['median_s']:.2f} s  "
+                  f"(saved {result['saved_median_s'][kind][c]:.2f} s, median of {args.repeats})")
     print(f"wrote {args.out}")
 
 
