@@ -147,7 +147,8 @@ def _num_classes(model: nn.Module) -> int | None:
 
 def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[], nn.Module],
                  train: Callable[[nn.Module], list[dict]], num_classes: int | None = None,
-                 data: str | None = None, recheck: Callable[[nn.Module], tuple[float, int]] | None = None) -> Baseline:
+                 data: str | None = None, recheck: Callable[[nn.Module], tuple[float, int]] | None = None,
+                 what: str | None = None, keys: str = "trainer") -> Baseline:
     """Load the cached dense baseline for ``cfg``, or build, train and cache it.
 
     ``data`` is the content digest of the data ``train`` uses (None: loaded here to compute it). ``recheck(model)``
@@ -156,7 +157,9 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
 
     A freshly trained baseline must be clearly better than chance (``num_classes`` classes; None:
     the output width of the model's last linear layer), or :class:`edgebench.training.DivergedError`
-    is raised and nothing is cached.
+    is raised and nothing is cached (:class:`edgebench.training.NotLearnedError` for a falling loss: train longer).
+    ``what`` names the model in that message (default "the dense baseline (<model>)"), ``keys`` where its trainer
+    settings are set (``trainer``, or ``method.teacher.trainer`` for a teacher).
     """
     key = baseline_key(cfg, data)
     h = key_hash(key)
@@ -168,7 +171,8 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
         t0 = time.perf_counter()
         history = train(model)
         seconds = time.perf_counter() - t0
-        training.check_learned(history, num_classes or _num_classes(model), cfg.trainer)
+        training.check_learned(history, num_classes or _num_classes(model), cfg.trainer,
+                               what or f"the dense baseline ({cfg.model.name.value})", keys)
         return model, history, seconds
 
     if not cfg.use_baseline_cache:

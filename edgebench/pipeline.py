@@ -17,12 +17,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import edgebench
-from edgebench import cache, export, measure, methods, naming, plots, store, sweep, training
+from edgebench import cache, export, measure, methods, naming, plots, progress, store, sweep, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime, validate
 from edgebench.data import EdgeDataModule, load_data
 from edgebench.models import build_model
@@ -40,6 +39,7 @@ class RunResult:
     baseline_from_cache: bool
     history: list[dict] = field(default_factory=list)
     device_report: object = None  # edgebench.devices.DeviceReport
+    deployable: str | None = None  # where the deployable file lies in MLflow's artifact store (its local path)
     skipped: bool = False  # resume: an earlier FINISHED run with this config was returned instead
     model_id: str | None = None  # the deployable's LoggedModel: mlflow.pyfunc.load_model(f"models:/{model_id}")
 
@@ -132,11 +132,13 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
             other_dm = EdgeDataModule(splits, tcfg.batch_size, tcfg.eval_batch_size, other.seed)
 
             def train(net):
+                log.info("teacher: training %s for %s", model, progress.count(tcfg.max_epochs, "epoch"))
                 return training.fit(net, other_dm, tcfg,
                                     epoch_sink=lambda epoch, row: crun.log_metrics(row, step=epoch))
 
             got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes,
-                                     data=splits.digest, recheck=_val_recheck(other_dm))
+                                     data=splits.digest, recheck=_val_recheck(other_dm), what=f"the teacher ({model})",
+                                     keys="method.teacher.trainer")
             if got.from_cache:
                 for row in got.history:
                     crun.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -147,6 +149,13 @@ def _trainer_of(spec: EdgebenchConfig, splits, dm: EdgeDataModule, tracker: Trac
         return got.model.eval()
 
     return trained
+
+
+def _step_phase(step, label: str) -> str:
+    """A step's phase line: its label and the settings that say how long it takes (rounds, levels, epochs)."""
+    knobs = ("rounds", "levels", "epochs", "retrain_epochs")
+    said = [f"{k}={getattr(step.cfg, k)}" for k in knobs if getattr(step.cfg, k, None) is not None]
+    return f"{label}" + (f": {', '.join(said)}" if said else "")
 
 
 def _val_recheck(dm: EdgeDataModule):
@@ -470,10 +479,11 @@ def run(cfg: DictConfig) -> RunResult:
     # export= against what the last step's output will need (its QuantSpec's dtype): before any MLflow run or data
     _exporter(spec, getattr(last, "spec_dtype", None))
     training.quiet_lightning()
+    progress.MODE = spec.trainer.progress_bar  # evaluations show their progress as training does
     choices = _choices(cfg)
     paths = spec.paths
 
-    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    training.seed_everything(spec.seed)
     splits = load_data(spec.data, paths.data_dir)
     log.info("data %s from %s: %s, input %s, %d classes", splits.name, splits.source, splits.sizes(),
              splits.input_shape, splits.num_classes)
@@ -536,18 +546,22 @@ def run(cfg: DictConfig) -> RunResult:
         mlrun.log_dataset(splits.test_x.numpy(), splits.test_y.numpy(), splits.name, splits.source, "test")
         log.info("MLflow run %s (%s) in %s", mlrun.run_id, run_name, paths.mlflow_tracking_uri)
         dm = EdgeDataModule(splits, spec.trainer.batch_size, spec.trainer.eval_batch_size, spec.seed)
+        phases = progress.Phases(len(steps) + 2)  # the baseline, each step, then export, test and measure
+        model_name = spec.model.name.value
 
         # each curve under the model it belongs to: a dense run's are its own (val/acc), a compressed run's are its
         # dense baseline's (baseline/val/acc)
         curve = "baseline/" if steps else ""
 
         def train(net):
+            phases.start(f"baseline: training {model_name} for {progress.count(spec.trainer.max_epochs, 'epoch')}")
             return training.fit(net, dm, spec.trainer, epoch_sink=lambda epoch, row: mlrun.log_metrics(
                 {f"{curve}{k}": v for k, v in row.items()}, step=epoch))
 
         baseline = cache.get_or_train(spec, paths.cache_dir, build, train, num_classes=splits.num_classes,
                                       data=splits.digest, recheck=_val_recheck(dm))
         if baseline.from_cache:  # the run still carries the curves of the model it reports
+            phases.start(f"baseline: {model_name} from the cache ({progress.count(len(baseline.history), 'epoch')})")
             for row in baseline.history:
                 mlrun.log_metrics({f"{curve}{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         model = baseline.model
@@ -565,7 +579,7 @@ def run(cfg: DictConfig) -> RunResult:
                     raise ConfigError(f"steps.{i} ({step.name}) cannot take the model of steps.{i - 1} "
                                       f"({steps[i - 1].name}): {e}") from None
             label = step.name if len(steps) == 1 else f"{i} {step.name}"
-            log.info("step %s: %s", label, step.name)
+            phases.start(_step_phase(step, label))
             ctx = _context(spec, model, dm, example, work_dir / f"step{i}", build, baseline.key_hash,
                            keep_zeros=i > 0, trained=trained, dense=baseline.model, step=i)
             compressed, hit, parent_key = _stored_step(spec, step, parent_key, lambda: step.compress(ctx), label)
@@ -594,6 +608,7 @@ def run(cfg: DictConfig) -> RunResult:
 
         artifact_dir = work_dir / "artifact"
         exporter = _exporter(spec, compressed.spec)  # the registry: export= and what the output needs
+        phases.start(f"export ({exporter.name if exporter is not None else 'none'}), test and measure")
         try:
             artifact = exporter(model, example, artifact_dir, compressed.spec) if exporter is not None else None
         except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays
@@ -631,7 +646,11 @@ def run(cfg: DictConfig) -> RunResult:
         # steps' outputs in the store: no second copy under results/runs (Hydra's .hydra/ and log stay beside it).
         shutil.rmtree(work_dir, ignore_errors=True)
 
+    from edgebench.tracking import deployable_location
+
+    deployable = (deployable_location(tracker.client, mlrun.run_id, measured.artifact.path.name)
+                  if measured.artifact is not None else None)
     result = RunResult(mlrun.run_id, {**step_metrics, **metrics}, {**tags, **compressed.tags, **measured.tags()}, baseline.from_cache,
-                       baseline.history, measured.device_report, model_id=model_id)
+                       baseline.history, measured.device_report, deployable=deployable, model_id=model_id)
     print_summary(result, ui_command(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, tracker.experiment_id))
     return result

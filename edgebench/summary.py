@@ -31,8 +31,14 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         ("test accuracy", f"{m['test/acc']:.4f}" + (f"  ({m['delta/acc'] * 100:+.2f} pt vs dense "
                                                      f"{m['baseline/test_acc']:.4f})" if compressed else "")),
         ("parameters", _si(m["size/params"]) + (f"  ({_si(m['size/params_nonzero'])} nonzero, sparsity "
-                                                f"{m.get('size/sparsity', 0):.1%})" if compressed else "")),
+                                                f"{m['size/sparsity']:.1%})" if m.get("size/sparsity", 0) >= 5e-4
+                                                else "")),  # only where weights were removed: 0.0% says nothing
     ]
+    if "distill/teacher_test_acc" in m:  # distillation: what the student learned from
+        teacher = t.get("distill.teacher", "")
+        teacher = f"the dense baseline ({t['model']})" if teacher in ("", "baseline") else teacher
+        rows.insert(3, ("teacher", f"{teacher}: test accuracy {m['distill/teacher_test_acc']:.4f}"
+                        + (f", {_si(m['distill/teacher_params'])} parameters" if "distill/teacher_params" in m else "")))
     if "lth/delta_vs_level0" in m:  # lottery tickets: the second reference, named
         rows.append(("vs level 0 (same budget)", f"{m['lth/delta_vs_level0'] * 100:+.2f} pt vs its level-0 network "
                      f"{m['lth/level0_test_acc']:.4f} (the line above: vs the fully trained dense baseline)"))
@@ -43,6 +49,11 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         kind = fmt.get(t.get("export.format", "onnx"), t.get("export.format", ""))
         rows.append((f"model file ({t.get('export.dtype', 'fp32')} {kind})", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
                                          f"sparse encoding {_si(m['size/bytes_sparse'], 'B')})"))
+    if "size/compression_ratio" in m:  # the dense fp32 weights over the smallest form (file, gzip, sparse encoding)
+        ratio = m["size/compression_ratio"]
+        smallest = min(m[k] for k in ("size/bytes_artifact", "size/bytes_gzip", "size/bytes_sparse") if k in m)
+        rows.append(("compression", f"{ratio:.2f}x  ({_si(smallest, 'B')} smallest form vs {_si(smallest * ratio, 'B')} "
+                                    "dense fp32 weights)"))
     rows.append(("MACs", _si(m["compute/macs"]) + (f"  ({_si(m['compute/macs_nonzero'])} touch nonzero weights)"
                                                   if compressed else "")))
     if "memory/peak_activation_bytes" in m:
@@ -78,6 +89,8 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         console.print(f"device estimate: {escape(r.note)}", soft_wrap=True)
     # plain lines, never wrapped, so they can be copied
     console.print(f"baseline: {'from cache' if result.baseline_from_cache else 'trained in this run'}", soft_wrap=True)
+    if getattr(result, "deployable", None):  # verbatim, one line: the file to copy onto the device
+        console.print(f"deployable file: {result.deployable}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"MLflow run id: {result.run_id}", soft_wrap=True, highlight=False)
     from edgebench.sweep import job_context
 

@@ -192,6 +192,26 @@ def ui_command(uri: str, artifact_dir: str, experiment_id: str | None = None) ->
     return cmd if experiment_id is None else f"{cmd}\n  and browse to {ui_page('http://127.0.0.1:5000', experiment_id)}"
 
 
+def deployable_location(client, run_id: str, filename: str) -> str | None:
+    """Where the run's deployable file ``filename`` lies in MLflow's artifact store: its local path when the store
+    is a folder (in the run's LoggedModel, else under the run's ``model/`` artifacts), else the URI of the folder
+    that holds it; None when the run logged no such file."""
+    from urllib.parse import unquote, urlparse
+
+    run = client.get_run(run_id)
+    roots = [m.artifact_location for m in client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")]
+    roots.append(f"{run.info.artifact_uri.rstrip('/')}/model")
+    for root in roots:
+        url = urlparse(root)
+        if url.scheme not in ("", "file"):
+            return root
+        found = sorted(Path(unquote(url.path)).rglob(filename))
+        if found:
+            return str(found[0])
+    return None
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,

@@ -1,8 +1,9 @@
-"""Training: a classifier's loop on Lightning Fabric, built from the trainer config.
+"""Training: a classifier's loop in plain PyTorch, built from the trainer config.
 
-Fabric picks and sets up the device (``trainer.accelerator``); the loop is edgebench's own, about
-forty lines: Lightning's ``Trainer`` cost 0.4 ms a step in hooks and bookkeeping on a 2-core CPU,
-18% of an epoch of LeNet-300-100 (``experiments/harness_overhead.py``, see the README).
+:func:`device_of` picks the device (``trainer.accelerator``, as Lightning reads it); the loop is edgebench's own,
+about forty lines: Lightning's ``Trainer`` cost 0.4 ms a step in hooks and bookkeeping on a 2-core CPU,
+18% of an epoch of LeNet-300-100 (``experiments/harness_overhead.py``, see the README), and importing Lightning
+Fabric for its device choice alone cost about 3 s of every training run (``results/startup.json``).
 Methods hook in through the training objective, a :class:`edgebench.losses.Loss` value (replaced
 for distillation, with terms added for KURE), and :class:`Callback` objects (mask enforcement,
 gradual pruning, rewinding); the loop itself knows nothing of compression.
@@ -13,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
+import time
 import warnings
+from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import torch
@@ -24,6 +26,7 @@ from torch.nn import functional as F
 from edgebench.config import Optimizer, ProgressBar, Scheduler, TrainerConfig
 from edgebench.losses import Loss, objective
 from edgebench.mask import Mask
+from edgebench.progress import Evaluation, eta, mode
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class DivergedError(RuntimeError):
-    """Training finished with finite losses but the model is no better than chance (see :func:`check_learned`)."""
+    """Training finished but the model is no better than chance and its loss did not fall: diverged or stuck
+    (see :func:`check_learned`)."""
+
+
+class NotLearnedError(DivergedError):
+    """Training finished with a finite, falling loss but the model is not yet better than chance: too short a run.
+    A :class:`DivergedError`, so whoever catches that catches this too."""
 
 
 def chance_margin(num_classes: int) -> float:
@@ -52,8 +61,13 @@ def chance_margin(num_classes: int) -> float:
     return 1.0 / num_classes + min(0.5 / num_classes, 0.1)
 
 
-def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConfig) -> None:
-    """Raise :class:`DivergedError` when the final validation accuracy is not clearly above chance.
+def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConfig,
+                  what: str = "the dense baseline", keys: str = "trainer") -> None:
+    """Raise when the final validation accuracy of ``what`` (the model judged, e.g. "the teacher (resnet20)") is
+    not clearly above chance: :class:`NotLearnedError` when its training loss is finite, below the loss of a
+    uniform guess (ln K) and fell (a run too short to learn: train longer), else :class:`DivergedError`
+    (NaN, rising or flat loss: lower the learning rate). ``keys`` is where its trainer settings are set
+    (``trainer``, or ``method.teacher.trainer``), for the fix the message names.
 
     The final epoch is judged because the final weights are what is kept. A history without
     ``val/acc`` (no validation split) or an unknown class count is not judged.
@@ -64,20 +78,32 @@ def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConf
     acc, need = accs[-1], chance_margin(num_classes)
     if acc >= need - 1e-9:  # the boundary itself counts as learned (no float rounding surprises)
         return
-    loss = history[-1].get("train/loss", float("nan"))
+    losses = [row["train/loss"] for row in history if "train/loss" in row]
+    loss, guess = (losses[-1] if losses else float("nan")), math.log(num_classes)
+    epochs = len(history)
+    judged = (f"final val/acc {acc:.4f} after {epochs} epoch(s) is not clearly above chance "
+              f"({1 / num_classes:.4f} for {num_classes} classes; needs >= {need:.4f})")
+    if all(map(math.isfinite, losses)) and loss < guess and (len(losses) == 1 or loss < losses[0]):
+        more = f"{keys}.max_epochs={max(10, 5 * epochs)}"
+        if cfg.limit_train_batches < 1:
+            more += " and trainer.limit_train_batches=1.0"
+        fell = f"fell from {losses[0]:.4g} to {loss:.4g}" if len(losses) > 1 else f"is {loss:.4g}"
+        raise NotLearnedError(
+            f"{what} has not learned yet: {judged}, but its train/loss {fell}, finite and below {guess:.4g} (a "
+            f"uniform guess): train longer, e.g. {more}. It was not stored.")
+    trend = f" (first epoch {losses[0]:.4g})" if len(losses) > 1 else ""
     raise DivergedError(
-        f"the dense baseline did not learn: final val/acc {acc:.4f} after {len(history)} epoch(s) is not clearly "
-        f"above chance ({1 / num_classes:.4f} for {num_classes} classes; needs >= {need:.4f}), final train/loss "
-        f"{loss:.4g}. Training most likely diverged at trainer.lr={cfg.lr:g} "
+        f"{what} did not learn: {judged}, final train/loss {loss:.4g}{trend}, not falling below {guess:.4g} (a "
+        f"uniform guess). Training most likely diverged at {keys}.lr={cfg.lr:g} "
         f"(trainer.optimizer={getattr(cfg.optimizer, 'value', cfg.optimizer)}): lower it, e.g. "
-        f"trainer.lr={cfg.lr / 10:g}, or train longer. The baseline was not cached."
+        f"{keys}.lr={cfg.lr / 10:g}. It was not stored."
     )
 
 
 class Callback:
     """What a method may hook into a training run (mask enforcement, gradual pruning, rewinding).
 
-    The hooks are called with the :class:`lightning_fabric.Fabric` that runs the fit (``trainer``)
+    The hooks are called with the fit's settings (``trainer``: ``trainer.device``, ``trainer.cfg``)
     and the :class:`Classifier` being trained (``module``; the net is ``module.net``); batch hooks
     also get the batch and its index in the epoch, ``on_train_batch_end`` the loss value first.
     """
@@ -180,13 +206,12 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class _Bar:
-    """Progress of a fit: a rich bar per epoch on a terminal, one plain log line per epoch, or nothing."""
+    """Progress of a fit: a rich bar per epoch on a terminal, one plain log line per epoch, or nothing; from the
+    second epoch on, the fit's estimated time left (from the time its epochs took so far)."""
 
     def __init__(self, cfg: TrainerConfig, epochs: int):
-        mode = cfg.progress_bar
-        if mode == ProgressBar.auto:
-            mode = ProgressBar.rich if sys.stdout.isatty() else ProgressBar.plain
-        self.mode, self.epochs, self.progress, self.task = mode, epochs, None, None
+        self.mode, self.epochs, self.progress, self.task = mode(cfg.progress_bar), epochs, None, None
+        self.started = time.perf_counter()
 
     def start_epoch(self, epoch: int, batches: int) -> None:
         if self.mode != ProgressBar.rich:
@@ -197,7 +222,9 @@ class _Bar:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("{task.fields[figures]}"))
             self.progress.start()
-        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=batches, figures="")
+        left = eta(self.started, epoch, self.epochs)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}" + (f" (fit {left})" if left else ""),
+                                           total=batches, figures="")
 
     def advance(self, loss: float) -> None:
         if self.task is not None:
@@ -208,7 +235,8 @@ class _Bar:
         if self.task is not None:
             self.progress.update(self.task, figures=figures)
         elif self.mode == ProgressBar.plain:
-            log.info("epoch %d/%d  %s", epoch + 1, self.epochs, figures)
+            left = eta(self.started, epoch + 1, self.epochs)
+            log.info("epoch %d/%d  %s%s", epoch + 1, self.epochs, figures, f"  ({left})" if left else "")
 
     def close(self) -> None:
         if self.progress is not None:
@@ -241,6 +269,32 @@ class KeepZeros(Callback):
             p.mul_(mask)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (what Lightning's ``seed_everything`` does, without importing
+    Lightning: a run that trains nothing never loads it)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_of(accelerator: str) -> torch.device:
+    """The device ``trainer.accelerator`` names, chosen as Lightning chooses it: ``gpu``/``cuda`` and ``mps`` as
+    named (:func:`edgebench.config.check_accelerator` refused them where torch cannot see them), ``auto`` the first
+    of CUDA, MPS and the CPU that is there, ``cpu`` the CPU."""
+    if accelerator in ("gpu", "cuda"):
+        return torch.device("cuda", 0)
+    if accelerator == "mps" or (accelerator == "auto" and not torch.cuda.is_available()
+                                and torch.backends.mps.is_available()):
+        return torch.device("mps", 0)
+    if accelerator == "auto" and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's and torch's notices that do not apply here (seeding, device banners, pytree)."""
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
@@ -254,7 +308,7 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
         epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
         max_epochs: int | None = None, val_check_interval: float = 1.0,
         val_points: list | None = None) -> list[dict[str, float]]:
-    """Train ``net`` in place with Lightning Fabric; returns the per-epoch history.
+    """Train ``net`` in place on ``cfg.accelerator``'s device (:func:`device_of`); returns the per-epoch history.
 
     ``loss`` is the training objective (default: cross-entropy); it is attached to ``net`` for the
     training (its feature taps hook in) and detached afterwards. Validation always reports the
@@ -263,12 +317,14 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
     to ``val_points`` (when given) as ``{"step": optimizer steps so far, "val/loss", "val/acc"}``.
     ``epoch_sink(epoch, row)`` gets every epoch's row as it ends (MLflow logging).
     """
-    from lightning_fabric import Fabric
-
     callbacks = list(callbacks)
-    fabric = Fabric(accelerator=cfg.accelerator, devices=1, callbacks=callbacks)
+    device = device_of(cfg.accelerator)
     _set_determinism(bool(cfg.deterministic))
-    device = fabric.device
+    fit_info = SimpleNamespace(device=device, cfg=cfg)  # what the hooks get as ``trainer``
+
+    def call(hook: str, *args) -> None:
+        for cb in callbacks:
+            getattr(cb, hook)(fit_info, module, *args)
     epochs = max_epochs or cfg.max_epochs
     module = Classifier(net, cfg, loss).to(device)
     optimizer, scheduler = module.configure_optimizers()
@@ -280,7 +336,7 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
     module.loss.train()
     module.loss.attach(net)
     try:
-        fabric.call("on_train_start", fabric, module)
+        call("on_train_start")
         for epoch in range(epochs):
             module.current_epoch = epoch
             bar.start_epoch(epoch, batches)
@@ -289,9 +345,9 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 if i >= batches:
                     break
                 batch = (_to(batch[0], device), _to(batch[1], device))
-                fabric.call("on_train_batch_start", fabric, module, batch, i)
+                call("on_train_batch_start", batch, i)
                 value = module.training_step(batch, i, optimizer)
-                fabric.call("on_train_batch_end", fabric, module, value, batch, i)
+                call("on_train_batch_end", value, batch, i)
                 loss_sum += value * len(batch[1])
                 n += len(batch[1])
                 bar.advance(value)
@@ -301,11 +357,11 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 scheduler.step()
             row = {"train/loss": loss_sum / n, **val}
             module.history.append({"epoch": epoch, **row})
-            fabric.call("on_train_epoch_end", fabric, module)
+            call("on_train_epoch_end")
             bar.end_epoch(epoch, row)
             if epoch_sink is not None:
                 epoch_sink(epoch, row)
-        fabric.call("on_train_end", fabric, module)
+        call("on_train_end")
     finally:
         optimizer.zero_grad(set_to_none=True)  # a trained model holds no gradients
         bar.close()
@@ -318,18 +374,26 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
 @torch.no_grad()
 def evaluate(net: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: Iterable,
              device: str = "cpu") -> dict[str, float]:
-    """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session)."""
+    """Test-split metrics of ``net`` (a module, or any callable from inputs to logits, e.g. an ONNX session).
+    A long evaluation shows its progress (:class:`edgebench.progress.Evaluation`, by ``trainer.progress_bar``)."""
     if isinstance(net, nn.Module):
         net.eval().to(device)
     n, loss, correct, top5 = 0, 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = net(x)
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        if logits.shape[1] > 5:
-            top5 += int(logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum())
-        n += len(y)
+    shown = Evaluation(len(loader), len(getattr(loader, "dataset", ()))) if hasattr(loader, "__len__") else None
+    try:
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            logits = net(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            if logits.shape[1] > 5:
+                top5 += int(logits.topk(5, dim=1).indices.eq(y[:, None]).any(1).sum())
+            n += len(y)
+            if shown is not None:
+                shown.advance(i + 1)
+    finally:
+        if shown is not None:
+            shown.close()
     out = {"test/acc": correct / n, "test/loss": loss / n}
     if top5:
         out["test/acc_top5"] = top5 / n

@@ -1,4 +1,4 @@
-"""In-memory datasets and the Lightning data module every source feeds.
+"""In-memory datasets and the data module every source feeds.
 
 Small datasets live in memory as normalised float tensors, so batches are tensor slices
 and no worker processes are needed.
@@ -10,7 +10,6 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
@@ -149,9 +148,10 @@ def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: boo
     return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
 
 
-class EdgeDataModule(pl.LightningDataModule):
+class EdgeDataModule:
+    """The train (shuffled with ``seed``), validation and test loaders of one set of splits."""
+
     def __init__(self, splits: DataSplits, batch_size: int, eval_batch_size: int, seed: int = 0):
-        super().__init__()
         self.splits = splits
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,6 +39,7 @@ from edgebench.methods.base import ChildResult, CompressionResult, Method, Metho
 from edgebench.measure.size import weight_layers
 from edgebench.mask import Mask, bake, refresh
 from edgebench.methods.pruning import UnstructuredPruningConfig, prune_to
+from edgebench.progress import eta
 
 log = logging.getLogger(__name__)
 CONTROLS = ("reinit", "random_prune")
@@ -273,6 +275,7 @@ class LotteryTicket(Method):
         finals = {0: dense.final}
         masks = {}
         mask = ones
+        started = time.perf_counter()
         for level in range(1, cfg.levels + 1):
             had_mask = (root / f"level_{level}" / "mask.pt").exists()
             mask, stored, _ = store.part(f"level_{level}/mask.pt",
@@ -302,6 +305,8 @@ class LotteryTicket(Method):
                 row.update(_early(f, "lth/random_prune_early_stop_test_acc"))
                 row["lth/random_prune_best_val_step"] = f["best_val_step"]
             rows.append(row)
+            left = eta(started, level, cfg.levels)
+            log.info("lottery level %d/%d done%s", level, cfg.levels, f", {left} for the levels left" if left else "")
 
         # The winning ticket: the sparsest level whose validation accuracy is at least the dense network's
         # (validation, not test, so the test split stays out of the choice).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
@@ -226,16 +227,17 @@ class UnstructuredPruning(Method):
             refresh(model)
             series.append(self._round(ctx, model, 1, hist))
         else:
+            started = time.perf_counter()
             for r in range(1, cfg.rounds + 1):
                 prune_to(model, targets, cfg, r / cfg.rounds, self.random)
                 hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
-                series.append(self._round(ctx, model, r, hist))
+                series.append(self._round(ctx, model, r, hist, started))
         bake(model)
         knobs = {"sparsity": cfg.sparsity, "rounds": cfg.rounds, "retrain_epochs": cfg.retrain_epochs,
                  "global_scope": float(cfg.scope == "global"), "random": float(self.random)}
         return CompressionResult(model, knobs, series, layers=layer_table(model))
 
-    def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict]) -> dict:
+    def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict], started: float = 0.0) -> dict:
         snapshot = bake(copy.deepcopy(refresh(model)))
         table = layer_table(snapshot)
         params = sum(t["params"] for t in table)
@@ -243,8 +245,17 @@ class UnstructuredPruning(Method):
                "round/test_acc": ctx.evaluate(snapshot)["test/acc"]}
         if hist and "val/acc" in hist[-1]:
             row["round/val_acc"] = hist[-1]["val/acc"]
-        log.info("pruning round %d: sparsity %.4f, test acc %.4f", r, row["round/sparsity"], row["round/test_acc"])
+        log.info("pruning round %d/%d: sparsity %.4f, test acc %.4f%s", r, self.cfg.rounds, row["round/sparsity"],
+                 row["round/test_acc"], _eta(started, r, self.cfg.rounds))
         return row
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    """``, ETA 1:05`` for the rounds left (from the time the ``done`` rounds took since ``started``), or ''."""
+    from edgebench.progress import eta
+
+    left = eta(started, done, total) if started else ""
+    return f", {left}" if left else ""
 
 
 def _importance(kind: Importance):
@@ -348,11 +359,12 @@ class StructuredPruning(Method):
             pruner = tp.pruner.MetaPruner(model, ctx.example_input, importance=_importance(cfg.importance),
                                           pruning_ratio=cfg.ratio, iterative_steps=cfg.rounds,
                                           ignored_layers=[_output_layer(model)])
+            started = time.perf_counter()
             for r in range(1, cfg.rounds + 1):
                 pruner.step()
                 model.train()
                 hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
-                series.append(self._round(ctx, model, r, hist))
+                series.append(self._round(ctx, model, r, hist, started))
         knobs = {"ratio": cfg.ratio, "rounds": cfg.rounds, "retrain_epochs": cfg.retrain_epochs,
                  "layer_granularity": float(cfg.granularity == Granularity.layer)}
         return CompressionResult(model, knobs, series, layers=layer_table(model))
@@ -372,12 +384,13 @@ class StructuredPruning(Method):
             _set_module(model, name, nn.Identity())
             log.info("removed residual block %s", name)
 
-    def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict]) -> dict:
+    def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict], started: float = 0.0) -> dict:
         row = {"round": r, "round/params": sum(p.numel() for p in model.parameters()),
                "round/test_acc": ctx.evaluate(model)["test/acc"]}
         if hist and "val/acc" in hist[-1]:
             row["round/val_acc"] = hist[-1]["val/acc"]
-        log.info("structured round %d: %d params, test acc %.4f", r, row["round/params"], row["round/test_acc"])
+        log.info("structured round %d/%d: %d params, test acc %.4f%s", r, self.cfg.rounds, row["round/params"],
+                 row["round/test_acc"], _eta(started, r, self.cfg.rounds))
         return row
 
 
