@@ -179,7 +179,7 @@ class TrainerConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     scheduler: Scheduler = Scheduler.cosine
-    accelerator: str = "cpu"  # cpu, gpu (= cuda), mps, auto (training.device_of)
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, auto
     deterministic: bool = True
     progress_bar: ProgressBar = ProgressBar.auto
     limit_train_batches: float = 1.0  # fraction (<= 1.0) of training batches per epoch, for quick tries

@@ -1,9 +1,8 @@
-"""Training: a classifier's loop in plain PyTorch, built from the trainer config.
+"""Training: a classifier's loop on Lightning Fabric, built from the trainer config.
 
-:func:`device_of` picks the device (``trainer.accelerator``, as Lightning reads it); the loop is edgebench's own,
-about forty lines: Lightning's ``Trainer`` cost 0.4 ms a step in hooks and bookkeeping on a 2-core CPU,
-18% of an epoch of LeNet-300-100 (``experiments/harness_overhead.py``, see the README), and importing Lightning
-Fabric for its device choice alone cost about 3 s of every training run (``results/startup.json``).
+Fabric picks and sets up the device (``trainer.accelerator``); the loop is edgebench's own, about
+forty lines: Lightning's ``Trainer`` cost 0.4 ms a step in hooks and bookkeeping on a 2-core CPU,
+18% of an epoch of LeNet-300-100 (``experiments/harness_overhead.py``, see the README).
 Methods hook in through the training objective, a :class:`edgebench.losses.Loss` value (replaced
 for distillation, with terms added for KURE), and :class:`Callback` objects (mask enforcement,
 gradual pruning, rewinding); the loop itself knows nothing of compression.
@@ -16,7 +15,6 @@ import math
 import os
 import time
 import warnings
-from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import torch
@@ -103,7 +101,7 @@ def check_learned(history: list[dict], num_classes: int | None, cfg: TrainerConf
 class Callback:
     """What a method may hook into a training run (mask enforcement, gradual pruning, rewinding).
 
-    The hooks are called with the fit's settings (``trainer``: ``trainer.device``, ``trainer.cfg``)
+    The hooks are called with the :class:`lightning_fabric.Fabric` that runs the fit (``trainer``)
     and the :class:`Classifier` being trained (``module``; the net is ``module.net``); batch hooks
     also get the batch and its index in the epoch, ``on_train_batch_end`` the loss value first.
     """
@@ -281,20 +279,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def device_of(accelerator: str) -> torch.device:
-    """The device ``trainer.accelerator`` names, chosen as Lightning chooses it: ``gpu``/``cuda`` and ``mps`` as
-    named (:func:`edgebench.config.check_accelerator` refused them where torch cannot see them), ``auto`` the first
-    of CUDA, MPS and the CPU that is there, ``cpu`` the CPU."""
-    if accelerator in ("gpu", "cuda"):
-        return torch.device("cuda", 0)
-    if accelerator == "mps" or (accelerator == "auto" and not torch.cuda.is_available()
-                                and torch.backends.mps.is_available()):
-        return torch.device("mps", 0)
-    if accelerator == "auto" and torch.cuda.is_available():
-        return torch.device("cuda", 0)
-    return torch.device("cpu")
-
-
 def quiet_lightning() -> None:
     """Silence Lightning's and torch's notices that do not apply here (seeding, device banners, pytree)."""
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
@@ -308,7 +292,7 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
         epoch_sink: Callable[[int, dict[str, float]], None] | None = None,
         max_epochs: int | None = None, val_check_interval: float = 1.0,
         val_points: list | None = None) -> list[dict[str, float]]:
-    """Train ``net`` in place on ``cfg.accelerator``'s device (:func:`device_of`); returns the per-epoch history.
+    """Train ``net`` in place with Lightning Fabric; returns the per-epoch history.
 
     ``loss`` is the training objective (default: cross-entropy); it is attached to ``net`` for the
     training (its feature taps hook in) and detached afterwards. Validation always reports the
@@ -317,14 +301,12 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
     to ``val_points`` (when given) as ``{"step": optimizer steps so far, "val/loss", "val/acc"}``.
     ``epoch_sink(epoch, row)`` gets every epoch's row as it ends (MLflow logging).
     """
-    callbacks = list(callbacks)
-    device = device_of(cfg.accelerator)
-    _set_determinism(bool(cfg.deterministic))
-    fit_info = SimpleNamespace(device=device, cfg=cfg)  # what the hooks get as ``trainer``
+    from lightning_fabric import Fabric
 
-    def call(hook: str, *args) -> None:
-        for cb in callbacks:
-            getattr(cb, hook)(fit_info, module, *args)
+    callbacks = list(callbacks)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=1, callbacks=callbacks)
+    _set_determinism(bool(cfg.deterministic))
+    device = fabric.device
     epochs = max_epochs or cfg.max_epochs
     module = Classifier(net, cfg, loss).to(device)
     optimizer, scheduler = module.configure_optimizers()
@@ -336,7 +318,7 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
     module.loss.train()
     module.loss.attach(net)
     try:
-        call("on_train_start")
+        fabric.call("on_train_start", fabric, module)
         for epoch in range(epochs):
             module.current_epoch = epoch
             bar.start_epoch(epoch, batches)
@@ -345,9 +327,9 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 if i >= batches:
                     break
                 batch = (_to(batch[0], device), _to(batch[1], device))
-                call("on_train_batch_start", batch, i)
+                fabric.call("on_train_batch_start", fabric, module, batch, i)
                 value = module.training_step(batch, i, optimizer)
-                call("on_train_batch_end", value, batch, i)
+                fabric.call("on_train_batch_end", fabric, module, value, batch, i)
                 loss_sum += value * len(batch[1])
                 n += len(batch[1])
                 bar.advance(value)
@@ -357,11 +339,11 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 scheduler.step()
             row = {"train/loss": loss_sum / n, **val}
             module.history.append({"epoch": epoch, **row})
-            call("on_train_epoch_end")
+            fabric.call("on_train_epoch_end", fabric, module)
             bar.end_epoch(epoch, row)
             if epoch_sink is not None:
                 epoch_sink(epoch, row)
-        call("on_train_end")
+        fabric.call("on_train_end", fabric, module)
     finally:
         optimizer.zero_grad(set_to_none=True)  # a trained model holds no gradients
         bar.close()

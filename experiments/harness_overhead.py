@@ -4,7 +4,7 @@ Both sides get the same in-memory tensors, the same batch size and optimizer (th
 conf/trainer/default.yaml), the same model built from the same seed, and do the same work: one
 pass over the training split with Adam, then one pass over the validation split computing
 loss and accuracy. edgebench's side is ``edgebench.training.fit`` (the call the pipeline makes:
-it picks the device, sets up the classifier and its optimizer and scheduler, and trains). Pairs run interleaved in one
+it sets up Lightning Fabric, the classifier and its optimizer and scheduler, and trains). Pairs run interleaved in one
 process with alternating order; the figure is the median of the per-pair ratios.
 
     python experiments/harness_overhead.py [--pairs 7] [--out results/harness_overhead.json]
@@ -78,7 +78,7 @@ def main() -> None:
     cfg = TrainerConfig(max_epochs=1, batch_size=args.batch_size, progress_bar=ProgressBar.none)
     splits = load_data(DataConfig(name="fashion_mnist"), "data")
     training.quiet_lightning()
-    # warm-up both paths once (imports, allocator, the first fit's set-up)
+    # warm-up both paths once (imports, allocator, Lightning's first-fit set-up)
     plain_epoch(splits, cfg, 0)
     edgebench_epoch(splits, cfg, 0)
 

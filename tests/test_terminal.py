@@ -114,30 +114,18 @@ def test_an_evaluation_reports_progress_unless_told_not_to(monkeypatch, caplog):
     assert not [r for r in caplog.records if r.getMessage().startswith("evaluating")]
 
 
-def test_a_run_never_imports_lightning(tmp_path):
-    # importing Lightning cost about 8 s of a short run, and Lightning Fabric for the device choice alone about 3 s
+def test_a_run_that_trains_nothing_never_imports_lightning(make_cfg, tmp_path):
+    pipeline.run(make_cfg(*FAST))  # trains the baseline here; the run below loads it from the cache
     code = ("import sys\nimport edgebench.pipeline as p\n"
             "assert not [m for m in sys.modules if 'lightning' in m], 'importing the pipeline loaded Lightning'\n"
-            f"res = p.run(p.compose({FAST!r}, {str(tmp_path)!r}, {str(tmp_path / 'out')!r}))\n"
-            "assert not res.baseline_from_cache and res.metrics['test/acc'] > 0.5\n"
+            f"res = p.run(p.compose({FAST!r}, {str(tmp_path)!r}, {str(tmp_path / 'out2')!r}))\n"
+            "assert res.baseline_from_cache\n"
             "print('lightning modules:', sorted(m for m in sys.modules if 'lightning' in m))\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "lightning modules: []" in out.stdout, out.stdout[-2000:]
-
-
-def test_the_accelerator_names_the_device_lightning_would_pick(monkeypatch):
-    import torch
-
-    assert training.device_of("cpu") == torch.device("cpu")
-    assert training.device_of("gpu") == training.device_of("cuda") == torch.device("cuda", 0)
-    assert training.device_of("mps") == torch.device("mps", 0)
-    for cuda, mps, want in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-        assert training.device_of("auto").type == want
 
 
 # ------------------------------------------------------------------------------------------- the learned-check
