@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgebench import naming
 from edgebench.store import digest
+from edgebench.tracking import launcher_entry, launchers, live_launchers
 
 log = logging.getLogger(__name__)
 
@@ -113,41 +114,6 @@ LAST_FAILURE: str | None = None
 
 # The sweep this process launched and has not closed yet (closed as KILLED when it is interrupted).
 ACTIVE: dict[str, Any] = {}
-
-# Parent tag LAUNCHER_TAG.<host>.<pid>.<start> = JSON {host, pid, start, sweep_dir, ended}: every launch of the sweep
-# since its parent was last (re)opened with no other launch alive. Only the last live launcher closes the parent.
-LAUNCHER_TAG = "sweep.launcher"
-
-
-def launcher_entry(sweep_dir: str | Path, ended: bool = False) -> tuple[str, dict[str, Any]]:
-    """This process as a launcher of a sweep: its parent tag's key and value."""
-    from edgebench.tracking import HOST_TAG, PID_START_TAG, PID_TAG, process_tags
-
-    tags = process_tags()
-    entry = {"host": tags[HOST_TAG], "pid": int(tags[PID_TAG]), "start": tags[PID_START_TAG],
-             "sweep_dir": str(Path(sweep_dir).resolve()), "ended": ended}
-    return f"{LAUNCHER_TAG}.{entry['host']}.{entry['pid']}.{entry['start']}", entry
-
-
-def launchers(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The launcher entries recorded on a parent run's tags."""
-    out = {}
-    for k, v in tags.items():
-        if k.startswith(LAUNCHER_TAG + "."):
-            try:
-                out[k] = json.loads(v)
-            except ValueError:
-                continue
-    return out
-
-
-def live_launchers(tags: dict[str, str], but: str | None = None) -> list[dict[str, Any]]:
-    """The launchers of a parent run (its tags) that have not ended and whose process still runs (other than ``but``)."""
-    from edgebench.tracking import process_alive
-
-    return [e for k, e in launchers(tags).items()
-            if k != but and not e.get("ended") and process_alive(e.get("host"), e.get("pid"), e.get("start"))]
-
 
 def _leave(tracker, parent_id: str, key: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Mark this launcher ended on the parent run; the launchers still alive (they close it)."""

@@ -154,7 +154,7 @@ def after_clean(work: Path) -> dict:
     set-asides, dead temporaries), and the bytes ``--unused`` would free (no entry is removed)."""
     import importlib.util
 
-    if importlib.util.find_spec("edgebench.store_admin") is None:
+    if importlib.util.find_spec("edgebench.store.admin") is None:
         return {}
     cmd = [sys.executable, "-m", "edgebench.store"]
     clean = subprocess.run([*cmd, "--clean", "--yes"], cwd=work, env=_env(), capture_output=True, text=True)

@@ -23,9 +23,9 @@ from edgebench.store import META, Store, child_key, digest
 DAY = 86400
 
 
-class _Admin:  # edgebench.store_admin, imported when first used (the last test needs only the pipeline)
+class _Admin:  # edgebench.store.admin, imported when first used (the last test needs only the pipeline)
     def __getattr__(self, name):
-        from edgebench import store_admin as mod
+        from edgebench.store import admin as mod
 
         return getattr(mod, name)
 

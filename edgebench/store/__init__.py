@@ -366,9 +366,3 @@ def _load_entry(path: Path, h: str | None, load: Callable[[Path], T]) -> T:
     for rel, want in files.items():
         _check_hash(path / rel, want)
     return load(path)
-
-
-if __name__ == "__main__":  # python -m edgebench.store: list and clean the store (edgebench/store_admin.py)
-    from edgebench.store_admin import main
-
-    main()
