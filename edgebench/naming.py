@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 DESCRIPTION_TAG = "edgebench.description"
+# A sweep's tags, written by edgebench.sweep and read by the report layer (which never imports the sweep).
+PARENT_TAG = "edgebench.sweep_parent"  # on a sweep's parent run: its sweep id
+REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
 
 # A method's key knobs: shown in the name even at their default value, under these short labels.
 KEY_KNOBS = {"sparsity": "s", "ratio": "r", "bits": "b", "energy": "e", "levels": "L"}
@@ -22,6 +25,12 @@ CHOICES = ("model", "data", "device", "export", "experiment", "pipeline", "sweep
 def short_method(name: str) -> str:
     """``magnitude_pruning`` -> ``magnitude``; other method names as they are."""
     return name.removesuffix("_pruning")
+
+
+def swept_from_overrides(overrides: list[str]) -> list[str]:
+    """The keys of the overrides that take several values (``a=1,2``, ``range(...)``, ``glob(...)``, ...)."""
+    return [o.split("=", 1)[0] for o in overrides
+            if "=" in o and any(t in o.split("=", 1)[1] for t in (",", "range(", "choice(", "interval(", "glob("))]
 
 
 def _key(override: str) -> tuple[str, str]:

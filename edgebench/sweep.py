@@ -36,14 +36,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from edgebench import naming
+from edgebench.naming import PARENT_TAG, REUSED_TAG, swept_from_overrides  # noqa: F401 (sweep.PARENT_TAG stays)
 from edgebench.store import digest
 from edgebench.tracking import launcher_entry, launchers, live_launchers
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
-PARENT_TAG = "edgebench.sweep_parent"
-REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
 
 
 def sweep_id(experiment: str, overrides: list[str]) -> str:
@@ -65,12 +64,6 @@ def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
     keep = {k: v for k, v in resolved.items()
             if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
     return digest({**keep, "data_digest": data_digest} if data_digest else keep)
-
-
-def swept_from_overrides(overrides: list[str]) -> list[str]:
-    """The keys of the overrides that take several values (``a=1,2``, ``range(...)``, ``glob(...)``, ...)."""
-    return [o.split("=", 1)[0] for o in overrides
-            if "=" in o and any(t in o.split("=", 1)[1] for t in (",", "range(", "choice(", "interval(", "glob("))]
 
 
 def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:

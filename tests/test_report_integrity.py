@@ -46,7 +46,7 @@ def test_a_doubled_sweep_counts_each_seed_once():
     assert g["replicates"] == 2 and g["seeds"] == "0,2" and g["duplicates_dropped"] == 2
     assert g["test/acc"] == pytest.approx(0.92)  # mean of the later launch: 0.91, 0.93
     assert df[df["method"] == "none"].iloc[0]["duplicates_dropped"] == 0
-    text = report._markdown(df, "t", "b", "l", [])
+    text = report.render.markdown(df, "t", "b", "l", [])
     assert "2 duplicate runs dropped" in text and "g-prune-0" in text
 
 

@@ -38,7 +38,7 @@ def test_the_report_groups_by_data_and_model_and_leaves_children_out():
     mlp = df[df["model"] == "lenet_300_100"].set_index("method")
     # its own frontier: the conv model's smaller, more accurate runs do not take the MLP's runs off it
     assert mlp.loc["none", "pareto_bytes"] and mlp.loc["magnitude_pruning", "pareto_bytes"]
-    text = report._markdown(df, "t", bl, ll, [])
+    text = report.render.markdown(df, "t", bl, ll, [])
     assert "## fashion_mnist / lenet_300_100" in text and "## digits / conv2" in text
     conv = text.split("## digits / conv2")[1].split("## ")[0]
     assert "conv2 none" in conv and "lenet_300_100" not in conv

@@ -1,0 +1,204 @@
+"""The leaderboard: per device profile and method family, the most accurate model (by validation accuracy) that fits,
+with its test accuracy against the dense reference's paired by seed, built on the report's table
+(:func:`edgebench.report.table.build`) and rendered by :mod:`edgebench.report.render`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edgebench.report import render
+from edgebench.report.compare import COLUMNS as COMPARED, against
+from edgebench.report.load import DENSE, load_runs
+from edgebench.report.plots import plot
+from edgebench.report.replicates import BY_SEED
+from edgebench.report.table import build
+
+QUANT_STEPS = {"ptq_int8", "qat_int8", "fp16", "bf16", "uniform_quant", "nonuniform_quant", "kure"}
+FAMILY = {"magnitude_pruning": "pruning", "random_pruning": "pruning", "structured_pruning": "pruning",
+          "lottery_ticket": "pruning", "low_rank": "low rank", "low_rank_sparse": "low rank",
+          "distillation": "distillation"}
+
+
+def family(chain: str) -> str:
+    """A run's method family from its chain (tag ``pipeline``, e.g. ``structured_pruning->ptq_int8``): the family of
+    its first compressing step (pruning, low rank, distillation), ``quantisation`` for quantisation alone, ``dense``
+    for none. A final quantisation step is how the model is deployed, not its family."""
+    steps = [s for s in str(chain or "none").split("->") if s and s != "none"]
+    rest = [s for s in steps if s not in QUANT_STEPS]
+    if not rest:
+        return "quantisation" if steps else "dense"
+    return FAMILY.get(rest[0], rest[0])
+
+
+def device_profiles() -> list[str]:
+    from edgebench.config import config_dir
+
+    return sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
+
+
+def chain_text(row: pd.Series) -> str:
+    """A short name for what a run did: its steps with the settings that were set, e.g.
+    ``structured_pruning(ratio=0.5, retrain_epochs=2) -> ptq_int8``, from the run's ``steps`` param when it has one
+    (a chain), else its chain and label; ``dense`` for none."""
+    import ast
+
+    steps = row.get("steps")
+    if isinstance(steps, str) and steps.startswith("["):
+        try:
+            items = ast.literal_eval(steps)
+        except (ValueError, SyntaxError):
+            items = None
+        if isinstance(items, list) and items:
+            parts = []
+            for it in items:
+                if isinstance(it, dict):
+                    knobs = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in it.items() if k != "name" and v is not None)
+                    parts.append(f"{it.get('name', '?')}({knobs})" if knobs else str(it.get("name", "?")))
+                else:
+                    parts.append(str(it))
+            return " -> ".join(parts)
+    chain = str(row.get("chain") or row.get("pipeline") or row.get("method") or DENSE)
+    if chain in (DENSE, "nan"):
+        return "dense"
+    label = str(row.get("label") or "").split("steps=")[0]  # a chain's steps are shown above, when parsed
+    label = " ".join(p for p in label.split() if not p.startswith("model="))
+    return f"{chain} {label}".strip()
+
+
+def _pick(g: pd.DataFrame, fam: str) -> tuple[pd.Series | None, str]:
+    """A family's row on one device: the dense reference (the most accurate dense group, fitting or not), else the
+    group with the highest validation accuracy that fits; ``(None, why)`` when none fits."""
+    if fam == "dense":
+        pick = g.sort_values("select/val_acc", ascending=False).iloc[0]
+        return pick, "reference, fits" if pick["fits"] else "reference, does not fit"
+    fit = g[g["fits"] & g["select/val_acc"].notna()]
+    if len(fit):
+        return fit.sort_values("select/val_acc", ascending=False).iloc[0], "best that fits"
+    reasons = g.get("device.fit", pd.Series(dtype=object)).dropna()
+    why = reasons.mode().iloc[0] if len(reasons) else "no replicate fits"
+    return None, f"nothing fits ({len(g)} tried): {why}"
+
+
+def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
+    return {"device": device, "family": fam, "status": status, "model": pick["model"],
+            "chain": chain_text(pick), "label": pick["label"], "replicates": pick["replicates"],
+            "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
+            "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
+            "ram_bytes": pick["device/ram_bytes"], "ram_source": pick.get("device.ram_source", np.nan),
+            "latency_ms_est": pick["device/latency_ms_est"], "energy_mj_est": pick["device/energy_mj_est"],
+            "fits": bool(pick["fits"]), "run_ids": pick["run_ids"], "test_acc_by_seed": pick.get(BY_SEED, {})}
+
+
+def _versus_reference(board: pd.DataFrame) -> pd.DataFrame:
+    """Each family's pick against its device's dense reference, paired by seed and Holm-corrected over the board
+    (:func:`edgebench.report.compare.against`)."""
+    refs = {}
+    if "model" in board:
+        for _, g in board.groupby("device", sort=False):
+            dense = g[(g["family"] == "dense") & g["model"].notna()]
+            if len(dense) == 1:
+                refs |= {i: dense.iloc[0]["test_acc_by_seed"] for i in g.index
+                         if g.at[i, "family"] != "dense" and pd.notna(g.at[i, "model"])}
+    compared = against(board, refs, by_seed="test_acc_by_seed")
+    for col in COMPARED:
+        board[col] = compared[col]
+    board.attrs["comparisons"] = compared.attrs["comparisons"]
+    return board
+
+
+def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
+    """Per device profile and method family, the group (replicates averaged, :func:`build`) with the highest mean
+    validation accuracy (``select/val_acc``: never the test split) among those that fit the device, plus the most
+    accurate dense group as the reference whether it fits or not, each with its test accuracy against the
+    reference's, paired by seed (:data:`edgebench.report.compare.COLUMNS`). A family with runs of which none fits
+    gets a row saying so, with the reason the device gave; a profile without runs gets one row saying that."""
+    if "edgebench.child" in df:  # a chain's intermediate steps are not deployables of their own
+        df = df[df["edgebench.child"] != "true"]
+    chain_col = "pipeline" if "pipeline" in df else "method"
+    df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
+    rows = []
+    for device in devices or device_profiles():
+        d = df[df["device"] == device]
+        if d.empty:
+            rows.append({"device": device, "family": "", "status": "no runs for this device"})
+            continue
+        for fam in ["dense"] + sorted(f for f in d["family"].unique() if f != "dense"):
+            g = d[d["family"] == fam]
+            if g.empty:
+                continue
+            pick, status = _pick(g, fam)
+            rows.append({"device": device, "family": fam, "status": status} if pick is None else
+                        _row(device, fam, status, pick))
+    return _versus_reference(pd.DataFrame(rows))
+
+
+def _paired_text(r: pd.Series) -> str:
+    return f"paired by seed: {render.pt(r['vs_dense'], r['vs_dense_ci'])} pt, n={int(r['vs_dense_n'])}"
+
+
+def answer(g: pd.DataFrame) -> str:
+    """One device's answer in a sentence: the most accurate model (by validation accuracy) that fits, with its method
+    and cost, and whether its test accuracy differs from the dense reference's, paired by seed (the verdict of
+    :func:`leaderboard`, Holm-corrected over the board)."""
+    fits = g[g["status"].isin(["best that fits", "reference, fits"])] if "status" in g else g.iloc[0:0]
+    if fits.empty or "val_acc" not in fits:
+        return "**Answer:** nothing edgebench made fits this device in its own format (reasons below)."
+    best = fits.sort_values("val_acc", ascending=False).iloc[0]
+    dense = g[g["family"] == "dense"]
+    vs = ""
+    if len(dense) and best["family"] != "dense" and pd.notna(dense.iloc[0].get("test_acc")):
+        d = dense.iloc[0]
+        e = best.get("effect_vs_dense", "n/a")
+        vs = {"higher": f"; test accuracy above the dense reference's ({_paired_text(best)})",
+              "lower": f"; test accuracy below the dense reference's ({_paired_text(best)})",
+              "none": f"; test accuracy not distinguishable from the dense reference's ({_paired_text(best)}: the "
+                      "interval covers zero)",
+              "n/a": ""}[e]
+        vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes" if d["bytes_artifact"] else ""
+    if best["family"] == "dense" and len(fits) > 1:  # a smaller model as good, paired by seed, is worth naming
+        same = [r for _, r in fits[fits["family"] != "dense"].iterrows() if r.get("effect_vs_dense") in ("none", "higher")]
+        if same:
+            small = min(same, key=lambda r: r["bytes_artifact"])
+            vs = (f"; {small['family']} ({small['chain']}) is not distinguishable from it by test accuracy "
+                  f"({small['test_acc']:.4f} ± {small['test_acc_ci']:.4f}; {_paired_text(small)}) at "
+                  f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
+    ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
+    lat = f", about {best['latency_ms_est']:.3g} ms (estimate)" if pd.notna(best.get("latency_ms_est")) else ""
+    ci = "" if pd.isna(best["test_acc_ci"]) else f" ± {best['test_acc_ci']:.4f}"
+    what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
+    return (f"**Answer:** {best['model']}, {what}: test accuracy {best['test_acc']:.4f}{ci}, "
+            f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
+
+
+def markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = ()) -> str:
+    """``leaderboard.md``: :func:`edgebench.report.render.leaderboard_markdown` with each device's :func:`answer`."""
+    answers = {device: answer(g) for device, g in board.groupby("device", sort=False)}
+    return render.leaderboard_markdown(board, title, plots, dropped, answers)
+
+
+def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
+                       out: str | Path | None = None) -> pd.DataFrame:
+    """``python -m edgebench.report --leaderboard``: :func:`leaderboard` of the store (or one sweep) written to
+    ``<out>/leaderboard.md`` and ``.csv`` with an accuracy-against-bytes plot (one panel per device), and printed."""
+    runs = load_runs(tracking_uri, experiment, sweep)
+    if runs.empty:
+        raise SystemExit(f"no finished runs in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
+    df, bytes_label, _ = build(runs, runs.attrs.get("swept_keys", []))
+    board = leaderboard(df)
+    out = Path(out or "results")
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    # points named by their model only: the colour is the chain, and the table names its settings
+    png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
+               "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
+    title = f"edgebench leaderboard: {sweep or experiment}"
+    dropped = df.attrs.get("dropped", [])
+    (out / "leaderboard.md").write_text(markdown(board, title, [png.name] if png else [], dropped))
+    render.print_leaderboard(board, title)
+    render.print_dropped(dropped)
+    print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    return board

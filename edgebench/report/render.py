@@ -1,0 +1,211 @@
+"""Rendering: the report's and the leaderboard's markdown, and their tables on the console (rich). Nothing here
+decides anything: the figures, verdicts and answers come in computed."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from edgebench.report.replicates import dropped_summary
+from edgebench.report.table import sections
+
+
+def console(width: int = 160):
+    """A rich console: the terminal's width on a terminal, ``width`` otherwise (a log, a pipe)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else width)
+
+
+def pt(v: float, ci: float = np.nan) -> str:
+    """An accuracy difference (a fraction) in percentage points, signed, with its interval: ``-2.00 ± 0.41``."""
+    if pd.isna(v):
+        return ""
+    return f"{v * 100:+.2f}" + ("" if pd.isna(ci) else f" ± {ci * 100:.2f}")
+
+
+def versus(r: pd.Series, corrected: bool) -> str:
+    """A row's verdict against the dense model with its evidence: ``lower: -10.33 ± 0.72 pt, n=3, Holm p=0.004``
+    (the paired difference by seed and its 95% interval); the verdict alone when there is no paired figure."""
+    effect = str(r.get("effect_vs_dense", "n/a"))
+    if pd.isna(r.get("vs_dense", np.nan)):
+        return effect
+    p = r.get("vs_dense_p_holm" if corrected else "vs_dense_p", np.nan)
+    stat = "" if pd.isna(p) else f", {'Holm p' if corrected else 'p'}={p:.2g}"
+    return f"{effect}: {pt(r['vs_dense'], r.get('vs_dense_ci', np.nan))} pt, n={int(r['vs_dense_n'])}{stat}"
+
+
+def rule(comparisons: int, whose: str) -> str:
+    """The sentence that states the effect rule and the multiple-comparison correction of ``comparisons``."""
+    text = (f"effect_vs_dense: test accuracy minus {whose}, paired by seed (the mean of the per-seed differences ± "
+            "the half-width of its 95% t interval, in percentage points, over the n seeds both have): `higher`/`lower` "
+            "only when that interval excludes zero")
+    if comparisons > 1:
+        text += (f" and Holm's adjusted p is below 0.05 (Holm-corrected over the {comparisons} comparisons with the "
+                 "dense model in this file: family-wise 5%)")
+    elif comparisons == 1:
+        text += " (one comparison in this file: no multiple-comparison correction)"
+    return text + (", `none` when it covers zero (a difference inside the interval is not an effect), `n/a` with "
+                   "fewer than two seeds shared with the dense model.")
+
+
+def children_line(df: pd.DataFrame) -> str:
+    """The sentence on the child runs the table left out, or ``""``."""
+    n = int(df.attrs.get("children_left_out", 0) or 0)
+    return (f"{n} child run{'' if n == 1 else 's'} (teachers, pipeline steps) left out: tag edgebench.child, "
+            "not deployables of their own" if n else "")
+
+
+def dropped_markdown(dropped: list[dict]) -> list[str]:
+    """The paragraph on the runs left out of the replicate groups (every one named), or nothing."""
+    if not dropped:
+        return []
+    return ["**Runs left out.** " + " ".join(f"{line}." for line in dropped_summary(dropped, limit=len(dropped))), ""]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "**yes**" if v else ""
+    if isinstance(v, float):
+        return "" if np.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}")
+    return str(v)
+
+
+def _cell(r: pd.Series, c: str, corrected: bool) -> str:
+    if c == "Δ acc (pt)":
+        return pt(r["delta/acc"], r.get("delta/acc_ci", np.nan))
+    if c == "effect_vs_dense":
+        return versus(r, corrected)
+    ci = r.get(f"{c}_ci", np.nan)
+    if c in ("test/acc", "select/val_acc") and not pd.isna(r[c]) and not pd.isna(ci):
+        return f"{r[c]:.4f} ± {ci:.4f}"
+    if c == "fits":
+        return "yes" if r["fits"] else "no"
+    if c == "latency_ms" and pd.notna(r[c]) and r.get("latency_noise_ms", 0) > 0:
+        return f"{r[c]:.4g} ± {r['latency_noise_ms']:.2g}"  # the band inside which latencies count as equal
+    return _fmt(r[c])
+
+
+def markdown(df: pd.DataFrame, title: str, bytes_label: str, lat_label: str, plots: list[str]) -> str:
+    """``report.md``: what the columns mean, what was left out, one table per (data, model) section, the plots."""
+    cols = ["run_name", "device", "method", "label", "replicates"] + [c for c in df.columns if c.startswith("method.")] + [
+        "test/acc", "Δ acc (pt)", "effect_vs_dense", "select/val_acc", "bytes", "latency_ms", "fits",
+        "pareto_bytes", "pareto_latency"]
+    if "duplicates_dropped" in df and df["duplicates_dropped"].fillna(0).any():
+        cols.insert(cols.index("replicates") + 1, "duplicates_dropped")
+    comparisons = int(df.attrs.get("comparisons", 0) or 0)
+    n = int(df["replicates"].sum())
+    kids = children_line(df)
+    lines = [f"# {title}", "", f"{n} finished runs in {len(df)} groups (runs that differ only in the seed are the "
+             "replicates of one group: mean ± the half-width of the 95% t interval), in one section per data set and "
+             "model: runs of different data or models are never on one frontier. bytes = "
+             f"{bytes_label}; latency = {lat_label}. Δ acc (pt): test accuracy minus the dense model's, in percentage "
+             "points (the runs' `delta/acc`). "
+             + rule(comparisons, "the dense group's of the same model, data and device") +
+             " Pareto, per data set, model and device, "
+             "on the means: fits the device (every replicate) and is not beaten on both accuracy and cost by another "
+             "group that fits it; groups that do not fit are never on the frontier. latency_ms ± its noise: the larger of "
+             "the replicates' 95% interval and, on the host, half the interleaved timing's IQR (all of it when the "
+             "measurement was flagged noisy); two latencies whose bands overlap are equal for the frontier, so the "
+             "more accurate run dominates.", "",
+             *([kids + ".", ""] if kids else []), *dropped_markdown(df.attrs.get("dropped", []))]
+    for name, g in sections(df):
+        lines += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(r, c, comparisons > 1) for c in cols) + " |" for _, r in g.iterrows()]
+        lines.append("")
+    for name in plots:
+        lines += [f"![{name[:-4].replace('_', ' ')}]({name})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def print_dropped(dropped: list[dict], out=None) -> None:
+    """The runs left out, as plain lines after a table (up to 5 named per kind; the report's markdown names all)."""
+    for line in dropped_summary(dropped):
+        (out or console()).print(line, soft_wrap=True, markup=False, highlight=False, emoji=False)
+
+
+def print_frontier(df: pd.DataFrame, title: str, out=None) -> None:
+    """The Pareto-optimal runs as one rich table per (data, model) group, each with its devices' frontiers, then
+    what was left out (child runs, duplicates)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = out or console(140)
+    for name, g in sections(df):
+        table = Table(title=escape(f"{title}: {name}: Pareto-optimal runs (per device, among runs that fit)"),
+                      title_justify="left")
+        for col in ("device", "run", "swept", "method", "test acc", "Δ acc (pt)", "bytes", "latency ms", "frontier"):
+            table.add_column(col)
+        front = g[g["pareto_bytes"] | g["pareto_latency"]].sort_values(["device", "bytes"])
+        for _, r in front.iterrows():
+            which = " + ".join(k for k, f in (("size", r["pareto_bytes"]), ("latency", r["pareto_latency"])) if f)
+            lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
+            table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
+                                        f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
+                                        pt(r["delta/acc"], r.get("delta/acc_ci", np.nan)), f"{r['bytes']:,.0f}", lat, which)))
+        out.print(table)
+    if children_line(df):
+        out.print(children_line(df), soft_wrap=True, markup=False, highlight=False, emoji=False)
+    print_dropped(df.attrs.get("dropped", []), out)
+
+
+LEADERBOARD_INTRO = (
+    "Per device profile and method family: the model with the highest mean **validation** accuracy among "
+    "those that fit the device in its own format (every replicate fits), with its **test** accuracy (mean ± "
+    "95% t interval over the replicates), the artifact's bytes, its RAM (`tflm_arena`: TFLite Micro's "
+    "measured arena; `estimate`: estimated peak activations, plus weights where the device loads them), and "
+    "the device's estimated latency and energy (estimates: see the README's *Device estimates*). The dense "
+    "row is the reference, whether it fits or not. A dash: no figure, because the profile has none to "
+    "estimate from (no sourced power figure for energy, no peak compute for latency; the host's latency is "
+    "measured, not estimated, and only when `measure.latency` is on).")
+
+
+def _num(v, f="{:,.0f}") -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
+
+
+def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = (),
+                         answers: dict[str, str] | None = None) -> str:
+    """``leaderboard.md``: per device, its answer (``answers[device]``), then one row per method family with its
+    verdict against the dense reference, paired by seed (``board.attrs["comparisons"]``: how many, Holm-corrected)."""
+    comparisons = int(board.attrs.get("comparisons", 0) or 0)
+    lines = [f"# {title}", "", LEADERBOARD_INTRO + " " + rule(comparisons, "the device's dense reference's"), "",
+             *dropped_markdown(list(dropped))]
+    for device, g in board.groupby("device", sort=False):
+        lines += [f"## {device}", "", (answers or {}).get(device, ""), "",
+                  "| family | status | model | chain | n | val acc | test acc | effect_vs_dense | bytes | RAM (B) | "
+                  "latency est (ms) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for _, r in g.iterrows():
+            if pd.isna(r.get("model", np.nan)):
+                lines.append(f"| {r['family']} | {r['status']} | | | | | | | | | | |")
+                continue
+            test = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+            ram = _num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
+            vs = "reference" if r["family"] == "dense" else versus(r, comparisons > 1)
+            lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} | "
+                         f"{int(r['replicates'])} | {r['val_acc']:.4f} | {test} | {vs} | {_num(r['bytes_artifact'])} | "
+                         f"{ram} | {_num(r['latency_ms_est'], '{:.3g}')} | {_num(r['energy_mj_est'], '{:.3g}')} |")
+        lines.append("")
+    lines += [f"![{p[:-4]}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def print_leaderboard(board: pd.DataFrame, title: str, out=None) -> None:
+    """The leaderboard as one rich table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("device", "family", "model / chain", "test acc", "bytes", "RAM", "latency est ms", "status"):
+        table.add_column(col)
+    for _, r in board.iterrows():
+        if pd.isna(r.get("model", np.nan)):
+            table.add_row(escape(str(r["device"])), escape(str(r["family"])), "", "", "", "", "", escape(str(r["status"])))
+            continue
+        acc = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+        table.add_row(*map(escape, (str(r["device"]), str(r["family"]), f"{r['model']} / {r['chain']}", acc,
+                                    f"{r['bytes_artifact']:,.0f}", "" if pd.isna(r["ram_bytes"]) else f"{r['ram_bytes']:,.0f}",
+                                    "" if pd.isna(r["latency_ms_est"]) else f"{r['latency_ms_est']:.3g}", str(r["status"]))))
+    (out or console()).print(table)
