@@ -148,15 +148,23 @@ def own_formats(runtime: str) -> dict[str, str]:
 
 def how_to_get(runtimes: list[str] | tuple[str, ...]) -> str:
     """How to get a file one of the device ``runtimes`` loads, for a fit reason (empty when edgebench writes none):
-    ``export=onnx or tflite, or export=onnx_int8 or tflite_int8 after +method=ptq_int8 (or qat_int8)``."""
+    ``export=onnx or tflite, or export=onnx_int8 or tflite_int8 after +method=ptq_int8 (or qat_int8)``, and
+    ``; int8 only`` for a runtime that loads some dtypes of its formats only (the Edge TPU: int8 .tflite files)."""
     by_step: dict[str, list[str]] = {}
+    limits: list[str] = []
     for rt in runtimes:
-        for name in own_formats(rt).values():
+        own = own_formats(rt)
+        for name in own.values():
             names_ = by_step.setdefault(EXPORTERS[name].after, [])
             if name not in names_:
                 names_.append(name)
+        # a runtime that loads fewer dtypes of its formats than edgebench writes (the Edge TPU: int8 .tflite only)
+        formats = {e.format for e in EXPORTERS.values() if rt in e.devices}
+        written = [e.dtype for e in EXPORTERS.values() if e.format in formats]
+        if own and set(own) < set(written):
+            limits.append(f"{', '.join(own)} only")
     return ", or ".join(f"export={' or '.join(ns)}" + (f" after {after}" if after else "")
-                        for after, ns in by_step.items())
+                        for after, ns in by_step.items()) + "".join(f"; {x}" for x in dict.fromkeys(limits))
 
 
 def label(name: str | None, format: str | None) -> str:
