@@ -274,18 +274,15 @@ def _exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
     return exp
 
 
-BASELINE_EXPORT = {"onnxruntime": "onnx", "litert": "tflite"}  # the dense model's file, timed beside the artifact
-
-
 def _measure(model, example, spec: EdgebenchConfig, artifact, baseline=None, **kw) -> measure.Measurement:
-    """measure_model on the exported artifact; the baseline's fp32 file is written (to a temporary folder)
-    only when the artifact's runtime times the model and so the baseline beside it (ONNX for ONNX Runtime,
-    .tflite for LiteRT)."""
+    """measure_model on the exported artifact; the baseline's file is written (to a temporary folder) by the
+    artifact's exporter's ``baseline`` exporter when the artifact's own runner times the model, so the baseline is
+    timed beside it in the same runtime (ONNX for ONNX Runtime, .tflite for LiteRT)."""
     with tempfile.TemporaryDirectory(prefix="edgebench-baseline-") as tmp:
         base_art = None
-        runtime = measure.model_runtime(spec.measure, artifact)
-        if baseline is not None and runtime in BASELINE_EXPORT:
-            base_art = export.export(BASELINE_EXPORT[runtime], baseline, example, tmp)
+        base_exp = measure.baseline_exporter(spec.measure, artifact)
+        if baseline is not None and base_exp is not None:
+            base_art = export.export(base_exp, baseline, example, tmp)
         return measure.measure_model(model, example, device=spec.device, config=spec.measure, baseline=baseline,
                                      artifact=artifact, baseline_artifact=base_art, **kw)
 
@@ -496,12 +493,8 @@ def run(cfg: DictConfig) -> RunResult:
     if steps:  # refuse an impossible combination before any training or MLflow run
         steps[0].check(build(), example)
     exp = _exporter(spec, getattr(last, "spec_dtype", None))
-    if exp is not None and exp.format.startswith("tflite"):  # ops TFLite lacks: found on the untrained model
-        from edgebench.export.tflite import check_convertible, check_convertible_int8
-
-        # int8 (tflite_int8, tflite_micro): the PT2E route with random calibration, which refuses ops fp32 takes
-        check = check_convertible_int8 if exp.dtype == "int8" else check_convertible
-        check(build(), example, f"model={spec.model.name.value}")
+    if exp is not None and exp.precheck is not None:  # ops the format lacks (TFLite): found on the untrained model
+        exp.precheck(build(), example, f"model={spec.model.name.value}")
 
     tracker = Tracker(paths.mlflow_tracking_uri, paths.mlflow_artifact_dir, spec.experiment_name)
     tracker.reap_dead_runs()
@@ -621,8 +614,8 @@ def run(cfg: DictConfig) -> RunResult:
         if artifact is not None and compressed.spec is not None:
             mlrun.set_tags({"quant.runtime": artifact.note})
         predict = compressed.predict or model
-        if artifact is not None and (artifact.dtype != "fp32" or artifact.runtime != "onnxruntime"):
-            predict = export.predictor(artifact)  # a low-precision or converted file: its own outputs count
+        if artifact is not None and exporter.accuracy_from_file:
+            predict = exporter.predict(artifact)  # a low-precision or converted file: its own outputs count
         test = training.evaluate(predict, dm.test_dataloader())  # the deployed form's accuracy
         # what sweeps and every "best" choice select on: the same deployed form on the validation split, never the test split
         test["select/val_acc"] = training.evaluate(predict, dm.val_dataloader())["test/acc"]

@@ -45,8 +45,9 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     if "quant.accuracy" in t:
         rows.append(("quantisation", f"accuracy {t['quant.accuracy'].split(':')[0]}, size {t['quant.size'].split(':')[0]}"))
     if "size/bytes_artifact" in m:
-        fmt = {"onnx": "ONNX", "tflite": "TFLite", "tflite_micro": "TFLite Micro", "torch.export": "torch.export"}
-        kind = fmt.get(t.get("export.format", "onnx"), t.get("export.format", ""))
+        from edgebench.export.registry import label
+
+        kind = label(t.get("export.name"), t.get("export.format", "onnx"))  # the exporter's name for its format
         rows.append((f"model file ({t.get('export.dtype', 'fp32')} {kind})", f"{_si(m['size/bytes_artifact'], 'B')}  (gzip {_si(m['size/bytes_gzip'], 'B')}, "
                                          f"sparse encoding {_si(m['size/bytes_sparse'], 'B')})"))
     if "size/compression_ratio" in m:  # the dense fp32 weights over the smallest form (file, gzip, sparse encoding)

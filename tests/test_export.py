@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import onnx
 import pytest
 import torch
@@ -72,8 +74,8 @@ def test_measure_model_never_exports(tmp_path, monkeypatch):
     def refuse(*a, **k):
         pytest.fail("measure_model must not export")
 
-    for e in list(export.EXPORTERS.values()):
-        monkeypatch.setitem(export.EXPORTERS, e.name, export.Exporter(e.name, refuse, e.dtype, e.format, e.runtime))
+    for e in list(export.EXPORTERS.values()):  # each keeps its runners: only writing a file is refused
+        monkeypatch.setitem(export.EXPORTERS, e.name, dataclasses.replace(e, fn=refuse))
     monkeypatch.setattr(torch.onnx, "export", refuse)
     m = measure_model(net, x, baseline=_net(), config=MeasureConfig(runtime=Runtime.torch))
     assert "size/bytes_artifact" not in m and "size/bytes_gzip" not in m and m.artifact is None
@@ -132,13 +134,18 @@ def test_impossible_choice_fails_before_training(make_cfg, monkeypatch, override
 def test_register_adds_a_name_and_refuses_a_duplicate(monkeypatch):
     monkeypatch.setattr(export.registry, "EXPORTERS", dict(export.EXPORTERS))
 
-    @export.register("onnx_copy", dtype="fp32", format="onnx", runtime="onnxruntime")
+    def run_onnx(artifact, threads=0):
+        return export.OnnxPredictor(artifact.path, threads)
+
+    @export.register("onnx_copy", dtype="fp32", format="onnx", runtime="onnxruntime", predictor=run_onnx)
     def onnx_copy(model, example, spec, out_dir):
         return export.export_onnx(model, example, out_dir / "copy.onnx")
 
     assert "onnx_copy" in export.registry.names() and export.registry.resolve("onnx_copy", None).fn is onnx_copy
     with pytest.raises(ValueError, match="already registered"):
-        export.register("onnx", dtype="fp32", format="onnx", runtime="onnxruntime")(onnx_copy)
+        export.register("onnx", dtype="fp32", format="onnx", runtime="onnxruntime", predictor=run_onnx)(onnx_copy)
+    with pytest.raises(ValueError, match="register it with predictor="):  # a file nothing runs has no accuracy
+        export.register("onnx_blind", dtype="fp32", format="onnx", runtime="onnxruntime")(onnx_copy)
 
 
 def test_dense_run_with_export_onnx_fp16_measures_and_evaluates_the_fp16_file(make_cfg):

@@ -153,6 +153,21 @@ def test_linux_boards_keep_onnx_and_tflite(device):
                                artifact_format=fmt).fits, fmt
 
 
+def test_the_fix_hint_comes_from_the_exporters_each_device_runtime_loads():
+    from edgebench.devices.estimate import format_reason
+
+    # docs/devices.md quotes this one
+    assert format_reason(load_device("arduino_nano_33_ble_sense"), "onnx") == (
+        "arduino_nano_33_ble_sense runs tflite_micro, cmsis_nn, which cannot load a onnx file; "
+        "use export=tflite_micro after +method=ptq_int8 (or qat_int8)")
+    # the Edge TPU loads .tflite files, but only the int8 ones
+    assert format_reason(load_device("coral_dev_board"), "onnx").endswith(
+        "use export=tflite_int8 after +method=ptq_int8 (or qat_int8); int8 only")
+    assert format_reason(load_device("apalis_imx6"), "torch.export").endswith(
+        "use export=onnx or tflite, or export=onnx_fp16 after +method=fp16, "
+        "or export=onnx_int8 or tflite_int8 after +method=ptq_int8 (or qat_int8)")
+
+
 def test_a_device_edgebench_writes_nothing_for_says_so():
     r = evaluate_device(load_device("azure_sphere_mt3620"), _layers(), dtype="int8", artifact_bytes=70_000,
                         peak_activation_bytes=9_000, artifact_format="onnx")

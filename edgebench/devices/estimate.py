@@ -1,7 +1,8 @@
 """What a model costs on a target device: does it fit, and estimated latency and energy.
 
-Fit: the artifact's format must be one the device's runtimes run as they are (``RUNS``: an ONNX file
-on a microcontroller does not fit, whatever its size), the device must support the model's dtype,
+Fit: the artifact's format must be one the device's runtimes run as they are (each exporter lists the
+device runtimes that load its file: ``edgebench.export.loaded_by``; an ONNX file on a microcontroller
+does not fit, whatever its size), the device must support the model's dtype,
 the artifact must fit the device's storage, and the working memory must fit its memory: the
 tensor arena TFLite Micro measured when the artifact is a ``tflite_micro`` file
 (``ram_source = tflm_arena``), else the estimated peak activations (``estimate``), plus the weights
@@ -23,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgebench import export
 from edgebench.config import DeviceConfig, DeviceKind
 from edgebench.measure.compute import LayerInfo
 
@@ -101,31 +103,18 @@ def estimate_latency_s(layers: list[LayerInfo], profile: DeviceConfig, dtype: st
     return total
 
 
-# Which artifact formats each runtime a profile lists runs as it is (no vendor converter in between).
-RUNS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnx",),
-    "tensorrt": ("onnx",),  # trtexec builds its engine from the ONNX file on the device
-    "pytorch": ("torch.export",),
-    "tflite": ("tflite", "tflite_micro"),  # a TFLite Micro artifact is an int8 .tflite file
-    "tflite_edgetpu": ("tflite", "tflite_micro"),  # int8 only (the profile's dtypes); see EDGETPU_NOTE
-    "tflite_micro": ("tflite_micro",),
-}
-# What a runtime needs that edgebench does not write, and the export that gets closest.
-FIX = {"tflite_micro": "export=tflite_micro after +method=ptq_int8 (or qat_int8)",
-       "tflite": "export=tflite (fp32) or export=tflite_int8 after +method=ptq_int8",
-       "tflite_edgetpu": "export=tflite_int8 after +method=ptq_int8 (int8 only)",
-       "onnxruntime": "export=onnx (or onnx_int8 after +method=ptq_int8)",
-       "tensorrt": "export=onnx", "pytorch": "export=torch_export"}
+# Which device runtimes load which file, and how to get one, is each exporter's (Exporter.devices, .after):
+# edgebench.export.loaded_by(format), edgebench.export.registry.how_to_get(runtimes).
 EDGETPU_NOTE = ("int8 .tflite not compiled for the Edge TPU (edgetpu_compiler is not installable here): ops the "
                 "Edge TPU lacks would fall back to its CPU, which this estimate does not model")
 
 
 def format_reason(profile: DeviceConfig, artifact_format: str) -> str | None:
     """Why ``profile`` cannot run an artifact of ``artifact_format``, with what to do; None when one of its runtimes can."""
-    if any(artifact_format in RUNS.get(r, ()) for r in profile.runtimes):
+    if export.loaded_by(artifact_format) & set(profile.runtimes):
         return None
-    fixes = [FIX[r] for r in profile.runtimes if r in FIX]
-    todo = f"; use {' or '.join(dict.fromkeys(fixes))}" if fixes else "; edgebench writes no artifact its runtimes load"
+    fixes = export.registry.how_to_get(profile.runtimes)
+    todo = f"; use {fixes}" if fixes else "; edgebench writes no artifact its runtimes load"
     return f"{profile.name} runs {', '.join(profile.runtimes)}, which cannot load a {artifact_format} file{todo}"
 
 
@@ -159,7 +148,8 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
     notes = []
     if artifact_format is None and profile.kind != DeviceKind.host:
         notes.append("format not checked: no artifact was exported")
-    if "tflite_edgetpu" in profile.runtimes and artifact_format in ("tflite", "tflite_micro"):
+    if "tflite_edgetpu" in profile.runtimes and artifact_format is not None \
+            and "tflite_edgetpu" in export.loaded_by(artifact_format):
         notes.append(EDGETPU_NOTE)
     if profile.kind == DeviceKind.host:
         report.note = "host latency is measured (latency/host_*), not estimated"

@@ -3,7 +3,7 @@
 An ONNX file is saved with MLflow's ``onnx`` flavour (``mlflow.onnx.load_model`` and ``mlflow.pyfunc`` load it);
 any other file (a ``.tflite``, TFLite Micro's ``.tflite`` with its C array, a bf16 ``torch.export`` program) as a
 ``python_function`` model, :class:`DeployedModel`, that runs the file in its host runtime exactly as the run did
-for its test accuracy (:func:`edgebench.export.predictor`: LiteRT for a ``.tflite``, PyTorch for a program).
+for its test accuracy (its exporter's predictor: LiteRT for a ``.tflite``, PyTorch for a program).
 ``mlflow.pyfunc.load_model(uri).predict(x)`` takes a float32 batch and returns the logits of the file. Loading a
 pyfunc model needs edgebench installed (the model class lives here).
 
@@ -21,14 +21,11 @@ import numpy as np
 import torch
 
 from edgebench.export.artifact import Artifact
+from edgebench.export.registry import of
 
-# what each host runtime needs, as pip names (pinned to what is installed)
-REQUIREMENTS = {"onnxruntime": ["onnx", "onnxruntime", "numpy"], "litert": ["ai-edge-litert", "numpy", "torch"],
-                "torch": ["torch", "numpy"]}
-
-
-def requirements(runtime: str) -> list[str]:
-    return [f"{name}=={version(name)}" for name in REQUIREMENTS.get(runtime, ["torch", "numpy"])]
+def requirements(artifact: Artifact) -> list[str]:
+    """What the artifact's host runtime needs (its exporter's ``packages``), as pip names pinned to what is installed."""
+    return [f"{name}=={version(name)}" for name in of(artifact).packages]
 
 
 class DeployedModel(mlflow.pyfunc.PythonModel):
@@ -37,12 +34,14 @@ class DeployedModel(mlflow.pyfunc.PythonModel):
 
     def __init__(self, artifact: Artifact):
         self.format, self.dtype, self.runtime = artifact.format, artifact.dtype, artifact.runtime
+        self.name = artifact.name  # the exporter whose predictor runs it
 
     def load_context(self, context) -> None:
         from edgebench.export.runtime import predictor
 
-        path = Path(context.artifacts["model"])
-        self._run = predictor(Artifact(path, [path], self.format, "", self.dtype, self.runtime))
+        path = Path(context.artifacts["model"])  # a model saved before ``name`` was kept: found by format and dtype
+        self._run = predictor(Artifact(path, [path], self.format, "", self.dtype, self.runtime,
+                                       name=getattr(self, "name", "")))
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))
@@ -69,7 +68,7 @@ def save_model(artifact: Artifact, example: torch.Tensor, path: Path, mlflow_mod
         model = onnx.load(str(artifact.path))
         large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
         mlflow_onnx.save_model(model, str(path), mlflow_model=mlflow_model, signature=infer_signature(x, y),
-                               input_example=x, pip_requirements=requirements("onnxruntime"),
+                               input_example=x, pip_requirements=requirements(artifact),
                                save_as_external_data=large)
         return
     from edgebench.export.runtime import predictor
@@ -78,4 +77,4 @@ def save_model(artifact: Artifact, example: torch.Tensor, path: Path, mlflow_mod
     files = {"model": str(artifact.path), **{f.name: str(f) for f in artifact.extra_files}}  # + a C array's files
     mlflow.pyfunc.save_model(str(path), python_model=DeployedModel(artifact), artifacts=files,
                              mlflow_model=mlflow_model, signature=infer_signature(x, y), input_example=x,
-                             pip_requirements=requirements(artifact.runtime))
+                             pip_requirements=requirements(artifact))

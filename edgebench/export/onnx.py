@@ -1,4 +1,5 @@
-"""ONNX exporters: ``onnx`` (fp32) and ``onnx_fp16``, both run by ONNX Runtime on the host."""
+"""ONNX exporters: ``onnx`` (fp32) and ``onnx_fp16``, and ONNX Runtime, which runs every ONNX file on the host
+(:class:`OnnxPredictor` for test accuracy, :func:`onnxruntime_runner` for latency; ``onnx_int8`` uses them too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,6 +19,56 @@ from edgebench.export.artifact import Artifact, QuantSpec, strip_debug_info
 from edgebench.export.registry import register
 
 log = logging.getLogger(__name__)
+
+DEVICES = ("onnxruntime", "tensorrt")  # device runtimes that load an ONNX file (trtexec builds its engine from it)
+PACKAGES = ("onnx", "onnxruntime", "numpy")
+
+
+class OnnxPredictor:
+    """Run an ONNX file on batches of torch tensors: ``logits = OnnxPredictor(path)(x)`` (for test accuracy)."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def onnxruntime_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
+    """One batch-1 call of an ONNX file in ONNX Runtime, set up for timing (sequential, no spinning pool threads)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting pool threads: they would steal the CPU from the runnable measured next
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    feed = {name: example_input.detach().cpu().numpy()}
+
+    def run():
+        return sess.run(None, feed)
+
+    return run
+
+
+def ort_predictor(artifact: Artifact, threads: int = 0) -> OnnxPredictor:
+    return OnnxPredictor(artifact.path, threads)
+
+
+def ort_runner(artifact: Artifact, example: torch.Tensor, threads: int) -> Callable[[], object]:
+    return onnxruntime_runner(artifact.path, example, threads)
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, dtype: str = "fp32") -> Artifact:
@@ -64,12 +117,15 @@ def as_half(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return HalfPrecision(copy.deepcopy(model).eval(), dtype).eval()
 
 
-@register("onnx", dtype="fp32", format="onnx", runtime="onnxruntime")
+# fp32 ONNX computes what the eager model does: its test accuracy is the eager model's (accuracy_from_file=False)
+@register("onnx", dtype="fp32", format="onnx", runtime="onnxruntime", predictor=ort_predictor, runner=ort_runner,
+          baseline="onnx", devices=DEVICES, label="ONNX", accuracy_from_file=False, packages=PACKAGES)
 def onnx_fp32(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     return export_onnx(model, example, out_dir / "model.onnx")
 
 
-@register("onnx_fp16", dtype="fp16", format="onnx", runtime="onnxruntime")
+@register("onnx_fp16", dtype="fp16", format="onnx", runtime="onnxruntime", predictor=ort_predictor, runner=ort_runner,
+          baseline="onnx", devices=DEVICES, label="ONNX", after="+method=fp16", packages=PACKAGES)
 def onnx_fp16(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     art = export_onnx(as_half(model, torch.float16), example, out_dir / "model.onnx", dtype="fp16")
     art.note = ("fp16 weights and activations; ONNX Runtime's CPU provider has few fp16 kernels and inserts "

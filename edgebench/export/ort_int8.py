@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgebench.export.artifact import Artifact, QuantSpec, strip_debug_info
-from edgebench.export.onnx import export_onnx
+from edgebench.export.onnx import DEVICES, PACKAGES, export_onnx, ort_predictor, ort_runner
 from edgebench.export.registry import register
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ def quantize_int8(model: nn.Module, example_input: torch.Tensor, out_path: str |
     return Artifact(out_path, [out_path], "onnx", fp32.exporter, "int8", "onnxruntime", note)
 
 
-@register("onnx_int8", dtype="int8", format="onnx", runtime="onnxruntime", needs_spec=True, eager_equivalent=False)
+@register("onnx_int8", dtype="int8", format="onnx", runtime="onnxruntime", needs_spec=True, eager_equivalent=False,
+          predictor=ort_predictor, runner=ort_runner, baseline="onnx", devices=DEVICES, label="ONNX",
+          after="+method=ptq_int8 (or qat_int8)", packages=PACKAGES)
 def onnx_int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     assert spec is not None  # the registry refuses onnx_int8 without a spec
     model.eval()

@@ -8,7 +8,9 @@ calibration one training sample at a time (the export is batch-1 static), ``conv
 and outputs are int8 as well. LiteRT (``ai-edge-litert``) runs the file on the host (accuracy and
 latency); TFLite Micro's Python interpreter (``tflite-micro``) runs the same file with TFLM's
 kernels and reports the tensor arena it needs (``tflite_micro``: the arena is measured, and the
-model is written as a C array an Arduino / STM32 project includes).
+model is written as a C array an Arduino / STM32 project includes). Each is timed in LiteRT beside the dense
+model's fp32 ``.tflite`` (``baseline="tflite"``); ops the route cannot take are refused on the untrained model
+(``precheck``: :func:`check_convertible`, :func:`check_convertible_int8`).
 
 The packages are the ``[tflite]`` extra; an exporter here is refused before any training when
 they are missing (:func:`missing`).
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -295,6 +298,25 @@ class LiteRT:
         return sorted({d["op_name"] for d in self.interp._get_ops_details()})
 
 
+def litert_predictor(artifact: Artifact, threads: int = 0) -> LiteRT:
+    return LiteRT(artifact.path, threads=threads)
+
+
+def litert_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
+    """One batch-1 invocation of a ``.tflite`` file in LiteRT (default kernels, XNNPACK), input quantised once."""
+    lite = LiteRT(path, threads=threads)
+    x = lite.quantize_input(example_input[:1])
+
+    def run():
+        return lite.run_one(x)
+
+    return run
+
+
+def _litert_runner(artifact: Artifact, example: torch.Tensor, threads: int) -> Callable[[], object]:
+    return litert_runner(artifact.path, example, threads)
+
+
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return x.astype(np.float32)
@@ -393,8 +415,23 @@ def c_array(model_bytes: bytes, arena: int, out_dir: Path, name: str = "g_model"
 
 # ----------------------------------------------------------------------------------- exporters
 
+# what each exporter shares: LiteRT runs the file on the host, timed beside the dense model's fp32 .tflite
+LITERT = dict(runtime="litert", predictor=litert_predictor, runner=_litert_runner, baseline="tflite",
+              packages=("ai-edge-litert", "numpy", "torch"))
+INT8 = "+method=ptq_int8 (or qat_int8)"  # the step an int8 exporter's QuantSpec comes from
 
-@register("tflite", dtype="fp32", format="tflite", runtime="litert", requires=lambda: require("tflite"))
+
+def _check_fp32(model: nn.Module, example: torch.Tensor, name: str | None = None) -> None:
+    check_convertible(model, example, name)  # looked up when called: tests replace it
+
+
+def _check_int8(model: nn.Module, example: torch.Tensor, name: str | None = None) -> None:
+    # int8 takes the PT2E route with random calibration, which refuses ops the fp32 route takes
+    check_convertible_int8(model, example, name)
+
+
+@register("tflite", dtype="fp32", format="tflite", requires=lambda: require("tflite"), devices=("tflite",),
+          precheck=_check_fp32, label="TFLite", **LITERT)
 def tflite_fp32(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     path = convert_fp32(model, example, out_dir / "model.tflite")
     return Artifact(path, [path], "tflite", "litert-torch", "fp32", "litert",
@@ -410,14 +447,16 @@ def _int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_d
                     f"PT2E calibrated on {n} training images one at a time), run by LiteRT on the host")
 
 
-@register("tflite_int8", dtype="int8", format="tflite", runtime="litert", needs_spec=True, eager_equivalent=False,
-          requires=lambda: require("tflite_int8"))
+@register("tflite_int8", dtype="int8", format="tflite", needs_spec=True, eager_equivalent=False,
+          requires=lambda: require("tflite_int8"), devices=("tflite", "tflite_edgetpu"), precheck=_check_int8,
+          label="TFLite", after=INT8, **LITERT)
 def tflite_int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     return _int8(model, example, spec, out_dir)
 
 
-@register("tflite_micro", dtype="int8", format="tflite_micro", runtime="litert", needs_spec=True,
-          eager_equivalent=False, requires=lambda: require("tflite_micro", micro=True))
+@register("tflite_micro", dtype="int8", format="tflite_micro", needs_spec=True, eager_equivalent=False,
+          requires=lambda: require("tflite_micro", micro=True), devices=("tflite_micro", "tflite", "tflite_edgetpu"),
+          precheck=_check_int8, label="TFLite Micro", after=INT8, **LITERT)
 def tflite_micro(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     art = _int8(model, example, spec, out_dir)
     lite = LiteRT(art.path)

@@ -16,7 +16,8 @@ from torch import nn
 from edgebench.config import DeviceConfig, MeasureConfig, Runtime
 from edgebench.measure.compute import LayerInfo, count_macs, layer_profile, macs_nonzero
 from edgebench.export import Artifact
-from edgebench.measure.latency import LatencyStats, litert_runner, measure_latency, onnxruntime_runner, torch_runner
+from edgebench.export import of as exporter_of
+from edgebench.measure.latency import LatencyStats, measure_latency, torch_runner
 from edgebench.measure.memory import peak_activation_bytes, tflm_arena_estimate
 from edgebench.measure.size import count_params, files_bytes, gzip_bytes, sparse_bytes
 
@@ -75,41 +76,46 @@ def load_device(device: str | Path | DeviceConfig) -> DeviceConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DeviceConfig), OmegaConf.load(path)))
 
 
-ARTIFACT_RUNTIMES = ("onnxruntime", "litert")  # host runtimes that time an exported file itself
+def _own(cfg: MeasureConfig, artifact: Artifact) -> bool:
+    """Whether the artifact is timed by its exporter's own runner: ``measure.runtime=onnxruntime`` (the artifact in
+    its own runtime, the default), or a file PyTorch itself runs (a torch.export program)."""
+    return cfg.runtime == Runtime.onnxruntime or exporter_of(artifact).runtime == "torch"
 
 
-def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, runtime: Runtime, threads: int):
-    """(runner, runtime name): the artifact in its own runtime (ONNX Runtime, LiteRT), or the model in PyTorch."""
-    if artifact is not None and not _eager_ok(artifact) and runtime != Runtime.onnxruntime:
+def _runner(model: nn.Module, artifact: Artifact | None, x: torch.Tensor, cfg: MeasureConfig, threads: int):
+    """(runner, runtime name): the artifact in its exporter's host runner, or the model in PyTorch eager."""
+    if artifact is None:
+        if cfg.runtime == Runtime.onnxruntime:
+            raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
+        return torch_runner(model, x), "torch"
+    exp = exporter_of(artifact)
+    if _own(cfg, artifact):
+        return exp.host_runner(artifact, x, threads), exp.runtime
+    if not exp.eager_equivalent:
         raise ValueError(f"an {artifact.dtype} {artifact.format} artifact runs in {artifact.runtime} only; "
                          "use measure.runtime=onnxruntime (the artifact in its own runtime)")
-    if runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime in ARTIFACT_RUNTIMES):
-        if artifact is None:
-            raise ValueError("measure.runtime=onnxruntime needs the exported artifact (measure.export=true)")
-        if artifact.runtime == "litert":
-            return litert_runner(artifact.path, x, threads), "litert"
-        return onnxruntime_runner(artifact.path, x, threads), "onnxruntime"
-    if artifact is not None and artifact.format == "torch.export":  # time the saved program itself (bf16)
-        from edgebench.export import load_program
-
-        return torch_runner(load_program(artifact.path), x), "torch"
     return torch_runner(model, x), "torch"
 
 
-def _eager_ok(artifact: Artifact) -> bool:
-    return artifact.dtype != "int8"
-
-
 def model_runtime(config: MeasureConfig | None, artifact: Artifact | None) -> str | None:
-    """What will time the model (onnxruntime, litert or torch), None without latency. The baseline is timed the
-    same way, so for an exported file ``measure_model`` needs the baseline's fp32 file in that format
-    (``baseline_artifact``: ``onnx`` for ONNX Runtime, ``tflite`` for LiteRT)."""
+    """What will time the model (the artifact's host runtime, e.g. onnxruntime or litert, or torch), None without
+    latency."""
     cfg = config or MeasureConfig()
     if not cfg.latency:
         return None
-    if cfg.runtime == Runtime.onnxruntime and (artifact is None or artifact.runtime in ARTIFACT_RUNTIMES):
-        return artifact.runtime if artifact is not None else "onnxruntime"
-    return "torch"
+    if artifact is None:
+        return "onnxruntime" if cfg.runtime == Runtime.onnxruntime else "torch"
+    return exporter_of(artifact).runtime if _own(cfg, artifact) else "torch"
+
+
+def baseline_exporter(config: MeasureConfig | None, artifact: Artifact | None) -> str | None:
+    """The exporter whose file of the dense baseline ``measure_model`` times beside ``artifact`` (the artifact's
+    exporter's ``baseline``: ``onnx`` for ONNX Runtime, ``tflite`` for LiteRT); None when the baseline is timed in
+    PyTorch eager (no latency, no artifact, ``measure.runtime=torch``, or a format timed against the eager model)."""
+    cfg = config or MeasureConfig()
+    if not cfg.latency or artifact is None or not _own(cfg, artifact):
+        return None
+    return exporter_of(artifact).baseline
 
 
 def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | DeviceConfig = "host",
@@ -120,16 +126,17 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     """Measure ``model`` at ``example_input`` (batch 1) for ``device``; never exports.
 
     ``artifact`` is the deployable an exporter wrote (``edgebench.export``): its files give
-    ``size/bytes_artifact`` and ``size/bytes_gzip``, and ONNX Runtime (or PyTorch for a
-    torch.export program) times it. Without one those keys are left out and the model is timed
+    ``size/bytes_artifact`` and ``size/bytes_gzip``, and its exporter's host runner times it
+    (ONNX Runtime, LiteRT, PyTorch for a torch.export program). Without one those keys are left out and the model is timed
     in PyTorch (``measure.runtime=torch``). ``dtype`` is the deployed dtype (default: the
     artifact's, else fp32). ``analytic_bytes`` replaces ``size/bytes_sparse`` for a stored format
     that is not a plain dtype (k-bit codes).
 
     With ``baseline`` (the dense reference model), both are timed interleaved in this process and
     the ratio keys (``latency/host_speedup``, ``compute/theoretical_speedup``) are filled and
-    ``size/compression_ratio`` is against the baseline's fp32 weights (else the model's own); when ONNX Runtime times the model
-    (:func:`model_runtime`), ``baseline_artifact`` is the baseline's fp32 ONNX file.
+    ``size/compression_ratio`` is against the baseline's fp32 weights (else the model's own); when the artifact's
+    runner times the model, ``baseline_artifact`` is the baseline's file written by its exporter's ``baseline``
+    (:func:`baseline_exporter`: the fp32 ONNX file for ONNX Runtime, the fp32 .tflite for LiteRT).
     ``artifact_dir`` is where the host's free storage is read (default: the artifact's folder).
     """
     from edgebench.devices import evaluate_device, host_profile
@@ -159,14 +166,15 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
         m["compute/theoretical_speedup"] = base["compute/macs"] / max(m["compute/macs_nonzero"], 1)
     if cfg.latency:
         threads = cfg.threads or torch.get_num_threads()
-        runner, m.runtime = _runner(model, artifact, x, cfg.runtime, threads)
+        runner, m.runtime = _runner(model, artifact, x, cfg, threads)
         runners = {"model": runner}
         if baseline is not None:  # in the same runtime as the model (PyTorch for bf16), so the ratio compares dtypes
-            if m.runtime in ARTIFACT_RUNTIMES and baseline_artifact is None:
+            base_exp = baseline_exporter(cfg, artifact)
+            if base_exp is not None and baseline_artifact is None:
                 raise ValueError(f"measure_model times the baseline in {m.runtime} like the model: pass its fp32 "
-                                 "file as baseline_artifact (edgebench.export.export('onnx' or 'tflite', baseline, ...))")
-            same = cfg.runtime if m.runtime in ARTIFACT_RUNTIMES else Runtime.torch
-            runners["baseline"] = _runner(baseline, baseline_artifact, x, same, threads)[0]
+                                 f"file as baseline_artifact (edgebench.export.export({base_exp!r}, baseline, ...))")
+            runners["baseline"] = (exporter_of(baseline_artifact).host_runner(baseline_artifact, x, threads)
+                                   if base_exp is not None else torch_runner(baseline, x))
         stats = measure_latency(runners, threads=threads, warmup=cfg.warmup, calls=cfg.calls,
                                 max_noise=cfg.max_noise, retries=cfg.retries)
         s = stats["model"]
@@ -190,5 +198,5 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     return m
 
 
-__all__ = ["measure_model", "model_runtime", "basic_metrics", "count_params", "count_macs", "macs_nonzero",
+__all__ = ["measure_model", "model_runtime", "baseline_exporter", "basic_metrics", "count_params", "count_macs", "macs_nonzero",
            "layer_profile", "peak_activation_bytes", "sparse_bytes", "measure_latency", "load_device", "Measurement"]

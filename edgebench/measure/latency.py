@@ -23,6 +23,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# The runners of exported files belong to their exporters (Exporter.runner); these two are re-exported for scripts.
+from edgebench.export.onnx import onnxruntime_runner  # noqa: E402,F401
+from edgebench.export.tflite import litert_runner  # noqa: E402,F401
+
 # The vector and matrix extensions that change CPU kernel speed (fp32 FMA, fp16/bf16/int8 dot products).
 SPEED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -66,40 +70,6 @@ def torch_runner(model: nn.Module | Callable, example_input: torch.Tensor) -> Ca
     def run():
         with torch.inference_mode():
             return model(x)
-
-    return run
-
-
-def onnxruntime_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # no busy-waiting pool threads: they would steal the CPU from the runnable measured next
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    feed = {name: example_input.detach().cpu().numpy()}
-
-    def run():
-        return sess.run(None, feed)
-
-    return run
-
-
-def litert_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
-    """One batch-1 invocation of a ``.tflite`` file in LiteRT (default kernels, XNNPACK), input quantised once."""
-    from edgebench.export.tflite import LiteRT
-
-    lite = LiteRT(path, threads=threads)
-    x = lite.quantize_input(example_input[:1])
-
-    def run():
-        return lite.run_one(x)
 
     return run
 
