@@ -36,34 +36,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from edgebench import naming
+from edgebench.record import (PARENT_TAG, REUSED_TAG, SWEEP_FILE, conf_tags, config_hash,  # noqa: F401
+                              job_context, replicate_group)
 from edgebench.store import digest
+from edgebench.tracking import LAUNCHER_TAG, launchers, live_launchers  # noqa: F401  (their home: tracking)
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-PARENT_TAG = "edgebench.sweep_parent"
-REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
+# Run identity (config_hash, replicate_group, job_context, conf_tags and these tag names) lives in edgebench.record;
+# imported above for this module's own use and for callers that still name edgebench.sweep.
 
 
 def sweep_id(experiment: str, overrides: list[str]) -> str:
     """``sw-`` and 10 hex characters of the :func:`edgebench.store.digest` of the experiment and the overrides."""
     return "sw-" + digest([experiment, sorted(overrides)])[:10]
-
-
-def config_hash(resolved: dict, data_digest: str | None = None) -> str:
-    """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
-    count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``), and the data's content digest when
-    given (other files at the same ``data.root`` are another job: resume never returns a run on the old ones)."""
-    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
-    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
-
-
-def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
-    """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
-    group's runs), with the data's content digest when given."""
-    keep = {k: v for k, v in resolved.items()
-            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
-    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
 def swept_from_overrides(overrides: list[str]) -> list[str]:
@@ -77,22 +63,6 @@ def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
     keys = swept_from_overrides(overrides)
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return keys + [str(k) for k in params if str(k) not in keys]
-
-
-def job_context() -> dict[str, Any] | None:
-    """The sweep this process's Hydra job belongs to (parent run id, sweep id, job number), or None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return None
-        path = Path(hc.sweep.dir) / SWEEP_FILE
-        info = json.loads(path.read_text()) if path.exists() else {}
-        return {**info, "job_num": hc.job.num, "sweep_dir": str(hc.sweep.dir)}
-    except Exception:  # composed without Hydra's runtime (from Python, tests)
-        return None
 
 
 def record_failure(error: BaseException) -> bool:
@@ -114,10 +84,6 @@ LAST_FAILURE: str | None = None
 # The sweep this process launched and has not closed yet (closed as KILLED when it is interrupted).
 ACTIVE: dict[str, Any] = {}
 
-# Parent tag LAUNCHER_TAG.<host>.<pid>.<start> = JSON {host, pid, start, sweep_dir, ended}: every launch of the sweep
-# since its parent was last (re)opened with no other launch alive. Only the last live launcher closes the parent.
-LAUNCHER_TAG = "sweep.launcher"
-
 
 def launcher_entry(sweep_dir: str | Path, ended: bool = False) -> tuple[str, dict[str, Any]]:
     """This process as a launcher of a sweep: its parent tag's key and value."""
@@ -127,26 +93,6 @@ def launcher_entry(sweep_dir: str | Path, ended: bool = False) -> tuple[str, dic
     entry = {"host": tags[HOST_TAG], "pid": int(tags[PID_TAG]), "start": tags[PID_START_TAG],
              "sweep_dir": str(Path(sweep_dir).resolve()), "ended": ended}
     return f"{LAUNCHER_TAG}.{entry['host']}.{entry['pid']}.{entry['start']}", entry
-
-
-def launchers(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The launcher entries recorded on a parent run's tags."""
-    out = {}
-    for k, v in tags.items():
-        if k.startswith(LAUNCHER_TAG + "."):
-            try:
-                out[k] = json.loads(v)
-            except ValueError:
-                continue
-    return out
-
-
-def live_launchers(tags: dict[str, str], but: str | None = None) -> list[dict[str, Any]]:
-    """The launchers of a parent run (its tags) that have not ended and whose process still runs (other than ``but``)."""
-    from edgebench.tracking import process_alive
-
-    return [e for k, e in launchers(tags).items()
-            if k != but and not e.get("ended") and process_alive(e.get("host"), e.get("pid"), e.get("start"))]
 
 
 def _leave(tracker, parent_id: str, key: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -228,21 +174,6 @@ def snapshot_config(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     conf_digest = _folder_digest([copies[s] for s in copies])
     log.info("sweep: every job composes its config from %s (digest %s)", root, conf_digest)
     return {"conf_digest": conf_digest, "conf_snapshot": str(root.resolve())}
-
-
-def conf_tags(ctx: dict[str, Any] | None) -> dict[str, str]:
-    """``conf_digest`` of a sweep job: the digest of the sweep's config snapshot when the job was composed from it,
-    else ``live`` (composed from the config folders as they were when the job started)."""
-    if not ctx or not ctx.get("conf_digest"):
-        return {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        used = {str(s.path) for s in HydraConfig.get().runtime.config_sources}
-    except Exception:
-        return {}
-    snap = str(ctx.get("conf_snapshot"))
-    return {"conf_digest": ctx["conf_digest"] if any(u.startswith(snap) for u in used) else "live"}
 
 
 LAUNCHER_GONE: str | None = None  # set in a worker whose sweep launcher died: the reason its run was ended

@@ -284,6 +284,29 @@ def run_process_alive(run) -> bool:
     return process_alive(tags.get(HOST_TAG), tags.get(PID_TAG), tags.get(PID_START_TAG))
 
 
+# Parent tag LAUNCHER_TAG.<host>.<pid>.<start> = JSON {host, pid, start, sweep_dir, ended}: every launch of the sweep
+# since its parent was last (re)opened with no other launch alive. Only the last live launcher closes the parent.
+LAUNCHER_TAG = "sweep.launcher"
+
+
+def launchers(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The launcher entries recorded on a parent run's tags."""
+    out = {}
+    for k, v in tags.items():
+        if k.startswith(LAUNCHER_TAG + "."):
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                continue
+    return out
+
+
+def live_launchers(tags: dict[str, str], but: str | None = None) -> list[dict[str, Any]]:
+    """The launchers of a parent run (its tags) that have not ended and whose process still runs (other than ``but``)."""
+    return [e for k, e in launchers(tags).items()
+            if k != but and not e.get("ended") and process_alive(e.get("host"), e.get("pid"), e.get("start"))]
+
+
 @contextmanager
 def claim_lock(uri: str) -> Iterator[None]:
     """Held while a job checks for a finished or running run of its config and creates its own (and while a sweep
@@ -459,8 +482,6 @@ class Tracker:
             pid, started = r.data.tags.get(PID_TAG), r.data.tags.get(PID_START_TAG)
             if pid is None or _process_alive(int(pid), started):
                 continue
-            from edgebench.sweep import live_launchers
-
             if live_launchers(r.data.tags):  # a sweep's parent that another launch of the sweep still runs
                 continue
             reason = (f"the process that ran it ({host} pid {pid}) is gone: killed (e.g. SIGKILL or out of memory) "
