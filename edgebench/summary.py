@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from edgebench.pipeline import RunResult
+    from edgebench.record import RunResult
 
 
 def _si(n: float, unit: str = "") -> str:
@@ -93,7 +93,7 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
     if getattr(result, "deployable", None):  # verbatim, one line: the file to copy onto the device
         console.print(f"deployable file: {result.deployable}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"MLflow run id: {result.run_id}", soft_wrap=True, highlight=False)
-    from edgebench.sweep import job_context
+    from edgebench.record import job_context
 
     if job_context() is None:  # a sweep prints the command once, at its end (edgebench.sweep)
         console.print(f"open the MLflow UI: {ui}", soft_wrap=True, highlight=False, markup=False,

@@ -37,12 +37,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgebench import naming
 from edgebench.naming import PARENT_TAG, REUSED_TAG, swept_from_overrides  # noqa: F401 (sweep.PARENT_TAG stays)
+from edgebench.record import SWEEP_FILE, conf_tags, config_hash, job_context, replicate_group  # noqa: F401
 from edgebench.store import digest
 from edgebench.tracking import launcher_entry, launchers, live_launchers
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
+# Run identity (config_hash, replicate_group, job_context, conf_tags) lives in edgebench.record; imported above for
+# this module's own use and for callers that still name edgebench.sweep.
 
 
 def sweep_id(experiment: str, overrides: list[str]) -> str:
@@ -50,20 +52,6 @@ def sweep_id(experiment: str, overrides: list[str]) -> str:
     return "sw-" + digest([experiment, sorted(overrides)])[:10]
 
 
-def config_hash(resolved: dict, data_digest: str | None = None) -> str:
-    """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
-    count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``), and the data's content digest when
-    given (other files at the same ``data.root`` are another job: resume never returns a run on the old ones)."""
-    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
-    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
-
-
-def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
-    """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
-    group's runs), with the data's content digest when given."""
-    keep = {k: v for k, v in resolved.items()
-            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
-    return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
 def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
@@ -71,22 +59,6 @@ def swept_keys(config: DictConfig, overrides: list[str]) -> list[str]:
     keys = swept_from_overrides(overrides)
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return keys + [str(k) for k in params if str(k) not in keys]
-
-
-def job_context() -> dict[str, Any] | None:
-    """The sweep this process's Hydra job belongs to (parent run id, sweep id, job number), or None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return None
-        path = Path(hc.sweep.dir) / SWEEP_FILE
-        info = json.loads(path.read_text()) if path.exists() else {}
-        return {**info, "job_num": hc.job.num, "sweep_dir": str(hc.sweep.dir)}
-    except Exception:  # composed without Hydra's runtime (from Python, tests)
-        return None
 
 
 def record_failure(error: BaseException) -> bool:
@@ -187,21 +159,6 @@ def snapshot_config(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     conf_digest = _folder_digest([copies[s] for s in copies])
     log.info("sweep: every job composes its config from %s (digest %s)", root, conf_digest)
     return {"conf_digest": conf_digest, "conf_snapshot": str(root.resolve())}
-
-
-def conf_tags(ctx: dict[str, Any] | None) -> dict[str, str]:
-    """``conf_digest`` of a sweep job: the digest of the sweep's config snapshot when the job was composed from it,
-    else ``live`` (composed from the config folders as they were when the job started)."""
-    if not ctx or not ctx.get("conf_digest"):
-        return {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        used = {str(s.path) for s in HydraConfig.get().runtime.config_sources}
-    except Exception:
-        return {}
-    snap = str(ctx.get("conf_snapshot"))
-    return {"conf_digest": ctx["conf_digest"] if any(u.startswith(snap) for u in used) else "live"}
 
 
 LAUNCHER_GONE: str | None = None  # set in a worker whose sweep launcher died: the reason its run was ended

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench import export, methods, pipeline, training
+from edgebench import deploy, export, methods, pipeline, training
 from edgebench.config import ConfigError, validate
 from edgebench.export import QuantSpec
 from edgebench.measure import measure_model
@@ -21,7 +21,7 @@ def _chosen(make_cfg, *overrides: str) -> str | None:
     """The exporter a run with these overrides would use, resolved as the pipeline does before training."""
     spec = validate(make_cfg("data=digits", *overrides))
     method = methods.build(methods.parse(spec.method))
-    exp = pipeline._exporter(spec, getattr(method, "spec_dtype", None))
+    exp = deploy.exporter(spec, getattr(method, "spec_dtype", None))
     return exp.name if exp is not None else None
 
 

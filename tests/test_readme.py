@@ -21,7 +21,7 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from edgebench import methods, pipeline
+from edgebench import deploy, methods, pipeline
 from edgebench.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def _checked_before_work(overrides: list[str], tmp_path: Path):
     cfg = pipeline.compose(overrides, root_dir=tmp_path)
     spec = validate(cfg)
     steps = [methods.build(c) for c in methods.parse_steps(spec.method, spec.steps)]
-    return pipeline._exporter(spec, getattr(steps[-1], "spec_dtype", None) if steps else None)
+    return deploy.exporter(spec, getattr(steps[-1], "spec_dtype", None) if steps else None)
 
 
 def test_the_docs_have_commands_and_each_is_run_somewhere():

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from edgebench import pipeline
+from edgebench import pipeline, record
 from edgebench.config import config_dir, validate
 
 FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false",
@@ -45,7 +45,7 @@ def _compose(root, template, *overrides):
 
 
 def _name(cfg, job=None) -> str:
-    return pipeline._run_name(validate(cfg), pipeline._choices(cfg), job)[0]
+    return record.run_name(validate(cfg), record.choices(pipeline.plain_config(cfg)), job)[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from edgebench import report
-from edgebench.sweep import config_hash, sweep_id
+from edgebench.record import config_hash
+from edgebench.sweep import sweep_id
 
 FAST = ["data=digits", "trainer.max_epochs=2", "trainer.batch_size=32", "measure.latency=false",
         "trainer.progress_bar=none"]
