@@ -514,7 +514,8 @@ def run(cfg: DictConfig) -> RunResult:
     tags = {**choices, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
             naming.DESCRIPTION_TAG: described,
             "replicate_group": sweep.replicate_group(resolved, splits.digest), "data.digest": splits.digest,
-            **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
+            **sweep_tags, **sweep.conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none",
+            **{str(k): str(v) for k, v in spec.tags.items()}}  # tags= of the config (a study's name, arm, budget)
     resume = spec.resume if spec.resume is not None else bool(sweep_tags)
     with contextlib.ExitStack() as opened:
         # the check and the creation of this run under one lock: two launches of one sweep never both run a job

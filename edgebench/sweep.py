@@ -54,7 +54,8 @@ def config_hash(resolved: dict, data_digest: str | None = None) -> str:
     """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
     count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``), and the data's content digest when
     given (other files at the same ``data.root`` are another job: resume never returns a run on the old ones)."""
-    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
+    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")
+            and not (k == "tags" and not v)}  # no tags: the hash runs had before ``tags`` existed
     return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
@@ -62,7 +63,8 @@ def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
     """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
     group's runs), with the data's content digest when given."""
     keep = {k: v for k, v in resolved.items()
-            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
+            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")
+            and not (k == "tags" and not v)}
     return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
