@@ -259,6 +259,16 @@ def run_overrides(study: Study, arm: str, budget: str, results_dir: Path | None 
     return [*study.overrides(arm, budget), *own]
 
 
+def command(study: Study, arm: str, budget: str, seeds, jobs: int = 1, results_dir: Path | None = None) -> list[str]:
+    """The Hydra multirun of one arm's ``seeds``: ``python -m edgebench -m ... seed=0,1,2``, through the joblib
+    launcher when ``jobs`` > 1 (at most one job per seed)."""
+    cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir),
+           f"seed={','.join(map(str, seeds))}"]
+    if jobs > 1 and len(seeds) > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(seeds))}"]
+    return cmd
+
+
 def check(study: Study, budget: str, root: Path, results_dir: Path | None = None) -> dict[str, dict]:
     """Compose and validate every arm at ``budget`` before anything runs: a typo in one arm fails the study at once.
     Returns, per arm, what its runs are (model, data, epochs, chain) and the tracking URI."""
@@ -353,10 +363,7 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
         eta = "" if not ran else f", ETA {_eta((time.perf_counter() - started) / ran * (n_todo - ran))}"
         echo(f"[{first}-{ran + len(missing)} of {n_todo}] arm {k}/{len(todo)} {arm!r}: seeds "
              f"{','.join(map(str, missing))}{eta}")
-        cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir),
-               f"seed={','.join(map(str, missing))}"]
-        if jobs > 1 and len(missing) > 1:
-            cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(missing))}"]
+        cmd = command(study, arm, budget, missing, jobs, results_dir)
         logfile = log_dir / f"{study.name}-{budget}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', arm)}.log"
         t = time.perf_counter()
         with logfile.open("w") as fh:
@@ -635,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path.cwd()
     try:
         if args.jobs < 1:
-            raise StudyError(f"--jobs {args.jobs}: must be at least 1")
+            raise StudyError(f"--jobs {args.jobs}: must be at least 1; pass --jobs 1 (one run at a time) or more")
         study = load(args.name)
         if args.budget not in study.budgets:
             raise StudyError(f"study {study.name}: unknown budget {args.budget!r}; use --budget "

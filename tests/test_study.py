@@ -189,3 +189,23 @@ def test_report_only_rewrites_the_report_from_the_runs_without_running(ran, caps
         assert st.main([str(path), "--budget", "full", "--report-only", "--out", str(root / "none")]) == 2
     assert "no finished runs in MLflow experiment study-tiny" in capsys.readouterr().err
     assert not (root / "none").exists()
+
+
+def test_each_arm_is_one_multirun_over_its_seeds_through_joblib_with_jobs():
+    s = parse()
+    one = st.command(s, "pruned", "smoke", [0, 1])
+    assert one[1:4] == ["-m", "edgebench", "-m"] and one[-1] == "seed=0,1" and "hydra/launcher=joblib" not in one
+    assert "experiment_name=study-tiny-smoke" in one and "resume=true" in one
+    tags = next(o for o in one if o.startswith("++tags="))
+    assert 'study:"tiny"' in tags and 'study.arm:"pruned"' in tags and 'study.budget:"smoke"' in tags
+    assert f'study.spec:"{s.spec("pruned", "smoke")}"' in tags
+    assert one.index("steps=[{name:magnitude_pruning,sparsity:0.5,rounds:1,retrain_epochs:1}]") < one.index(tags)
+    par = st.command(s, "pruned", "full", [0, 1, 2], jobs=4)
+    assert par[-2:] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
+    assert st.command(s, "pruned", "full", [2], jobs=4)[-1] == "seed=2"  # one seed: no launcher to start
+    # the spec is the digest of the arm's overrides at the budget: an edited arm runs again
+    assert s.spec("pruned", "full") != s.spec("dense", "full")
+    edited = parse(arms={"dense": [], "pruned": ["steps=[{name:magnitude_pruning,sparsity:0.6}]"]})
+    assert edited.spec("pruned", "full") != s.spec("pruned", "full") and edited.spec("dense", "full") == s.spec("dense", "full")
+    pipelines = st.load("pipelines")
+    assert pipelines.spec("dense", "smoke") != pipelines.spec("dense", "full")  # data=digits trainer.max_epochs=1
