@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -372,13 +373,22 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
             proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             seen = 0
-            for line in proc.stdout:
-                fh.write(line)
-                if re.search(r"MLflow run [0-9a-f]{32} \(|skipped: run [0-9a-f]{32}", line):
-                    seen += 1
-                    what = "skipped (finished before)" if "skipped:" in line else "started"
-                    echo(f"  run {ran + min(seen, len(missing))} of {n_todo} ({arm!r}): {what}")
-            rc = proc.wait()
+            try:
+                for line in proc.stdout:
+                    fh.write(line)
+                    if re.search(r"MLflow run [0-9a-f]{32} \(|skipped: run [0-9a-f]{32}", line):
+                        seen += 1
+                        what = "skipped (finished before)" if "skipped:" in line else "started"
+                        echo(f"  run {ran + min(seen, len(missing))} of {n_todo} ({arm!r}): {what}")
+                rc = proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the multirun closes its runs as KILLED, then we stop
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                raise
         ran += len(missing)
         if rc != 0:
             tail = logfile.read_text().strip().splitlines()[-5:]
@@ -570,15 +580,20 @@ def write_report(study: Study, budget: str, root: Path, out_dir: Path, results_d
                             "seeds": list(r["paired"].seeds)} for r in rows],
            "missing": [[a, s] for a, s in missing], "left_out": [list(x) for x in left],
            "failed": (launched or {}).get("failed", {}), **({"extra": extra["json"]} if "json" in extra else {})}
-    (out_dir / f"{study.name}.json").write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+    (out_dir / f"{study.name}.json").write_text(json.dumps(_clean(doc), indent=1, default=str, allow_nan=False) + "\n")
     echo(f"study {study.name} [{budget}]: wrote {md} and {md.with_suffix('.json')}")
     return doc
 
 
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)
+def _clean(o):
+    """Strict JSON: NaN (an interval of one seed, a p value of none) as null."""
+    if isinstance(o, float):
+        return None if math.isnan(o) or math.isinf(o) else o
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
 
 
 def _plots(study: Study, vals, out_dir: Path, budget: str) -> list[str]:
@@ -640,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"{n}: {load(n).title}" for n in names()))
         return 0
     root = Path.cwd()
+    from edgebench import signals
+
+    signals.install()  # SIGTERM stops the study as Ctrl-C does
     try:
         if args.jobs < 1:
             raise StudyError(f"--jobs {args.jobs}: must be at least 1; pass --jobs 1 (one run at a time) or more")
@@ -658,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as e:
         print(f"edgebench.study: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nedgebench.study: interrupted; the runs that finished stay. Run the same command again to continue: "
+              "finished runs are not launched again", file=sys.stderr)
+        return 130
     if launched and launched["failed"]:
         print("edgebench.study: " + "; ".join(f"arm {a!r} failed ({why})" for a, why in launched["failed"].items())
               + "; run the same command again to retry only what did not finish", file=sys.stderr)

@@ -209,3 +209,23 @@ def test_each_arm_is_one_multirun_over_its_seeds_through_joblib_with_jobs():
     assert edited.spec("pruned", "full") != s.spec("pruned", "full") and edited.spec("dense", "full") == s.spec("dense", "full")
     pipelines = st.load("pipelines")
     assert pipelines.spec("dense", "smoke") != pipelines.spec("dense", "full")  # data=digits trainer.max_epochs=1
+
+
+def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
+    """``extra: module:function`` gets the loaded runs and the values; its markdown and JSON go into the report."""
+    root, path, _ = ran
+    (root / "tiny_extra.py").write_text(
+        "def figures(study, runs, values):\n"
+        "    n = len(runs)\n"
+        "    return {'markdown': f'## Extra\\n\\n{n} runs seen by the hook', 'json': {'runs': n,"
+        " 'arms': sorted(values)}}\n")
+    monkeypatch.syspath_prepend(str(root))
+    hooked = root / "tiny_hooked.yaml"
+    hooked.write_text(yaml.safe_dump({**TINY, "extra": "tiny_extra:figures"}))
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(hooked), "--budget", "smoke", "--report-only", "--out", str(root / "hooked")]) == 0
+    assert "## Extra\n\n4 runs seen by the hook" in (root / "hooked" / "tiny.md").read_text()
+    assert json.loads((root / "hooked" / "tiny.json").read_text())["extra"] == {"runs": 4, "arms": ["dense", "pruned"]}
+    with pytest.raises(st.StudyError, match="extra: 'tiny_extra.figures' is not module:function"):
+        parse(extra="tiny_extra.figures")
