@@ -229,3 +229,18 @@ def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
     assert json.loads((root / "hooked" / "tiny.json").read_text())["extra"] == {"runs": 4, "arms": ["dense", "pruned"]}
     with pytest.raises(st.StudyError, match="extra: 'tiny_extra.figures' is not module:function"):
         parse(extra="tiny_extra.figures")
+
+
+def test_tags_are_part_of_a_runs_identity_only_when_given():
+    """No tags: the config hash and replicate group a run had before ``tags`` existed (resume still finds it)."""
+    from edgebench import pipeline
+    from edgebench.sweep import config_hash, replicate_group
+
+    plain = pipeline.plain_config(pipeline.compose(["data=digits"]))
+    assert plain["tags"] == {}
+    before = {k: v for k, v in plain.items() if k != "tags"}
+    assert config_hash(plain, "d") == config_hash(before, "d")
+    assert replicate_group(plain, "d") == replicate_group(before, "d")
+    tagged = pipeline.plain_config(pipeline.compose(["data=digits", "++tags={study:x,study.arm:a}"]))
+    assert tagged["tags"] == {"study": "x", "study.arm": "a"}
+    assert config_hash(tagged, "d") != config_hash(plain, "d")
