@@ -307,6 +307,7 @@ class EdgebenchConfig:
     replicates: int = 1  # runs of this config with seeds seed, seed+1, ...: the report averages them (mean, 95% CI)
     experiment_name: str = "edgebench"  # the MLflow experiment
     run_name: Optional[str] = None  # the MLflow run name; None = model-data-method-device
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags of the run (a study's name, arm, budget)
     resume: Optional[bool] = None  # skip a job whose config has a FINISHED run; None = on in a multirun only
     objective: Objective = Objective.val_acc  # what a job returns to a sweeper (Optuna maximises it)
     use_baseline_cache: bool = True

@@ -49,7 +49,8 @@ def config_hash(resolved: dict, data_digest: str | None = None) -> str:
     """What identifies a job's result: the resolved config without paths, names, resume switches and the replicate
     count (replicate i of ``seed=s replicates=3`` is the job ``seed=s+i``), and the data's content digest when
     given (other files at the same ``data.root`` are another job: resume never returns a run on the old ones)."""
-    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")}
+    keep = {k: v for k, v in resolved.items() if k not in ("paths", "hydra", "resume", "run_name", "replicates")
+            and not (k == "tags" and not v)}  # no tags: the hash runs had before ``tags`` existed
     return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
@@ -57,7 +58,8 @@ def replicate_group(resolved: dict, data_digest: str | None = None) -> str:
     """What replicates share: the config hash without the seed (tag ``replicate_group``; the report averages a
     group's runs), with the data's content digest when given."""
     keep = {k: v for k, v in resolved.items()
-            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")}
+            if k not in ("paths", "hydra", "resume", "run_name", "replicates", "seed", "experiment_name")
+            and not (k == "tags" and not v)}
     return digest({**keep, "data_digest": data_digest} if data_digest else keep)
 
 
@@ -264,7 +266,8 @@ class Record:
         tags = {**chosen, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
                 naming.DESCRIPTION_TAG: described,
                 "replicate_group": replicate_group(resolved, splits.digest), "data.digest": splits.digest,
-                **sweep_tags, **conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none"}
+                **sweep_tags, **conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none",
+                **{str(k): str(v) for k, v in spec.tags.items()}}  # tags= of the config (a study's name, arm, budget)
         resume = spec.resume if spec.resume is not None else bool(sweep_tags)
         with contextlib.ExitStack() as opened:
             with claim_lock(tracker.uri):

@@ -1,0 +1,246 @@
+"""Studies (edgebench.study): the config's checks, a smoke study end to end through Hydra's multirun into a tmp MLflow
+store, resume after an interruption, and --report-only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgebench import study as st
+
+# the study the end-to-end tests run: 2 arms x 2 seeds on digits, one epoch, no latency (seconds a run)
+TINY = {
+    "name": "tiny",
+    "title": "Tiny study",
+    "question": "does 50% magnitude pruning change test accuracy?",
+    "base": ["model=lenet_300_100", "data=digits", "trainer.max_epochs=1", "measure.latency=false"],
+    "arms": {"dense": [], "pruned": ["steps=[{name:magnitude_pruning,sparsity:0.5,rounds:1,retrain_epochs:1}]"]},
+    "reference": "dense",
+    "budgets": {"full": {"seeds": [0, 1, 2]}, "smoke": {"seeds": [0, 1]}},
+    "metrics": ["test/acc", "size/bytes_smallest", "size/sparsity"],
+    "comparisons": [
+        {"arm": "pruned", "metric": "test/acc", "rule": "at_least", "threshold": -0.5, "source": "a test's bound"},
+        {"arm": "pruned", "metric": "size/bytes_smallest", "rule": "at_most", "threshold": 0, "source": "a test"},
+    ],
+    "plots": [{"x": "size/bytes_smallest", "y": "test/acc"}],
+}
+
+
+def parse(**changes):
+    raw = json.loads(json.dumps(TINY))
+    for k, v in changes.items():
+        if v is None:
+            raw.pop(k)
+        else:
+            raw[k] = v
+    return st.parse(raw)
+
+
+def test_the_shipped_studies_parse_and_compose():
+    """Every conf/study/*.yaml parses; pipelines' arms compose and validate at both budgets."""
+    assert "pipelines" in st.names()
+    for name in st.names():
+        s = st.load(name)
+        assert s.reference in s.arms and "full" in s.budgets
+    s = st.load("pipelines")
+    arms = st.check(s, "smoke", Path("."))
+    assert arms["magnitude_pruning -> ptq_int8"]["chain"] == ["magnitude_pruning", "ptq_int8"]
+    assert {a["data"] for a in arms.values()} == {"digits"}
+    assert {a["data"] for a in st.check(s, "full", Path(".")).values()} == {"fashion_mnist"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"comparisons": [{"arm": "prunned", "metric": "test/acc"}]}, "comparisons[0].arm: 'prunned' is not an arm"),
+    ({"comparisons": [{"arm": "pruned", "against": "nope", "metric": "test/acc"}]}, "'nope' is not an arm"),
+    ({"comparisons": [{"arm": "pruned", "metric": "test/acc", "rule": "at_least", "threshold": -0.01}]},
+     "a threshold needs its source"),
+    ({"comparisons": [{"arm": "pruned", "metric": "test/acc", "threshold": -0.01, "source": "x"}]},
+     "a threshold needs its rule"),
+    ({"comparisons": [{"arm": "pruned", "metric": "test/acc", "rule": "about", "threshold": 0, "source": "x"}]},
+     "unknown rule 'about'"),
+    ({"comparisons": [{"arm": "pruned", "metric": "val/acc"}]}, "'val/acc' is not one of the study's metrics"),
+    ({"reference": "base"}, "reference: 'base' is not an arm"),
+    ({"budgets": {"smoke": {"seeds": [0]}}}, "needs a 'full' budget"),
+    ({"budgets": {"full": {"seeds": [0, 0]}}}, "must be a list of distinct integers"),
+    ({"arms": {"dense": ["seed=3"]}}, "is set by the study runner"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+    ({"metrics": None}, "missing key 'metrics'"),
+])
+def test_bad_study_configs_fail_with_one_line_naming_the_fix(changes, message):
+    with pytest.raises(st.StudyError) as e:
+        parse(**changes)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert ";" in str(e.value)  # the problem, then the fix
+
+
+def test_unknown_budget_and_study_are_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert st.main(["pipelines", "--budget", "huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "edgebench.study: error: study pipelines: unknown budget 'huge'; use --budget full or smoke"
+    assert st.main(["no_such_study"]) == 2
+    assert "no study 'no_such_study': studies are " in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_bad_arm_override_fails_the_study_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "arms": {"dense": [], "pruned": ["steps=[{name:magnitude_prunin}]"]}}))
+    assert st.main([str(path), "--budget", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "arm 'pruned'" in err and "magnitude_prunin" in err
+    assert not (tmp_path / "results" / "studies").exists()  # nothing was launched
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The tiny study at its smoke budget, run once through the CLI in a tmp folder (its own MLflow store)."""
+    root = tmp_path_factory.mktemp("study")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        code = st.main([str(path), "--budget", "smoke", "--out", str(root / "out")])
+    return root, path, code
+
+
+def test_a_smoke_study_runs_every_arm_and_seed_and_writes_a_paired_comparison(ran):
+    root, path, code = ran
+    assert code == 0
+    md = (root / "out" / "tiny.md").read_text()
+    doc = json.loads((root / "out" / "tiny.json").read_text())
+    assert doc["budget"] == "smoke" and doc["seeds"] == [0, 1] and doc["experiment"] == "study-tiny-smoke"
+    assert set(doc["run_ids"]) == {"dense", "pruned"} and all(set(r) == {"0", "1"} for r in doc["run_ids"].values())
+    acc = doc["values"]
+    # the paired difference is the mean of the per-seed differences of the runs' own test accuracies
+    diffs = [acc["pruned"]["test/acc"][s] - acc["dense"]["test/acc"][s] for s in ("0", "1")]
+    first = doc["comparisons"][0]
+    assert first["diffs"] == pytest.approx(diffs) and first["mean"] == pytest.approx(sum(diffs) / 2)
+    assert first["n"] == 2 and first["seeds"] == [0, 1]
+    size = doc["comparisons"][1]
+    assert size["high"] < 0 and size["passed"] is True and size["verdict"] == "lower"  # 50% zeros: smaller encoding
+    assert all(v == pytest.approx(0.5, abs=0.01) for v in acc["pruned"]["size/sparsity"].values())
+    assert "budget **smoke**: seeds 0, 1; model lenet_300_100; data digits; trainer.max_epochs 1" in md
+    assert "Holm's adjusted p over the 2 comparisons" in md and "| pruned - dense | test/acc |" in md
+    assert "python -m edgebench.study tiny --budget smoke" in md and "run wall time" in md
+    assert (root / "out" / "tiny_test_acc_vs_size_bytes_smallest.png").stat().st_size > 0
+    assert "cpu_flags" not in doc  # no latency metric, no CPU line
+
+
+def test_runs_carry_the_study_tags_in_their_own_experiment(ran):
+    from mlflow.tracking import MlflowClient
+
+    root, _, _ = ran
+    client = MlflowClient(f"sqlite:///{root / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("study-tiny-smoke")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if "study.arm" in r.data.tags
+            and r.data.tags.get("edgebench.child") != "true"]
+    assert sorted((r.data.tags["study.arm"], r.data.params["seed"]) for r in runs) == [
+        ("dense", "0"), ("dense", "1"), ("pruned", "0"), ("pruned", "1")]
+    assert {(r.data.tags["study"], r.data.tags["study.budget"]) for r in runs} == {("tiny", "smoke")}
+    assert client.get_experiment_by_name("study-tiny") is None  # the smoke budget never lands in the full one
+
+
+def test_a_rerun_skips_finished_runs_and_an_interrupted_study_continues(ran, capsys):
+    from mlflow.tracking import MlflowClient
+
+    root, path, _ = ran
+    client = MlflowClient(f"sqlite:///{root / 'results' / 'mlflow.db'}")
+    doc = json.loads((root / "out" / "tiny.json").read_text())
+    killed = doc["run_ids"]["pruned"]["1"]
+    client.set_terminated(killed, "KILLED")  # as an interrupt leaves it
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert st.main([str(path), "--budget", "smoke", "--out", str(root / "out2")]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs (2 arms x 2 seeds), 3 finished before, 1 to run" in out
+    assert "'pruned': seeds 1" in out and "'dense': seeds" not in out
+    again = json.loads((root / "out2" / "tiny.json").read_text())
+    assert again["run_ids"]["pruned"]["1"] != killed
+    assert {a: r for a, r in again["run_ids"].items() if a == "dense"} == {"dense": doc["run_ids"]["dense"]}
+    with pytest.MonkeyPatch.context() as mp:  # everything finished: nothing launched
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert st.main([str(path), "--budget", "smoke", "--out", str(root / "out3")]) == 0
+    assert "4 finished before, 0 to run" in capsys.readouterr().out
+
+
+def test_report_only_rewrites_the_report_from_the_runs_without_running(ran, capsys):
+    root, path, _ = ran
+    before = {p.name for p in (root / "results" / "studies").iterdir()}
+    logs = {p: p.stat().st_mtime for p in (root / "results" / "studies").iterdir()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert st.main([str(path), "--budget", "smoke", "--report-only", "--out", str(root / "only")]) == 0
+        assert "to run" not in capsys.readouterr().out
+        doc = json.loads((root / "only" / "tiny.json").read_text())
+        assert doc["invocation_wall_s"] is None and len(doc["comparisons"]) == 2
+        assert {p: p.stat().st_mtime for p in (root / "results" / "studies").iterdir()} == logs  # nothing launched
+        assert {p.name for p in (root / "results" / "studies").iterdir()} == before
+        # a budget that never ran: a clear error, no empty report
+        assert st.main([str(path), "--budget", "full", "--report-only", "--out", str(root / "none")]) == 2
+    assert "no finished runs in MLflow experiment study-tiny" in capsys.readouterr().err
+    assert not (root / "none").exists()
+
+
+def test_each_arm_is_one_multirun_over_its_seeds_through_joblib_with_jobs():
+    s = parse()
+    one = st.command(s, "pruned", "smoke", [0, 1])
+    assert one[1:4] == ["-m", "edgebench", "-m"] and one[-1] == "seed=0,1" and "hydra/launcher=joblib" not in one
+    assert "experiment_name=study-tiny-smoke" in one and "resume=true" in one
+    tags = next(o for o in one if o.startswith("++tags="))
+    assert 'study:"tiny"' in tags and 'study.arm:"pruned"' in tags and 'study.budget:"smoke"' in tags
+    assert f'study.spec:"{s.spec("pruned", "smoke")}"' in tags
+    assert one.index("steps=[{name:magnitude_pruning,sparsity:0.5,rounds:1,retrain_epochs:1}]") < one.index(tags)
+    par = st.command(s, "pruned", "full", [0, 1, 2], jobs=4)
+    assert par[-2:] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
+    assert st.command(s, "pruned", "full", [2], jobs=4)[-1] == "seed=2"  # one seed: no launcher to start
+    # the spec is the digest of the arm's overrides at the budget: an edited arm runs again
+    assert s.spec("pruned", "full") != s.spec("dense", "full")
+    edited = parse(arms={"dense": [], "pruned": ["steps=[{name:magnitude_pruning,sparsity:0.6}]"]})
+    assert edited.spec("pruned", "full") != s.spec("pruned", "full") and edited.spec("dense", "full") == s.spec("dense", "full")
+    pipelines = st.load("pipelines")
+    assert pipelines.spec("dense", "smoke") != pipelines.spec("dense", "full")  # data=digits trainer.max_epochs=1
+
+
+def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
+    """``extra: module:function`` gets the loaded runs and the values; its markdown and JSON go into the report."""
+    root, path, _ = ran
+    (root / "tiny_extra.py").write_text(
+        "def figures(study, runs, values):\n"
+        "    n = len(runs)\n"
+        "    return {'markdown': f'## Extra\\n\\n{n} runs seen by the hook', 'json': {'runs': n,"
+        " 'arms': sorted(values)}}\n")
+    monkeypatch.syspath_prepend(str(root))
+    hooked = root / "tiny_hooked.yaml"
+    hooked.write_text(yaml.safe_dump({**TINY, "extra": "tiny_extra:figures"}))
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(hooked), "--budget", "smoke", "--report-only", "--out", str(root / "hooked")]) == 0
+    assert "## Extra\n\n4 runs seen by the hook" in (root / "hooked" / "tiny.md").read_text()
+    assert json.loads((root / "hooked" / "tiny.json").read_text())["extra"] == {"runs": 4, "arms": ["dense", "pruned"]}
+    with pytest.raises(st.StudyError, match="extra: 'tiny_extra.figures' is not module:function"):
+        parse(extra="tiny_extra.figures")
+
+
+def test_tags_are_part_of_a_runs_identity_only_when_given():
+    """No tags: the config hash and replicate group a run had before ``tags`` existed (resume still finds it)."""
+    from edgebench import pipeline
+    from edgebench.sweep import config_hash, replicate_group
+
+    plain = pipeline.plain_config(pipeline.compose(["data=digits"]))
+    assert plain["tags"] == {}
+    before = {k: v for k, v in plain.items() if k != "tags"}
+    assert config_hash(plain, "d") == config_hash(before, "d")
+    assert replicate_group(plain, "d") == replicate_group(before, "d")
+    tagged = pipeline.plain_config(pipeline.compose(["data=digits", "++tags={study:x,study.arm:a}"]))
+    assert tagged["tags"] == {"study": "x", "study.arm": "a"}
+    assert config_hash(tagged, "d") != config_hash(plain, "d")
