@@ -44,6 +44,22 @@ def mlflow_template_db(tmp_path_factory) -> Path:
     return db
 
 
+@pytest.fixture(scope="session")
+def digits_seed_sweep(tmp_path_factory):
+    """One finished two-job sweep through the CLI (`python -m edgebench -m ... seed=0,1`, one epoch on digits), made
+    once and only read by the tests that check it (its end-of-sweep output, the MLflow UI's pages of it): its
+    folder (the CLI's cwd, holding results/) and the finished process (stdout, stderr, returncode)."""
+    import subprocess
+    import sys
+
+    where = tmp_path_factory.mktemp("digits_seed_sweep")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    out = subprocess.run([sys.executable, "-m", "edgebench", "-m", "data=digits", "trainer.max_epochs=1",
+                          "trainer.batch_size=32", "measure.latency=false", "trainer.progress_bar=none", "seed=0,1"],
+                         cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    return where, out
+
+
 @pytest.fixture
 def make_cfg(tmp_path, mlflow_template_db):
     """make_cfg(*overrides) -> a composed config whose paths all lie under tmp_path."""
