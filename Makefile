@@ -39,11 +39,16 @@ setup: $(STAMP) data ## virtual environment in .venv, the package, the data
 run: setup ## the default experiment (dense LeNet-300-100 on Fashion-MNIST); extra overrides: make run ARGS="..."
 	$(PY) -m edgebench $(ARGS)
 
-test: setup browser ## the default test suite (no slow tests)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+# -n auto: one pytest-xdist worker per core (at most 4). --dist worksteal hands each worker a contiguous share of
+# the tests (a module's shared fixture is mostly made once) and lets an idle worker take tests from a busy one
+# (the end-to-end tests take from 1 s to over a minute: a per-file split leaves one worker finishing alone)
+XDIST := -n auto --maxprocesses 4 --dist worksteal
+
+test: setup browser ## the default test suite (no slow tests), in parallel over the cores
+	$(PY) -m pytest -m "not slow" $(XDIST) $(ARGS)
 
 test-all: setup $(RAY_STAMP) browser ## every test, slow ones included (installs the ray extra for the Ray test)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 bench: setup ## harness-overhead benchmark -> results/harness_overhead.json
 	$(PY) experiments/harness_overhead.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,19 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the cores: torch, and the
+    CLI subprocesses the tests start (through OMP_NUM_THREADS), use cores / workers threads, not every core each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = threads
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory) -> Path:
     """A migrated, empty MLflow SQLite store, made once (migrations take seconds)."""
@@ -28,6 +42,44 @@ def mlflow_template_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments()
     return db
+
+
+def made_once(tmp_path_factory, name: str, make) -> tuple[Path, dict]:
+    """``make(folder) -> dict`` run once per test session, in a folder every pytest-xdist worker of the session
+    shares (the first worker to ask makes it under a file lock, the others wait and read it): the folder and the
+    dict (kept as JSON). Without xdist, once per session as a session fixture would be."""
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above the workers' own
+    where, done = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            where.mkdir(exist_ok=True)
+            done.write_text(json.dumps(make(where)))
+    return where, json.loads(done.read_text())
+
+
+@pytest.fixture(scope="session")
+def digits_seed_sweep(tmp_path_factory):
+    """One finished two-job sweep through the CLI (`python -m edgebench -m ... seed=0,1`, one epoch on digits), made
+    once per session (across xdist workers too) and only read by the tests that check it (its end-of-sweep output,
+    the MLflow UI's pages of it): its folder (the CLI's cwd, holding results/) and the finished process."""
+    import subprocess
+    import sys
+
+    def sweep(where: Path) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+        out = subprocess.run([sys.executable, "-m", "edgebench", "-m", "data=digits", "trainer.max_epochs=1",
+                              "trainer.batch_size=32", "measure.latency=false", "trainer.progress_bar=none",
+                              "seed=0,1"], cwd=where, env=env, capture_output=True, text=True, timeout=600)
+        return {"args": out.args, "returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}
+
+    where, out = made_once(tmp_path_factory, "digits_seed_sweep", sweep)
+    return where, subprocess.CompletedProcess(**out)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """A store that cannot give a user the wrong model (issue 24: items 1, 2, 6 and part of 15).
 
 End to end through the CLI where the issue says so (real subprocesses in ``tmp_path``, sklearn digits or two tiny
-image folders written here); the store's own behaviour through :class:`edgebench.store.Store`.
+image folders written here), with the runs that only set up or read back a store entry made in-process (the same
+``pipeline.run``, without a fresh interpreter's imports); the store's own behaviour through
+:class:`edgebench.store.Store`.
 """
 
 from __future__ import annotations
@@ -58,13 +60,16 @@ def _image_folder(root: Path, bright: str, n: int = 40) -> Path:
 
 # --- 1: the baseline key covers the data's content, not its path ---
 
-def test_other_images_at_another_root_train_their_own_baseline(tmp_path):
+def test_other_images_at_another_root_train_their_own_baseline(make_cfg, tmp_path):
+    """In-process runs (what the key covers is the pipeline's; the CLI runs the same pipeline.run)."""
+    from edgebench import pipeline
+
     a = _image_folder(tmp_path / "A", bright="a")
     b = _image_folder(tmp_path / "B", bright="b")  # the same classes, the labels the other way round
     common = ["data=image_folder", "data.image_size=8", "data.channels=1", "model=lenet_300_100",
               "trainer.max_epochs=3", *FAST]
-    _cli([*common, f"data.root={a}"], tmp_path)
-    _cli([*common, f"data.root={b}"], tmp_path)
+    pipeline.run(make_cfg(*common, f"data.root={a}"))
+    pipeline.run(make_cfg(*common, f"data.root={b}"))
     first, second = _runs(tmp_path)
     assert first.data.tags["baseline.cache_hit"] == "false"
     assert second.data.tags["baseline.cache_hit"] == "false", "B's run reused the model trained on A"
@@ -73,7 +78,7 @@ def test_other_images_at_another_root_train_their_own_baseline(tmp_path):
     # the same images at another path are the same data: a hit
     c = tmp_path / "C"
     os.rename(a, c)
-    _cli([*common, f"data.root={c}"], tmp_path)
+    pipeline.run(make_cfg(*common, f"data.root={c}"))
     third = _runs(tmp_path)[-1]
     assert third.data.tags["baseline.cache_hit"] == "true"
     assert third.data.tags["baseline.key"] == first.data.tags["baseline.key"]
@@ -129,8 +134,10 @@ def _damage(model_pt: Path) -> None:
 DIGITS = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=2", *FAST]
 
 
-def test_damaged_baseline_file_is_set_aside_and_retrained(tmp_path):
-    _cli(DIGITS, tmp_path)
+def test_damaged_baseline_file_is_set_aside_and_retrained(make_cfg, tmp_path):
+    from edgebench import pipeline
+
+    pipeline.run(make_cfg(*DIGITS))  # the entry, made in-process; the run that finds it damaged is the CLI's
     (model_pt,) = (tmp_path / "results" / "cache" / "baselines").glob("*/model.pt")
     _damage(model_pt)
     res = _cli(DIGITS, tmp_path)
@@ -203,14 +210,17 @@ class _Payload:
         return os.system, (f"touch {self.target}",)
 
 
-def test_a_step_output_that_would_run_code_is_set_aside_and_remade(tmp_path):
-    """Through the CLI: a stored step output replaced by a pickle whose loading would run a command."""
+def test_a_step_output_that_would_run_code_is_set_aside_and_remade(make_cfg, tmp_path):
+    """Through the CLI: a stored step output replaced by a pickle whose loading would run a command (the entry is
+    made, and the remade entry read back, in-process)."""
     import hashlib
 
     import torch
 
+    from edgebench import pipeline
+
     args = [*DIGITS, "+method=magnitude_pruning", "method.sparsity=0.5", "method.retrain_epochs=1"]
-    _cli(args, tmp_path)
+    pipeline.run(make_cfg(*args))
     (entry,) = [p for p in (tmp_path / "results" / "cache" / "steps").glob("magnitude_pruning-*") if p.is_dir()]
     pwned = tmp_path / "pwned"
     torch.save({"model": _Payload(str(pwned))}, entry / "output.pt")
@@ -222,7 +232,7 @@ def test_a_step_output_that_would_run_code_is_set_aside_and_remade(tmp_path):
     _cli(args, tmp_path)
     assert not pwned.exists(), "loading a stored step output ran the code in its pickle"
     assert list(entry.parent.glob(entry.name + ".corrupt-*")), "the entry is set aside"
-    _cli(args, tmp_path)  # the remade entry loads: a hit
+    pipeline.run(make_cfg(*args))  # the remade entry loads: a hit
     first, again, third = _runs(tmp_path)
     assert [r.data.tags["step.0.cache_hit"] for r in (first, again, third)] == ["false", "false", "true"]
     assert again.data.metrics["test/acc"] == pytest.approx(first.data.metrics["test/acc"], abs=0.05)

@@ -104,9 +104,8 @@ def test_parallel_jobs_with_joblib(tmp_path):
     assert all("test/acc" in c.data.metrics for c in children)
 
 
-def test_sweep_ends_with_its_table_and_one_ui_command(tmp_path):
-    out = _cli(["data=digits", "trainer.max_epochs=1", "measure.latency=false", "trainer.progress_bar=none", "seed=0,1"],
-               tmp_path)
+def test_sweep_ends_with_its_table_and_one_ui_command(digits_seed_sweep):
+    tmp_path, out = digits_seed_sweep  # a two-job sweep (seed=0,1) through the CLI, shared with test_ui.py
     assert out.returncode == 0, out.stderr[-3000:]
     _, runs = _runs(tmp_path)
     (parent,) = _parents(runs)

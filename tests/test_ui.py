@@ -26,11 +26,8 @@ def _get(url: str, data: dict | None = None) -> bytes:
         return r.read()
 
 
-def test_ui_shows_the_sweep(tmp_path, render_page):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = subprocess.run([sys.executable, "-m", "edgebench", "-m", "data=digits", "trainer.max_epochs=2",
-                          "trainer.batch_size=32", "measure.latency=false", "trainer.progress_bar=none", "seed=0,1"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+def test_ui_shows_the_sweep(digits_seed_sweep, render_page):
+    tmp_path, out = digits_seed_sweep  # a two-job sweep (seed=0,1) through the CLI, shared with test_sweep.py
     assert out.returncode == 0, out.stderr[-3000:]
     uri = f"sqlite:///{tmp_path}/results/mlflow.db"
     cmd = ui.command(uri, tmp_path / "results" / "mlartifacts", 5000)
