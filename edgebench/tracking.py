@@ -432,6 +432,53 @@ class RetryingClient:
         return call
 
 
+def schema_template() -> Path:
+    """An empty MLflow SQLite store with this MLflow's schema, made once per MLflow version in the user's cache
+    (``$XDG_CACHE_HOME/edgebench``, else ``~/.cache/edgebench``): MLflow builds a new store by running its whole
+    chain of schema migrations, seconds every time, where a copy of the result takes milliseconds. It holds no
+    experiment: MLflow adds its Default experiment, with this store's own artifact location, on first open."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebench"
+    template = home / f"mlflow-{mlflow.__version__}-schema.db"
+    if template.exists():
+        return template
+    home.mkdir(parents=True, exist_ok=True)
+    with locks.held(str(template) + ".lock", "the MLflow schema template", template):
+        if not template.exists():
+            with tempfile.TemporaryDirectory(dir=home) as tmp:
+                db = Path(tmp) / "schema.db"
+                MlflowClient(f"sqlite:///{db}").search_experiments()  # runs the migrations
+                con = sqlite3.connect(db)
+                with con:
+                    con.execute("DELETE FROM experiment_tags")
+                    con.execute("DELETE FROM experiments")
+                con.close()
+                shutil.copyfile(db, Path(tmp) / "done.db")
+                os.replace(Path(tmp) / "done.db", template)
+    return template
+
+
+def new_store(db: Path) -> None:
+    """Start a new local store ``db`` as a copy of :func:`schema_template` (falling back to MLflow's own
+    migrations when the cache cannot be written)."""
+    import shutil
+
+    try:
+        template = schema_template()
+    except OSError as e:  # a read-only home: MLflow migrates the new store itself
+        log.debug("no MLflow schema template (%s); MLflow creates the store", e)
+        return
+    tmp = db.with_name(db.name + ".new")
+    shutil.copyfile(template, tmp)
+    os.replace(tmp, db)
+
+
 class Tracker:
     """One MLflow experiment in one store; opens runs."""
 
@@ -449,6 +496,8 @@ class Tracker:
             db.parent.mkdir(parents=True, exist_ok=True)
             # Creating the schema and the experiment once, under a lock: parallel jobs race otherwise.
             with locks.held(str(db) + ".lock", "the MLflow store's schema and experiment in", db):
+                if not db.exists():
+                    new_store(db)
                 self.client = RetryingClient(MlflowClient(tracking_uri))
                 self.experiment_id = self._experiment(experiment_name, artifact_dir)
         else:  # a tracking server owns its artifact store

@@ -321,3 +321,31 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
             mlflow.set_tracking_uri(None)
     finally:
         ui.stop(server)
+
+
+def test_a_new_store_starts_from_the_schema_template_and_gets_its_own_default_experiment(tmp_path, monkeypatch):
+    """A new local store is a copy of the migrated, empty template (made once per MLflow version), not seconds of
+    MLflow's migrations; MLflow then adds the Default experiment with this store's own artifact location, and the
+    edgebench experiment lands in the store's artifact folder."""
+    from edgebench import tracking
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    template = tracking.schema_template()
+    assert template.parent == tmp_path / "cache" / "edgebench" and template.name.startswith(f"mlflow-{mlflow.__version__}")
+    assert tracking.schema_template() == template  # made once
+    import sqlite3
+
+    con = sqlite3.connect(f"{template.as_uri()}?mode=ro", uri=True)
+    assert con.execute("SELECT count(*) FROM experiments").fetchone() == (0,)  # MLflow adds Default on open
+    assert con.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)  # migrated to the head
+    con.close()
+    db = tmp_path / "results" / "mlflow.db"
+    tracker = tracking.Tracker(f"sqlite:///{db}", str(tmp_path / "results" / "art"), "exp")
+    exps = {e.name: e for e in tracker.client.search_experiments()}
+    assert set(exps) == {"Default", "exp"}
+    assert exps["Default"].artifact_location == str(tmp_path / "mlruns" / "0")
+    assert exps["exp"].artifact_location == (tmp_path / "results" / "art").as_uri()
+    run = tracker.client.create_run(tracker.experiment_id)
+    tracker.client.log_metric(run.info.run_id, "test/acc", 0.5)
+    assert MlflowClient(f"sqlite:///{db}").get_run(run.info.run_id).data.metrics == {"test/acc": 0.5}
