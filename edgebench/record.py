@@ -6,6 +6,8 @@
     rec.curve (the baseline's curves), rec.teacher (a teacher's child run), rec.step (a step's report, its
       children and, before the last step, its own child run), rec.finish (the contract, the LoggedModel),
       rec.result (the :class:`RunResult`, after the run is closed)
+    Record.load(run_id, tracking_uri): a run read back for a report (:class:`LoadedRun`: params, metrics, tags,
+      its child runs)
 
 The run closes FINISHED when the ``with`` block ends, KILLED on Ctrl-C or SIGTERM and FAILED on an exception
 (:meth:`edgebench.tracking.Tracker.run`, the low-level MLflow wrapper this builds on).
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import edgebench
 from edgebench.naming import PARENT_TAG, REUSED_TAG  # noqa: F401 (the sweep's tag names; edgebench.sweep re-exports)
 from edgebench import naming, plots
-from edgebench.config import EdgebenchConfig
+from edgebench.config import ConfigError, EdgebenchConfig
 from edgebench.store import digest
 from edgebench.tracking import (Tracker, claim_lock, deployable_location, flatten, git_sha, run_model_id,
                                 run_process_alive, ui_command)
@@ -105,6 +107,43 @@ class RunResult:
     deployable: str | None = None  # where the deployable file lies in MLflow's artifact store (its local path)
     skipped: bool = False  # resume: an earlier FINISHED run with this config was returned instead
     model_id: str | None = None  # the deployable's LoggedModel: mlflow.pyfunc.load_model(f"models:/{model_id}")
+
+
+@dataclass
+class LoadedRun:
+    """A run read back from MLflow (:meth:`Record.load`): what it logged, and its child runs (a chain's earlier
+    steps, lottery levels, teachers; a sweep parent's jobs), each read back the same way, oldest first."""
+
+    run_id: str
+    name: str
+    status: str  # FINISHED, RUNNING, KILLED, FAILED
+    experiment_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]  # the last value of each
+    tags: dict[str, str]  # MLflow's own (mlflow.*) included: mlflow.parentRunId, mlflow.runName
+    start_time: int | None  # ms since the epoch
+    end_time: int | None
+    children: list["LoadedRun"] = field(default_factory=list)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tags.get("mlflow.parentRunId")
+
+    @property
+    def child(self) -> bool:
+        """Whether this is a method's child run (tag ``edgebench.child``), not a run of its own."""
+        return self.tags.get(CHILD_TAG) == "true"
+
+
+def _loaded(client, run, children: bool) -> LoadedRun:
+    kids = []
+    if children:
+        found = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                                   max_results=50000, order_by=["attributes.start_time ASC"])
+        kids = [_loaded(client, c, True) for c in found]
+    return LoadedRun(run.info.run_id, run.info.run_name or run.data.tags.get("mlflow.runName", ""),
+                     run.info.status, run.info.experiment_id, dict(run.data.params), dict(run.data.metrics),
+                     dict(run.data.tags), run.info.start_time, run.info.end_time, kids)
 
 
 def choices(resolved: dict) -> dict[str, str]:
@@ -286,6 +325,26 @@ class Record:
             mlrun.log_dataset(splits.test_x.numpy(), splits.test_y.numpy(), splits.name, splits.source, "test")
             log.info("MLflow run %s (%s) in %s", mlrun.run_id, name, paths.mlflow_tracking_uri)
             yield rec
+
+    @staticmethod
+    def load(run_id: str, tracking_uri: str, children: bool = True) -> LoadedRun:
+        """The run ``run_id`` of the store ``tracking_uri`` read back, of any status: its params, metrics (the last
+        value of each), tags and, with ``children``, its child runs. The one way a report reads a single run; a
+        store or a run that is not there is a :class:`edgebench.config.ConfigError` naming it (the store is never
+        created)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        from edgebench.tracking import RetryingClient, check_store
+
+        check_store(tracking_uri, must_exist=True, hint="pass the store the run was logged to")
+        client = RetryingClient(MlflowClient(tracking_uri))
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"no run {run_id} in MLflow store {tracking_uri}; pass a run id of that store "
+                              "(the MLflow UI or edgebench.report's table names them)") from None
+        return _loaded(client, run, children)
 
     def curve(self, epoch: int, row: dict) -> None:
         """One epoch of the dense baseline's curves, under the model they belong to: a dense run's are its own

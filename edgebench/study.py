@@ -8,10 +8,12 @@ already finished: each run carries the tags ``study``, ``study.arm``, ``study.bu
 digest of its overrides) and ``resume=true``, so a rerun of an interrupted study continues where it stopped. Runs
 go to the MLflow experiment ``study-NAME`` (``study-NAME-BUDGET`` for any budget but ``full``: a smoke run is
 never mixed with the real one). The report (``results/NAME.md`` and ``.json``; other budgets under
-``results/BUDGET/``) is written from the finished MLflow runs through :func:`edgebench.report.load_runs` and the
-statistics of :mod:`edgebench.stats`: per arm the mean and 95% t interval of each metric; per comparison the
-paired difference by seed against the reference arm, its 95% t interval, n, Holm's adjusted p over the file's
-comparisons, the verdict of the one effect rule, and the declared threshold with its source and whether it passed.
+``results/BUDGET/``) is written from the finished MLflow runs by the report layer (:mod:`edgebench.report.studies`:
+runs read by :func:`edgebench.report.load_runs`, the statistics of :mod:`edgebench.stats`, rendered by
+:mod:`edgebench.report.render` and :mod:`edgebench.report.plots`): per arm the mean and 95% t interval of each
+metric; per comparison the paired difference by seed against the reference arm, its 95% t interval, n, Holm's
+adjusted p over the file's comparisons, the verdict of the one effect rule, and the declared threshold with its
+source and whether it passed. This module parses and checks a study, launches its runs and calls the report layer.
 
     python -m edgebench.study pipelines --budget smoke          # minutes: digits, one epoch
     python -m edgebench.study pipelines --jobs 2                # the full budget, two jobs at once
@@ -24,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -45,12 +45,6 @@ log = logging.getLogger("edgebench.study")
 RULES = ("at_least", "at_most")  # the paired difference's whole 95% interval lies at or above / at or below
 TABLES = ("arms", "comparisons")
 ARM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ >-]*")
-# figures a study may name besides the metric contract's: derived from a run's own metrics, per run
-DERIVED = {
-    "size/bytes_smallest": ("the smaller of the deployable file and the analytic sparse encoding of its weights "
-                            "(size/bytes_artifact, size/bytes_sparse)",
-                            lambda m: min(m["size/bytes_artifact"], m.get("size/bytes_sparse", math.inf))),
-}
 KEYS = {"name", "title", "question", "base", "arms", "reference", "budgets", "metrics", "comparisons", "tables",
         "plots", "extra", "notes"}
 
@@ -298,37 +292,11 @@ def check(study: Study, budget: str, root: Path, results_dir: Path | None = None
 
 
 def load_runs(study: Study, budget: str, tracking_uri: str):
-    """The study's finished top-level runs at ``budget`` (through :func:`edgebench.report.load_runs`), one per arm and
-    seed (the latest of duplicates), and the runs left out with the reason."""
-    import pandas as pd
+    """The study's finished top-level runs at ``budget``, one per arm and seed (the latest of duplicates), and the
+    runs left out with the reason (:func:`edgebench.report.studies.runs`)."""
+    from edgebench.report import studies
 
-    from edgebench import report
-
-    try:
-        df = report.load_runs(tracking_uri, study.experiment(budget))
-    except SystemExit:  # no such experiment yet: nothing has run
-        return pd.DataFrame(), []
-    if df.empty or "study.arm" not in df:
-        return pd.DataFrame(), []
-    left = []
-    if "edgebench.child" in df:
-        df = df[df["edgebench.child"].astype(str) != "true"]  # a step's child run carries its parent's tags
-    df = df[df["study.arm"].notna()]
-    keep = []
-    for i, r in df.iterrows():
-        arm = r["study.arm"]
-        if arm not in study.arms:
-            left.append((r["run_id"], f"arm {arm!r} is no longer in the study"))
-        elif r.get("study.spec") != study.spec(arm, budget):
-            left.append((r["run_id"], f"arm {arm!r} ran with other overrides (study.spec {r.get('study.spec')})"))
-        elif pd.isna(r.get("seed")) or int(r["seed"]) not in study.budgets[budget].seeds:
-            left.append((r["run_id"], f"seed {r.get('seed')} is not in budget {budget}"))
-        else:
-            keep.append(i)
-    df = df.loc[keep].sort_values("end_time")
-    dup = df.duplicated(["study.arm", "seed"], keep="last")
-    left += [(r["run_id"], "an older run of the same arm and seed") for _, r in df[dup].iterrows()]
-    return df[~dup].reset_index(drop=True), left
+    return studies.runs(study, budget, tracking_uri)
 
 
 def _done(study: Study, budget: str, uri: str) -> set[tuple[str, int]]:
@@ -402,227 +370,20 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
 
 # ---------------------------------------------------------------------------------------------------------- report
 
-def _value(row, metric: str) -> float | None:
-    import pandas as pd
-
-    if metric in DERIVED:
-        m = {k: row[k] for k in row.index if isinstance(k, str) and "/" in k and pd.notna(row[k])}
-        try:
-            return float(DERIVED[metric][1](m))
-        except KeyError:
-            return None
-    v = row.get(metric)
-    return None if v is None or pd.isna(v) else float(v)
-
-
-def values(study: Study, df) -> dict[str, dict[str, dict[int, float]]]:
-    """``{arm: {metric: {seed: value}}}`` from the loaded runs (a metric a run did not log is absent)."""
-    out = {arm: {m: {} for m in study.metrics} for arm in study.arms}
-    for _, r in df.iterrows():
-        for m in study.metrics:
-            v = _value(r, m)
-            if v is not None:
-                out[r["study.arm"]][m][int(r["seed"])] = v
-    return out
-
-
-def compare(study: Study, vals) -> list[dict[str, Any]]:
-    """Every declared comparison: the paired difference by seed, its interval, p, Holm's p over the file's
-    comparisons, the verdict and the threshold's check."""
-    from edgebench.stats import holm, paired, verdict
-
-    rows = []
-    for c in study.comparisons:
-        d = paired(vals[c.arm][c.metric], vals[c.against][c.metric])
-        rows.append({"comparison": c, "paired": d})
-    adjusted = holm([r["paired"].p for r in rows])
-    for r, p_adj in zip(rows, adjusted):
-        c, d = r["comparison"], r["paired"]
-        r["p_holm"] = p_adj
-        r["verdict"] = verdict(d, p_adj if len(rows) > 1 else None)
-        if c.rule is None or d.n < 2 or math.isnan(d.half):
-            r["passed"] = None
-        elif c.rule == "at_least":
-            r["passed"] = d.low >= c.threshold
-        else:
-            r["passed"] = d.high <= c.threshold
-    return rows
-
-
-def _fmt(v: float, metric: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if metric.endswith("acc") or metric.startswith("delta/"):
-        return f"{v:.4f}"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
-
-
-def _mean_ci(xs: dict[int, float], metric: str) -> str:
-    from edgebench.stats import mean_ci
-
-    if not xs:
-        return "n/a"
-    m, h = mean_ci([xs[s] for s in sorted(xs)])
-    return f"{_fmt(m, metric)} ± {_fmt(h, metric)}" if len(xs) > 1 and h > 0 else _fmt(m, metric)
-
-
-def _host_cpu() -> dict[str, str]:
-    from edgebench.measure.latency import host_cpu
-
-    return host_cpu()
-
-
 def write_report(study: Study, budget: str, root: Path, out_dir: Path, results_dir: Path | None = None,
                  launched: dict[str, Any] | None = None, command: str = "", echo=print) -> dict[str, Any]:
-    """Write ``NAME.md`` and ``NAME.json`` (and a PNG per plot) under ``out_dir`` from the study's finished runs."""
+    """Write ``NAME.md`` and ``NAME.json`` (and a PNG per plot) under ``out_dir`` from the study's finished runs,
+    through the report layer (:func:`edgebench.report.studies.write`)."""
+    from edgebench.report import studies
+
     arms_info = (launched or {}).get("arms") or check(study, budget, root, results_dir)
     uri = next(iter(arms_info.values()))["tracking_uri"]
     df, left = load_runs(study, budget, uri)
     if df.empty:
         raise StudyError(f"study {study.name} [{budget}]: no finished runs in MLflow experiment "
                          f"{study.experiment(budget)} of {uri}; run it without --report-only first")
-    vals = values(study, df)
-    rows = compare(study, vals)
-    seeds = study.budgets[budget].seeds
-    missing = [(a, s) for a in study.arms for s in seeds if not ((df["study.arm"] == a) & (df["seed"] == s)).any()]
-    durations = (df["end_time"] - df["start_time"]).dt.total_seconds()
-    span = (df["end_time"].max() - df["start_time"].min()).total_seconds()
-    latency = any(m.startswith("latency/") for m in study.metrics)
-    cpu = _host_cpu() if latency else {}
-    extra = _extra(study, df, vals) if study.extra else {}
-    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    shared = {k: sorted({str(i[k]) for i in arms_info.values()}) for k in ("model", "data", "epochs")}
-    b = study.budgets[budget]
-
-    lines = [f"# {study.title}", ""]
-    if study.question:
-        lines += [f"**Question.** {study.question}", ""]
-    lines += [f"Study `{study.name}` (conf/study/{study.name}.yaml), budget **{budget}**: seeds "
-              f"{', '.join(map(str, seeds))}; model {', '.join(shared['model'])}; data {', '.join(shared['data'])}; "
-              f"trainer.max_epochs {', '.join(shared['epochs'])}"
-              + (f"; budget overrides `{' '.join(b.overrides)}`" if b.overrides else "") + ". "
-              f"{len(df)} runs in MLflow experiment `{study.experiment(budget)}`; run wall time {durations.sum() / 60:.1f} "
-              f"min in all (first start to last end {span / 60:.1f} min; a dense baseline found in the store is not "
-              "trained again)" + (f"; this invocation {launched['wall_s'] / 60:.1f} min, {launched['ran']} runs "
-                                  f"launched, {launched['finished_before']} finished before" if launched else "")
-              + f". Report written {date}.", ""]
-    if command:
-        lines += [f"    {command}", ""]
-    if cpu:
-        lines += [f"Host latency measured on {cpu.get('cpu')} (flags: {cpu.get('cpu_flags')}), the machine that "
-                  "wrote this report.", ""]
-    if missing:
-        lines += [f"**Missing runs** (no finished run): {', '.join(f'{a} seed {s}' for a, s in missing)}.", ""]
-    lines += ["Arms (overrides on the base `" + " ".join(study.base) + "`): "
-              + "; ".join(f"**{a}**: `{' '.join(o) or '(none)'}`" for a, o in study.arms.items()) + ".", ""]
-    if "arms" in study.tables:
-        first = study.metrics[0]
-        lines += [f"Mean ± half-width of the 95% t interval over the seeds; n = finished seeds; per-seed {first} in "
-                  "seed order.", "",
-                  "| arm | n | " + " | ".join(study.metrics) + f" | {first} per seed |",
-                  "|---|---:|" + "---:|" * len(study.metrics) + "---|"]
-        for arm in study.arms:
-            n = max((len(vals[arm][m]) for m in study.metrics), default=0)
-            per = " / ".join(_fmt(vals[arm][first][s], first) for s in sorted(vals[arm][first]))
-            lines.append(f"| {arm} | {n} | " + " | ".join(_mean_ci(vals[arm][m], m) for m in study.metrics)
-                         + f" | {per} |")
-        lines.append("")
-    if "comparisons" in study.tables and rows:
-        lines += ["## Comparisons (declared in the study file before the run)", "",
-                  "Paired difference `arm - against` by seed, 95% t interval, n seeds, two-sided p of a paired t test "
-                  f"and Holm's adjusted p over the {len(rows)} comparisons of this file. Verdict by the one rule: an "
-                  "effect (higher / lower) only when the interval excludes zero and Holm's p < 0.05; otherwise no "
-                  "effect. A threshold passes when the whole 95% interval (not Holm-adjusted) lies at or above it "
-                  "(at_least) or at or below it (at_most).", "",
-                  "| arm - against | metric | difference | 95% interval | n | p | p (Holm) | verdict | threshold | "
-                  "passed | source |", "|---|---|---:|---|---:|---:|---:|---|---|---|---|"]
-        for r in rows:
-            c, d = r["comparison"], r["paired"]
-            thr = "" if c.rule is None else f"{c.rule} {c.threshold:g}"
-            passed = "" if c.rule is None else ("n/a" if r["passed"] is None else ("yes" if r["passed"] else "**no**"))
-            lines.append(f"| {c.label} | {c.metric} | {_fmt(d.mean, c.metric)} | "
-                         f"[{_fmt(d.low, c.metric)}, {_fmt(d.high, c.metric)}] | {d.n} | {d.p:.3g} | "
-                         f"{r['p_holm']:.3g} | {r['verdict']} | {thr} | {passed} | {c.source or ''} |")
-        lines.append("")
-    used = [m for m in study.metrics if m in DERIVED]
-    if used:
-        lines += ["Derived: " + "; ".join(f"`{m}` = {DERIVED[m][0]}" for m in used) + ".", ""]
-    pngs = _plots(study, vals, out_dir, budget)
-    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in pngs] + ([""] if pngs else [])
-    if extra.get("markdown"):
-        lines += [extra["markdown"].strip(), ""]
-    if study.notes:
-        lines += [study.notes, ""]
-    if left:
-        lines += ["Runs left out: " + "; ".join(f"{rid[:8]} ({why})" for rid, why in left) + ".", ""]
-    lines += ["Runs: " + "; ".join(f"{a}: " + ", ".join(df[df["study.arm"] == a].sort_values("seed")["run_id"].str[:8])
-                                   for a in study.arms) + "."]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"{study.name}.md"
-    md.write_text("\n".join(lines) + "\n")
-    doc = {"study": study.name, "title": study.title, "budget": budget, "seeds": list(seeds),
-           "budget_overrides": list(b.overrides), "base": study.base, "arms": study.arms, "reference": study.reference,
-           "arm_configs": {a: {k: v for k, v in i.items() if k != "tracking_uri"} for a, i in arms_info.items()},
-           "experiment": study.experiment(budget), "date": date, "command": command,
-           "run_wall_s": round(float(durations.sum()), 1), "span_s": round(span, 1),
-           "invocation_wall_s": round(launched["wall_s"], 1) if launched else None, **cpu,
-           "values": {a: {m: {str(s): v for s, v in sorted(xs.items())} for m, xs in ms.items()} for a, ms in vals.items()},
-           "run_ids": {a: {str(int(r["seed"])): r["run_id"] for _, r in df[df["study.arm"] == a].iterrows()}
-                       for a in study.arms},
-           "comparisons": [{"arm": r["comparison"].arm, "against": r["comparison"].against,
-                            "metric": r["comparison"].metric, "mean": r["paired"].mean, "half": r["paired"].half,
-                            "low": r["paired"].low, "high": r["paired"].high, "n": r["paired"].n, "p": r["paired"].p,
-                            "p_holm": r["p_holm"], "verdict": r["verdict"], "rule": r["comparison"].rule,
-                            "threshold": r["comparison"].threshold, "source": r["comparison"].source,
-                            "passed": r["passed"], "diffs": list(r["paired"].diffs),
-                            "seeds": list(r["paired"].seeds)} for r in rows],
-           "missing": [[a, s] for a, s in missing], "left_out": [list(x) for x in left],
-           "failed": (launched or {}).get("failed", {}), **({"extra": extra["json"]} if "json" in extra else {})}
-    (out_dir / f"{study.name}.json").write_text(json.dumps(_clean(doc), indent=1, default=str, allow_nan=False) + "\n")
-    echo(f"study {study.name} [{budget}]: wrote {md} and {md.with_suffix('.json')}")
-    return doc
-
-
-def _clean(o):
-    """Strict JSON: NaN (an interval of one seed, a p value of none) as null."""
-    if isinstance(o, float):
-        return None if math.isnan(o) or math.isinf(o) else o
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
-def _plots(study: Study, vals, out_dir: Path, budget: str) -> list[str]:
-    from edgebench.plots import pyplot
-    from edgebench.stats import mean_ci
-
-    files = []
-    for p in study.plots:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for arm in study.arms:
-            xs, ys = vals[arm][p["x"]], vals[arm][p["y"]]
-            common = sorted(set(xs) & set(ys))
-            if not common:
-                continue
-            (mx, hx), (my, hy) = mean_ci([xs[s] for s in common]), mean_ci([ys[s] for s in common])
-            ax.errorbar(mx, my, xerr=None if math.isnan(hx) else hx, yerr=None if math.isnan(hy) else hy,
-                        fmt="o", capsize=3, label=arm)
-        ax.set_xlabel(p["x"])
-        ax.set_ylabel(p["y"])
-        ax.set_title(f"{study.name} [{budget}]: mean ± 95% t interval over seeds", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{study.name}_{re.sub(r'[^A-Za-z0-9]+', '_', p['y'])}_vs_{re.sub(r'[^A-Za-z0-9]+', '_', p['x'])}.png"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(str(path))
-    return files
+    return studies.write(study, budget, df, left, arms_info, out_dir, launched, command,
+                         _extra if study.extra else None, echo)
 
 
 def _extra(study: Study, df, vals) -> dict[str, Any]:
@@ -634,6 +395,15 @@ def _extra(study: Study, df, vals) -> dict[str, Any]:
     except (ImportError, AttributeError) as e:
         raise StudyError(f"study {study.name}: extra {study.extra!r} cannot be imported ({e}); fix extra:") from None
     return hook(study, df, vals) or {}
+
+
+def __getattr__(name: str):
+    """``DERIVED``, ``values`` and ``compare`` live in :mod:`edgebench.report.studies`; still importable from here."""
+    if name in ("DERIVED", "values", "compare"):
+        from edgebench.report import studies
+
+        return getattr(studies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

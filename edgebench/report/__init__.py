@@ -6,8 +6,10 @@
     compare.py      each configuration against its dense parent, paired by seed, Holm-corrected
     pareto.py       Pareto fronts, with latency noise as a tie
     table.py        the report's table: bytes, latency, labels, comparisons, frontiers
-    plots.py        the frontier figures (placement.py: their point labels; method_plots.py: methods' figures)
-    render.py       markdown and console output
+    plots.py        the frontier figures and a study's plots (placement.py: their point labels; method_plots.py:
+                    methods' figures)
+    render.py       markdown and console output (the report's, the leaderboard's, a study's; one mean ± interval)
+    studies.py      a study's report (edgebench.study): its runs by arm and seed, its comparisons, its files
     leaderboard.py  per device and method family, the best model that fits (``leaderboard.leaderboard``: the
                     package's name ``leaderboard`` is this module, not the function)
     cli.py          ``python -m edgebench.report``

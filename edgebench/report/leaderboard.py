@@ -164,13 +164,12 @@ def answer(g: pd.DataFrame) -> str:
         if same:
             small = min(same, key=lambda r: r["bytes_artifact"])
             vs = (f"; {small['family']} ({small['chain']}) is not distinguishable from it by test accuracy "
-                  f"({small['test_acc']:.4f} ± {small['test_acc_ci']:.4f}; {_paired_text(small)}) at "
+                  f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}) at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
     lat = f", about {best['latency_ms_est']:.3g} ms (estimate)" if pd.notna(best.get("latency_ms_est")) else ""
-    ci = "" if pd.isna(best["test_acc_ci"]) else f" ± {best['test_acc_ci']:.4f}"
     what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
-    return (f"**Answer:** {best['model']}, {what}: test accuracy {best['test_acc']:.4f}{ci}, "
+    return (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
 
 

@@ -2,7 +2,8 @@
 
 Tags and metrics keep their contract names, params are cast to numbers; ``seed`` and ``replicate_group`` stay
 columns so that statistics can pair runs by seed. Sweep parent runs are not rows (what they varied is
-``attrs["swept_keys"]``); a method's child run is, with its parent's status for the report to judge.
+``attrs["swept_keys"]``); a method's child run is, with its parent's status for the report to judge, unless the
+caller asks for top-level runs only (``children=False``, a study's report).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 from edgebench.naming import PARENT_TAG, REUSED_TAG, swept_from_overrides
 
 DENSE = "none"  # the method tag of a dense (uncompressed) run
+CHILD_TAG = "edgebench.child"  # "true" on a method's child run (edgebench.record.CHILD_TAG)
 
 
 def number(v):
@@ -29,13 +31,16 @@ def plain(v) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(number(v))
 
 
-def _search(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Every run of the experiment, of every status (the parents' status is needed)."""
+def _search(tracking_uri: str, experiment: str, missing_ok: bool = False) -> pd.DataFrame:
+    """Every run of the experiment, of every status (the parents' status is needed); no experiment of that name
+    exits naming the store's experiments, or is no runs with ``missing_ok``."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
+        if missing_ok:
+            return pd.DataFrame()
         names = [e.name for e in mlflow.search_experiments()]
         raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}; experiments: {', '.join(names) or 'none'}")
     return mlflow.search_runs([exp.experiment_id], max_results=50000)
@@ -71,8 +76,8 @@ def _columns(runs: pd.DataFrame, every: pd.DataFrame) -> dict[str, pd.Series]:
     parent = runs.get("tags.mlflow.parentRunId", pd.Series(np.nan, index=runs.index, dtype=object))
     cols["parent_run_id"] = parent
     cols["parent_status"] = parent.map(lambda p: status.get(p, "missing") if isinstance(p, str) else np.nan)
-    if "edgebench.child" in cols:  # a child run without a seed of its own is of its parent's seed
-        child = cols["edgebench.child"] == "true"
+    if CHILD_TAG in cols:  # a child run without a seed of its own is of its parent's seed
+        child = cols[CHILD_TAG] == "true"
         own = cols.get("seed", pd.Series(np.nan, index=runs.index)).astype(object)
         inherited = parent.map(lambda p: number(seed_of.get(p, np.nan))).astype(object)
         cols["seed"] = own.where(own.notna() | ~child, inherited)
@@ -80,7 +85,8 @@ def _columns(runs: pd.DataFrame, every: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
-              device: str | None = None) -> pd.DataFrame:
+              device: str | None = None, *, children: bool = True, tagged: tuple[str, ...] = (),
+              missing_ok: bool = False) -> pd.DataFrame:
     """Finished runs as a DataFrame, one row per run: tags and metrics by their contract names, params cast to
     numbers (``seed`` among them, and the tag ``replicate_group``: what pairs and groups runs).
 
@@ -88,8 +94,13 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     ``parent_status`` (the status of the parent run, ``missing`` when it is not in the experiment: a method's child
     run counts only while its parent is FINISHED, :func:`edgebench.report.replicates.group_replicates`), and a child
     run without a ``seed`` param of its own gets its parent's (a lottery level is of its parent's seed).
-    ``attrs["swept_keys"]``: what the sweep(s) varied, the plots' point labels."""
-    every = _search(tracking_uri, experiment)
+    ``attrs["swept_keys"]``: what the sweep(s) varied, the plots' point labels.
+
+    ``children=False`` leaves out a method's child runs (tag ``edgebench.child``: a chain's earlier step, a lottery
+    level, a teacher; each carries its parent's tags); ``tagged`` keeps only the runs that carry every one of these
+    tags (a study's ``study.arm``); ``missing_ok`` reads an experiment that does not exist yet as no runs instead of
+    exiting."""
+    every = _search(tracking_uri, experiment, missing_ok)
     if every.empty:
         return pd.DataFrame()
     runs = _select(every, sweep, device)
@@ -97,7 +108,12 @@ def load_runs(tracking_uri: str, experiment: str = "edgebench", sweep: str | Non
     if f"tags.{PARENT_TAG}" in runs:
         swept = swept_keys(runs[runs[f"tags.{PARENT_TAG}"].notna()])
         runs = runs[runs[f"tags.{PARENT_TAG}"].isna()]
-    out = pd.DataFrame(_columns(runs, every)).reset_index(drop=True)
+    out = pd.DataFrame(_columns(runs, every))
+    if not children and CHILD_TAG in out:
+        out = out[out[CHILD_TAG].astype(str) != "true"]
+    for tag in tagged:
+        out = out[out[tag].notna()] if tag in out else out.iloc[:0]
+    out = out.reset_index(drop=True)
     out.attrs["swept_keys"] = swept
     return out
 

@@ -1,5 +1,6 @@
 """The report's figures: test accuracy against bytes and against latency, one panel and one dashed Pareto frontier
-per (data, model) group and device; and :func:`pyplot`, the one matplotlib entry every edgebench figure uses.
+per (data, model) group and device; a study's figures (:func:`study_plots`: one metric against another, mean ± 95%
+interval per arm); and :func:`pyplot`, the one matplotlib entry every edgebench figure uses.
 
 One colour per method; the dense baseline (method ``none``) is a star, or a dotted line at its accuracy when no
 dense run is in the set; runs that do not fit their device are drawn on top as an ``X`` and kept off the frontier;
@@ -9,6 +10,8 @@ points are labelled by their swept values without overlaps (:mod:`edgebench.repo
 from __future__ import annotations
 
 import logging
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +234,34 @@ def figure(df: pd.DataFrame, x: str, xlabel: str, flag: str, title: str, by: lis
     for ax, lines, points in labelled:
         place_labels(fig, ax, points, lines)
     return fig
+
+
+def study_plots(study, vals: dict, out_dir: Path, budget: str) -> list[str]:
+    """A study's ``plots:`` (``{x: METRIC, y: METRIC}`` each), one PNG each under ``out_dir``: per arm the mean ±
+    the half-width of the 95% t interval of both metrics over the seeds that have both (``vals``: ``{arm: {metric:
+    {seed: value}}}``). Returns the files' paths."""
+    from edgebench.stats import mean_ci
+
+    files = []
+    for p in study.plots:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for arm in study.arms:
+            xs, ys = vals[arm][p["x"]], vals[arm][p["y"]]
+            common = sorted(set(xs) & set(ys))
+            if not common:
+                continue
+            (mx, hx), (my, hy) = mean_ci([xs[s] for s in common]), mean_ci([ys[s] for s in common])
+            ax.errorbar(mx, my, xerr=None if math.isnan(hx) else hx, yerr=None if math.isnan(hy) else hy,
+                        fmt="o", capsize=3, label=arm)
+        ax.set_xlabel(p["x"])
+        ax.set_ylabel(p["y"])
+        ax.set_title(f"{study.name} [{budget}]: mean ± 95% t interval over seeds", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{study.name}_{re.sub(r'[^A-Za-z0-9]+', '_', p['y'])}_vs_{re.sub(r'[^A-Za-z0-9]+', '_', p['x'])}.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(str(path))
+    return files

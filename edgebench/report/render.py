@@ -1,9 +1,14 @@
-"""Rendering: the report's and the leaderboard's markdown, and their tables on the console (rich). Nothing here
-decides anything: the figures, verdicts and answers come in computed."""
+"""Rendering: the report's, the leaderboard's and a study's markdown (and a study's JSON), and their tables on the
+console (rich). Nothing here decides anything: the figures, verdicts and answers come in computed. One way to write
+a mean with its interval (:func:`pm`), one way to write a study's figure (:func:`fmt_metric`), one strict JSON
+(:func:`strict_json`)."""
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -19,11 +24,24 @@ def console(width: int = 160):
     return Console(width=None if sys.stdout.isatty() else width)
 
 
+def pm(mean: float, half: float = np.nan, fmt: str | Callable[[float], str] = "{:.4f}",
+       half_fmt: str | Callable[[float], str] | None = None, zero: bool = True) -> str:
+    """A mean with the half-width of its 95% interval, ``0.8952 ± 0.0008``; the mean alone when there is no
+    interval (NaN: one replicate) or, with ``zero=False``, when the interval is 0. ``fmt`` (a format string or a
+    function) writes the mean, ``half_fmt`` the half-width (default: ``fmt``)."""
+    def text(f, v):
+        return f(v) if callable(f) else f.format(v)
+
+    if pd.isna(half) or (not zero and not half > 0):
+        return text(fmt, mean)
+    return f"{text(fmt, mean)} ± {text(half_fmt or fmt, half)}"
+
+
 def pt(v: float, ci: float = np.nan) -> str:
     """An accuracy difference (a fraction) in percentage points, signed, with its interval: ``-2.00 ± 0.41``."""
     if pd.isna(v):
         return ""
-    return f"{v * 100:+.2f}" + ("" if pd.isna(ci) else f" ± {ci * 100:.2f}")
+    return pm(v * 100, np.nan if pd.isna(ci) else ci * 100, "{:+.2f}", "{:.2f}")
 
 
 def versus(r: pd.Series, corrected: bool) -> str:
@@ -80,11 +98,11 @@ def _cell(r: pd.Series, c: str, corrected: bool) -> str:
         return versus(r, corrected)
     ci = r.get(f"{c}_ci", np.nan)
     if c in ("test/acc", "select/val_acc") and not pd.isna(r[c]) and not pd.isna(ci):
-        return f"{r[c]:.4f} ± {ci:.4f}"
+        return pm(r[c], ci)
     if c == "fits":
         return "yes" if r["fits"] else "no"
     if c == "latency_ms" and pd.notna(r[c]) and r.get("latency_noise_ms", 0) > 0:
-        return f"{r[c]:.4g} ± {r['latency_noise_ms']:.2g}"  # the band inside which latencies count as equal
+        return pm(r[c], r["latency_noise_ms"], "{:.4g}", "{:.2g}")  # the band inside which latencies count as equal
     return _fmt(r[c])
 
 
@@ -143,7 +161,7 @@ def print_frontier(df: pd.DataFrame, title: str, out=None) -> None:
             which = " + ".join(k for k, f in (("size", r["pareto_bytes"]), ("latency", r["pareto_latency"])) if f)
             lat = "" if pd.isna(r["latency_ms"]) else f"{r['latency_ms']:.3g}"
             table.add_row(*map(escape, (str(r["device"]), str(r["run_name"]), str(r["label"]), str(r["method"]),
-                                        f"{r['test/acc']:.4f}" + (f" ± {r['test/acc_ci']:.4f}" if pd.notna(r.get("test/acc_ci", np.nan)) else ""),
+                                        pm(r["test/acc"], r.get("test/acc_ci", np.nan)),
                                         pt(r["delta/acc"], r.get("delta/acc_ci", np.nan)), f"{r['bytes']:,.0f}", lat, which)))
         out.print(table)
     if children_line(df):
@@ -181,7 +199,7 @@ def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], drop
             if pd.isna(r.get("model", np.nan)):
                 lines.append(f"| {r['family']} | {r['status']} | | | | | | | | | | |")
                 continue
-            test = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+            test = pm(r["test_acc"], r["test_acc_ci"])
             ram = _num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
             vs = "reference" if r["family"] == "dense" else versus(r, comparisons > 1)
             lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} | "
@@ -204,8 +222,154 @@ def print_leaderboard(board: pd.DataFrame, title: str, out=None) -> None:
         if pd.isna(r.get("model", np.nan)):
             table.add_row(escape(str(r["device"])), escape(str(r["family"])), "", "", "", "", "", escape(str(r["status"])))
             continue
-        acc = f"{r['test_acc']:.4f}" + ("" if pd.isna(r["test_acc_ci"]) else f" ± {r['test_acc_ci']:.4f}")
+        acc = pm(r["test_acc"], r["test_acc_ci"])
         table.add_row(*map(escape, (str(r["device"]), str(r["family"]), f"{r['model']} / {r['chain']}", acc,
                                     f"{r['bytes_artifact']:,.0f}", "" if pd.isna(r["ram_bytes"]) else f"{r['ram_bytes']:,.0f}",
                                     "" if pd.isna(r["latency_ms_est"]) else f"{r['latency_ms_est']:.3g}", str(r["status"]))))
     (out or console()).print(table)
+
+
+# ---------------------------------------------------------------------------------------------- a study's report
+
+def fmt_metric(v: float | None, metric: str) -> str:
+    """A study's figure: accuracies and ``delta/*`` to 4 decimals, 1,000 and above with thousands separators,
+    3 significant digits otherwise; ``n/a`` for none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if metric.endswith("acc") or metric.startswith("delta/"):
+        return f"{v:.4f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def mean_ci_text(xs: dict, metric: str) -> str:
+    """``{seed: value}`` as the mean ± the half-width of its 95% t interval (:func:`edgebench.stats.mean_ci`), the
+    mean alone for one seed or no spread, ``n/a`` for none."""
+    from edgebench.stats import mean_ci
+
+    if not xs:
+        return "n/a"
+    m, h = mean_ci([xs[s] for s in sorted(xs)])
+    return pm(m, h, lambda v: fmt_metric(v, metric), zero=False)
+
+
+def strict_json(o):
+    """``o`` for strict JSON: NaN and infinities (an interval of one seed, a p value of none) as null."""
+    if isinstance(o, float):
+        return None if math.isnan(o) or math.isinf(o) else o
+    if isinstance(o, dict):
+        return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [strict_json(v) for v in o]
+    return o
+
+
+def study_markdown(study, budget: str, df: pd.DataFrame, left: list, vals: dict, rows: list[dict], facts: dict,
+                   pngs: list[str], launched: dict | None = None, command: str = "") -> str:
+    """A study's ``NAME.md`` (:func:`edgebench.report.studies.write` computes what goes in): the budget, the wall
+    times and the command, the host CPU when latency is reported, the missing runs, the arms, the arms' table (mean
+    ± 95% interval per metric), the comparisons' table, the derived figures, the plots, the ``extra:`` hook's
+    markdown, the notes, the runs left out and every run id."""
+    seeds, b, shared, cpu = facts["seeds"], study.budgets[budget], facts["shared"], facts["cpu"]
+    lines = [f"# {study.title}", ""]
+    if study.question:
+        lines += [f"**Question.** {study.question}", ""]
+    lines += [f"Study `{study.name}` (conf/study/{study.name}.yaml), budget **{budget}**: seeds "
+              f"{', '.join(map(str, seeds))}; model {', '.join(shared['model'])}; data {', '.join(shared['data'])}; "
+              f"trainer.max_epochs {', '.join(shared['epochs'])}"
+              + (f"; budget overrides `{' '.join(b.overrides)}`" if b.overrides else "") + ". "
+              f"{len(df)} runs in MLflow experiment `{study.experiment(budget)}`; run wall time "
+              f"{facts['run_wall_s'] / 60:.1f} min in all (first start to last end {facts['span_s'] / 60:.1f} min; a "
+              "dense baseline found in the store is not trained again)"
+              + (f"; this invocation {launched['wall_s'] / 60:.1f} min, {launched['ran']} runs launched, "
+                 f"{launched['finished_before']} finished before" if launched else "")
+              + f". Report written {facts['date']}.", ""]
+    if command:
+        lines += [f"    {command}", ""]
+    if cpu:
+        lines += [f"Host latency measured on {cpu.get('cpu')} (flags: {cpu.get('cpu_flags')}), the machine that "
+                  "wrote this report.", ""]
+    if facts["missing"]:
+        lines += [f"**Missing runs** (no finished run): {', '.join(f'{a} seed {s}' for a, s in facts['missing'])}.", ""]
+    lines += ["Arms (overrides on the base `" + " ".join(study.base) + "`): "
+              + "; ".join(f"**{a}**: `{' '.join(o) or '(none)'}`" for a, o in study.arms.items()) + ".", ""]
+    if "arms" in study.tables:
+        lines += _arms_table(study, vals)
+    if "comparisons" in study.tables and rows:
+        lines += _comparisons_table(rows)
+    if facts["derived"]:
+        lines += ["Derived: " + "; ".join(f"`{m}` = {what}" for m, what in facts["derived"].items()) + ".", ""]
+    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in pngs] + ([""] if pngs else [])
+    if facts["extra"].get("markdown"):
+        lines += [facts["extra"]["markdown"].strip(), ""]
+    if study.notes:
+        lines += [study.notes, ""]
+    if left:
+        lines += ["Runs left out: " + "; ".join(f"{rid[:8]} ({why})" for rid, why in left) + ".", ""]
+    lines += ["Runs: " + "; ".join(f"{a}: " + ", ".join(df[df["study.arm"] == a].sort_values("seed")["run_id"].str[:8])
+                                   for a in study.arms) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _arms_table(study, vals: dict) -> list[str]:
+    """Per arm: n, the mean ± 95% interval of each metric, and the first metric per seed."""
+    first = study.metrics[0]
+    lines = [f"Mean ± half-width of the 95% t interval over the seeds; n = finished seeds; per-seed {first} in "
+             "seed order.", "",
+             "| arm | n | " + " | ".join(study.metrics) + f" | {first} per seed |",
+             "|---|---:|" + "---:|" * len(study.metrics) + "---|"]
+    for arm in study.arms:
+        n = max((len(vals[arm][m]) for m in study.metrics), default=0)
+        per = " / ".join(fmt_metric(vals[arm][first][s], first) for s in sorted(vals[arm][first]))
+        lines.append(f"| {arm} | {n} | " + " | ".join(mean_ci_text(vals[arm][m], m) for m in study.metrics)
+                     + f" | {per} |")
+    return lines + [""]
+
+
+def _comparisons_table(rows: list[dict]) -> list[str]:
+    """Per declared comparison: the paired difference, its interval, n, p, Holm's p, the verdict and the threshold."""
+    lines = ["## Comparisons (declared in the study file before the run)", "",
+             "Paired difference `arm - against` by seed, 95% t interval, n seeds, two-sided p of a paired t test "
+             f"and Holm's adjusted p over the {len(rows)} comparisons of this file. Verdict by the one rule: an "
+             "effect (higher / lower) only when the interval excludes zero and Holm's p < 0.05; otherwise no "
+             "effect. A threshold passes when the whole 95% interval (not Holm-adjusted) lies at or above it "
+             "(at_least) or at or below it (at_most).", "",
+             "| arm - against | metric | difference | 95% interval | n | p | p (Holm) | verdict | threshold | "
+             "passed | source |", "|---|---|---:|---|---:|---:|---:|---|---|---|---|"]
+    for r in rows:
+        c, d = r["comparison"], r["paired"]
+        thr = "" if c.rule is None else f"{c.rule} {c.threshold:g}"
+        passed = "" if c.rule is None else ("n/a" if r["passed"] is None else ("yes" if r["passed"] else "**no**"))
+        lines.append(f"| {c.label} | {c.metric} | {fmt_metric(d.mean, c.metric)} | "
+                     f"[{fmt_metric(d.low, c.metric)}, {fmt_metric(d.high, c.metric)}] | {d.n} | {d.p:.3g} | "
+                     f"{r['p_holm']:.3g} | {r['verdict']} | {thr} | {passed} | {c.source or ''} |")
+    return lines + [""]
+
+
+def study_json(study, budget: str, df: pd.DataFrame, left: list, vals: dict, rows: list[dict], facts: dict,
+               arms_info: dict[str, dict], launched: dict | None = None, command: str = "") -> dict[str, Any]:
+    """A study's ``NAME.json``: the per-seed values of every metric, the run ids by arm and seed, each comparison
+    with its per-seed differences, the budget, the wall times, the host CPU, what is missing or left out, the arms
+    that failed and the ``extra:`` hook's ``json``. Not yet strict: :func:`strict_json` before writing."""
+    extra = facts["extra"]
+    return {"study": study.name, "title": study.title, "budget": budget, "seeds": list(facts["seeds"]),
+            "budget_overrides": list(study.budgets[budget].overrides), "base": study.base, "arms": study.arms,
+            "reference": study.reference,
+            "arm_configs": {a: {k: v for k, v in i.items() if k != "tracking_uri"} for a, i in arms_info.items()},
+            "experiment": study.experiment(budget), "date": facts["date"], "command": command,
+            "run_wall_s": round(facts["run_wall_s"], 1), "span_s": round(facts["span_s"], 1),
+            "invocation_wall_s": round(launched["wall_s"], 1) if launched else None, **facts["cpu"],
+            "values": {a: {m: {str(s): v for s, v in sorted(xs.items())} for m, xs in ms.items()}
+                       for a, ms in vals.items()},
+            "run_ids": {a: {str(int(r["seed"])): r["run_id"] for _, r in df[df["study.arm"] == a].iterrows()}
+                        for a in study.arms},
+            "comparisons": [{"arm": r["comparison"].arm, "against": r["comparison"].against,
+                             "metric": r["comparison"].metric, "mean": r["paired"].mean, "half": r["paired"].half,
+                             "low": r["paired"].low, "high": r["paired"].high, "n": r["paired"].n,
+                             "p": r["paired"].p, "p_holm": r["p_holm"], "verdict": r["verdict"],
+                             "rule": r["comparison"].rule, "threshold": r["comparison"].threshold,
+                             "source": r["comparison"].source, "passed": r["passed"],
+                             "diffs": list(r["paired"].diffs), "seeds": list(r["paired"].seeds)} for r in rows],
+            "missing": [[a, s] for a, s in facts["missing"]], "left_out": [list(x) for x in left],
+            "failed": (launched or {}).get("failed", {}), **({"extra": extra["json"]} if "json" in extra else {})}

@@ -1,0 +1,136 @@
+"""The report of a study (:mod:`edgebench.study`): which finished runs count, their figures by arm, metric and
+seed, the declared comparisons (:mod:`edgebench.stats`), and ``NAME.md``, ``NAME.json`` and the plots
+(:func:`edgebench.report.render.study_markdown`, :func:`edgebench.report.plots.study_plots`).
+
+A study is passed in as :class:`edgebench.study.Study` (read, never imported: the runner imports this).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from edgebench.report.load import load_runs
+
+# figures a study may name besides the metric contract's: derived from a run's own metrics, per run
+DERIVED = {
+    "size/bytes_smallest": ("the smaller of the deployable file and the analytic sparse encoding of its weights "
+                            "(size/bytes_artifact, size/bytes_sparse)",
+                            lambda m: min(m["size/bytes_artifact"], m.get("size/bytes_sparse", math.inf))),
+}
+ARM, SPEC = "study.arm", "study.spec"  # the run tags the runner sets (with study and study.budget)
+
+
+def runs(study, budget: str, tracking_uri: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The study's finished top-level runs at ``budget`` (:func:`edgebench.report.load_runs`), one per arm and seed
+    (the latest of duplicates), and the runs left out with the reason: an arm no longer in the study, an arm edited
+    since (another ``study.spec``), a seed not in the budget, an older run of the same arm and seed."""
+    df = load_runs(tracking_uri, study.experiment(budget), children=False, tagged=(ARM,), missing_ok=True)
+    if df.empty:
+        return pd.DataFrame(), []
+    left, keep = [], []
+    for i, r in df.iterrows():
+        arm = r[ARM]
+        if arm not in study.arms:
+            left.append((r["run_id"], f"arm {arm!r} is no longer in the study"))
+        elif r.get(SPEC) != study.spec(arm, budget):
+            left.append((r["run_id"], f"arm {arm!r} ran with other overrides (study.spec {r.get(SPEC)})"))
+        elif pd.isna(r.get("seed")) or int(r["seed"]) not in study.budgets[budget].seeds:
+            left.append((r["run_id"], f"seed {r.get('seed')} is not in budget {budget}"))
+        else:
+            keep.append(i)
+    df = df.loc[keep].sort_values("end_time")
+    dup = df.duplicated([ARM, "seed"], keep="last")
+    left += [(r["run_id"], "an older run of the same arm and seed") for _, r in df[dup].iterrows()]
+    return df[~dup].reset_index(drop=True), left
+
+
+def _value(row, metric: str) -> float | None:
+    if metric in DERIVED:
+        m = {k: row[k] for k in row.index if isinstance(k, str) and "/" in k and pd.notna(row[k])}
+        try:
+            return float(DERIVED[metric][1](m))
+        except KeyError:
+            return None
+    v = row.get(metric)
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def values(study, df: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
+    """``{arm: {metric: {seed: value}}}`` from the loaded runs (a metric a run did not log is absent)."""
+    out = {arm: {m: {} for m in study.metrics} for arm in study.arms}
+    for _, r in df.iterrows():
+        for m in study.metrics:
+            v = _value(r, m)
+            if v is not None:
+                out[r[ARM]][m][int(r["seed"])] = v
+    return out
+
+
+def compare(study, vals) -> list[dict[str, Any]]:
+    """Every declared comparison: the paired difference by seed, its interval, p, Holm's p over the file's
+    comparisons, the verdict and the threshold's check."""
+    from edgebench.stats import holm, paired, verdict
+
+    rows = []
+    for c in study.comparisons:
+        d = paired(vals[c.arm][c.metric], vals[c.against][c.metric])
+        rows.append({"comparison": c, "paired": d})
+    adjusted = holm([r["paired"].p for r in rows])
+    for r, p_adj in zip(rows, adjusted):
+        c, d = r["comparison"], r["paired"]
+        r["p_holm"] = p_adj
+        r["verdict"] = verdict(d, p_adj if len(rows) > 1 else None)
+        if c.rule is None or d.n < 2 or math.isnan(d.half):
+            r["passed"] = None
+        elif c.rule == "at_least":
+            r["passed"] = d.low >= c.threshold
+        else:
+            r["passed"] = d.high <= c.threshold
+    return rows
+
+
+def write(study, budget: str, df: pd.DataFrame, left: list, arms_info: dict[str, dict], out_dir: Path,
+          launched: dict[str, Any] | None = None, command: str = "",
+          extra: Callable[[Any, pd.DataFrame, dict], dict] | None = None, echo=print) -> dict[str, Any]:
+    """Write ``NAME.md`` and ``NAME.json`` (and a PNG per plot) under ``out_dir`` from the study's finished runs
+    ``df`` (:func:`runs`; ``left``: those left out). ``arms_info``: per arm what its runs are (model, data, epochs;
+    :func:`edgebench.study.check`); ``launched``: what this invocation ran (:func:`edgebench.study.launch`);
+    ``extra``: the study's ``extra:`` hook, called as ``extra(study, df, values)`` and returning
+    ``{"markdown": str, "json": ...}`` (either optional). Returns the JSON document."""
+    from edgebench.report import plots, render
+
+    vals = values(study, df)
+    rows = compare(study, vals)
+    seeds = study.budgets[budget].seeds
+    facts = {
+        "seeds": seeds,
+        "missing": [(a, s) for a in study.arms for s in seeds if not ((df[ARM] == a) & (df["seed"] == s)).any()],
+        "run_wall_s": float((df["end_time"] - df["start_time"]).dt.total_seconds().sum()),
+        "span_s": (df["end_time"].max() - df["start_time"].min()).total_seconds(),
+        "cpu": _host_cpu() if any(m.startswith("latency/") for m in study.metrics) else {},
+        "extra": (extra(study, df, vals) or {}) if extra else {},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "shared": {k: sorted({str(i[k]) for i in arms_info.values()}) for k in ("model", "data", "epochs")},
+        "derived": {m: DERIVED[m][0] for m in study.metrics if m in DERIVED},
+    }
+    pngs = plots.study_plots(study, vals, out_dir, budget)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"{study.name}.md"
+    md.write_text(render.study_markdown(study, budget, df, left, vals, rows, facts, pngs, launched, command))
+    doc = render.study_json(study, budget, df, left, vals, rows, facts, arms_info, launched, command)
+    (out_dir / f"{study.name}.json").write_text(json.dumps(render.strict_json(doc), indent=1, default=str,
+                                                           allow_nan=False) + "\n")
+    echo(f"study {study.name} [{budget}]: wrote {md} and {md.with_suffix('.json')}")
+    return doc
+
+
+def _host_cpu() -> dict[str, str]:
+    from edgebench.measure.latency import host_cpu
+
+    return host_cpu()
