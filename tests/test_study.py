@@ -269,3 +269,21 @@ def test_a_one_sample_comparison_extra_args_and_the_derived_ratios():
         st.DERIVED["size/log_bytes_artifact"][1]({"size/bytes_artifact": 1000}) == pytest.approx(math.log(0.3))
     assert st.DERIVED["memory/tflm_arena_est_error"][1]({"memory/tflm_arena_bytes_est": 115,
                                                         "memory/tflm_arena_bytes": 100}) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("name, chain", [("kure_resnet20", ["kure"]), ("quant_resnet20", ["ptq_int8"]),
+                                         ("tflm_zoo", ["ptq_int8"])])
+def test_the_ported_quantisation_studies_compose_at_both_budgets(name, chain):
+    """The studies that replaced experiments/{kure,quant}_resnet20.py and tflm_zoo.py: every arm composes and
+    validates at smoke (digits) and full (Fashion-MNIST); their extra hooks import."""
+    import importlib
+
+    s = st.load(name)
+    assert len(s.budgets["full"].seeds) >= 3
+    for budget, data in (("smoke", "digits"), ("full", "fashion_mnist")):
+        arms = st.check(s, budget, Path("."))
+        assert {a["data"] for a in arms.values()} == {data}
+        assert any(a["chain"] == chain for a in arms.values())
+    if s.extra:
+        module, _, fn = s.extra.partition(":")
+        assert callable(getattr(importlib.import_module(module), fn))
