@@ -46,7 +46,7 @@ RULES = ("at_least", "at_most")  # the paired difference's whole 95% interval li
 TABLES = ("arms", "comparisons")
 ARM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ >-]*")
 KEYS = {"name", "title", "question", "base", "arms", "reference", "budgets", "metrics", "comparisons", "tables",
-        "plots", "extra", "notes"}
+        "plots", "extra", "extra_args", "notes"}
 
 
 class StudyError(ConfigError):
@@ -57,14 +57,14 @@ class StudyError(ConfigError):
 class Comparison:
     arm: str
     metric: str
-    against: str
+    against: str | None  # None: the arm's own values (one sample), for a metric that is already a difference
     rule: str | None = None
     threshold: float | None = None
     source: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.arm} - {self.against}"
+        return f"{self.arm} - {self.against}" if self.against is not None else f"{self.arm} (own values)"
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class Study:
     tables: list[str] = field(default_factory=lambda: list(TABLES))
     plots: list[dict[str, str]] = field(default_factory=list)
     extra: str | None = None
+    extra_args: dict[str, Any] = field(default_factory=dict)  # the hook's parameters and its own thresholds
     notes: str = ""
     path: Path | None = None
 
@@ -201,9 +202,10 @@ def parse(raw: Any, path: Path | None = None) -> Study:
         extra = sorted(set(c) - {"arm", "metric", "against", "rule", "threshold", "source"})
         if extra:
             raise _fail(at, f"unknown key {extra[0]!r}", "the keys are arm, against, metric, rule, threshold, source")
-        arm, against = str(c.get("arm")), str(c.get("against", reference))
+        one_sample = "against" in c and c["against"] is None  # against: null -> the arm's own values
+        arm, against = str(c.get("arm")), (None if one_sample else str(c.get("against", reference)))
         for key, a in (("arm", arm), ("against", against)):
-            if a not in arms:
+            if a is not None and a not in arms:
                 raise _fail(f"{at}.{key}", f"{a!r} is not an arm", f"name one of {', '.join(arms)}")
         if arm == against:
             raise _fail(at, f"compares {arm!r} with itself", "set against: to another arm")
@@ -236,9 +238,14 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     extra = raw.get("extra")
     if extra is not None and not re.fullmatch(r"[\w.]+:\w+", str(extra)):
         raise _fail(f"{where}: extra", f"{extra!r} is not module:function", "write e.g. extra: mypkg.figures:speed")
+    extra_args = raw.get("extra_args") or {}
+    if not isinstance(extra_args, dict):
+        raise _fail(f"{where}: extra_args", f"must be a mapping, got {extra_args!r}", "write e.g. extra_args: {calls: 300}")
+    if extra_args and extra is None:
+        raise _fail(f"{where}: extra_args", "given without an extra: hook to read it", "add extra: module:function")
     return Study(name, str(raw.get("title") or name), str(raw.get("question") or ""), _strings(raw.get("base"), f"{where}: base"),
                  arms, reference, budgets, metrics, comparisons, tables, [dict(p) for p in plots],
-                 None if extra is None else str(extra), str(raw.get("notes") or "").strip(), path)
+                 None if extra is None else str(extra), dict(extra_args), str(raw.get("notes") or "").strip(), path)
 
 
 # ---------------------------------------------------------------------------------------------------------- running

@@ -26,7 +26,7 @@ from edgebench import pipeline
 from edgebench.measure.latency import host_cpu
 from edgebench.stats import mean_ci
 
-TEACHER_EPOCHS = 2  # ResNet-20 on the full split with the default trainer: the model experiments/tflm_zoo.py stored
+TEACHER_EPOCHS = 2  # ResNet-20 on the full split with the default trainer: the model the tflm_zoo study stores
 STUDENT = ["trainer.max_epochs=2", "trainer.limit_train_batches=0.1"]
 TEACHER = ["method.teacher.model=resnet20", "method.teacher.seed=0",
            f"method.teacher.trainer.max_epochs={TEACHER_EPOCHS}", "+method.teacher.trainer.limit_train_batches=1.0"]

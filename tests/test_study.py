@@ -244,3 +244,46 @@ def test_tags_are_part_of_a_runs_identity_only_when_given():
     tagged = pipeline.plain_config(pipeline.compose(["data=digits", "++tags={study:x,study.arm:a}"]))
     assert tagged["tags"] == {"study": "x", "study.arm": "a"}
     assert config_hash(tagged, "d") != config_hash(plain, "d")
+
+
+def test_a_one_sample_comparison_extra_args_and_the_derived_ratios():
+    """``against: null`` compares an arm's own values with zero (a metric that is already a difference, such as
+    delta/acc); ``extra_args`` reaches the hook through the study; the derived log bytes and arena error."""
+    import math
+
+    s = parse(comparisons=[{"arm": "pruned", "against": None, "metric": "test/acc", "rule": "at_least",
+                            "threshold": 0.5, "source": "a test"},
+                           {"arm": "pruned", "metric": "test/acc"}],
+              extra="tiny_extra:figures", extra_args={"calls": 3, "checks": [{"threshold": 1.5, "source": "x"}]})
+    assert s.comparisons[0].against is None and s.comparisons[0].label == "pruned (own values)"
+    assert s.comparisons[1].against == "dense" and s.extra_args["calls"] == 3
+    vals = {"dense": {m: {0: 0.5, 1: 0.6} for m in s.metrics}, "pruned": {m: {0: 0.8, 1: 0.9} for m in s.metrics}}
+    own, against = st.compare(s, vals)
+    assert own["paired"].n == 2 and own["paired"].mean == pytest.approx(0.85) and own["passed"] is False  # interval wide
+    assert against["paired"].mean == pytest.approx(0.3)
+    with pytest.raises(st.StudyError, match="extra_args: given without an extra"):
+        parse(extra_args={"calls": 3})
+    with pytest.raises(st.StudyError, match="extra_args: must be a mapping"):
+        parse(extra="a:b", extra_args=[1])
+    assert st.DERIVED["size/log_bytes_artifact"][1]({"size/bytes_artifact": 300}) - \
+        st.DERIVED["size/log_bytes_artifact"][1]({"size/bytes_artifact": 1000}) == pytest.approx(math.log(0.3))
+    assert st.DERIVED["memory/tflm_arena_est_error"][1]({"memory/tflm_arena_bytes_est": 115,
+                                                        "memory/tflm_arena_bytes": 100}) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("name, chain", [("kure_resnet20", ["kure"]), ("quant_resnet20", ["ptq_int8"]),
+                                         ("tflm_zoo", ["ptq_int8"])])
+def test_the_ported_quantisation_studies_compose_at_both_budgets(name, chain):
+    """The studies that replaced experiments/{kure,quant}_resnet20.py and tflm_zoo.py: every arm composes and
+    validates at smoke (digits) and full (Fashion-MNIST); their extra hooks import."""
+    import importlib
+
+    s = st.load(name)
+    assert len(s.budgets["full"].seeds) >= 3
+    for budget, data in (("smoke", "digits"), ("full", "fashion_mnist")):
+        arms = st.check(s, budget, Path("."))
+        assert {a["data"] for a in arms.values()} == {data}
+        assert any(a["chain"] == chain for a in arms.values())
+    if s.extra:
+        module, _, fn = s.extra.partition(":")
+        assert callable(getattr(importlib.import_module(module), fn))

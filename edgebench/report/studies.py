@@ -22,6 +22,12 @@ DERIVED = {
     "size/bytes_smallest": ("the smaller of the deployable file and the analytic sparse encoding of its weights "
                             "(size/bytes_artifact, size/bytes_sparse)",
                             lambda m: min(m["size/bytes_artifact"], m.get("size/bytes_sparse", math.inf))),
+    "size/log_bytes_artifact": ("the natural log of size/bytes_artifact: the paired difference of two arms' is the log "
+                                "of the ratio of their files' bytes (at_most ln 0.3 = -1.204: at most 30%)",
+                                lambda m: math.log(m["size/bytes_artifact"])),
+    "memory/tflm_arena_est_error": ("edgebench's estimate of the TFLite Micro arena over the measured arena, minus 1 "
+                                    "(memory/tflm_arena_bytes_est / memory/tflm_arena_bytes - 1)",
+                                    lambda m: m["memory/tflm_arena_bytes_est"] / m["memory/tflm_arena_bytes"] - 1),
 }
 ARM, SPEC = "study.arm", "study.spec"  # the run tags the runner sets (with study and study.budget)
 
@@ -79,7 +85,8 @@ def compare(study, vals) -> list[dict[str, Any]]:
 
     rows = []
     for c in study.comparisons:
-        d = paired(vals[c.arm][c.metric], vals[c.against][c.metric])
+        own = vals[c.arm][c.metric]  # against: null -> the arm's own values against zero (one sample)
+        d = paired(own, vals[c.against][c.metric] if c.against is not None else {s: 0.0 for s in own})
         rows.append({"comparison": c, "paired": d})
     adjusted = holm([r["paired"].p for r in rows])
     for r, p_adj in zip(rows, adjusted):

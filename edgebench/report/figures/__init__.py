@@ -1,0 +1,1 @@
+"""Study-specific tables and figures: the ``extra: module:function`` hooks of conf/study/*.yaml."""
