@@ -328,7 +328,10 @@ def load_runs(study: Study, budget: str, tracking_uri: str):
     df = df.loc[keep].sort_values("end_time")
     dup = df.duplicated(["study.arm", "seed"], keep="last")
     left += [(r["run_id"], "an older run of the same arm and seed") for _, r in df[dup].iterrows()]
-    return df[~dup].reset_index(drop=True), left
+    out = df[~dup].reset_index(drop=True)
+    # where the runs are, for an extra hook that reads more of them through edgebench.report (a step's child runs)
+    out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget))
+    return out, left
 
 
 def _done(study: Study, budget: str, uri: str) -> set[tuple[str, int]]:
