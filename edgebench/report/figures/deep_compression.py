@@ -48,7 +48,7 @@ def next_to_han(study, runs, values) -> dict:
         ratios = [dense[s] / got[s] for s in seeds]
         doc["ratios"][f"{arm} {metric}"] = {str(s): r for s, r in zip(seeds, ratios)}
         rows.append(f"| {label} | `{arm}` `{metric}` | {_pm([got[s] for s in seeds], '{:,.0f}')} | "
-                    f"{_pm(ratios, '{:.1f}')}x | {len(seeds)} |")
+                    f"{_pm(ratios, '{:.1f}x')} | {len(seeds)} |")
     lines = ["## Compression ratios (dense fp32 bytes of the seed's model / the size)", "",
              "| step | run figure | bytes (mean ± 95% CI) | compression | n |", "|---|---|---:|---:|---:|", *rows]
     acc_d, acc_c = values["dense"]["test/acc"], values["deep_compression"]["test/acc"]
