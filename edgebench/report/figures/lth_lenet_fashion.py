@@ -52,6 +52,10 @@ def _pm(xs: dict, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
     return fmt.format(m * scale) + ("" if math.isnan(h) else " ± " + fmt.replace("+", "").format(h * scale))
 
 
+def _pct(xs: dict) -> str:
+    return f"{100 * mean_ci([xs[s] for s in sorted(xs)])[0]:.1f}%" if xs else "-"
+
+
 def levels(study, runs, values) -> dict:
     lv = per_level(runs)
     if not lv:
@@ -65,7 +69,7 @@ def levels(study, runs, values) -> dict:
     for L in sorted(lv):
         d = lv[L]
         n = len(d.get("lth/test_acc", {}))
-        lines.append(f"| {L} | {_pm(d.get('lth/remaining', {}), '{:.1f}', 100)}% | {_pm(d.get('lth/test_acc', {}))} | "
+        lines.append(f"| {L} | {_pct(d.get('lth/remaining', {}))} | {_pm(d.get('lth/test_acc', {}))} | "
                      f"{_pm(d.get('lth/early_stop_test_acc', {}))} | {_pm(d.get('lth/reinit_test_acc', {}))} | "
                      f"{_pm(d.get('lth/reinit_early_stop_test_acc', {}))} | {_pm(d.get('lth/random_prune_test_acc', {}))} | "
                      f"{_pm(d.get('lth/best_val_step', {}), '{:.0f}')} | {_pm(d.get('lth/reinit_best_val_step', {}), '{:.0f}')} | {n} |")
@@ -103,7 +107,7 @@ def levels(study, runs, values) -> dict:
         doc.append({"level": L, "comparison": name, "mean": d.mean, "low": d.low, "high": d.high, "n": d.n, "p": d.p,
                     "p_holm": p_adj, "verdict": v, "diffs": list(d.diffs), "seeds": list(d.seeds)})
     for L, cells in rows.items():
-        lines.append(f"| {L} | {_pm(lv[L].get('lth/remaining', {}), '{:.1f}', 100)}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {L} | {_pct(lv[L].get('lth/remaining', {}))} | " + " | ".join(cells) + " |")
     # findings, from the verdicts above
     pct = {L: 100 * mean_ci(list(lv[L]["lth/remaining"].values()))[0] for L in lv if lv[L].get("lth/remaining")}
 
