@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -34,15 +36,21 @@ def test_deep_compression_ratios_are_the_dense_bytes_over_each_size():
 def test_fashion_sweep_frontiers_are_on_the_arms_means():
     s = st.load("fashion_sweep")
     seeds = (0, 1, 2)
-    acc = {"dense": 0.90, "magnitude_pruning 0.5": 0.90, "uniform_quant 4": 0.89, "uniform_quant 2": 0.2}
-    size = {"dense": 1000, "magnitude_pruning 0.5": 500, "uniform_quant 4": 100, "uniform_quant 2": 10}
-    lat = {"dense": 0.030, "magnitude_pruning 0.5": 0.031, "uniform_quant 4": 0.020, "uniform_quant 2": 0.050}
+    acc = {"dense": 0.90, "magnitude_pruning 0.5": 0.899, "uniform_quant 4": 0.89, "uniform_quant 2": 0.2,
+           "structured_pruning 0.5": 0.895}
+    size = {"dense": 1000, "magnitude_pruning 0.5": 500, "uniform_quant 4": 100, "uniform_quant 2": 10,
+            "structured_pruning 0.5": 500}
+    speedup = {"magnitude_pruning 0.5": 1.0, "uniform_quant 4": 0.98, "uniform_quant 2": 1.0,
+               "structured_pruning 0.5": 1.5}
     vals = _values(s, {a: {"test/acc": {k: acc[a] for k in seeds}, "size/bytes_smallest": {k: size[a] for k in seeds},
-                           "latency/host_p50_ms": {k: lat[a] + 0.001 * k for k in seeds}} for a in acc})
+                           "latency/host_speedup": {k: speedup.get(a, math.nan) + 0.01 * k for k in seeds}}
+                       for a in acc})
+    vals["dense"]["latency/host_speedup"] = {}  # a dense run has none: it is the reference, 1
     out = fashion_sweep.frontiers(s, pd.DataFrame(), vals)["json"]
-    assert out["frontier_size"] == ["magnitude_pruning 0.5", "uniform_quant 4", "uniform_quant 2"]
-    # dense and magnitude 0.5 are equally fast (their latency intervals overlap) and equally accurate: both stay
-    assert out["frontier_latency"] == ["dense", "magnitude_pruning 0.5", "uniform_quant 4"]
+    assert out["frontier_size"] == ["dense", "magnitude_pruning 0.5", "uniform_quant 4", "uniform_quant 2"]
+    # magnitude pruning is as fast as dense (inside the intervals) and less accurate: dominated
+    assert out["frontier_latency"] == ["dense", "structured_pruning 0.5"]
+    assert out["relative_latency"]["dense"] == {"mean": 1.0, "half": 0.0}
 
 
 def test_lth_levels_pairs_each_level_by_seed_with_holm_over_all(monkeypatch):
