@@ -1,12 +1,12 @@
 """Screenshot of the MLflow UI comparing a sweep's runs on a scatter chart of test/acc against size/bytes_artifact.
 
 Starts ``python -m edgebench.ui`` on a free loopback port against results/mlflow.db, opens the
-compare-runs page of the finished runs of an experiment (default ``fashion_sweep``, made by
-experiments/fashion_sweep.py) in headless Chromium (Debian's ``chromium``, driven by Playwright),
+compare-runs page of the finished runs of an experiment (default ``study-fashion_sweep``, made by
+``python -m edgebench.study fashion_sweep``) in headless Chromium (Debian's ``chromium``, driven by Playwright),
 picks the scatter plot's axes and saves ``results/mlflow_ui_scatter.png`` (used in the README).
 
     pip install playwright       # the Python driver only; the browser is Debian's chromium (make browser)
-    python experiments/ui_screenshot.py [--experiment fashion_sweep]
+    python experiments/ui_screenshot.py [--experiment study-fashion_sweep]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from edgebench import ui
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--experiment", default="fashion_sweep")
+    ap.add_argument("--experiment", default="study-fashion_sweep")
     ap.add_argument("--out", default="results/mlflow_ui_scatter.png")
     args = ap.parse_args()
     from mlflow.tracking import MlflowClient

@@ -331,3 +331,25 @@ def test_kmeans_keeps_a_pruned_tensor_sparse_through_fine_tuning():
     p(w).sum().backward()
     opt.step()
     assert torch.equal(p(w) == 0, w == 0), "fine-tuning the shared values moves no zero"
+
+
+def test_kmeans_of_a_pruned_model_logs_its_deep_compression_sizes():
+    """nonuniform_quant of a pruned model also logs Deep Compression's format (P+Q and P+Q+H) and its layers."""
+    from types import SimpleNamespace
+
+    from edgebench.measure.size import deep_compression_bytes
+    from edgebench.methods.quantization import KmeansQuant, KmeansQuantConfig
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10))
+    with torch.no_grad():
+        for m in (net[0], net[2]):
+            m.weight[m.weight.abs() < m.weight.abs().quantile(0.9)] = 0  # 90% pruned
+    out = KmeansQuant(KmeansQuantConfig(bits=3)).compress(SimpleNamespace(model_in=net, seed=0))
+    m = out.named_metrics
+    assert m["size/bytes_dc_pqh"] == deep_compression_bytes(out.model, 3)
+    assert m["size/bytes_dc_pq"] == deep_compression_bytes(out.model, 3, huffman=False)  # tiny: code tables dominate
+    assert [r["layer"] for r in out.layers] == ["0", "2"] and out.layers[0]["nonzero"] == 60
+    dense = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10))  # nothing pruned: not that format
+    assert "size/bytes_dc_pq" not in KmeansQuant(KmeansQuantConfig(bits=3)).compress(
+        SimpleNamespace(model_in=dense, seed=0)).named_metrics

@@ -231,6 +231,15 @@ def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
         parse(extra="tiny_extra.figures")
 
 
+def test_the_loaded_runs_say_where_they_are_for_a_hook(ran):
+    """A hook that needs more than the runs' final metrics (a step's child runs) finds their store in ``runs.attrs``."""
+    root, path, _ = ran
+    study = st.load(path)
+    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+    df, _ = st.load_runs(study, "smoke", uri)
+    assert len(df) == 4 and df.attrs["tracking_uri"] == uri and df.attrs["experiment"] == "study-tiny-smoke"
+
+
 def test_tags_are_part_of_a_runs_identity_only_when_given():
     """No tags: the config hash and replicate group a run had before ``tags`` existed (resume still finds it)."""
     from edgebench import pipeline

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from edgebench.config import ConfigError, check
 from edgebench.export import QuantSpec
-from edgebench.measure.size import weight_layers, tensor_sparse_bits
+from edgebench.measure.size import deep_compression_bytes, tensor_sparse_bits, weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext, Plot
 from edgebench.losses import with_terms
 from edgebench.quant import (HalfPrecision, Int8FakeQuant, KureLoss, SharedCodebook, UniformSTE, kmeans_quantize,
@@ -309,6 +309,25 @@ class UniformQuant(WeightQuantMethod):
 
 class KmeansQuant(WeightQuantMethod):
     kind = "kmeans"  # a k-means codebook per tensor (weight sharing)
+
+    def compress(self, ctx: MethodContext) -> CompressionResult:
+        """Besides the codes' size, a pruned model's size in Deep Compression's own format (Han et al. 2016):
+        ``size/bytes_dc_pq`` (codes and 5-bit relative indices at fixed width, "P+Q") and ``size/bytes_dc_pqh``
+        (both streams Huffman-coded, "P+Q+H"), with the per-layer breakdown in the layer table. Only when every
+        conv/linear layer is shared (``keep_first_last: false``) and some weights are zero: that format is for
+        pruned, fully shared models."""
+        out = super().compress(ctx)
+        coded = [m.weight for _, m in quantizable(out.model, self.cfg.keep_first_last)]
+        if self.cfg.keep_first_last or not any(bool((w == 0).any()) for w in coded):
+            return out
+        detail: dict[str, dict] = {}
+        out.named_metrics["size/bytes_dc_pqh"] = deep_compression_bytes(out.model, self.cfg.bits, detail=detail)
+        out.named_metrics["size/bytes_dc_pq"] = deep_compression_bytes(out.model, self.cfg.bits, huffman=False)
+        out.layers = [{"layer": name, "nonzero": d["nonzero"], "fillers": d["fillers"], "entries": d["entries"],
+                       "index_bits": d["index_bits"], "dc_weight_bits_huffman": d["weights"],
+                       "dc_index_bits_huffman": d["index"], "dc_codebook_bits": d["codebook"]}
+                      for name, d in detail.items()]
+        return out
 
 
 class KureMethod(Method):

@@ -53,7 +53,10 @@ def runs(study, budget: str, tracking_uri: str) -> tuple[pd.DataFrame, list[tupl
     df = df.loc[keep].sort_values("end_time")
     dup = df.duplicated([ARM, "seed"], keep="last")
     left += [(r["run_id"], "an older run of the same arm and seed") for _, r in df[dup].iterrows()]
-    return df[~dup].reset_index(drop=True), left
+    out = df[~dup].reset_index(drop=True)
+    # where the runs are, for an extra hook that reads more of them (a step's child runs) through load_runs
+    out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget))
+    return out, left
 
 
 def _value(row, metric: str) -> float | None:
