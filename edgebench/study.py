@@ -491,7 +491,8 @@ def write_report(study: Study, budget: str, root: Path, out_dir: Path, results_d
     span = (df["end_time"].max() - df["start_time"].min()).total_seconds()
     latency = any(m.startswith("latency/") for m in study.metrics)
     cpu = _host_cpu() if latency else {}
-    extra = _extra(study, df, vals) if study.extra else {}
+    extra = _extra(study, df, vals, {"budget": budget, "root": root, "out_dir": out_dir, "results_dir": results_dir,
+                                     "tracking_uri": uri}) if study.extra else {}
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     shared = {k: sorted({str(i[k]) for i in arms_info.values()}) for k in ("model", "data", "epochs")}
     b = study.budgets[budget]
@@ -625,14 +626,21 @@ def _plots(study: Study, vals, out_dir: Path, budget: str) -> list[str]:
     return files
 
 
-def _extra(study: Study, df, vals) -> dict[str, Any]:
+def _extra(study: Study, df, vals, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The study's ``extra: module:function`` hook: called with the study, the loaded runs and the values; returns
-    ``{"markdown": str, "json": ...}`` (either optional) for figures that are not the runs' metrics."""
+    ``{"markdown": str, "json": ...}`` (either optional) for figures that are not the runs' metrics. A hook with a
+    ``context`` parameter also gets ``{"budget", "root", "out_dir", "results_dir", "tracking_uri"}``: the budget
+    reported, the launch directory, the report's folder (for a figure of its own), the runs' ``paths.results_dir``
+    (None: the default) and their MLflow store."""
+    import inspect
+
     module, _, fn = study.extra.partition(":")
     try:
         hook = getattr(importlib.import_module(module), fn)
     except (ImportError, AttributeError) as e:
         raise StudyError(f"study {study.name}: extra {study.extra!r} cannot be imported ({e}); fix extra:") from None
+    if "context" in inspect.signature(hook).parameters:
+        return hook(study, df, vals, context=dict(context or {})) or {}
     return hook(study, df, vals) or {}
 
 

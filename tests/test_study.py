@@ -231,6 +231,27 @@ def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
         parse(extra="tiny_extra.figures")
 
 
+def test_a_hook_with_a_context_parameter_gets_the_budget_and_the_reports_folder(ran, monkeypatch):
+    """A hook that names ``context`` also gets the budget, the launch and report folders and the runs' store: a
+    figure of its own (a PNG beside NAME.md) and the runs' stored models are reachable without guessing paths."""
+    root, path, _ = ran
+    (root / "tiny_context.py").write_text(
+        "def figures(study, runs, values, context):\n"
+        "    (context['out_dir'] / 'own.txt').parent.mkdir(parents=True, exist_ok=True)\n"
+        "    (context['out_dir'] / 'own.txt').write_text(context['budget'])\n"
+        "    return {'json': {k: str(v) for k, v in sorted(context.items())}}\n")
+    monkeypatch.syspath_prepend(str(root))
+    hooked = root / "tiny_context.yaml"
+    hooked.write_text(yaml.safe_dump({**TINY, "extra": "tiny_context:figures"}))
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(hooked), "--budget", "smoke", "--report-only", "--out", str(root / "ctx")]) == 0
+    got = json.loads((root / "ctx" / "tiny.json").read_text())["extra"]
+    assert set(got) == {"budget", "root", "out_dir", "results_dir", "tracking_uri"}
+    assert got["budget"] == "smoke" and got["out_dir"] == str(root / "ctx") and got["results_dir"] == "None"
+    assert got["tracking_uri"].startswith("sqlite:") and (root / "ctx" / "own.txt").read_text() == "smoke"
+
+
 def test_tags_are_part_of_a_runs_identity_only_when_given():
     """No tags: the config hash and replicate group a run had before ``tags`` existed (resume still finds it)."""
     from edgebench import pipeline
