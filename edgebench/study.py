@@ -389,18 +389,26 @@ def write_report(study: Study, budget: str, root: Path, out_dir: Path, results_d
     if df.empty:
         raise StudyError(f"study {study.name} [{budget}]: no finished runs in MLflow experiment "
                          f"{study.experiment(budget)} of {uri}; run it without --report-only first")
-    return studies.write(study, budget, df, left, arms_info, out_dir, launched, command,
-                         _extra if study.extra else None, echo)
+    context = {"budget": budget, "root": root, "out_dir": out_dir, "results_dir": results_dir, "tracking_uri": uri}
+    hook = (lambda s, d, v: _extra(s, d, v, context)) if study.extra else None
+    return studies.write(study, budget, df, left, arms_info, out_dir, launched, command, hook, echo)
 
 
-def _extra(study: Study, df, vals) -> dict[str, Any]:
+def _extra(study: Study, df, vals, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The study's ``extra: module:function`` hook: called with the study, the loaded runs and the values; returns
-    ``{"markdown": str, "json": ...}`` (either optional) for figures that are not the runs' metrics."""
+    ``{"markdown": str, "json": ...}`` (either optional) for figures that are not the runs' metrics. A hook with a
+    ``context`` parameter also gets ``{"budget", "root", "out_dir", "results_dir", "tracking_uri"}``: the budget
+    reported, the launch directory, the report's folder (for a figure of its own), the runs' ``paths.results_dir``
+    (None: the default) and their MLflow store."""
+    import inspect
+
     module, _, fn = study.extra.partition(":")
     try:
         hook = getattr(importlib.import_module(module), fn)
     except (ImportError, AttributeError) as e:
         raise StudyError(f"study {study.name}: extra {study.extra!r} cannot be imported ({e}); fix extra:") from None
+    if "context" in inspect.signature(hook).parameters:
+        return hook(study, df, vals, context=dict(context or {})) or {}
     return hook(study, df, vals) or {}
 
 

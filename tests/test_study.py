@@ -53,6 +53,46 @@ def test_the_shipped_studies_parse_and_compose():
     assert {a["data"] for a in st.check(s, "full", Path(".")).values()} == {"fashion_mnist"}
 
 
+def test_the_long_studies_keep_their_old_scripts_budgets():
+    """distillation, low_rank and attention compose at both budgets with the settings of the scripts they port: one
+    shared ResNet-20 teacher, per-model budgets, the 60x60 canvas; their smoke budgets run on digits."""
+    from edgebench import methods, pipeline
+    from edgebench.config import validate
+
+    def spec(s, arm, budget="full"):
+        return validate(pipeline.compose(st.run_overrides(s, arm, budget) + ["seed=1"], Path(".")))
+
+    d = st.load("distillation")
+    assert {a["data"] for a in st.check(d, "smoke", Path(".")).values()} == {"digits"}
+    teachers = set()
+    for arm in d.arms:
+        x = spec(d, arm)
+        assert (x.trainer.max_epochs, x.trainer.limit_train_batches) == (2, 0.1)
+        step = methods.parse_steps(x.method, x.steps)
+        if x.method is not None:
+            t = step[0].teacher
+            teachers.add((t.model, t.seed, tuple(sorted(t.trainer.items()))))
+            assert step[0].epochs == 2
+    assert teachers == {("resnet20", 0, (("limit_train_batches", 1.0), ("lr", None), ("max_epochs", 2)))}
+    assert len(d.comparisons) == 10
+
+    lr = st.load("low_rank")
+    budget = {"lenet_300_100": (3, 1.0, 2), "conv4": (2, 0.5, 1), "resnet20": (2, 0.15, 1)}
+    for arm in lr.arms:
+        x = spec(lr, arm)
+        epochs, limit, retrain = budget[x.model.name.value]
+        assert (x.trainer.max_epochs, x.trainer.limit_train_batches) == (epochs, limit)
+        if x.method is not None:
+            assert methods.parse_steps(x.method, x.steps)[0].retrain_epochs == retrain
+    assert {a["data"] for a in st.check(lr, "smoke", Path(".")).values()} == {"digits"}
+
+    at = st.load("attention")
+    for arm in at.arms:
+        x = spec(at, arm)
+        assert x.data.canvas == 60 and x.trainer.max_epochs == (6 if x.model.name.value == "ram" else 2)
+        assert spec(at, arm, "smoke").data.base == "digits"
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"comparisons": [{"arm": "prunned", "metric": "test/acc"}]}, "comparisons[0].arm: 'prunned' is not an arm"),
     ({"comparisons": [{"arm": "pruned", "against": "nope", "metric": "test/acc"}]}, "'nope' is not an arm"),
@@ -238,6 +278,25 @@ def test_the_loaded_runs_say_where_they_are_for_a_hook(ran):
     uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
     df, _ = st.load_runs(study, "smoke", uri)
     assert len(df) == 4 and df.attrs["tracking_uri"] == uri and df.attrs["experiment"] == "study-tiny-smoke"
+def test_a_hook_with_a_context_parameter_gets_the_budget_and_the_reports_folder(ran, monkeypatch):
+    """A hook that names ``context`` also gets the budget, the launch and report folders and the runs' store: a
+    figure of its own (a PNG beside NAME.md) and the runs' stored models are reachable without guessing paths."""
+    root, path, _ = ran
+    (root / "tiny_context.py").write_text(
+        "def figures(study, runs, values, context):\n"
+        "    (context['out_dir'] / 'own.txt').parent.mkdir(parents=True, exist_ok=True)\n"
+        "    (context['out_dir'] / 'own.txt').write_text(context['budget'])\n"
+        "    return {'json': {k: str(v) for k, v in sorted(context.items())}}\n")
+    monkeypatch.syspath_prepend(str(root))
+    hooked = root / "tiny_context.yaml"
+    hooked.write_text(yaml.safe_dump({**TINY, "extra": "tiny_context:figures"}))
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(hooked), "--budget", "smoke", "--report-only", "--out", str(root / "ctx")]) == 0
+    got = json.loads((root / "ctx" / "tiny.json").read_text())["extra"]
+    assert set(got) == {"budget", "root", "out_dir", "results_dir", "tracking_uri"}
+    assert got["budget"] == "smoke" and got["out_dir"] == str(root / "ctx") and got["results_dir"] == "None"
+    assert got["tracking_uri"].startswith("sqlite:") and (root / "ctx" / "own.txt").read_text() == "smoke"
 
 
 def test_tags_are_part_of_a_runs_identity_only_when_given():
