@@ -299,7 +299,8 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, **ui.ENV})
     url = f"http://127.0.0.1:{port}"
     try:
         ui.wait_until_up(server, url, timeout_s=120)
