@@ -302,7 +302,7 @@ class EdgebenchConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
-    steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +pipeline=NAME
+    steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +chain=NAME
     seed: int = 0
     replicates: int = 1  # runs of this config with seeds seed, seed+1, ...: the report averages them (mean, 95% CI)
     experiment_name: str = "edgebench"  # the MLflow experiment
@@ -383,6 +383,34 @@ def check_accelerator(accelerator: str) -> None:
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps: Apple's MPS backend is not available here; "
                           "use trainer.accelerator=cpu or auto")
+
+
+# Config groups renamed in issue 26: the old name still composes (each of its files includes the new group's option)
+# and prints one line naming the new spelling. Old group -> (how the old one was typed, the new spelling).
+RENAMED_GROUPS = {"pipeline": ("+pipeline=", "+chain="), "experiment": ("experiment=", "+preset=")}
+_noted: set[str] = set()
+
+
+def renamed_groups(choices: dict) -> list[str]:
+    """One line per renamed config group among Hydra's ``choices`` (``+pipeline=NAME`` -> ``+chain=NAME``)."""
+    return [f"{old} is deprecated: use {new}{choices[group]}"
+            for group, (old, new) in RENAMED_GROUPS.items() if choices.get(group)]
+
+
+def note_renamed_groups() -> None:
+    """Print :func:`renamed_groups` for the config being run (Hydra's runtime choices), each line once a process."""
+    import sys
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # composed without Hydra's runtime
+        return
+    for line in renamed_groups(choices):
+        if line not in _noted:
+            _noted.add(line)
+            print(f"edgebench: {line}", file=sys.stderr)
 
 
 SEED_MAX = 2 ** 32 - 1  # numpy.random.seed's (and so Lightning's seed_everything's) largest seed

@@ -14,12 +14,17 @@ DESCRIPTION_TAG = "edgebench.description"
 # A sweep's tags, written by edgebench.sweep and read by the report layer (which never imports the sweep).
 PARENT_TAG = "edgebench.sweep_parent"  # on a sweep's parent run: its sweep id
 REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
+# A run's chain of methods (``a->b``, ``none`` for a dense run) and, on a chain's earlier step's child run, its index.
+CHAIN_TAG, STEP_TAG = "chain", "chain.step"
+# Tags renamed in issue 26 -> the name runs logged before carry; readers fall back to it.
+RENAMED_TAGS = {CHAIN_TAG: "pipeline", STEP_TAG: "pipeline.step"}
 
 # A method's key knobs: shown in the name even at their default value, under these short labels.
 KEY_KNOBS = {"sparsity": "s", "ratio": "r", "bits": "b", "energy": "e", "levels": "L"}
 SHORT = {**KEY_KNOBS, "retrain_epochs": "ep", "finetune_epochs": "ep", "epochs": "ep", "max_epochs": "ep"}
 # Groups shown by the option's name alone (``lenet5``, not ``model=lenet5``).
-CHOICES = ("model", "data", "device", "export", "experiment", "pipeline", "sweep")
+# experiment and pipeline: the old names of preset and chain, still accepted (edgebench.config.RENAMED_GROUPS).
+CHOICES = ("model", "data", "device", "export", "preset", "chain", "sweep", "experiment", "pipeline")
 
 
 def short_method(name: str) -> str:

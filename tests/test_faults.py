@@ -62,7 +62,7 @@ def test_ctrl_c_in_a_chain_names_the_top_level_run(tmp_path, mlflow_template_db)
         assert time.time() < deadline, "step 0's child run did not finish in time"
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         _, runs = _runs(uri)
-        done = [r for r in runs if r.data.tags.get("pipeline.step") == "0" and r.info.status == "FINISHED"]
+        done = [r for r in runs if r.data.tags.get("chain.step") == "0" and r.info.status == "FINISHED"]
         child = done[0] if done else None
         time.sleep(0.5)
     time.sleep(3)  # step 1 is retraining now
