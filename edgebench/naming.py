@@ -57,7 +57,7 @@ def run_name(method: str, step_configs: Iterable[Any], export: str, choices: dic
              overrides: list[str], swept: Iterable[str] = ()) -> str:
     """``<swept values, key knobs, other method values> <method> <export if not auto> · <model> <data> <device>``.
 
-    ``method``: the method's name, a chain's ``a->b`` or a preset's name (``dense`` for none); ``step_configs``:
+    ``method``: the method's name, a chain's ``a->b`` or a named chain's name (``+chain=NAME``; ``dense`` for none); ``step_configs``:
     the typed configs of the steps (their key knobs are read from them); ``overrides``: the command line's (or the
     sweep job's) ``key=value`` overrides; ``swept``: the keys a sweep varies."""
     swept = {k.lstrip("+~") for k in swept}
@@ -95,7 +95,7 @@ def description(method: str, export: str, choices: dict[str, str], overrides: li
 
 
 def sweep_name(overrides: list[str], swept: Iterable[str], sid: str) -> str:
-    """A sweep's parent run: its preset and what it varies, short and in the order given, then ``sweep <id>``:
+    """A sweep's parent run: its named sweep (``+sweep=NAME``) and what it varies, short and in the order given, then ``sweep <id>``:
     ``magnitude,random s=0.5,0.8,0.9 · sweep sw-…``, ``leaderboard · sweep sw-…``."""
     swept = {k.lstrip("+~") for k in swept} | {"sweep"}
     values = [short_value(*_key(o)) for o in overrides if "=" in o and _key(o)[0] in swept]

@@ -195,8 +195,8 @@ def run_name(spec: EdgebenchConfig, chosen: dict[str, str], job: dict | None) ->
     MLflow UI shows about 20 characters of it), the description holds every choice and override."""
     from edgebench import methods
 
-    overrides, preset = _overrides()
-    method = "dense" if chosen["method"] == "none" else (preset or chosen["method"])
+    overrides, named_chain = _overrides()
+    method = "dense" if chosen["method"] == "none" else (named_chain or chosen["method"])
     step_configs = methods.parse_steps(spec.method, spec.steps)
     swept = (job.get("swept_keys") or []) if job else []
     name = naming.run_name(method, step_configs, spec.export, chosen, overrides, swept)
