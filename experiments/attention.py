@@ -116,7 +116,7 @@ def glimpse_figures(root: Path, results: Path) -> list[str]:
         spec = validate(pipeline.compose(overrides("RAM, 6 glimpses", data, 0), root))
         splits = load_data(spec.data, spec.paths.data_dir)
         net = build_model(spec.model, splits.input_shape, splits.num_classes)
-        net.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
+        net.load_state_dict(torch.load(cache.entry_dir(spec.paths.store_dir, spec) / "model.pt", weights_only=True))
         figure = net.report_plots(splits.test_x[:8], splits.test_y[:8], splits.class_names)["attention/glimpses.png"]
         path = results / f"attention_glimpses_{data}.png"
         plots.draw(figure, path)

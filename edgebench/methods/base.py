@@ -51,7 +51,7 @@ class MethodContext:
     output_dir: Path
     seed: int
     build_model: Callable[[], nn.Module] | None = None  # a freshly initialised model (the dense model's init)
-    cache_dir: Path | None = None  # where a method may keep resumable state
+    store_dir: Path | None = None  # where a method may keep resumable state
     baseline_key: str = ""  # the dense baseline's hash: everything it depends on (model, data, trainer, seed)
     fit: Callable[..., list[dict]] | None = None  # fit(model, epochs, callbacks=(), val_check_interval=1.0, val_points=None)
     # trained(model_name, trainer={...}, seed=None) -> a trained model of that config on this run's data (a

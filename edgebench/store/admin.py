@@ -468,8 +468,8 @@ def print_totals(found: Scan) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m edgebench.store", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache-dir", default="results/cache",
-                    help="the store (default: results/cache, where python -m edgebench keeps it: paths.cache_dir)")
+    ap.add_argument("--store-dir", "--cache-dir", dest="store_dir", default="results/cache",  # --cache-dir: old name
+                    help="the store (default: results/cache, where python -m edgebench keeps it: paths.store_dir)")
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db"),
                     help="MLflow store whose runs use the entries (default: $MLFLOW_TRACKING_URI or "
                          "sqlite:///results/mlflow.db)")
@@ -482,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--yes", "--delete", dest="yes", action="store_true",
                     help="remove (without it: print what would be removed and the bytes freed)")
     args = ap.parse_args(argv)
+    if any(a == "--cache-dir" or a.startswith("--cache-dir=") for a in (sys.argv[1:] if argv is None else argv)):
+        print("edgebench.store: --cache-dir is deprecated: use --store-dir", file=sys.stderr)
     try:
         run(args)
     except UsageError as e:
@@ -492,10 +494,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     older = parse_age(args.older_than) if args.older_than is not None else None
     budget = parse_size(args.max_size) if args.max_size is not None else None
-    root = Path(args.cache_dir)
+    root = Path(args.store_dir)
     if not root.is_dir():
         raise UsageError(f"no store at {root}: run from the project folder (python -m edgebench keeps it in "
-                         "results/cache) or pass --cache-dir (paths.cache_dir)")
+                         "results/cache) or pass --store-dir (paths.store_dir)")
     removing = args.unused or older is not None or budget is not None
     uri: str | None = args.tracking_uri
     from edgebench.config import ConfigError
