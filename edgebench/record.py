@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import edgebench
 from edgebench.naming import PARENT_TAG, REUSED_TAG  # noqa: F401 (the sweep's tag names; edgebench.sweep re-exports)
-from edgebench import naming, plots
+from edgebench import naming
+from edgebench.report import method_plots
 from edgebench.config import ConfigError, EdgebenchConfig
 from edgebench.store import digest
 from edgebench.tracking import (Tracker, claim_lock, deployable_location, flatten, git_sha, run_model_id,
@@ -470,7 +471,7 @@ def _skip(tracker: Tracker, chash: str, done, busy, sweep_tags: dict) -> RunResu
 def _log_step(mlrun, out: "methods.CompressionResult") -> None:
     """One step's report on the run that holds its model (a single method's run, a chain's last step's run, or the
     child run of a chain's earlier step), under the same names everywhere: its knobs (``method/<knob>``), per-step
-    series (step = the row's ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.plots` from
+    series (step = the row's ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.report.method_plots` from
     the step's data)."""
     mlrun.log_metrics({f"method/{k}": v for k, v in out.knobs.items()})
     mlrun.log_metrics(out.named_metrics)
@@ -494,7 +495,7 @@ def _log_plots(mlrun, figures: dict) -> None:
     if figures:
         with tempfile.TemporaryDirectory() as d:
             for artifact_path, plot in figures.items():
-                local = plots.draw(plot, Path(d) / artifact_path)
+                local = method_plots.draw(plot, Path(d) / artifact_path)
                 mlrun.log_artifact(local, str(Path(artifact_path).parent))
 
 

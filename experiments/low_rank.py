@@ -160,7 +160,7 @@ def quiet_latency(models: list[str], root: Path, threads: int, calls: int) -> di
 def plot(rows: dict, models: list[str], path: Path) -> None:
     import matplotlib.ticker
 
-    from edgebench.plots import pyplot
+    from edgebench.report.plots import pyplot
 
     plt = pyplot()
 

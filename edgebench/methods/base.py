@@ -22,7 +22,7 @@ What the families in the README need, and where it lives here:
 * a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
   saying that its size is analytic and its accuracy simulated;
 * a figure (lottery levels, KURE robustness): ``result.plots``, the data only; the pipeline draws it with
-  :mod:`edgebench.plots` (a method never imports matplotlib).
+  :mod:`edgebench.report.method_plots` (a method never imports matplotlib).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class ChildResult:
 
 @dataclass
 class Plot:
-    """A figure as data: ``kind`` names a drawer in :data:`edgebench.plots.DRAWERS`, called as
+    """A figure as data: ``kind`` names a drawer in :data:`edgebench.report.method_plots.DRAWERS`, called as
     ``drawer(path, **data)``. The pipeline draws it and logs the file under the result's artifact path."""
 
     kind: str
