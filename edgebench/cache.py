@@ -1,11 +1,11 @@
-"""The dense-baseline cache.
+"""Dense baselines in the store (:mod:`edgebench.store`, kind ``baselines``).
 
 A dense model is trained once per key and reused by every later run with the same key. The key
 (:func:`baseline_key`) holds everything that determines the weights: the model config, the data's
 content digest (:attr:`edgebench.data.DataSplits.digest`, sha256 of the images and labels) and the
 data options that carve and transform it (never ``data.root``: the same bytes at another path are the
 same data), the training config, the seed, and the code's versions (:data:`CACHE_FORMAT`,
-:data:`edgebench.training.VERSION`). Entries are folders ``<cache_dir>/baselines/<model>-<data>-<hash>/``
+:data:`edgebench.training.VERSION`). Entries are folders ``<store_dir>/baselines/<model>-<data>-<hash>/``
 holding ``model.pt`` (the state dict) and ``meta.json`` (the key, the training history, timings,
 the sha256 of ``model.pt``).
 An entry is written to a temporary folder and renamed into place, under a file lock, so a
@@ -100,10 +100,10 @@ def _entry_name(cfg: EdgebenchConfig) -> str:
     return f"{cfg.model.name.value}-{cfg.data.name.value}"
 
 
-def entry_dir(cache_dir: str | Path, cfg: EdgebenchConfig, data: str | None = None) -> Path:
-    """The store entry of ``cfg``'s dense baseline: ``<cache_dir>/baselines/<model>-<data>-<hash>``
+def entry_dir(store_dir: str | Path, cfg: EdgebenchConfig, data: str | None = None) -> Path:
+    """The store entry of ``cfg``'s dense baseline: ``<store_dir>/baselines/<model>-<data>-<hash>``
     (``data``: the data's content digest, as for :func:`baseline_key`)."""
-    return Store(cache_dir).path("baselines", baseline_key(cfg, data), _entry_name(cfg))
+    return Store(store_dir).path("baselines", baseline_key(cfg, data), _entry_name(cfg))
 
 
 def _load(path: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, list[dict], float]:
@@ -145,11 +145,11 @@ def _num_classes(model: nn.Module) -> int | None:
     return last.out_features if last is not None else None
 
 
-def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[], nn.Module],
+def get_or_train(cfg: EdgebenchConfig, store_dir: str | Path, build: Callable[[], nn.Module],
                  train: Callable[[nn.Module], list[dict]], num_classes: int | None = None,
                  data: str | None = None, recheck: Callable[[nn.Module], tuple[float, int]] | None = None,
                  what: str | None = None, keys: str = "trainer") -> Baseline:
-    """Load the cached dense baseline for ``cfg``, or build, train and cache it.
+    """Load the dense baseline for ``cfg`` from the store, or build, train and store it.
 
     ``data`` is the content digest of the data ``train`` uses (None: loaded here to compute it). ``recheck(model)``
     returns a loaded model's (validation accuracy, validation images) on that data: a stored model that scores
@@ -180,7 +180,7 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
         return Baseline(model, history, False, None, h, seconds)
 
     def make() -> tuple[nn.Module, list[dict], float]:
-        log.info("training the dense baseline (cache key %s)", h)
+        log.info("training the dense baseline (store key %s)", h)
         return train_checked()
 
     def save(value: tuple[nn.Module, list[dict], float], folder: Path) -> dict:
@@ -193,7 +193,7 @@ def get_or_train(cfg: EdgebenchConfig, cache_dir: str | Path, build: Callable[[]
         _rechecked(p, model, history, recheck)
         return model, history, seconds
 
-    (model, history, seconds), hit, path = Store(cache_dir).get_or_make(
-        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline cache entry")
-    log.info("dense baseline %s %s", "loaded from cache" if hit else "cached in", path)
+    (model, history, seconds), hit, path = Store(store_dir).get_or_make(
+        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline store entry")
+    log.info("dense baseline %s %s", "loaded from the store:" if hit else "stored in", path)
     return Baseline(model, history, hit, path, h, seconds)

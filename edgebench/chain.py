@@ -85,7 +85,7 @@ def baseline(env: Env, curve: Curve) -> Dense:
         env.phases.start(f"baseline: training {model_name} for {progress.count(spec.trainer.max_epochs, 'epoch')}")
         return training.fit(net, env.dm, spec.trainer, epoch_sink=curve)
 
-    got = cache.get_or_train(spec, spec.paths.cache_dir, env.build, train, num_classes=env.splits.num_classes,
+    got = cache.get_or_train(spec, spec.paths.store_dir, env.build, train, num_classes=env.splits.num_classes,
                              data=env.splits.digest, recheck=_val_recheck(env.dm))
     if got.from_cache:
         env.phases.start(f"baseline: {model_name} from the cache ({progress.count(len(got.history), 'epoch')})")
@@ -138,7 +138,7 @@ def _context(spec: EdgebenchConfig, model_in, dm: EdgeDataModule, example, outpu
         model_in=model_in, datamodule=dm, example_input=example, retrain=retrain,
         evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
         train_batches_per_epoch=max(1, int(batches * spec.trainer.limit_train_batches)),
-        output_dir=Path(output_dir), seed=spec.seed, build_model=build, cache_dir=Path(spec.paths.cache_dir),
+        output_dir=Path(output_dir), seed=spec.seed, build_model=build, store_dir=Path(spec.paths.store_dir),
         baseline_key=baseline_key, fit=fit, trained=trained, dense=dense, step=step,
     )
 
@@ -176,7 +176,7 @@ def teachers(env: Env, open_log: Callable[[str, int, object], ContextManager]):
                 log.info("teacher: training %s for %s", model, progress.count(tcfg.max_epochs, "epoch"))
                 return training.fit(net, other_dm, tcfg, epoch_sink=tlog.curve)
 
-            got = cache.get_or_train(other, spec.paths.cache_dir, build, train, num_classes=splits.num_classes,
+            got = cache.get_or_train(other, spec.paths.store_dir, build, train, num_classes=splits.num_classes,
                                      data=splits.digest, recheck=_val_recheck(other_dm), what=f"the teacher ({model})",
                                      keys="method.teacher.trainer")
             if got.from_cache:
@@ -239,7 +239,7 @@ def stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
         out.files = {a: folder / rel for a, rel in store.read_json(folder / "files.json").items()}
         return out
 
-    entry = store.Store(spec.paths.cache_dir).get_or_make("steps", key, make, save, load, name=step.name,
+    entry = store.Store(spec.paths.store_dir).get_or_make("steps", key, make, save, load, name=step.name,
                                                          what=f"stored output of step {label}")
     if entry.hit:
         log.info("step %s: output reused from the store (%s)", label, entry.path)

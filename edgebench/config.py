@@ -104,7 +104,7 @@ class ModelConfig:
     # Torchvision nets need a minimum input resolution; smaller images are resized up to this
     # size inside the model (0 = the model's own minimum, see edgebench.models).
     min_input_size: int = 0
-    # model=ram only (Mnih et al. 2014); None elsewhere, so other models' cache keys do not see them
+    # model=ram only (Mnih et al. 2014); None elsewhere, so other models' store keys do not see them
     glimpse_size: Optional[int] = None  # side of the smallest glimpse patch, pixels
     scales: Optional[int] = None  # patches per glimpse, each twice the side of the previous, all resized to glimpse_size
     glimpses: Optional[int] = None  # glimpses (recurrent steps) per image
@@ -138,7 +138,7 @@ class DataConfig:
     test_fraction: float = 0.2  # only for sources without a test split (digits, image_folder)
     image_size: int = 32  # image_folder only: images are resized to image_size x image_size
     channels: int = 3  # image_folder only: 1 (grayscale) or 3 (RGB)
-    # data=translated|cluttered only (None elsewhere, so other datasets' cache keys do not see them): the images of
+    # data=translated|cluttered only (None elsewhere, so other datasets' store keys do not see them): the images of
     # `base` placed at a seeded random position on a canvas x canvas black image, plus `clutter` random 8x8 crops
     # of other images of the same split (cluttered)
     base: Optional[str] = None  # fashion_mnist | mnist | digits
@@ -286,7 +286,8 @@ class MeasureConfig:
 class PathsConfig:
     root_dir: str = MISSING  # the launch directory
     results_dir: str = MISSING
-    cache_dir: str = MISSING  # dense baselines, keyed by a hash of what they depend on
+    store_dir: str = MISSING  # the store (edgebench.store): dense baselines, step outputs, lottery levels, by key
+    cache_dir: Optional[str] = None  # the old name of store_dir: given, it wins and says so
     data_dir: str = MISSING  # where torchvision downloads go
     output_dir: str = MISSING  # this job's Hydra output folder
     mlflow_tracking_uri: str = MISSING
@@ -302,7 +303,7 @@ class EdgebenchConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     method: Optional[Any] = None  # added with +method=NAME; none = the dense baseline
-    steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +pipeline=NAME
+    steps: Optional[list[Any]] = None  # a chain of methods: steps=[magnitude_pruning,ptq_int8] or +chain=NAME
     seed: int = 0
     replicates: int = 1  # runs of this config with seeds seed, seed+1, ...: the report averages them (mean, 95% CI)
     experiment_name: str = "edgebench"  # the MLflow experiment
@@ -385,6 +386,39 @@ def check_accelerator(accelerator: str) -> None:
                           "use trainer.accelerator=cpu or auto")
 
 
+# Config groups renamed in issue 26: the old name still composes (each of its files includes the new group's option)
+# and prints one line naming the new spelling. Old group -> (how the old one was typed, the new spelling).
+RENAMED_GROUPS = {"pipeline": ("+pipeline=", "+chain="), "experiment": ("experiment=", "+preset=")}
+_noted: set[str] = set()
+
+
+def renamed_groups(choices: dict) -> list[str]:
+    """One line per renamed config group among Hydra's ``choices`` (``+pipeline=NAME`` -> ``+chain=NAME``)."""
+    return [f"{old} is deprecated: use {new}{choices[group]}"
+            for group, (old, new) in RENAMED_GROUPS.items() if choices.get(group)]
+
+
+def note_renamed_groups() -> None:
+    """Print :func:`renamed_groups` for the config being run (Hydra's runtime choices), each line once a process."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # composed without Hydra's runtime
+        return
+    for line in renamed_groups(choices):
+        _note(line)
+
+
+def _note(line: str) -> None:
+    """``edgebench: LINE`` on stderr, once a process."""
+    import sys
+
+    if line not in _noted:
+        _noted.add(line)
+        print(f"edgebench: {line}", file=sys.stderr)
+
+
 SEED_MAX = 2 ** 32 - 1  # numpy.random.seed's (and so Lightning's seed_everything's) largest seed
 
 
@@ -405,4 +439,7 @@ def validate(cfg: DictConfig) -> EdgebenchConfig:
     check(obj.store_lock_timeout_s > 0, "store_lock_timeout_s", f"must be > 0, got {obj.store_lock_timeout_s}")
     check(0 <= obj.seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}] (the seeds NumPy accepts), got {obj.seed}")
     check_accelerator(obj.trainer.accelerator)
+    if obj.paths.cache_dir is not None:  # the key's old name (a config.yaml of an older run, an old command line)
+        _note(f"paths.cache_dir= is deprecated: use paths.store_dir={obj.paths.cache_dir}")
+        obj.paths.store_dir, obj.paths.cache_dir = obj.paths.cache_dir, None
     return obj

@@ -14,12 +14,17 @@ DESCRIPTION_TAG = "edgebench.description"
 # A sweep's tags, written by edgebench.sweep and read by the report layer (which never imports the sweep).
 PARENT_TAG = "edgebench.sweep_parent"  # on a sweep's parent run: its sweep id
 REUSED_TAG = "sweep.reused"  # parent tag sweep.reused.<job num> = the earlier FINISHED run a resumed job returned
+# A run's chain of methods (``a->b``, ``none`` for a dense run) and, on a chain's earlier step's child run, its index.
+CHAIN_TAG, STEP_TAG = "chain", "chain.step"
+# Tags renamed in issue 26 -> the name runs logged before carry; readers fall back to it.
+RENAMED_TAGS = {CHAIN_TAG: "pipeline", STEP_TAG: "pipeline.step"}
 
 # A method's key knobs: shown in the name even at their default value, under these short labels.
 KEY_KNOBS = {"sparsity": "s", "ratio": "r", "bits": "b", "energy": "e", "levels": "L"}
 SHORT = {**KEY_KNOBS, "retrain_epochs": "ep", "finetune_epochs": "ep", "epochs": "ep", "max_epochs": "ep"}
 # Groups shown by the option's name alone (``lenet5``, not ``model=lenet5``).
-CHOICES = ("model", "data", "device", "export", "experiment", "pipeline", "sweep")
+# experiment and pipeline: the old names of preset and chain, still accepted (edgebench.config.RENAMED_GROUPS).
+CHOICES = ("model", "data", "device", "export", "preset", "chain", "sweep", "experiment", "pipeline")
 
 
 def short_method(name: str) -> str:
@@ -52,7 +57,7 @@ def run_name(method: str, step_configs: Iterable[Any], export: str, choices: dic
              overrides: list[str], swept: Iterable[str] = ()) -> str:
     """``<swept values, key knobs, other method values> <method> <export if not auto> · <model> <data> <device>``.
 
-    ``method``: the method's name, a chain's ``a->b`` or a preset's name (``dense`` for none); ``step_configs``:
+    ``method``: the method's name, a chain's ``a->b`` or a named chain's name (``+chain=NAME``; ``dense`` for none); ``step_configs``:
     the typed configs of the steps (their key knobs are read from them); ``overrides``: the command line's (or the
     sweep job's) ``key=value`` overrides; ``swept``: the keys a sweep varies."""
     swept = {k.lstrip("+~") for k in swept}
@@ -90,7 +95,7 @@ def description(method: str, export: str, choices: dict[str, str], overrides: li
 
 
 def sweep_name(overrides: list[str], swept: Iterable[str], sid: str) -> str:
-    """A sweep's parent run: its preset and what it varies, short and in the order given, then ``sweep <id>``:
+    """A sweep's parent run: its named sweep (``+sweep=NAME``) and what it varies, short and in the order given, then ``sweep <id>``:
     ``magnitude,random s=0.5,0.8,0.9 · sweep sw-…``, ``leaderboard · sweep sw-…``."""
     swept = {k.lstrip("+~") for k in swept} | {"sweep"}
     values = [short_value(*_key(o)) for o in overrides if "=" in o and _key(o)[0] in swept]

@@ -69,6 +69,9 @@ def _checked(cfg: DictConfig) -> tuple[EdgebenchConfig, list[methods.Method]]:
     Lightning)."""
     spec: EdgebenchConfig = validate(cfg)
     from edgebench import locks
+    from edgebench.config import note_renamed_groups
+
+    note_renamed_groups()  # +pipeline= and experiment=: one line naming +chain= and +preset=
 
     locks.TIMEOUT_S = spec.store_lock_timeout_s  # how long a wait for another process's store entry may last
     steps = [methods.build(c) for c in methods.parse_steps(spec.method, spec.steps)]  # the chain is checked here

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import edgebench
 from edgebench.naming import PARENT_TAG, REUSED_TAG  # noqa: F401 (the sweep's tag names; edgebench.sweep re-exports)
-from edgebench import naming, plots
+from edgebench import naming
+from edgebench.report import method_plots
 from edgebench.config import ConfigError, EdgebenchConfig
 from edgebench.store import digest
 from edgebench.tracking import (Tracker, claim_lock, deployable_location, flatten, git_sha, run_model_id,
@@ -164,7 +165,7 @@ def choices(resolved: dict) -> dict[str, str]:
 
 
 def _chain(plain: dict) -> str:
-    """``a->b`` for ``steps=[a,b]`` (the tags ``method`` and ``pipeline``), else ''."""
+    """``a->b`` for ``steps=[a,b]`` (the tags ``method`` and ``chain``), else ''."""
     return "->".join(s if isinstance(s, str) else s["name"] for s in plain.get("steps") or [])
 
 
@@ -179,12 +180,13 @@ def _sweep_tags(tracker: Tracker, ctx: dict | None) -> dict[str, str]:
 
 
 def _overrides() -> tuple[list[str], str | None]:
-    """The command line's (or a sweep job's) overrides and the ``+pipeline=`` preset chosen, if any."""
+    """The command line's (or a sweep job's) overrides and the ``+chain=`` chosen, if any (``+pipeline=``, its old
+    name, includes the same ``chain`` option)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         hc = HydraConfig.get()
-        return list(hc.overrides.task), hc.runtime.choices.get("pipeline")
+        return list(hc.overrides.task), hc.runtime.choices.get("chain")
     except Exception:  # composed without Hydra's runtime
         return [], None
 
@@ -194,8 +196,8 @@ def run_name(spec: EdgebenchConfig, chosen: dict[str, str], job: dict | None) ->
     MLflow UI shows about 20 characters of it), the description holds every choice and override."""
     from edgebench import methods
 
-    overrides, preset = _overrides()
-    method = "dense" if chosen["method"] == "none" else (preset or chosen["method"])
+    overrides, named_chain = _overrides()
+    method = "dense" if chosen["method"] == "none" else (named_chain or chosen["method"])
     step_configs = methods.parse_steps(spec.method, spec.steps)
     swept = (job.get("swept_keys") or []) if job else []
     name = naming.run_name(method, step_configs, spec.export, chosen, overrides, swept)
@@ -305,7 +307,7 @@ class Record:
         tags = {**chosen, "edgebench.version": edgebench.__version__, "git_sha": git_sha(), "config_hash": chash,
                 naming.DESCRIPTION_TAG: described,
                 "replicate_group": replicate_group(resolved, splits.digest), "data.digest": splits.digest,
-                **sweep_tags, **conf_tags(job), "pipeline": "->".join(s.name for s in steps) or "none",
+                **sweep_tags, **conf_tags(job), naming.CHAIN_TAG: "->".join(s.name for s in steps) or "none",
                 **{str(k): str(v) for k, v in spec.tags.items()}}  # tags= of the config (a study's name, arm, budget)
         resume = spec.resume if spec.resume is not None else bool(sweep_tags)
         with contextlib.ExitStack() as opened:
@@ -367,7 +369,7 @@ class Record:
 
     def step(self, s: "StepResult", dense: "Dense", env: "Env") -> None:
         """A step's report on the run that holds its model, under the names a single run uses: the last step's on
-        this run, an earlier step's on its own child run (``step <i> <method>``, tag ``pipeline.step``) measured
+        this run, an earlier step's on its own child run (``step <i> <method>``, tag ``chain.step``) measured
         in full. This run keeps the knobs, named figures and tags of the earlier steps too (``method/sparsity`` of
         a prune -> int8 chain), the last step's value where two share a name. The step's own children (lottery
         levels) are child runs measured by the same contract."""
@@ -387,7 +389,7 @@ class Record:
         for c in out.children:
             self.child(self.tags, c, dense, env)
         if not s.last:  # what this step bought, measured in full as a child run with its report
-            self.child({**self.tags, "method": s.step.name, "pipeline.step": str(i)},
+            self.child({**self.tags, "method": s.step.name, naming.STEP_TAG: str(i)},
                        methods.base.ChildResult(f"step {s.label}", out.model, {}, out.tags), dense, env,
                        report=lambda crun: _log_step(crun, out))
 
@@ -469,7 +471,7 @@ def _skip(tracker: Tracker, chash: str, done, busy, sweep_tags: dict) -> RunResu
 def _log_step(mlrun, out: "methods.CompressionResult") -> None:
     """One step's report on the run that holds its model (a single method's run, a chain's last step's run, or the
     child run of a chain's earlier step), under the same names everywhere: its knobs (``method/<knob>``), per-step
-    series (step = the row's ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.plots` from
+    series (step = the row's ``round``), tags, tables, files and plots (drawn here by :mod:`edgebench.report.method_plots` from
     the step's data)."""
     mlrun.log_metrics({f"method/{k}": v for k, v in out.knobs.items()})
     mlrun.log_metrics(out.named_metrics)
@@ -493,7 +495,7 @@ def _log_plots(mlrun, figures: dict) -> None:
     if figures:
         with tempfile.TemporaryDirectory() as d:
             for artifact_path, plot in figures.items():
-                local = plots.draw(plot, Path(d) / artifact_path)
+                local = method_plots.draw(plot, Path(d) / artifact_path)
                 mlrun.log_artifact(local, str(Path(artifact_path).parent))
 
 

@@ -106,9 +106,10 @@ def canvas_sweep(threads: int) -> dict:
 
 def glimpse_figures(root: Path, results: Path) -> list[str]:
     """Where the 6-glimpse RAM of seed 0 looks on 8 test images of each dataset (its cached baseline)."""
-    from edgebench import cache, pipeline, plots
+    from edgebench import cache, pipeline
     from edgebench.config import validate
     from edgebench.data import load_data
+    from edgebench.report import method_plots
     from edgebench.models import build_model
 
     files = []
@@ -116,16 +117,16 @@ def glimpse_figures(root: Path, results: Path) -> list[str]:
         spec = validate(pipeline.compose(overrides("RAM, 6 glimpses", data, 0), root))
         splits = load_data(spec.data, spec.paths.data_dir)
         net = build_model(spec.model, splits.input_shape, splits.num_classes)
-        net.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
+        net.load_state_dict(torch.load(cache.entry_dir(spec.paths.store_dir, spec) / "model.pt", weights_only=True))
         figure = net.report_plots(splits.test_x[:8], splits.test_y[:8], splits.class_names)["attention/glimpses.png"]
         path = results / f"attention_glimpses_{data}.png"
-        plots.draw(figure, path)
+        method_plots.draw(figure, path)
         files.append(path.name)
     return files
 
 
 def plot(rows: list[dict], sweep: dict, path: Path) -> None:
-    from edgebench.plots import pyplot
+    from edgebench.report.plots import pyplot
     from edgebench.stats import mean_ci
 
     plt = pyplot()

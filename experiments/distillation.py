@@ -158,7 +158,7 @@ def main() -> None:
 
 
 def _plot(rows: dict, path: Path) -> None:
-    from edgebench.plots import pyplot
+    from edgebench.report.plots import pyplot
 
     plt = pyplot()
 

@@ -69,7 +69,7 @@ def reconstruction(model: str, root: Path) -> dict:
     layer's weights: low rank alone, sparse alone (the largest entries) and low rank + sparse (GoDec)."""
     spec = validate(pipeline.compose(common(model, 0), root))
     dense = build_model(spec.model, (1, 28, 28), 10)
-    dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
+    dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.store_dir, spec) / "model.pt", weights_only=True))
     layers = dict(weight_layers(dense))
     lr_plans = {p.name: p for p in plan(copy.deepcopy(dense), LowRankConfig(energy=None, ratio=LR_RATIO)) if p.kind}
     lrs_plans = {p.name: p for p in plan(copy.deepcopy(dense), LowRankConfig(energy=None, ratio=LRS_RATIO)) if p.kind}
@@ -105,7 +105,7 @@ def compressed_forms(model: str, root: Path) -> dict:
 
     spec = validate(pipeline.compose(common(model, 0), root))
     dense = build_model(spec.model, (1, 28, 28), 10)
-    dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.cache_dir, spec) / "model.pt", weights_only=True))
+    dense.load_state_dict(torch.load(cache.entry_dir(spec.paths.store_dir, spec) / "model.pt", weights_only=True))
     dense.eval()
     forms = {"dense": dense}
     low = copy.deepcopy(dense)
@@ -160,7 +160,7 @@ def quiet_latency(models: list[str], root: Path, threads: int, calls: int) -> di
 def plot(rows: dict, models: list[str], path: Path) -> None:
     import matplotlib.ticker
 
-    from edgebench.plots import pyplot
+    from edgebench.report.plots import pyplot
 
     plt = pyplot()
 

@@ -64,7 +64,7 @@ def main() -> None:
         exp = client.get_experiment_by_name("edgebench").experiment_id
         runs = client.search_runs([exp])
         sweep = next(r.data.tags["sweep_id"] for r in runs if "sweep_id" in r.data.tags)
-        child = next(r for r in runs if "pipeline.step" in r.data.tags)  # a chain's step run
+        child = next(r for r in runs if "chain.step" in r.data.tags)  # a chain's step run
         chain = client.get_run(child.data.tags["mlflow.parentRunId"])
         with ui.serve(uri, where / "results" / "mlartifacts") as base, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"),

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from edgebench.config import ConfigError, EdgebenchConfig, validate
 from tests.conftest import CONF, group_options
 
-GROUPS = ["model", "data", "device", "trainer", "paths", "experiment"]
+GROUPS = ["model", "data", "device", "trainer", "paths", "preset", "chain", "experiment", "pipeline"]  # the last two: old names
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
 
 
@@ -22,7 +22,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_validates(make_cfg, group, option):
-    overrides = [f"{group}={option}"]
+    overrides = [f"+{group}={option}" if group in ("preset", "chain", "pipeline") else f"{group}={option}"]
     if option == "image_folder":
         overrides.append("data.root=/some/folder")
     cfg = make_cfg(*overrides)
@@ -114,6 +114,16 @@ def test_a_user_device_profile_from_another_config_dir(tmp_path):
     bad = _cli("--config-dir", str(tmp_path / "my_conf"), "device=my_board", "device.memory_bytes=lots",
                "--cfg", "job", cwd=tmp_path)
     assert bad.returncode != 0 and "device.memory_bytes" in bad.stderr
+
+
+def test_the_old_store_key_still_works_and_says_so(make_cfg, tmp_path, capsys):
+    from edgebench import config
+
+    config._noted.clear()
+    spec = validate(make_cfg(f"paths.cache_dir={tmp_path / 'old'}"))
+    assert spec.paths.store_dir == str(tmp_path / "old") and spec.paths.cache_dir is None
+    assert capsys.readouterr().err.strip() == f"edgebench: paths.cache_dir= is deprecated: use paths.store_dir={tmp_path / 'old'}"
+    assert validate(make_cfg()).paths.store_dir.endswith("results/cache")  # the store's folder keeps its name
 
 
 @pytest.mark.parametrize("option", group_options("method"))

@@ -176,6 +176,6 @@ def test_prune_then_distil_from_the_dense_model_then_int8(make_cfg):
 
     res = pipeline.run(cfg)
     tags = MlflowClient(cfg.paths.mlflow_tracking_uri).get_run(res.run_id).data.tags
-    assert res.tags["pipeline"] == "structured_pruning->distillation->ptq_int8"
+    assert res.tags["chain"] == "structured_pruning->distillation->ptq_int8"
     assert tags["distill.teacher"] == "baseline" and tags["distill.init"] == "input"  # the pruned model learns
     assert res.tags["export.dtype"] == "int8" and res.metrics["test/acc"] > 0.3

@@ -62,7 +62,7 @@ def test_ctrl_c_in_a_chain_names_the_top_level_run(tmp_path, mlflow_template_db)
         assert time.time() < deadline, "step 0's child run did not finish in time"
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         _, runs = _runs(uri)
-        done = [r for r in runs if r.data.tags.get("pipeline.step") == "0" and r.info.status == "FINISHED"]
+        done = [r for r in runs if r.data.tags.get("chain.step") == "0" and r.info.status == "FINISHED"]
         child = done[0] if done else None
         time.sleep(0.5)
     time.sleep(3)  # step 1 is retraining now
@@ -177,7 +177,7 @@ def test_results_that_cannot_be_written_is_one_line(tmp_path):
 
 def test_a_cache_folder_under_a_file_fails_the_run_in_one_line(tmp_path):
     (tmp_path / "blocker").write_text("a file")
-    out = _cli([*FAST, f"paths.cache_dir={tmp_path / 'blocker' / 'cache'}"], cwd=tmp_path, timeout=300)
+    out = _cli([*FAST, f"paths.store_dir={tmp_path / 'blocker' / 'cache'}"], cwd=tmp_path, timeout=300)
     line = _one_line_error(out, f"{tmp_path / 'blocker'} is a file where a folder should be")
     assert "move it aside" in line, line
     _, runs = _runs(f"sqlite:///{tmp_path}/results/mlflow.db")
@@ -262,7 +262,7 @@ def test_a_wait_on_a_store_lock_is_said_and_times_out(make_cfg, tmp_path):
     from edgebench.config import validate
 
     cfg = make_cfg(*FAST, "store_lock_timeout_s=8")
-    entry = cache.entry_dir(cfg.paths.cache_dir, validate(cfg))
+    entry = cache.entry_dir(cfg.paths.store_dir, validate(cfg))
     lock = Path(f"{entry}.lock")
     holder = _hold(lock)
     try:
@@ -276,7 +276,7 @@ def test_a_wait_on_a_store_lock_is_said_and_times_out(make_cfg, tmp_path):
     notice = [line for line in out.stderr.splitlines() if "waiting for" in line]
     assert notice, out.stderr[-3000:]
     assert str(entry) in notice[0] and str(lock) in notice[0] and f"pid {holder.pid}" in notice[0], notice[0]
-    assert "baseline cache entry" in notice[0], notice[0]
+    assert "baseline store entry" in notice[0], notice[0]
     line = _one_line_error(out, f"gave up after 8 s waiting for {lock}")
     assert "store_lock_timeout_s" in line and f"pid {holder.pid}" in line, line
     assert waited < 120

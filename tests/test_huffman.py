@@ -70,7 +70,7 @@ def test_pruned_shared_tensor_below_its_csr_size():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(100, 300, generator=g)
     cut = w.abs().flatten().kthvalue(int(0.92 * w.numel())).values
-    w[w.abs() <= cut] = 0  # 92% pruned, as conf/pipeline/deep_compression.yaml
+    w[w.abs() <= cut] = 0  # 92% pruned, as conf/chain/deep_compression.yaml
     q, codebook, _ = kmeans_quantize(w, 5)
     shared = q.values
     assert int(torch.count_nonzero(shared)) == int(torch.count_nonzero(w))  # zeros kept

@@ -35,7 +35,7 @@ def ctx(tmp_path):
     c = MethodContext(model_in=_build(), datamodule=dm, example_input=splits.test_x[:1], retrain=fit,
                       evaluate=lambda net: training.evaluate(net, dm.test_dataloader()),
                       train_batches_per_epoch=len(dm.train_dataloader()), output_dir=tmp_path / "out", seed=0,
-                      build_model=_build, cache_dir=tmp_path / "cache", baseline_key="test", fit=fit)
+                      build_model=_build, store_dir=tmp_path / "cache", baseline_key="test", fit=fit)
     c.calls = calls
     return c
 

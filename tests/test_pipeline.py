@@ -117,7 +117,7 @@ def test_changed_key_retrains(make_cfg):
 def test_corrupt_cache_entry_is_retrained(make_cfg):
     cfg = make_cfg(*QUICK, "trainer.max_epochs=2")
     pipeline.run(cfg)
-    entry = cache.entry_dir(cfg.paths.cache_dir, validate(cfg))
+    entry = cache.entry_dir(cfg.paths.store_dir, validate(cfg))
     (entry / "model.pt").write_bytes(b"not a checkpoint")
     again = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=2"))
     assert not again.baseline_from_cache
@@ -131,7 +131,7 @@ def test_missing_data_fails_before_any_mlflow_run(make_cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
         pipeline.run(cfg)
     assert len(_search(cfg)) == 0, "an input refused before any work leaves no FAILED run"
-    assert not list(Path(cfg.paths.cache_dir).glob("baselines/*")), "no cache entry for a failed run"
+    assert not list(Path(cfg.paths.store_dir).glob("baselines/*")), "no cache entry for a failed run"
 
 
 def test_nan_loss_fails_clearly(make_cfg):
@@ -203,7 +203,7 @@ def test_compose_runs_from_python(tmp_path, mlflow_template_db):
 
 
 def _baseline_entries(cfg) -> list[Path]:
-    return [p for p in Path(cfg.paths.cache_dir).glob("baselines/*") if not p.name.endswith(".lock")]
+    return [p for p in Path(cfg.paths.store_dir).glob("baselines/*") if not p.name.endswith(".lock")]
 
 
 def test_diverged_baseline_fails_and_is_not_cached(make_cfg):

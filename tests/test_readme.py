@@ -98,7 +98,7 @@ def _fast(cmd: str, args: list[str]) -> list[str]:
     for key, cut in CUTS.items():
         if key in cmd:
             set_.update(cut)
-    if "experiment=quick" in args:  # the preset's own data and epochs are the point of it
+    if "+preset=quick" in args or "experiment=quick" in args:  # the preset's own data and epochs are the point of it
         set_.pop("data"), set_.pop("trainer.max_epochs")
     own = next((a.split("=", 1)[1] for a in args if a.startswith("data=")), None)
     if own in ("translated", "cluttered"):  # the command's data set is the point: made from digits instead

@@ -205,16 +205,16 @@ def test_several_comparisons_are_holm_corrected_and_the_markdown_says_so():
 
 def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     rows = []
-    for device, pipeline_tag, val, test, fits, model in [
+    for device, chain_tag, val, test, fits, model in [
             ("arduino_nano_33_ble_sense", "none", 0.90, 0.91, 0.0, "lenet5"),  # dense: reference, does not fit
             ("arduino_nano_33_ble_sense", "ptq_int8", 0.89, 0.80, 1.0, "lenet5"),
             ("arduino_nano_33_ble_sense", "ptq_int8", 0.85, 0.95, 1.0, "lenet_300_100"),  # better test, worse val
             ("arduino_nano_33_ble_sense", "structured_pruning->ptq_int8", 0.88, 0.88, 0.0, "lenet5"),
             ("jetson_nano_2gb", "none", 0.90, 0.91, 1.0, "lenet5")]:
         for seed in (0, 1):
-            rows.append({"run_id": f"{device}{pipeline_tag}{model}{seed}", "run_name": "r", "model": model,
-                         "data": "fashion_mnist", "method": pipeline_tag.split("->")[-1], "pipeline": pipeline_tag,
-                         "device": device, "seed": seed, "replicate_group": f"{device}{pipeline_tag}{model}",
+            rows.append({"run_id": f"{device}{chain_tag}{model}{seed}", "run_name": "r", "model": model,
+                         "data": "fashion_mnist", "method": chain_tag.split("->")[-1], "chain": chain_tag,
+                         "device": device, "seed": seed, "replicate_group": f"{device}{chain_tag}{model}",
                          "test/acc": test + 0.01 * seed, "select/val_acc": val, "device/fits": fits,
                          "size/bytes_artifact": 1000.0, "device/ram_bytes": 500.0, "device.ram_source": "tflm_arena",
                          "device.fit": "no: RAM 300,000 B > 262,144 B" if not fits else "fits"})

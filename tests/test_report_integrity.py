@@ -75,7 +75,7 @@ def _fake_store(tmp_path, mlflow_template_db):
     each job has a child (level 1); one more job's run was KILLED after its child finished."""
     uri, client, exp = _store(tmp_path, mlflow_template_db)
     common = {"model": "lenet_300_100", "data": "digits", "device": "host", "method": "lottery_ticket",
-              "pipeline": "lottery_ticket", "sweep_id": "sw-1"}
+              "pipeline": "lottery_ticket", "sweep_id": "sw-1"}  # pipeline: the chain tag's old name
     sweep_parent = _log(client, exp, "sweep sw-1", "KILLED", edgebench__sweep_parent="sw-1", sweep_id="sw-1",
                         method="sweep")
     metrics = {"size/bytes_artifact": 1000.0, "device/fits": 1.0, "select/val_acc": 0.9}
@@ -99,6 +99,7 @@ def test_children_of_unfinished_parents_and_duplicates_are_left_out_and_said(tmp
     assert top["test/acc"] == pytest.approx((0.94 + 0.92) / 2)
     assert (df["edgebench.child"] != "true").all() and df.attrs["children_left_out"] == 2  # levels: not rows
     runs = report.load_runs(uri)
+    assert (runs["chain"] == "lottery_ticket").all()  # runs logged before the tag pipeline became chain
     every, _, _ = report.build(runs, children=True)
     level = every[every["edgebench.child"] == "true"].iloc[0]
     # the level of the KILLED job is left out; the level of the earlier seed-0 run is a duplicate (seed of its parent)
@@ -111,7 +112,7 @@ def test_children_of_unfinished_parents_and_duplicates_are_left_out_and_said(tmp
     for text in (out, md):
         assert "2 duplicate runs dropped" in text
         assert "1 child run left out" in text and "KILLED" in text
-        assert "2 child runs (teachers, pipeline steps) left out" in text
+        assert "2 child runs (teachers, chain steps) left out" in text
     assert jobs["job s2 killed"] in md  # the parent is named
 
 

@@ -42,7 +42,7 @@ def test_the_report_groups_by_data_and_model_and_leaves_children_out():
     assert "## fashion_mnist / lenet_300_100" in text and "## digits / conv2" in text
     conv = text.split("## digits / conv2")[1].split("## ")[0]
     assert "conv2 none" in conv and "lenet_300_100" not in conv
-    assert "1 child run (teachers, pipeline steps) left out" in text
+    assert "1 child run (teachers, chain steps) left out" in text
     # delta/acc in percentage points, labelled so; the fraction never shown
     assert "Δ acc (pt)" in text and "-2.00" in text and "-0.02 " not in text and "| -0.02 |" not in text
     # a run that does not fit says no
@@ -54,7 +54,7 @@ def test_the_report_groups_by_data_and_model_and_leaves_children_out():
     report.print_frontier(df, "synthetic", console)
     out = console.export_text()
     assert "fashion_mnist / lenet_300_100" in out and "digits / conv2" in out
-    assert "1 child run (teachers, pipeline steps) left out" in out
+    assert "1 child run (teachers, chain steps) left out" in out
     assert "-2.00" in out and "Δ acc (pt)" in out
 
 

@@ -99,7 +99,7 @@ def test_a_chain_step_is_named_by_what_it_is_without_the_parent_prefix(runs):
     assert chain.info.run_name.startswith("s=0.8 magnitude->ptq_int8 · "), chain.info.run_name
     kids = client.search_runs([chain.info.experiment_id], f"tags.`mlflow.parentRunId` = '{chain.info.run_id}'")
     assert [k.info.run_name for k in kids] == ["step 0 magnitude_pruning"]
-    assert kids[0].data.tags["pipeline.step"] == "0"
+    assert kids[0].data.tags["chain.step"] == "0"
     assert "edgebench.description" not in kids[0].data.tags  # the parent's description is the parent's
 
 
@@ -158,7 +158,8 @@ def test_a_sweep_s_parent_is_named_by_what_it_varies():
     (["+method=uniform_quant", "method.bits=3"], "b=3 uniform_quant · "),
     (["+method=low_rank"], "e=0.9 ep=1 low_rank · "),
     (["+method=low_rank", "method.ratio=0.3"], "r=0.3 ep=1 low_rank · "),  # the budget replaces the energy
-    (["+pipeline=prune_int8"], "r=0.5 prune_int8 · "),
+    (["+chain=prune_int8"], "r=0.5 prune_int8 · "),
+    (["+pipeline=prune_int8"], "r=0.5 prune_int8 · "),  # the old name of the chain group
 ])
 def test_each_method_s_key_knob_is_named_first_even_at_its_default(tmp_path, mlflow_template_db, overrides, start):
     extra = ["method.retrain_epochs=1"] if "+method=low_rank" in overrides else []

@@ -21,17 +21,36 @@ def test_method_is_a_chain_of_one_step(make_cfg):
 @pytest.mark.parametrize("overrides,expected", [
     (["steps=[magnitude_pruning,ptq_int8]"], [("magnitude_pruning", 0.9), ("ptq_int8", None)]),
     (["steps=[{name:magnitude_pruning,sparsity:0.5},ptq_int8]"], [("magnitude_pruning", 0.5), ("ptq_int8", None)]),
-    (["+pipeline=deep_compression"], [("magnitude_pruning", 0.92), ("nonuniform_quant", None)]),
+    (["+chain=deep_compression"], [("magnitude_pruning", 0.92), ("nonuniform_quant", None)]),
+    (["+chain=deep_compression", "steps.0.sparsity=0.8"], [("magnitude_pruning", 0.8), ("nonuniform_quant", None)]),
+    (["+chain=prune_int8"], [("structured_pruning", None), ("ptq_int8", None)]),
     (["+pipeline=deep_compression", "steps.0.sparsity=0.8"], [("magnitude_pruning", 0.8), ("nonuniform_quant", None)]),
-    (["+pipeline=prune_int8"], [("structured_pruning", None), ("ptq_int8", None)]),
 ])
 def test_spellings_presets_and_per_step_overrides(make_cfg, overrides, expected):
     assert [(c.name, getattr(c, "sparsity", None)) for c in _steps(make_cfg, *overrides)] == expected
 
 
 def test_deep_compression_preset_settings(make_cfg):
-    prune, share = _steps(make_cfg, "+pipeline=deep_compression", "steps.1.bits=6")
+    prune, share = _steps(make_cfg, "+chain=deep_compression", "steps.1.bits=6")
     assert (prune.schedule, prune.rounds, share.bits) == ("iterative", 3, 6)
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["+pipeline=prune_int8"], "edgebench: +pipeline= is deprecated: use +chain=prune_int8"),
+    (["experiment=quick"], "edgebench: experiment= is deprecated: use +preset=quick"),
+])
+def test_an_old_group_name_still_composes_and_names_the_new_one_once(make_cfg, capsys, overrides, line):
+    from edgebench import config
+
+    config._noted.clear()
+    make_cfg("data=digits", *overrides)
+    config.note_renamed_groups()
+    config.note_renamed_groups()  # once a process
+    assert capsys.readouterr().err.splitlines() == [line]
+    make_cfg("data=digits", "+chain=prune_int8", "+preset=quick")
+    config._noted.clear()
+    config.note_renamed_groups()
+    assert capsys.readouterr().err == ""  # the new names: nothing to say
 
 
 @pytest.mark.parametrize("steps,message", [
@@ -63,7 +82,7 @@ def test_a_chain_runs_each_step_on_the_previous_output_with_a_child_run_per_step
     res = pipeline.run(cfg)
     client = MlflowClient(cfg.paths.mlflow_tracking_uri)
     run = client.get_run(res.run_id)
-    assert run.data.tags["method"] == run.data.tags["pipeline"] == "magnitude_pruning->qat_int8"
+    assert run.data.tags["method"] == run.data.tags["chain"] == "magnitude_pruning->qat_int8"
     m = run.data.metrics
     assert m["size/sparsity"] == pytest.approx(0.8, abs=0.01), "QAT kept the zeros of the pruning step"
     assert run.data.tags["export.dtype"] == "int8" and m["method/sparsity"] == 0.8  # every step's knobs
@@ -71,7 +90,7 @@ def test_a_chain_runs_each_step_on_the_previous_output_with_a_child_run_per_step
     children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.run_id}'")
     assert len(children) == 1  # one per step before the last (the last step's figures are the run's own)
     step = children[0]
-    assert step.data.tags["method"] == "magnitude_pruning" and step.data.tags["pipeline.step"] == "0"
+    assert step.data.tags["method"] == "magnitude_pruning" and step.data.tags["chain.step"] == "0"
     assert step.info.run_name == "step 0 magnitude_pruning"
     for key in ("test/acc", "size/bytes_artifact", "size/sparsity", "compute/macs_nonzero", "device/fits",
                 "method/sparsity", "round/sparsity"):

@@ -101,7 +101,7 @@ def project(tmp_path, mlflow_template_db):
 
 
 def _cli(p, *args, capsys=None) -> str:
-    store_admin.main(["--cache-dir", str(p["cache"]), "--tracking-uri", p["uri"], *args])
+    store_admin.main(["--store-dir", str(p["cache"]), "--tracking-uri", p["uri"], *args])
     return capsys.readouterr().out if capsys is not None else ""
 
 
@@ -152,7 +152,7 @@ def test_older_than_counts_from_the_last_run_that_used_an_entry(tmp_path, mlflow
     n = _entry(cache, "baselines", {"m": "n"}, "n", 100)  # made now: kept
     _run(client, exp, {"baseline.key": digest(bkey), "step.0.key": digest(skey)}, start=old)
     _run(client, exp, {"baseline.key": digest(bkey)}, start=time.time() - DAY)
-    store_admin.main(["--cache-dir", str(cache), "--tracking-uri", uri, "--older-than", "30d", "--yes"])
+    store_admin.main(["--store-dir", str(cache), "--tracking-uri", uri, "--older-than", "30d", "--yes"])
     assert b.exists() and n.exists() and not s.exists() and not u.exists()
 
 
@@ -166,9 +166,9 @@ def test_max_size_removes_the_least_recently_used_first(tmp_path, mlflow_templat
         paths[n] = _entry(cache, "baselines", key, n, 10_000, made=now - 10 * DAY)
         _run(client, exp, {"baseline.key": digest(key)}, start=now - age * DAY)
     each = _size(paths["a"])
-    store_admin.main(["--cache-dir", str(cache), "--tracking-uri", uri, "--max-size", str(2 * each), "--yes"])
+    store_admin.main(["--store-dir", str(cache), "--tracking-uri", uri, "--max-size", str(2 * each), "--yes"])
     assert not paths["a"].exists() and paths["b"].exists() and paths["c"].exists()
-    store_admin.main(["--cache-dir", str(cache), "--tracking-uri", uri, "--max-size", "15kB", "--yes"])
+    store_admin.main(["--store-dir", str(cache), "--tracking-uri", uri, "--max-size", "15kB", "--yes"])
     assert not paths["c"].exists() and paths["b"].exists()
 
 
@@ -291,13 +291,20 @@ def test_missing_store_is_one_line_from_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edgebench.store"], cwd=tmp_path, capture_output=True, text=True,
                          env=env, timeout=120)
     err = out.stderr.strip()
-    assert out.returncode == 2 and err.startswith("edgebench: error: ") and "--cache-dir" in err and "\n" not in err
+    assert out.returncode == 2 and err.startswith("edgebench: error: ") and "--store-dir" in err and "\n" not in err
+
+
+def test_the_old_cache_dir_flag_still_works_and_says_so(project, capsys):
+    p = project
+    store_admin.main(["--cache-dir", str(p["cache"]), "--tracking-uri", p["uri"]])
+    out, err = capsys.readouterr()
+    assert "edgebench.store: --cache-dir is deprecated: use --store-dir" in err and "baselines" in out
 
 
 def test_unused_needs_the_runs(project, capsys):
     p = project
     with pytest.raises(SystemExit):
-        store_admin.main(["--cache-dir", str(p["cache"]), "--tracking-uri",
+        store_admin.main(["--store-dir", str(p["cache"]), "--tracking-uri",
                           f"sqlite:///{p['tmp_path'] / 'nowhere.db'}", "--unused"])
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgebench: error: ") and "--tracking-uri" in err and "\n" not in err
@@ -322,7 +329,7 @@ def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_pa
     client = MlflowClient(cfg.paths.mlflow_tracking_uri)
     assert "model.onnx" in {a.path for a in client.list_logged_model_artifacts(res.model_id)}  # the run's LoggedModel
     # the store's entries stay (baseline, step, lottery levels) but none of their lock files: nobody holds them
-    cache = Path(cfg.paths.cache_dir)
+    cache = Path(cfg.paths.store_dir)
     assert {p.name for p in cache.iterdir()} == {"baselines", "steps", "lottery"}
     assert not list(cache.rglob("*.lock"))
     assert "lottery/winning_ticket.pt" in {a.path for a in client.list_artifacts(res.run_id, "lottery")}

@@ -159,7 +159,7 @@ def test_baseline_below_its_stored_validation_accuracy_is_retrained(make_cfg):
     from edgebench.config import validate
 
     first = pipeline.run(make_cfg(*DIGITS))
-    entry = cache.entry_dir(make_cfg(*DIGITS).paths.cache_dir, validate(make_cfg(*DIGITS)))
+    entry = cache.entry_dir(make_cfg(*DIGITS).paths.store_dir, validate(make_cfg(*DIGITS)))
     _damage(entry / "model.pt")
     meta = json.loads((entry / "meta.json").read_text())
     for rel in meta.get("files", {}):

@@ -232,7 +232,7 @@ def test_leaderboard_preset_and_report_answer_the_device_question(tmp_path):
     _, runs = _runs(tmp_path)
     jobs = [r for r in runs if r.data.tags.get("edgebench.sweep_parent") is None]
     assert len(jobs) == 8
-    formats = {(r.data.tags["device"], r.data.tags["pipeline"]): r.data.tags.get("export.format") for r in jobs}
+    formats = {(r.data.tags["device"], r.data.tags["chain"]): r.data.tags.get("export.format") for r in jobs}
     assert formats[("arduino_nano_33_ble_sense", "ptq_int8")] == "tflite_micro"  # export=device: the board's format
     assert formats[("jetson_nano_2gb", "none")] == "onnx"
     board = report.report_leaderboard(f"sqlite:///{tmp_path}/results/mlflow.db", out=tmp_path / "lb")

@@ -31,7 +31,7 @@ from edgebench.export.onnx import export_onnx  # registers onnx, onnx_fp16
 from edgebench.export.ort_int8 import quantize_int8  # registers onnx_int8
 from edgebench.export.torch_export import export_program  # registers torch_export
 from edgebench.export import tflite  # registers tflite, tflite_int8, tflite_micro (packages imported when used)
-from edgebench.export.runtime import OnnxPredictor, load_program, predictor
+from edgebench.export.host import OnnxPredictor, load_program, predictor
 
 __all__ = ["Artifact", "QuantSpec", "strip_debug_info", "AUTO", "DEVICE", "for_device", "EXPORTERS", "Exporter", "check", "compatible",
            "export", "get", "loaded_by", "names", "of", "register", "resolve", "export_onnx", "quantize_int8", "export_program",

@@ -37,7 +37,7 @@ class DeployedModel(mlflow.pyfunc.PythonModel):
         self.name = artifact.name  # the exporter whose predictor runs it
 
     def load_context(self, context) -> None:
-        from edgebench.export.runtime import predictor
+        from edgebench.export.host import predictor
 
         path = Path(context.artifacts["model"])  # a model saved before ``name`` was kept: found by format and dtype
         self._run = predictor(Artifact(path, [path], self.format, "", self.dtype, self.runtime,
@@ -59,7 +59,7 @@ def save_model(artifact: Artifact, example: torch.Tensor, path: Path, mlflow_mod
         import onnx
         from mlflow import onnx as mlflow_onnx
 
-        from edgebench.export.runtime import OnnxPredictor
+        from edgebench.export.host import OnnxPredictor
 
         session = OnnxPredictor(artifact.path).session
         inp = session.get_inputs()[0]
@@ -71,7 +71,7 @@ def save_model(artifact: Artifact, example: torch.Tensor, path: Path, mlflow_mod
                                input_example=x, pip_requirements=requirements(artifact),
                                save_as_external_data=large)
         return
-    from edgebench.export.runtime import predictor
+    from edgebench.export.host import predictor
 
     y = predictor(artifact)(torch.from_numpy(x)).float().numpy()
     files = {"model": str(artifact.path), **{f.name: str(f) for f in artifact.extra_files}}  # + a C array's files

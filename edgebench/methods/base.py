@@ -22,7 +22,7 @@ What the families in the README need, and where it lives here:
 * a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
   saying that its size is analytic and its accuracy simulated;
 * a figure (lottery levels, KURE robustness): ``result.plots``, the data only; the pipeline draws it with
-  :mod:`edgebench.plots` (a method never imports matplotlib).
+  :mod:`edgebench.report.method_plots` (a method never imports matplotlib).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class MethodContext:
     output_dir: Path
     seed: int
     build_model: Callable[[], nn.Module] | None = None  # a freshly initialised model (the dense model's init)
-    cache_dir: Path | None = None  # where a method may keep resumable state
+    store_dir: Path | None = None  # where a method may keep resumable state
     baseline_key: str = ""  # the dense baseline's hash: everything it depends on (model, data, trainer, seed)
     fit: Callable[..., list[dict]] | None = None  # fit(model, epochs, callbacks=(), val_check_interval=1.0, val_points=None)
     # trained(model_name, trainer={...}, seed=None) -> a trained model of that config on this run's data (a
@@ -73,7 +73,7 @@ class ChildResult:
 
 @dataclass
 class Plot:
-    """A figure as data: ``kind`` names a drawer in :data:`edgebench.plots.DRAWERS`, called as
+    """A figure as data: ``kind`` names a drawer in :data:`edgebench.report.method_plots.DRAWERS`, called as
     ``drawer(path, **data)``. The pipeline draws it and logs the file under the result's artifact path."""
 
     kind: str

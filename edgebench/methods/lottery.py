@@ -11,10 +11,10 @@ layer keeps (1 - rate)^L of its weights. Controls at every level L >= 1:
 * ``random_prune``: a random mask with the same per-layer sparsity, from the rewind weights.
 
 Levels are resumable: every level's mask and trained weights live under
-``<cache_dir>/lottery/<hash>/level_<L>/<branch>/``, where the hash covers the dense key (model,
+``<store_dir>/lottery/<hash>/level_<L>/<branch>/``, where the hash covers the dense key (model,
 data, trainer, seed) and the method settings that change results (not ``levels`` or
 ``controls``, so adding levels or controls reuses what is done). A finished level is loaded,
-never retrained. Files are written atomically and read like the baseline cache reads its
+never retrained. Files are written atomically and read like a dense baseline's store entry reads its
 entries (:meth:`edgebench.store.Store.part`, under a file lock): a stored mask or branch folder that cannot
 be loaded is logged with its path, moved aside as ``<name>.corrupt-<time>`` and that level is
 trained again (a redone mask retrains its level's branches too).
@@ -156,11 +156,11 @@ class LotteryTicket(Method):
             raise ConfigError("lottery_ticket: the model has no conv or linear layers to prune")
 
     def scope(self, ctx: MethodContext) -> Store:
-        """This run's levels in the store: ``<cache_dir>/lottery/<digest>/``, the digest of the dense
+        """This run's levels in the store: ``<store_dir>/lottery/<digest>/``, the digest of the dense
         key and the settings that change results (not ``levels`` or ``controls``)."""
         settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("levels", "controls")}
         settings["mask_layout"] = 2  # masks keyed by tensor name (edgebench.mask.Mask); older levels are not reused
-        return Store(ctx.cache_dir or ctx.output_dir).scope("lottery", {"dense": ctx.baseline_key, "method": settings})
+        return Store(ctx.store_dir or ctx.output_dir).scope("lottery", {"dense": ctx.baseline_key, "method": settings})
 
     def store(self, ctx: MethodContext) -> Path:
         """The folder of :meth:`scope`."""

@@ -117,7 +117,7 @@ class RecurrentAttention(nn.Module):
     @torch.no_grad()
     def report_plots(self, x: torch.Tensor, y: torch.Tensor, classes: list[str] | None = None) -> dict:
         """Where it looks on the images ``x`` (evaluation mode: the deterministic path), as plot data for
-        :func:`edgebench.plots.glimpse_paths`, keyed by the artifact path."""
+        :func:`edgebench.report.method_plots.glimpse_paths`, keyed by the artifact path."""
         from edgebench.methods.base import Plot
 
         was = self.training

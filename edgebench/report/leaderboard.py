@@ -23,7 +23,7 @@ FAMILY = {"magnitude_pruning": "pruning", "random_pruning": "pruning", "structur
 
 
 def family(chain: str) -> str:
-    """A run's method family from its chain (tag ``pipeline``, e.g. ``structured_pruning->ptq_int8``): the family of
+    """A run's method family from its chain (tag ``chain``, e.g. ``structured_pruning->ptq_int8``): the family of
     its first compressing step (pruning, low rank, distillation), ``quantisation`` for quantisation alone, ``dense``
     for none. A final quantisation step is how the model is deployed, not its family."""
     steps = [s for s in str(chain or "none").split("->") if s and s != "none"]
@@ -118,7 +118,7 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
     gets a row saying so, with the reason the device gave; a profile without runs gets one row saying that."""
     if "edgebench.child" in df:  # a chain's intermediate steps are not deployables of their own
         df = df[df["edgebench.child"] != "true"]
-    chain_col = "pipeline" if "pipeline" in df else "method"
+    chain_col = next((c for c in ("chain", "pipeline") if c in df), "method")  # "pipeline": runs before issue 26
     df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
     rows = []
     for device in devices or device_profiles():

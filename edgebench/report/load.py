@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edgebench.naming import PARENT_TAG, REUSED_TAG, swept_from_overrides
+from edgebench.naming import PARENT_TAG, RENAMED_TAGS, REUSED_TAG, swept_from_overrides
 
 DENSE = "none"  # the method tag of a dense (uncompressed) run
 CHILD_TAG = "edgebench.child"  # "true" on a method's child run (edgebench.record.CHILD_TAG)
@@ -73,6 +73,9 @@ def _columns(runs: pd.DataFrame, every: pd.DataFrame) -> dict[str, pd.Series]:
             cols["run_name" if col == "tags.mlflow.runName" else col[len("tags."):]] = runs[col]
         elif col.startswith("params."):
             cols[col[len("params."):]] = runs[col].map(number)
+    for new, old in RENAMED_TAGS.items():  # a run logged before a tag's rename: its old tag under the new name
+        if old in cols:
+            cols[new] = cols[new].where(cols[new].notna(), cols[old]) if new in cols else cols[old]
     parent = runs.get("tags.mlflow.parentRunId", pd.Series(np.nan, index=runs.index, dtype=object))
     cols["parent_run_id"] = parent
     cols["parent_status"] = parent.map(lambda p: status.get(p, "missing") if isinstance(p, str) else np.nan)

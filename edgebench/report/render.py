@@ -72,7 +72,7 @@ def rule(comparisons: int, whose: str) -> str:
 def children_line(df: pd.DataFrame) -> str:
     """The sentence on the child runs the table left out, or ``""``."""
     n = int(df.attrs.get("children_left_out", 0) or 0)
-    return (f"{n} child run{'' if n == 1 else 's'} (teachers, pipeline steps) left out: tag edgebench.child, "
+    return (f"{n} child run{'' if n == 1 else 's'} (teachers, chain steps) left out: tag edgebench.child, "
             "not deployables of their own" if n else "")
 
 

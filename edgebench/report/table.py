@@ -25,7 +25,7 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "size/bytes_gzip", "size/bytes_sparse", "size/compression_ratio", "compute/macs", "compute/macs_nonzero",
            "compute/theoretical_speedup", "memory/peak_activation_bytes", "latency/host_p50_ms",
            "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
-           "device/energy_mj_est", "quant.accuracy", "pipeline", "device.fit", "device.ram_source", "edgebench.child"]
+           "device/energy_mj_est", "quant.accuracy", "chain", "device.fit", "device.ram_source", "edgebench.child"]
 GROUP_BY = ["data", "model"]  # the report's sections: runs of another data set or model are not compared
 BYTES_LABEL = "bytes (smallest of file, gzip, analytic encoding)"
 

@@ -2,7 +2,7 @@
 
 * :func:`digest` is the one hash function of the codebase: sha256 of canonical JSON (sorted keys,
   enums as their values, anything else JSON cannot encode as ``str``), 16 hex characters. The
-  dense-baseline cache, the lottery-ticket levels and the sweep ids and config hashes all use it.
+  dense baselines in the store, the lottery-ticket levels and the sweep ids and config hashes all use it.
 * :func:`load_objects` reads a stored object (a step's output: its model, spec, plots, children) with
   ``torch.load(weights_only=True)`` and an allowlist fixed in code (:func:`safe_globals`: the module
   classes of torch.nn, torch.ao.nn, torchvision and edgebench, edgebench's dataclasses and enums), so

@@ -13,7 +13,7 @@ baselines, each step's output (``steps``) and the lottery's levels (``lottery``,
   digest (found in the MLflow store, ``--tracking-uri``, every experiment, deleted runs left out). A scope
   entry (``lottery/<digest>``, key ``{dense, method}``) is used by the runs of the step entries made from it:
   same dense digest as their parent, same settings in their config; with no such step entry left, by the runs
-  on that dense baseline whose ``pipeline`` tag names the method. An entry no run uses is *unused*.
+  on that dense baseline whose ``chain`` tag (``pipeline`` on older runs) names the method. An entry no run uses is *unused*.
 * **Last used** = the start of the newest run that uses the entry, else when it was made (``meta.json``'s
   ``created``). ``--older-than`` and ``--max-size`` (least recently used first) both go by it.
 * **Safety.** Nothing is removed without ``--yes`` (or ``--delete``): the default prints what would go and the
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench import locks
+from edgebench.naming import CHAIN_TAG, RENAMED_TAGS
 from edgebench.store import META
 
 ERROR = "edgebench: error: "
@@ -213,7 +214,7 @@ class _Run:
     ref: RunRef
     keys: set[str]  # the digests its tags name
     baseline: str | None
-    pipeline: str
+    chain: str
 
 
 def _runs(uri: str) -> tuple[list[_Run], float | None]:
@@ -241,7 +242,8 @@ def _runs(uri: str) -> tuple[list[_Run], float | None]:
             keys = {v for k, v in tags.items() if k == "baseline.key" or STEP_TAG.fullmatch(k)}
             start = (r.info.start_time or 0) / 1000
             ref = RunRef(r.info.run_id, r.info.run_name or "", start, exps.get(r.info.experiment_id, ""))
-            out.append(_Run(ref, keys, tags.get("baseline.key"), tags.get("pipeline", "")))
+            out.append(_Run(ref, keys, tags.get("baseline.key"),
+                                 tags.get(CHAIN_TAG, tags.get(RENAMED_TAGS[CHAIN_TAG], ""))))
             if r.info.status == "RUNNING":
                 pid = tags.get(PID_TAG)
                 if tags.get(HOST_TAG) != host or pid is None or _process_alive(int(pid), tags.get(PID_START_TAG)):
@@ -272,7 +274,7 @@ def _attach(entries: list[Entry], runs: list[_Run]) -> None:
             e.runs.update(s.runs)
         if not made:
             e.runs.update({r.ref.run_id: r.ref for r in runs
-                           if r.baseline == key["dense"] and e.kind in r.pipeline})
+                           if r.baseline == key["dense"] and e.kind in r.chain})
 
 
 def _config_has(config: Any, settings: dict) -> bool:
@@ -466,8 +468,8 @@ def print_totals(found: Scan) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m edgebench.store", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache-dir", default="results/cache",
-                    help="the store (default: results/cache, where python -m edgebench keeps it: paths.cache_dir)")
+    ap.add_argument("--store-dir", "--cache-dir", dest="store_dir", default="results/cache",  # --cache-dir: old name
+                    help="the store (default: results/cache, where python -m edgebench keeps it: paths.store_dir)")
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db"),
                     help="MLflow store whose runs use the entries (default: $MLFLOW_TRACKING_URI or "
                          "sqlite:///results/mlflow.db)")
@@ -480,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--yes", "--delete", dest="yes", action="store_true",
                     help="remove (without it: print what would be removed and the bytes freed)")
     args = ap.parse_args(argv)
+    if any(a == "--cache-dir" or a.startswith("--cache-dir=") for a in (sys.argv[1:] if argv is None else argv)):
+        print("edgebench.store: --cache-dir is deprecated: use --store-dir", file=sys.stderr)
     try:
         run(args)
     except UsageError as e:
@@ -490,10 +494,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     older = parse_age(args.older_than) if args.older_than is not None else None
     budget = parse_size(args.max_size) if args.max_size is not None else None
-    root = Path(args.cache_dir)
+    root = Path(args.store_dir)
     if not root.is_dir():
         raise UsageError(f"no store at {root}: run from the project folder (python -m edgebench keeps it in "
-                         "results/cache) or pass --cache-dir (paths.cache_dir)")
+                         "results/cache) or pass --store-dir (paths.store_dir)")
     removing = args.unused or older is not None or budget is not None
     uri: str | None = args.tracking_uri
     from edgebench.config import ConfigError

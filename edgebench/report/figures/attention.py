@@ -68,7 +68,7 @@ def canvas_sweep(models: dict, canvases=CANVASES, threads: int = THREADS, calls:
 
 
 def _plot_sweep(sweep: dict, path: Path) -> None:
-    from edgebench.plots import pyplot
+    from edgebench.report.plots import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -91,7 +91,7 @@ def _plot_sweep(sweep: dict, path: Path) -> None:
 
 def glimpse_figures(study, context) -> tuple[list[str], dict]:
     """Where the 6-glimpse RAM of the first seed looks on 8 test images of each dataset (its stored model)."""
-    from edgebench.plots import draw
+    from edgebench.report.method_plots import draw
     from edgebench.report.figures.stored import dense_model
 
     files, skipped = [], {}

@@ -38,7 +38,7 @@ def dense_model(study, arm: str, context: dict, seed: int | None = None):
 
     spec = arm_spec(study, arm, context, seed)
     splits = load_data(spec.data, spec.paths.data_dir)
-    entry = cache.entry_dir(spec.paths.cache_dir, spec, splits.digest)
+    entry = cache.entry_dir(spec.paths.store_dir, spec, splits.digest)
     if not (entry / "model.pt").exists():
         raise FileNotFoundError(f"no stored dense model for arm {arm!r} in {entry}: run the study first")
     net = build_model(spec.model, splits.input_shape, splits.num_classes)
