@@ -219,7 +219,9 @@ def test_a_full_disk_fails_the_run_naming_the_path(make_cfg, monkeypatch):
         assert user_message(e).startswith(f"no space left on the disk of {full[0]}")
 
 
-@pytest.mark.parametrize("left_kib", [64, 300])  # full while MLflow writes to its store / while a file is written
+# full while MLflow writes to its store (slow-marked: the in-process full-disk test above covers the message) / while a
+# file is written
+@pytest.mark.parametrize("left_kib", [pytest.param(64, marks=pytest.mark.slow), 300])
 def test_a_really_full_disk_fails_the_run_in_one_line(tmp_path, mlflow_template_db, left_kib):
     """results/ on a 4 MiB tmpfs filled up to a few KiB: the run fails where it first writes a file, is closed as
     FAILED (the store is on the same full disk: the run's reserve is given back to close it) and one line is printed."""

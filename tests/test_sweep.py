@@ -14,7 +14,7 @@ from edgebench import report
 from edgebench.record import config_hash
 from edgebench.sweep import sweep_id
 
-FAST = ["data=digits", "trainer.max_epochs=2", "trainer.batch_size=32", "measure.latency=false",
+FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false",
         "trainer.progress_bar=none"]
 
 
@@ -137,6 +137,7 @@ def test_report_refuses_a_missing_store(tmp_path):
         report.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
 
 
+@pytest.mark.slow  # 6 trials through the CLI; the objective has a fast test below
 def test_optuna_search_moves_to_models_that_fit(tmp_path):
     # digits LeNet-300-100 as int8 TFLite Micro is ~55 kB; a 30 kB "flash" forces structured pruning of ~half
     out = _cli(["+sweep=optuna_arduino", *FAST, "hydra.sweeper.n_trials=6", "steps.0.retrain_epochs=1",
