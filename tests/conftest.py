@@ -73,9 +73,10 @@ def digits_seed_sweep(tmp_path_factory):
 
     def sweep(where: Path) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-        out = subprocess.run([sys.executable, "-m", "edgebench", "-m", "data=digits", "trainer.max_epochs=1",
-                              "trainer.batch_size=32", "measure.latency=false", "trainer.progress_bar=none",
-                              "seed=0,1"], cwd=where, env=env, capture_output=True, text=True, timeout=600)
+        from tests import cli
+
+        out = cli.run(["-m", "data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false",
+                       "trainer.progress_bar=none", "seed=0,1"], where, env=env, timeout=600)
         return {"args": out.args, "returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}
 
     where, out = made_once(tmp_path_factory, "digits_seed_sweep", sweep)

@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 
 from edgebench.config import ConfigError, EdgebenchConfig, validate
 from tests.conftest import CONF, group_options
+from tests import cli
 
 GROUPS = ["model", "data", "device", "trainer", "paths", "preset", "chain", "experiment", "pipeline"]  # the last two: old names
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
@@ -83,8 +84,7 @@ def test_image_folder_needs_a_root(make_cfg):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return cli.run(args, cwd, timeout=300)  # python -m edgebench, forked preloaded
 
 
 def test_help_lists_groups_and_options(tmp_path):

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from edgebench import cache, pipeline, training
 from edgebench.config import validate
+from tests import cli
 
 QUICK = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=15", "trainer.batch_size=32"]
 CONTRACT = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "size/params",
@@ -147,6 +148,8 @@ def _cli(args, cwd, env=None, pythonpath=None):
     e.update(env or {})
     if pythonpath:
         e["PYTHONPATH"] = pythonpath
+    if not pythonpath:  # the installed wheel needs an interpreter of its own
+        return cli.run(args, cwd, env=e, timeout=600)
     return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=600)
 

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from edgebench import pipeline
 from edgebench.config import ConfigError, validate
+from tests import cli
 
 FAST = ["data=digits", "trainer.max_epochs=2", "trainer.batch_size=32", "measure.latency=false",
         "trainer.progress_bar=none"]
@@ -36,8 +37,7 @@ def _env(**extra):
 
 
 def _cli(args, cwd, timeout=600, **env):
-    return subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=_env(**env), capture_output=True,
-                          text=True, timeout=timeout)
+    return cli.run(args, cwd, env=_env(**env), timeout=timeout)  # python -m edgebench, forked preloaded
 
 
 def _runs(uri: str, experiment: str = "edgebench"):

@@ -107,8 +107,9 @@ def test_an_impossible_chain_is_refused_on_the_command_line_before_any_run(tmp_p
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    out = subprocess.run([sys.executable, "-m", "edgebench", "data=digits", "steps=[ptq_int8,magnitude_pruning]"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    from tests import cli
+
+    out = cli.run(["data=digits", "steps=[ptq_int8,magnitude_pruning]"], tmp_path, env=env, timeout=300)
     assert out.returncode == 2 and "steps.1 (magnitude_pruning) cannot follow: steps.0 (ptq_int8)" in out.stderr
     assert not (tmp_path / "results" / "mlflow.db").exists(), "refused before any MLflow store or run"
 

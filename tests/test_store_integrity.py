@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from tests import cli
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["trainer.batch_size=32", "measure.latency=false", "measure.export=false", "trainer.progress_bar=none"]
@@ -30,8 +31,7 @@ def _env() -> dict:
 
 
 def _cli(args, cwd: Path) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    res = cli.run(args, cwd, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from edgebench import report
 from edgebench.record import config_hash
 from edgebench.sweep import sweep_id
+from tests import cli
 
 FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false",
         "trainer.progress_bar=none"]
@@ -20,8 +21,7 @@ FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure
 
 def _cli(args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "edgebench", "-m", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return cli.run(["-m", *args], cwd, env=env, timeout=900)  # python -m edgebench, forked preloaded
 
 
 def _runs(tmp_path):

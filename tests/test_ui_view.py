@@ -27,9 +27,10 @@ def one_run(tmp_path_factory):
     """One digits run through the CLI: its folder and what it printed."""
     where = tmp_path_factory.mktemp("ui_view")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = subprocess.run([sys.executable, "-m", "edgebench", "data=digits", "trainer.max_epochs=1",
-                          "measure.latency=false", "trainer.progress_bar=none"],
-                         cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    from tests import cli
+
+    out = cli.run(["data=digits", "trainer.max_epochs=1", "measure.latency=false", "trainer.progress_bar=none"],
+                  where, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return where, out.stdout
 
