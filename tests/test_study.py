@@ -53,6 +53,7 @@ def test_the_shipped_studies_parse_and_compose():
     assert {a["data"] for a in st.check(s, "full", Path(".")).values()} == {"fashion_mnist"}
 
 
+@pytest.mark.slow  # composes every arm of three studies at their full budget (about 30 s)
 def test_the_long_studies_keep_their_old_scripts_budgets():
     """distillation, low_rank and attention compose at both budgets with the settings of the scripts they port: one
     shared ResNet-20 teacher, per-model budgets, the 60x60 canvas; their smoke budgets run on digits."""

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from mlflow.tracking import MlflowClient
 
 from edgebench.config import config_dir
@@ -152,6 +154,7 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow  # a joblib sweep SIGKILLed mid-training; test_sweep.py runs a joblib sweep to its end
 def test_killing_a_joblib_launcher_ends_its_workers(tmp_path):
     slow = [a for a in FAST if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1000"]
     proc = _popen(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *slow, "seed=0,1"], tmp_path)

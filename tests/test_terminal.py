@@ -165,11 +165,10 @@ def test_a_nan_rising_or_flat_loss_is_diverged(history):
 
 def test_a_short_run_that_has_not_learned_yet_says_so_on_one_line(tmp_path):
     # LeNet-300-100 after 2 of digits' 41 batches at a low learning rate: the loss falls, accuracy is still at chance
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(REPO),
-           "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "edgebench", *FAST, "trainer.lr=1e-4",
-                          "trainer.limit_train_batches=0.05"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=600)
+    from tests import cli
+
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "OMP_NUM_THREADS": "1"}
+    out = cli.run([*FAST, "trainer.lr=1e-4", "trainer.limit_train_batches=0.05"], tmp_path, env=env, timeout=600)
     assert out.returncode == 2, out.stderr[-3000:]
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("edgebench: error: the dense baseline (lenet_300_100) has not learned yet:"), err
