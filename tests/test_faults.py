@@ -21,6 +21,7 @@ FAST = ["data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure
         "trainer.progress_bar=none"]
 
 
+from tests import cli  # noqa: E402
 from test_run_records import _cli, _env  # noqa: E402  the CLI helpers of the run-record tests
 
 
@@ -43,9 +44,7 @@ def _one_line_error(out, message: str) -> str:
 def _start(args, cwd, template_db):
     (cwd / "results").mkdir(exist_ok=True)
     shutil.copy(template_db, cwd / "results" / "mlflow.db")
-    return subprocess.Popen([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return cli.start(args, cwd, env=_env())  # python -m edgebench, forked preloaded (SIGINT at its default)
 
 
 # --- 9: Ctrl-C in step 1 of a chain names the run the user started, not the finished step-0 child ---

@@ -182,9 +182,7 @@ def _start(args, cwd, template_db):
     shutil.copy(template_db, cwd / "results" / "mlflow.db")
     # SIGINT back to its default in the child: a shell's background job inherits it ignored (SIG_IGN), and then
     # the signals these tests send would test nothing but how pytest itself was launched
-    return subprocess.Popen([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return cli.start(args, cwd, env=_env())  # python -m edgebench, forked preloaded (SIGINT at its default)
 
 
 def _wait_for_training(proc, uri, timeout=180):
