@@ -29,8 +29,8 @@ _ctx = None
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str], out_path: str, err_path: str) -> None:
-    for fd, path in ((1, out_path), (2, err_path)):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd, path in ((1, out_path), (2, err_path)):  # one path for both: stderr joins stdout, as 2>&1
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(f, fd)
         os.close(f)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interpreter started by a terminal has it
@@ -64,7 +64,7 @@ class Started:
     ``poll()``, ``wait()``, ``communicate()`` (its whole stdout and stderr once it has ended), ``send_signal()``,
     ``kill()``, ``returncode`` (negative: the signal that ended it)."""
 
-    def __init__(self, args, cwd, env: dict[str, str] | None = None):
+    def __init__(self, args, cwd, env: dict[str, str] | None = None, output: str | Path | None = None):
         global _ctx
         if _ctx is None:
             _ctx = mp.get_context("forkserver")
@@ -72,6 +72,8 @@ class Started:
         self.args = [sys.executable, "-m", "edgebench", *(str(a) for a in args)]
         self._tmp = tempfile.TemporaryDirectory(prefix="edgebench-cli-")
         self._out, self._err = os.path.join(self._tmp.name, "stdout"), os.path.join(self._tmp.name, "stderr")
+        if output is not None:  # stdout and stderr together in that file (communicate() returns it as stdout)
+            self._out = self._err = self.log_path = str(output)
         self._p = _ctx.Process(target=_child, args=(self.args[3:], str(cwd), dict(os.environ if env is None else env),
                                                      self._out, self._err))
         self._p.start()
@@ -93,7 +95,7 @@ class Started:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
         read = lambda path: Path(path).read_text(errors="replace") if os.path.exists(path) else ""  # noqa: E731
-        return read(self._out), read(self._err)
+        return read(self._out), ("" if self._err == self._out else read(self._err))
 
     def send_signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
@@ -102,10 +104,10 @@ class Started:
         self._p.kill()
 
 
-def start(args, cwd, env: dict[str, str] | None = None) -> Started:
+def start(args, cwd, env: dict[str, str] | None = None, output: str | Path | None = None) -> Started:
     """``subprocess.Popen([sys.executable, "-m", "edgebench", *args], cwd=cwd, env=env, ...)``, forked from the
-    preloaded server."""
-    return Started(args, cwd, env)
+    preloaded server; with ``output``, stdout and stderr both go to that file (``stdout=f, stderr=STDOUT``)."""
+    return Started(args, cwd, env, output)
 
 
 def run(args, cwd, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

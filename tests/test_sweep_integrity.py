@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,23 +17,20 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from edgebench.config import config_dir
+from tests import cli
 
 FAST = ["data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "trainer.batch_size=32",
         "measure.latency=false", "trainer.progress_bar=none"]
 
 
-def _popen(args, cwd) -> subprocess.Popen:
+def _popen(args, cwd) -> cli.Started:
     """The CLI in the background, its output in a file (``_output``): a pipe would stay open in orphaned workers."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    log = open(Path(cwd) / f"launch-{time.monotonic_ns()}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "edgebench", "-m", *args], cwd=cwd, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
-    proc.log_path = log.name  # type: ignore[attr-defined]
-    log.close()
-    return proc
+    # python -m edgebench -m ARGS, forked from the preloaded server (tests/cli.py)
+    return cli.start(["-m", *args], cwd, env=env, output=Path(cwd) / f"launch-{time.monotonic_ns()}.log")
 
 
-def _output(proc: subprocess.Popen, timeout: float | None = None) -> str:
+def _output(proc: cli.Started, timeout: float | None = None) -> str:
     proc.wait(timeout=timeout)
     return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
 
