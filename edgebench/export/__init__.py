@@ -13,7 +13,7 @@ tflite_micro   int8   tflite_micro  litert        never (export=tflite_micro: + 
 =============  =====  ============  ============  ==========================================
 
 A step never writes a file: a quantising step returns its model plus a :class:`QuantSpec`; the
-pipeline resolves the exporter (``resolve``: a ConfigError for an unknown name or an impossible
+run resolves the exporter (``resolve``: a ConfigError for an unknown name or an impossible
 choice, before any training), runs its ``precheck`` on the untrained model, writes the artifact,
 evaluates it with the exporter's own ``predictor`` where its numerics differ from the eager model,
 and hands it to ``measure_model``, which times it with the exporter's ``runner`` beside the dense

@@ -13,7 +13,7 @@ An exporter is the only place that knows its format. Besides writing the file it
 - ``label`` (how the summary names the format) and ``after`` (the step it needs, for fix hints).
 
 So a new format is one module with its ``@register`` (imported by :mod:`edgebench.export`, or by the user before
-the run). The pipeline resolves ``export=`` (a name, or ``auto``) against what the last step's output needs (its
+the run). The run resolves ``export=`` (a name, or ``auto``) against what the last step's output needs (its
 :class:`QuantSpec`, or none for a float model) before any training, then calls the exporter.
 """
 

@@ -1,7 +1,7 @@
 """Measure what a model costs: ``measure_model(model, example_input, device="host", baseline=None, artifact=...)``.
 
 Returns the metric contract's ``size/*``, ``compute/*``, ``memory/*``, ``latency/*`` and
-``device/*`` keys (see README, "How figures are measured"). The pipeline calls it for every run,
+``device/*`` keys (see README, "How figures are measured"). The run calls it for every run,
 with the artifact its exporter wrote (:mod:`edgebench.export`); measuring never exports.
 """
 

@@ -2,7 +2,7 @@
 
 A method gets the trained dense model and a :class:`MethodContext`, and returns a
 :class:`CompressionResult`. It never talks to MLflow and never measures anything: the
-pipeline logs ``result.knobs`` (``method/*``), ``result.series`` and ``result.plots``, evaluates, exports and
+run logs ``result.knobs`` (``method/*``), ``result.series`` and ``result.plots``, evaluates, exports and
 measures the model.
 
 What the families in the README need, and where it lives here:
@@ -17,11 +17,11 @@ What the families in the README need, and where it lives here:
 * calibration data (quantisation): ``ctx.datamodule``;
 * an example input (structured pruning, export): ``ctx.example_input``;
 * a low-precision deployable (int8, fp16, bf16): ``result.spec``, a ``QuantSpec`` (dtype, int8
-  settings, calibration batches) from which the pipeline's exporter writes the file; test accuracy
+  settings, calibration batches) from which the run's exporter writes the file; test accuracy
   then comes from that file and the device fit uses its dtype (a method never writes it);
 * a storage format with no runtime (k-bit codes): ``result.analytic_bytes`` and ``result.tags``
   saying that its size is analytic and its accuracy simulated;
-* a figure (lottery levels, KURE robustness): ``result.plots``, the data only; the pipeline draws it with
+* a figure (lottery levels, KURE robustness): ``result.plots``, the data only; the run draws it with
   :mod:`edgebench.report.method_plots` (a method never imports matplotlib).
 """
 
@@ -74,7 +74,7 @@ class ChildResult:
 @dataclass
 class Plot:
     """A figure as data: ``kind`` names a drawer in :data:`edgebench.report.method_plots.DRAWERS`, called as
-    ``drawer(path, **data)``. The pipeline draws it and logs the file under the result's artifact path."""
+    ``drawer(path, **data)``. The run draws it and logs the file under the result's artifact path."""
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +82,7 @@ class Plot:
 
 @dataclass
 class CompressionResult:
-    model: nn.Module  # the compressed model, evaluated and measured by the pipeline
+    model: nn.Module  # the compressed model, evaluated and measured by the run
     knobs: dict[str, float] = field(default_factory=dict)  # the method's settings and choices, logged as method/<knob>
     # per-step figures (pruning rounds, QAT epochs, lottery levels) {"round": r, name: value, ...}, logged with step=r
     series: list[dict[str, float]] = field(default_factory=list)

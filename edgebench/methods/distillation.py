@@ -400,7 +400,7 @@ class Distillation(Method):
             return student
         if init == Init.scratch and not check_only:
             if ctx.build_model is None:
-                raise RuntimeError("method.init=scratch needs ctx.build_model (the pipeline provides it)")
+                raise RuntimeError("method.init=scratch needs ctx.build_model (the run provides it)")
             return ctx.build_model()
         return copy.deepcopy(model_in)
 
@@ -412,7 +412,7 @@ class Distillation(Method):
             teacher = copy.deepcopy(ctx.dense if ctx.dense is not None else ctx.model_in)
         else:
             if ctx.trained is None:
-                raise RuntimeError("a zoo teacher needs ctx.trained (the pipeline provides it)")
+                raise RuntimeError("a zoo teacher needs ctx.trained (the run provides it)")
             overrides = {k: v for k, v in cfg.teacher.trainer.items() if v is not None}
             memory_tags = self._teacher_memory(ctx, overrides)  # before the teacher trains
             teacher = ctx.trained(cfg.teacher.model, trainer=overrides, seed=cfg.teacher.seed)

@@ -250,7 +250,7 @@ class LotteryTicket(Method):
     def compress(self, ctx: MethodContext) -> CompressionResult:
         cfg = self.cfg
         if ctx.build_model is None or ctx.fit is None:
-            raise RuntimeError("lottery_ticket needs ctx.build_model and ctx.fit (the pipeline provides them)")
+            raise RuntimeError("lottery_ticket needs ctx.build_model and ctx.fit (the run provides them)")
         store = self.scope(ctx)
         root = store.root
         init = ctx.build_model()
@@ -332,7 +332,7 @@ class LotteryTicket(Method):
         if cfg.conv_rate is not None:
             knobs["conv_rate"] = cfg.conv_rate
         # Two references, both named: the level-0 network (the same dense net, trained the same method.epochs as
-        # every ticket) and the fully trained dense baseline (trainer.*; the pipeline's baseline/test_acc, and
+        # every ticket) and the fully trained dense baseline (trainer.*; the run's baseline/test_acc, and
         # delta/acc = ticket - baseline as for every method).
         level0 = dense_fig["test_acc"]
         named = {"lth/winning_test_acc": figs[win]["test_acc"], **_early(figs[win], "lth/winning_early_stop_test_acc"),

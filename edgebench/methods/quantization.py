@@ -4,7 +4,7 @@ k-means weight quantisation, and KURE.
 What is real and what is simulated (tagged on every run as ``quant.accuracy`` / ``quant.size``):
 
 * ``fp16``, ``ptq_int8``, ``qat_int8``: the method returns its model and a ``QuantSpec`` (dtype,
-  int8 settings, calibration batches), never a file; the pipeline's exporter (``onnx_fp16``,
+  int8 settings, calibration batches), never a file; the run's exporter (``onnx_fp16``,
   ``onnx_int8``) writes a real low-precision ONNX file, test accuracy is computed from that file's
   outputs in ONNX Runtime, its bytes are the file's, and its latency is measured in ONNX Runtime.
   ``bf16`` has no ONNX Runtime CPU kernels: ``torch_export`` writes a program PyTorch runs.

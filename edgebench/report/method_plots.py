@@ -1,5 +1,5 @@
 """Figures of a method's report, drawn from data: a method returns a :class:`edgebench.methods.base.Plot`
-(``kind`` and data) in ``CompressionResult.plots`` and the pipeline draws it here (:func:`draw`), so no
+(``kind`` and data) in ``CompressionResult.plots`` and the run draws it here (:func:`draw`), so no
 method imports matplotlib. Experiments call the drawers directly.
 """
 
