@@ -358,7 +358,9 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
                 rc = proc.wait()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the multirun closes its runs as KILLED, then we stop
                 if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+                    # SIGTERM, not SIGINT: a study launched in the background (nohup, &, cron) starts its arms with
+                    # SIGINT ignored; edgebench's CLI ends on SIGTERM as on Ctrl-C (its runs KILLED)
+                    proc.send_signal(signal.SIGTERM)
                     try:
                         proc.wait(timeout=60)
                     except subprocess.TimeoutExpired:
