@@ -235,6 +235,15 @@ class DeviceConfig:
     inference_overhead_s: float = 0.0  # fixed cost once per inference (invoke, kernel launches, transfers); see sources
     depthwise_efficiency: Optional[float] = None  # fraction of peak on depthwise convolutions; null = compute_efficiency
     calibration: str = "uncalibrated"  # how the efficiencies were set, and the error band
+    latency_band: Optional[list[float]] = None  # [min, max] leave-one-out relative error of the roofline fit; null: uncalibrated
+    # the op-level model of MCU runtimes (edgebench.devices.ops): core family, clock, the board's name in published
+    # results (its measured power), which runtime the estimate is for and which kernels TFLite Micro uses here
+    core: Optional[str] = None  # cortex-m4 | cortex-m7 | cortex-m33 | xtensa-lx7 | ...
+    clock_hz: Optional[float] = None
+    board: Optional[str] = None  # e.g. NUCLEO_L4R5ZI (edgebench.devices.published.board_of)
+    runtime: Optional[str] = None  # the runtime the estimate is for; null: the first of runtimes that loads the file
+    tflm_kernels: str = "reference"  # TFLite Micro's kernels on this core: cmsis_nn | esp_nn | reference
+    per_runtime: dict[str, Any] = field(default_factory=dict)  # fields that differ under one runtime (Coral's CPU)
     sources: dict[str, str] = field(default_factory=dict)
     unsourced: list[str] = field(default_factory=list)
 
@@ -246,6 +255,18 @@ class DeviceConfig:
         for k in ("memory_bytes", "storage_bytes", "bandwidth_bytes_per_s", "power_w"):
             v = getattr(self, k)
             check(v is None or v > 0, f"device.{k}", f"must be > 0 or null, got {v}")
+        check(self.tflm_kernels in ("cmsis_nn", "esp_nn", "reference"), "device.tflm_kernels",
+              f"unknown kernels {self.tflm_kernels!r}; use cmsis_nn, esp_nn or reference")
+        check(self.runtime is None or self.runtime in self.runtimes, "device.runtime",
+              f"{self.runtime!r} is not one of {self.name}'s runtimes ({', '.join(self.runtimes)}); leave it null "
+              "for the first that loads the file")
+        if self.runtime == "tflite_edgetpu":  # refused before any training, not after it
+            import shutil
+
+            check(shutil.which("edgetpu_compiler") is not None, "device.runtime",
+                  "tflite_edgetpu needs edgetpu_compiler on PATH (not installed); install the Edge TPU compiler or "
+                  "leave device.runtime unset to estimate the board's CPU")
+        check(self.clock_hz is None or self.clock_hz > 0, "device.clock_hz", f"must be > 0 or null, got {self.clock_hz}")
         check(0 < self.compute_efficiency <= 1, "device.compute_efficiency", f"must be in (0, 1], got {self.compute_efficiency}")
         check(0 < self.memory_efficiency <= 1, "device.memory_efficiency", f"must be in (0, 1], got {self.memory_efficiency}")
         check(self.layer_overhead_s >= 0, "device.layer_overhead_s", f"must be >= 0, got {self.layer_overhead_s}")

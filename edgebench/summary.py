@@ -78,8 +78,16 @@ def print_summary(result: "RunResult", ui: str, console: Console | None = None) 
         rows.append((f"fits {t['device']}", ("yes" if r.fits else "[bold red]NO[/]: " + escape("; ".join(r.reasons)))
                      + f"  (RAM {r.ram_bytes:,} B, {'measured arena' if r.ram_source == 'tflm_arena' else 'estimate'})"))
         if r.latency_ms_est is not None:
-            energy = f", {r.energy_mj_est:.3g} mJ" if r.energy_mj_est is not None else ""
-            rows.append((f"on {t['device']} (estimate)", f"{r.latency_ms_est:.3g} ms{energy}"))
+            from edgebench.devices.published import label
+
+            energy = ""
+            if r.energy_mj_est is not None:
+                bound = "upper bound" if r.energy_source.startswith("upper bound") else "from measured power"
+                energy = f"; {r.energy_mj_est:.3g} mJ ({bound})"
+            rows.append((f"on {t['device']} (estimate)", escape(f"{r.latency_text()}{energy}; for "
+                                                                f"{label(r.runtime) if r.runtime else 'its runtime'}")))
+            if r.calibration:  # an uncalibrated one says so itself
+                rows.append(("", escape(r.calibration if not r.calibrated else f"calibration: {r.calibration}")))
     table = Table(title="edgebench run", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()

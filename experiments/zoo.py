@@ -62,6 +62,7 @@ def main() -> None:
             r = evaluate_device(prof, m.layers, dtype="fp32", artifact_bytes=int(m["size/bytes_artifact"]),
                                 peak_activation_bytes=int(m["memory/peak_activation_bytes"]))
             row["devices"][d] = {"fits": r.fits, "reasons": r.reasons, "latency_ms_est": r.latency_ms_est,
+                                 "latency_text": r.latency_text(), "runtime": r.runtime,
                                  "energy_mj_est": r.energy_mj_est, "note": r.note}
         rows.append(row)
         print(f"{name:20s} {human(m['size/params']):>7s} params  {human(m['compute/macs']):>7s} MACs  "
@@ -103,7 +104,7 @@ def main() -> None:
         cells = []
         for d in DEVICES:
             v = r["devices"][d]
-            est = f"{v['latency_ms_est']:.3g} ms" if v["latency_ms_est"] is not None else "-"
+            est = v.get("latency_text", "uncalibrated") if v["latency_ms_est"] is not None else "-"
             cells.append(("fits, " if v["fits"] else "**no**, ") + est)
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     lines += ["", "Why a model does not fit (first reason per device):", ""]

@@ -148,10 +148,19 @@ def _lenet_layers():
     return layer_profile(net, torch.zeros(1, 1, 28, 28))
 
 
-def test_float_model_does_not_fit_the_int8_only_coral():
+def test_coral_without_the_edgetpu_compiler_runs_the_file_on_its_cpu(monkeypatch):
+    """No edgetpu_compiler: the .tflite runs on the Dev Board's Cortex-A53 under LiteRT (fp32 too), and the summary
+    says so; with the compiler, the Edge TPU path: int8 only."""
+    from edgebench.devices import estimate as est
+
+    monkeypatch.setattr(est.shutil, "which", lambda name: None)
     r = evaluate_device(load_device("coral_dev_board"), _lenet_layers(), dtype="fp32",
-                        artifact_bytes=1_070_000, peak_activation_bytes=4336)
-    assert not r.fits and "int8 only" in r.reasons[0]
+                        artifact_bytes=1_070_000, peak_activation_bytes=4336, artifact_format="tflite")
+    assert r.fits and r.runtime == "tflite" and "edgetpu_compiler" in r.note and "CPU" in r.note
+    monkeypatch.setattr(est.shutil, "which", lambda name: "/usr/bin/" + name)
+    r = evaluate_device(load_device("coral_dev_board"), _lenet_layers(), dtype="fp32",
+                        artifact_bytes=1_070_000, peak_activation_bytes=4336, artifact_format="tflite")
+    assert r.runtime == "tflite_edgetpu" and not r.fits and "int8 only" in r.reasons[0]
     assert r.metrics()["device/fits"] == 0.0
 
 
@@ -184,7 +193,7 @@ def test_estimates_reproduce_their_calibration_points(point):
     from pathlib import Path
 
     est = estimate_latency_s(point_layers(point), load_device(point.device), point.dtype) * 1e3
-    cal = json.loads((Path(__file__).parent.parent / "results" / "device_calibration.json").read_text())[point.device]
+    cal = json.loads((Path(__file__).parent.parent / "results" / "device_calibration.json").read_text())["roofline"][point.device]
     rec = next(r for r in cal["points"] if r["model"] == point.model and r["dtype"] == point.dtype)
     assert est == pytest.approx(rec["fit_ms"], rel=0.01)
     if cal["n_points"] == 1:

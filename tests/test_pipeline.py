@@ -65,12 +65,44 @@ def test_dense_run_on_digits_logs_the_contract(make_cfg):
     assert row["tags.export.exporter"] in ("dynamo", "torchscript") and row["tags.device.fit"] == "fits"
 
 
-def test_run_on_a_device_profile_that_does_not_fit(make_cfg):
-    res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=coral_dev_board", "measure.latency=false"))
+def test_run_on_a_device_profile_that_does_not_fit(make_cfg, monkeypatch):
+    """An fp32 model on an int8-only target does not fit, and gets no made-up estimate (the Coral with the Edge TPU
+    compiler present; without it, the next test)."""
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/opt/edgetpu_compiler" if name == "edgetpu_compiler"
+                        else real(name, *a, **k))
+    res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=coral_dev_board", "measure.latency=false",
+                                "device.runtime=tflite_edgetpu", "export=onnx"))
     assert res.metrics["device/fits"] == 0.0
     assert "device/latency_ms_est" not in res.metrics  # no fp32 peak on the Edge TPU: no made-up estimate
     assert "latency/host_p50_ms" not in res.metrics
-    assert not res.device_report.fits and "int8 only" in res.device_report.reasons[0]
+    assert not res.device_report.fits and "int8 only" in " ".join(res.device_report.reasons)
+
+
+def test_an_fp32_model_on_the_coral_without_its_compiler_runs_on_the_cpu(make_cfg):
+    import shutil
+
+    if shutil.which("edgetpu_compiler"):
+        pytest.skip("edgetpu_compiler is installed here")
+    res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=coral_dev_board", "measure.latency=false"))
+    assert res.metrics["device/fits"] == 1.0 and res.tags["device.runtime"] == "tflite"
+    assert "edgetpu_compiler" in res.tags["device.estimate_note"]
+    assert res.metrics["device/latency_calibrated"] == 0.0 and res.tags["device.calibration"] == "uncalibrated"
+
+
+def test_the_edge_tpu_is_refused_before_training_without_its_compiler(make_cfg, tmp_path):
+    import shutil
+
+    if shutil.which("edgetpu_compiler"):
+        pytest.skip("edgetpu_compiler is installed here")
+    from tests import cli
+
+    out = cli.run(["data=digits", "device=coral_dev_board", "device.runtime=tflite_edgetpu", f"paths.root_dir={tmp_path}"],
+              cwd=tmp_path)
+    assert out.returncode != 0 and "device.runtime: tflite_edgetpu needs edgetpu_compiler" in out.stderr
+    assert not (tmp_path / "results" / "cache").exists()  # nothing trained
 
 
 def test_run_on_a_microcontroller_profile_estimates(make_cfg):

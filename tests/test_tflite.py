@@ -139,7 +139,8 @@ def test_coral_takes_an_int8_tflite_and_says_it_is_not_compiled_for_the_edge_tpu
     coral = load_device("coral_dev_board")
     r = evaluate_device(coral, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
                         artifact_format="tflite")
-    assert r.fits and "not compiled for the Edge TPU" in r.note and r.latency_ms_est is not None
+    assert r.fits and "runs only files compiled by edgetpu_compiler" in r.note and r.latency_ms_est is not None
+    assert r.runtime == "tflite" and "Cortex-A53" in r.note
     onnx = evaluate_device(coral, _layers(), dtype="int8", artifact_bytes=70_000, peak_activation_bytes=9_000,
                            artifact_format="onnx")
     assert not onnx.fits and "export=tflite_int8" in onnx.reasons[0]
@@ -158,18 +159,17 @@ def test_the_fix_hint_comes_from_the_exporters_each_device_runtime_loads():
 
     # docs/devices.md quotes this one
     assert format_reason(load_device("arduino_nano_33_ble_sense"), "onnx") == (
-        "arduino_nano_33_ble_sense runs tflite_micro, cmsis_nn, which cannot load a onnx file; "
+        "arduino_nano_33_ble_sense runs tflite_micro, which cannot load a onnx file; "
         "use export=tflite_micro after +method=ptq_int8 (or qat_int8)")
-    # the Edge TPU loads .tflite files, but only the int8 ones
-    assert format_reason(load_device("coral_dev_board"), "onnx").endswith(
-        "use export=tflite_int8 after +method=ptq_int8 (or qat_int8); int8 only")
+    # the Edge TPU loads int8 .tflite files; without its compiler LiteRT on the CPU loads any .tflite
+    assert "use export=tflite" in format_reason(load_device("coral_dev_board"), "onnx")
     assert format_reason(load_device("apalis_imx6"), "torch.export").endswith(
         "use export=onnx or tflite, or export=onnx_fp16 after +method=fp16, "
         "or export=onnx_int8 or tflite_int8 after +method=ptq_int8 (or qat_int8)")
 
 
 def test_a_device_edgebench_writes_nothing_for_says_so():
-    r = evaluate_device(load_device("azure_sphere_mt3620"), _layers(), dtype="int8", artifact_bytes=70_000,
+    r = evaluate_device(load_device("vcu128"), _layers(), dtype="int8", artifact_bytes=70_000,
                         peak_activation_bytes=9_000, artifact_format="onnx")
     assert not r.fits and "writes no artifact its runtimes load" in r.reasons[0]
 
@@ -235,7 +235,8 @@ def test_export_device_picks_each_profiles_own_format():
     assert for_device(runtimes("jetson_nano_2gb"), None) == "onnx"
     assert for_device(runtimes("jetson_nano_2gb"), "int8") == "onnx_int8"
     assert for_device(runtimes("arduino_nano_33_ble_sense"), None) is None  # a float model: no format of its own
-    assert for_device(runtimes("azure_sphere_mt3620"), "int8") is None  # a vendor C library: nothing edgebench writes
+    assert for_device(runtimes("azure_sphere_mt3620"), "int8") == "tflite_micro"  # its real-time Cortex-M4F cores
+    assert for_device(runtimes("vcu128"), "int8") is None  # a DPU overlay and Vitis AI: nothing edgebench writes
 
 
 @needs_packages

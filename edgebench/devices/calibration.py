@@ -1,4 +1,5 @@
-"""Published latency measurements that the device efficiencies are calibrated on.
+"""Published latency measurements that the roofline profiles (GPU, Edge TPU) are calibrated on, and the benchmark
+models' definitions (the MLPerf Tiny reference models and others) whose graphs the op-level model reads.
 
 Each point: a device profile, a model (built here so its MACs come from our own counter), the
 input shape it was measured at, the dtype it ran in, and the published latency with its source.
@@ -68,10 +69,10 @@ class MobileNetV1(nn.Module):
     CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
            (512, 1), (1024, 2), (1024, 1))
 
-    def __init__(self, alpha: float = 1.0, num_classes: int = 1000):
+    def __init__(self, alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3):
         super().__init__()
         cin = int(32 * alpha)
-        layers = [_conv_bn(3, cin, 3, 2)]
+        layers = [_conv_bn(in_channels, cin, 3, 2)]
         for width, stride in self.CFG:
             cout = int(width * alpha)
             layers += [_conv_bn(cin, cin, 3, stride, groups=cin), _conv_bn(cin, cout, 1)]
@@ -136,30 +137,13 @@ class CalibrationPoint:
     source: str
 
 
-_MLPERF = "mlcommons/tiny_results_v1.0 closed/STMicroelectronics/results/{board}/{task}/performance/results.txt: " \
-          "median throughput {ips} inf./sec"
 _CORAL = "coral.ai/docs/edgetpu/benchmarks, Table 1 'Time per inference', Dev Board column: {model} {ms} ms"
 _KENTAROY = ("github.com/kentaroy47/benchmark-FP32-FP16-INT8-with-TensorRT README, 'Hardware: Jetson Nano', "
              "TensorRT, latency of (1,3,256,256) inference: {model} {prec} {ms} ms")
 
 
-def _mlperf(device: str, board: str, task: str, model: str, build, shape, ips: float) -> CalibrationPoint:
-    return CalibrationPoint(device, model, build, shape, "int8", 1000 / ips,
-                            _MLPERF.format(board=board, task=task, ips=ips))
-
-
 POINTS = [
-    # MLPerf Tiny v1.0, closed division, STMicroelectronics (X-CUBE-AI, int8)
-    _mlperf("stm32l4", "NUCLEO_L4R5ZI", "ic", "ResNet-8 (MLPerf Tiny IC)", ResNet8, (3, 32, 32), 4.407),
-    _mlperf("stm32l4", "NUCLEO_L4R5ZI", "kws", "DS-CNN (MLPerf Tiny KWS)", DSCNN, (1, 49, 10), 13.323),
-    _mlperf("stm32l4", "NUCLEO_L4R5ZI", "vww", "MobileNet v1 0.25 (MLPerf Tiny VWW)",
-            lambda: MobileNetV1(0.25, 2), (3, 96, 96), 4.339),
-    _mlperf("stm32l4", "NUCLEO_L4R5ZI", "ad", "FC autoencoder (MLPerf Tiny AD)", ToyCarAutoencoder, (640,), 131.950),
-    _mlperf("stm32h7", "NUCLEO-H7A3ZI-Q", "ic", "ResNet-8 (MLPerf Tiny IC)", ResNet8, (3, 32, 32), 18.401),
-    _mlperf("stm32h7", "NUCLEO-H7A3ZI-Q", "kws", "DS-CNN (MLPerf Tiny KWS)", DSCNN, (1, 49, 10), 59.667),
-    _mlperf("stm32h7", "NUCLEO-H7A3ZI-Q", "vww", "MobileNet v1 0.25 (MLPerf Tiny VWW)",
-            lambda: MobileNetV1(0.25, 2), (3, 96, 96), 19.722),
-    _mlperf("stm32h7", "NUCLEO-H7A3ZI-Q", "ad", "FC autoencoder (MLPerf Tiny AD)", ToyCarAutoencoder, (640,), 547.705),
+    # (the MCU profiles use the op-level model of edgebench.devices.published instead)
     # Coral Dev Board (Edge TPU, int8), Coral's own benchmark table
     CalibrationPoint("coral_dev_board", "MobileNet v1", MobileNetV1, (3, 224, 224), "int8", 2.4,
                      _CORAL.format(model="MobileNet v1 (224x224)", ms=2.4)),
@@ -313,3 +297,51 @@ def calibrate(profiles: dict[str, DeviceConfig]) -> dict[str, dict]:
                                         "error": est / p.latency_ms - 1, "not_fitted_because": why})
         out[device] = d
     return out
+
+
+# ---- graphs of the published benchmark models, as a TFLite converter lays them out --------------------------------
+
+# model key -> (description, builder, input shape (C, H, W) or (features,))
+BENCHMARK_MODELS = {
+    "mlperf_ic": ("ResNet-8, MLPerf Tiny image classification, 32x32x3", ResNet8, (3, 32, 32)),
+    "mlperf_kws": ("DS-CNN, MLPerf Tiny keyword spotting, 49x10x1 MFCCs", DSCNN, (1, 49, 10)),
+    "mlperf_vww": ("MobileNet v1 0.25, MLPerf Tiny visual wake words, 96x96x3", lambda: MobileNetV1(0.25, 2), (3, 96, 96)),
+    "mlperf_ad": ("FC autoencoder, MLPerf Tiny anomaly detection, 640 inputs", ToyCarAutoencoder, (640,)),
+    "person_detection": ("MobileNet v1 0.25, TFLite Micro person_detection example, 96x96x1",
+                         lambda: MobileNetV1(0.25, 2, in_channels=1), (1, 96, 96)),
+    "mobilenet_v3_small_224": ("MobileNet v3 small (torchvision), 224x224x3, 1000 classes",
+                               _tv("mobilenet_v3_small"), (3, 224, 224)),
+    "mobilenet_v1_224": ("MobileNet v1 1.0, 224x224x3, 1000 classes", MobileNetV1, (3, 224, 224)),
+    "mobilenet_v2_224": ("MobileNet v2 (torchvision), 224x224x3, 1000 classes", _tv("mobilenet_v2"), (3, 224, 224)),
+    "inception_v1_224": ("Inception v1 / GoogLeNet (torchvision), 224x224x3",
+                         _tv("googlenet", init_weights=False, aux_logits=False), (3, 224, 224)),
+    "resnet50_299": ("ResNet-50 (torchvision), 299x299x3", _tv("resnet50"), (3, 299, 299)),
+}
+
+
+def benchmark_graph(key: str, seed: int = 0) -> dict:
+    """Convert one benchmark model (random weights) to an int8 TFLite file and read back its ops."""
+    import tempfile
+
+    from edgebench.devices.ops import Op, ops_from_tflite
+    from edgebench.export import QuantSpec, export
+
+    what, build, shape = BENCHMARK_MODELS[key]
+    torch.manual_seed(seed)
+    net = build().eval()
+    x = torch.rand(1, *shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        art = export("tflite_int8", net, x, tmp, QuantSpec("int8", calibration=[torch.rand(4, *shape)]))
+        ops = ops_from_tflite(art.path)
+    fixed = []
+    first_input_channels = shape[0] if len(shape) == 3 else None
+    for i, o in enumerate(ops):
+        if o.name in ("TRANSPOSE", "PAD"):
+            continue
+        if o.kind == "depthwise" and first_input_channels == 1 and not any(f.kind in ("conv", "depthwise") for f in fixed):
+            o = Op("conv", o.macs, o.elems, o.weights, "CONV_2D")  # one input channel: Keras keeps CONV_2D
+        fixed.append(o)
+    return {"what": what, "input": list(shape),
+            "source": "edgebench's int8 TFLite export of edgebench.devices.calibration's definition, "
+                      "input TRANSPOSE and PAD ops dropped (the Keras reference files have neither)",
+            "ops": [o.to_dict() for o in fixed]}

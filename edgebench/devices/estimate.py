@@ -1,20 +1,25 @@
-"""What a model costs on a target device: does it fit, and estimated latency and energy.
+"""What a model costs on a target device: does it fit, and estimated latency and energy, for the runtime that loads it.
 
-Fit: the artifact's format must be one the device's runtimes run as they are (each exporter lists the
-device runtimes that load its file: ``edgebench.export.loaded_by``; an ONNX file on a microcontroller
-does not fit, whatever its size), the device must support the model's dtype,
-the artifact must fit the device's storage, and the working memory must fit its memory: the
-tensor arena TFLite Micro measured when the artifact is a ``tflite_micro`` file
-(``ram_source = tflm_arena``), else the estimated peak activations (``estimate``), plus the weights
-where the device loads them into RAM. Latency is an estimate from a per-layer roofline:
+Runtime: the profile's ``runtime`` if set, else the first of its ``runtimes`` that loads the artifact's format (each
+exporter lists the device runtimes that load its file: ``edgebench.export.loaded_by``); a profile's ``per_runtime``
+fields apply under that runtime (the Coral Dev Board without the Edge TPU compiler runs the file on its Cortex-A53).
+
+Fit: the artifact's format must be one the device's runtimes run as they are (an ONNX file on a microcontroller
+does not fit, whatever its size), the device must support the model's dtype, the artifact must fit the device's
+storage, and the working memory must fit its memory: the tensor arena TFLite Micro measured when the artifact is a
+``tflite_micro`` file (``ram_source = tflm_arena``), else the estimated peak activations (``estimate``), plus the
+weights where the device loads them into RAM.
+
+Latency: on a microcontroller profile with a core and clock, the op-level model of ``edgebench.devices.ops``
+calibrated on published measurements for that runtime (``edgebench.devices.published``), over the ops of the
+deployed .tflite file; its band comes from the calibration's leave-one-out errors. Elsewhere a per-layer roofline
 
     t_layer = max(2 * MACs / (peak_ops[dtype] * compute_efficiency),
                   bytes_moved / (bandwidth * memory_efficiency)) + layer_overhead_s
-    bytes_moved = (weights + input + output elements) * bytes per element
 
-summed over the convolution and linear layers in execution order (other ops are not modelled).
-A device without bandwidth figure (on-chip memory, MCUs) gets the compute term only.
-Energy = power_w x latency. Both carry the ``_est`` suffix in MLflow.
+whose band is the profile's ``latency_band`` (leave-one-out errors of its fit) or none: ``uncalibrated``.
+Energy = the average power MLPerf Tiny measured for the board and runtime x latency; where only a datasheet or
+nameplate figure exists (``power_w``), an upper bound. Both carry the ``_est`` suffix in MLflow.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgebench import export
-from edgebench.config import DeviceConfig, DeviceKind
+from edgebench.config import ConfigError, DeviceConfig, DeviceKind
+from edgebench.devices import published
+from edgebench.devices.ops import Op, ops_from_layers
 from edgebench.measure.compute import LayerInfo
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
@@ -42,14 +49,40 @@ class DeviceReport:
     energy_mj_est: float | None = None
     note: str = ""  # why an estimate is missing, or what it assumes
     ram_source: str = "estimate"  # tflm_arena: ram_bytes holds TFLite Micro's measured arena; estimate: peak activations
+    runtime: str | None = None  # the runtime the estimate is for (edgebench.devices.published.RUNTIME_LABEL keys)
+    latency_low_ms: float | None = None  # the band from the calibration's leave-one-out errors; None: uncalibrated
+    latency_high_ms: float | None = None
+    calibration: str = ""  # what calibrates the latency estimate ("uncalibrated: ..." without a band)
+    energy_source: str = ""  # measured average power, or an upper bound from nameplate power
+    energy_low_mj: float | None = None  # measured power's range x the latency band (calibrated estimates only)
+    energy_high_mj: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.latency_low_ms is not None
+
+    def latency_text(self) -> str:
+        """The estimate as it may be shown: with its band, or labelled uncalibrated (never a plain figure)."""
+        if self.latency_ms_est is None:
+            return "no estimate"
+        if not self.calibrated:
+            return f"~{self.latency_ms_est:.3g} ms (uncalibrated)"
+        return f"{self.latency_ms_est:.3g} ms (band {self.latency_low_ms:.3g}-{self.latency_high_ms:.3g} ms)"
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"device/fits": float(self.fits), "device/flash_bytes": self.flash_bytes,
                                  "device/ram_bytes": self.ram_bytes}
         if self.latency_ms_est is not None:
             out["device/latency_ms_est"] = self.latency_ms_est
+            out["device/latency_calibrated"] = float(self.calibrated)
+        if self.latency_low_ms is not None:
+            out["device/latency_ms_low"] = self.latency_low_ms
+            out["device/latency_ms_high"] = self.latency_high_ms
         if self.energy_mj_est is not None:
             out["device/energy_mj_est"] = self.energy_mj_est
+        if self.energy_low_mj is not None:
+            out["device/energy_mj_low"] = self.energy_low_mj
+            out["device/energy_mj_high"] = self.energy_high_mj
         return out
 
 
@@ -105,8 +138,68 @@ def estimate_latency_s(layers: list[LayerInfo], profile: DeviceConfig, dtype: st
 
 # Which device runtimes load which file, and how to get one, is each exporter's (Exporter.devices, .after):
 # edgebench.export.loaded_by(format), edgebench.export.registry.how_to_get(runtimes).
-EDGETPU_NOTE = ("int8 .tflite not compiled for the Edge TPU (edgetpu_compiler is not installable here): ops the "
-                "Edge TPU lacks would fall back to its CPU, which this estimate does not model")
+EDGETPU_COMPILER = "edgetpu_compiler"
+NO_EDGETPU = ("the Edge TPU runs only files compiled by edgetpu_compiler, which is not installed here, so the int8 "
+              "file runs on the board's CPU (the Coral Dev Board's 4x Cortex-A53) under LiteRT")
+
+
+def runtime_key(profile: DeviceConfig, runtime: str | None) -> str | None:
+    """The calibration name of a runtime on this profile: TFLite Micro with the profile's kernels."""
+    if runtime == "tflite_micro":
+        return f"tflite_micro+{profile.tflm_kernels}"
+    return runtime
+
+
+def choose_runtime(profile: DeviceConfig, artifact_format: str | None) -> tuple[DeviceConfig, str | None, list[str]]:
+    """(the profile as that runtime sees it, the runtime that loads the artifact, notes).
+
+    ``profile.runtime`` when set, else the first of ``profile.runtimes`` that loads ``artifact_format`` (the first
+    runtime when nothing was exported). The Edge TPU is skipped, with a note, unless its compiler is installed.
+    """
+    loaders = export.loaded_by(artifact_format) if artifact_format is not None else set(profile.runtimes)
+    if profile.runtime:
+        if profile.runtime == "tflite_edgetpu" and shutil.which(EDGETPU_COMPILER) is None:
+            raise ConfigError(f"device.runtime=tflite_edgetpu: {NO_EDGETPU}; install the Edge TPU compiler or "
+                              "leave device.runtime unset")
+        candidates = [profile.runtime]
+    else:
+        candidates = [r for r in profile.runtimes if r in loaders]
+    notes, chosen = [], None
+    for r in candidates:
+        if r == "tflite_edgetpu" and shutil.which(EDGETPU_COMPILER) is None:
+            notes.append(NO_EDGETPU)
+            continue
+        chosen = r
+        break
+    if chosen is not None and chosen in profile.per_runtime:
+        profile = replace(profile, **dict(profile.per_runtime[chosen]))
+    return profile, chosen, notes
+
+
+def latency_estimate(profile: DeviceConfig, runtime: str | None, dtype: str, layers: list[LayerInfo],
+                     ops: list[Op] | None = None) -> published.LatencyEstimate | None:
+    """Batch-1 latency of the model on ``profile`` under ``runtime``: op-level where that runtime is calibrated on
+    published measurements, else the profile's roofline; None without a figure for ``dtype`` (or without ops)."""
+    key = runtime_key(profile, runtime)
+    graph = ops if ops is not None else ops_from_layers(layers)
+    if not graph:
+        return None
+    if key and profile.core and profile.clock_hz and dtype == "int8":
+        est = published.estimate(key, profile.core, profile.board, graph, profile.clock_hz)
+        if est is not None:
+            if ops is None:
+                est.calibration += "; ops from the PyTorch model's conv/linear layers (no .tflite file to read)"
+            return est
+    if not profile.peak_ops.get(dtype):
+        return None
+    ms = estimate_latency_s(layers, profile, dtype) * 1e3
+    how = profile.calibration
+    band = profile.latency_band
+    if band:
+        return published.LatencyEstimate(ms, ms / (1 + band[1]), ms / (1 + band[0]), key or "", how)
+    if not how.startswith("uncalibrated"):
+        how = f"uncalibrated: {how}"
+    return published.LatencyEstimate(ms, None, None, key or "", how)
 
 
 def format_reason(profile: DeviceConfig, artifact_format: str) -> str | None:
@@ -120,18 +213,23 @@ def format_reason(profile: DeviceConfig, artifact_format: str) -> str | None:
 
 def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: str, artifact_bytes: int,
                     peak_activation_bytes: int, artifact_format: str | None = None,
-                    arena_bytes: int | None = None) -> DeviceReport:
+                    arena_bytes: int | None = None, ops: list[Op] | None = None) -> DeviceReport:
     """Fit check and estimates of one deployable model (its format, dtype, file size and memory) on ``profile``.
 
     ``artifact_format`` None (nothing exported) skips the format check, and the note says so.
     ``arena_bytes`` (TFLite Micro's measured arena) replaces ``peak_activation_bytes``, the estimated
     working memory (on a TFLite Micro device, int8: the arena estimate; else the peak activations).
+    ``ops``: the deployed file's operators (``edgebench.devices.ops.ops_from_tflite``); without them the latency
+    model reads the PyTorch model's conv/linear ``layers``.
     """
+    base = profile
+    profile, runtime, notes = choose_runtime(profile, artifact_format) if profile.kind != DeviceKind.host \
+        else (profile, None, [])
     working = arena_bytes if arena_bytes is not None else peak_activation_bytes
     ram = working + (artifact_bytes if profile.weights_in_ram else 0)
     reasons = []
-    if artifact_format is not None and profile.runtimes and profile.kind != DeviceKind.host:
-        why = format_reason(profile, artifact_format)
+    if artifact_format is not None and base.runtimes and base.kind != DeviceKind.host:
+        why = format_reason(base, artifact_format)
         if why:
             reasons.append(why)
     if dtype not in profile.dtypes:
@@ -144,23 +242,28 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
         what += " + weights" if profile.weights_in_ram else ""
         reasons.append(f"{what} {ram:,} B > memory {profile.memory_bytes:,} B")
     report = DeviceReport(profile.name, not reasons, reasons, artifact_bytes, ram,
-                          ram_source="tflm_arena" if arena_bytes is not None else "estimate")
-    notes = []
+                          ram_source="tflm_arena" if arena_bytes is not None else "estimate",
+                          runtime=runtime_key(profile, runtime))
     if artifact_format is None and profile.kind != DeviceKind.host:
         notes.append("format not checked: no artifact was exported")
-    if "tflite_edgetpu" in profile.runtimes and artifact_format is not None \
-            and "tflite_edgetpu" in export.loaded_by(artifact_format):
-        notes.append(EDGETPU_NOTE)
     if profile.kind == DeviceKind.host:
         report.note = "host latency is measured (latency/host_*), not estimated"
         return report
-    est_dtype = dtype if profile.peak_ops.get(dtype) else None
-    if est_dtype is None:
-        report.note = "; ".join([f"no estimate: {profile.name} has no peak compute figure for {dtype}", *notes])
+    est = latency_estimate(profile, runtime, dtype, layers, ops)
+    if est is None:
+        report.note = "; ".join([f"no estimate: {profile.name} has no peak compute figure or calibrated latency model for {dtype}"
+                                 + (f" under {runtime}" if runtime else ""), *notes])
         return report
-    t = estimate_latency_s(layers, profile, est_dtype)
-    report.latency_ms_est = t * 1e3
-    if profile.power_w is not None:
-        report.energy_mj_est = profile.power_w * t * 1e3
+    report.latency_ms_est, report.latency_low_ms, report.latency_high_ms = est.ms, est.low_ms, est.high_ms
+    report.calibration = est.calibration
+    pw = published.power(profile.board, report.runtime) if report.runtime else None
+    if pw is not None:
+        report.energy_mj_est, report.energy_source = pw[0] * est.ms, pw[1]
+        if est.calibrated:
+            report.energy_low_mj, report.energy_high_mj = pw[2] * est.low_ms, pw[3] * est.high_ms
+    elif profile.power_w is not None:
+        src = profile.sources.get("power_w", "the profile's power_w")
+        report.energy_mj_est = profile.power_w * est.ms
+        report.energy_source = f"upper bound from nameplate power {profile.power_w:g} W ({src})"
     report.note = "; ".join(notes)
     return report

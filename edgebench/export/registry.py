@@ -162,7 +162,7 @@ def how_to_get(runtimes: list[str] | tuple[str, ...]) -> str:
         formats = {e.format for e in EXPORTERS.values() if rt in e.devices}
         written = [e.dtype for e in EXPORTERS.values() if e.format in formats]
         if own and set(own) < set(written):
-            limits.append(f"{', '.join(own)} only")
+            limits.append(f"{rt} loads {', '.join(own)} only")
     return ", or ".join(f"export={' or '.join(ns)}" + (f" after {after}" if after else "")
                         for after, ns in by_step.items()) + "".join(f"; {x}" for x in dict.fromkeys(limits))
 

@@ -448,14 +448,14 @@ def _int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_d
 
 
 @register("tflite_int8", dtype="int8", format="tflite", needs_spec=True, eager_equivalent=False,
-          requires=lambda: require("tflite_int8"), devices=("tflite", "tflite_edgetpu"), precheck=_check_int8,
+          requires=lambda: require("tflite_int8"), devices=("tflite", "tflite_edgetpu", "x_cube_ai"), precheck=_check_int8,
           label="TFLite", after=INT8, **LITERT)
 def tflite_int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     return _int8(model, example, spec, out_dir)
 
 
 @register("tflite_micro", dtype="int8", format="tflite_micro", needs_spec=True, eager_equivalent=False,
-          requires=lambda: require("tflite_micro", micro=True), devices=("tflite_micro", "tflite", "tflite_edgetpu"),
+          requires=lambda: require("tflite_micro", micro=True), devices=("tflite_micro", "tflite", "tflite_edgetpu", "x_cube_ai"),
           precheck=_check_int8, label="TFLite Micro", after=INT8, **LITERT)
 def tflite_micro(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
     art = _int8(model, example, spec, out_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgebench.config import DeviceConfig, MeasureConfig, Runtime
+from edgebench.config import DeviceConfig, DeviceKind, MeasureConfig, Runtime
 from edgebench.measure.compute import LayerInfo, count_macs, layer_profile, macs_nonzero
 from edgebench.export import Artifact
 from edgebench.export import of as exporter_of
@@ -48,9 +48,17 @@ class Measurement(dict):
             t["latency.runtime"] = self.runtime
         if self.device_report is not None:
             t["device.fit"] = "fits" if self.device_report.fits else "; ".join(self.device_report.reasons)
-            t["device.ram_source"] = self.device_report.ram_source
-            if self.device_report.note:
-                t["device.estimate_note"] = self.device_report.note
+            r = self.device_report
+            t["device.ram_source"] = r.ram_source
+            if r.runtime:
+                t["device.runtime"] = r.runtime
+            if r.latency_ms_est is not None:  # exactly "uncalibrated" without a band (the metric contract)
+                t["device.calibration"] = r.calibration if r.calibrated else "uncalibrated"
+            if r.energy_source:
+                t["device.energy_source"] = r.energy_source
+            note = "; ".join(x for x in (r.note, "" if r.calibrated else r.calibration) if x)
+            if note:
+                t["device.estimate_note"] = note
         return t
 
 
@@ -189,10 +197,15 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     working = int(m["memory/peak_activation_bytes"])
     if "tflite_micro" in profile.runtimes and dtype == "int8":  # what TFLite Micro would allocate, estimated
         m["memory/tflm_arena_bytes_est"] = working = tflm_arena_estimate(model, x)["total"]
+    ops = None
+    if artifact is not None and artifact.format in ("tflite", "tflite_micro") and profile.kind != DeviceKind.host:
+        from edgebench.devices.ops import ops_from_tflite
+
+        ops = ops_from_tflite(artifact.path)  # the graph the device runtime executes, after the converter's fusions
     report = evaluate_device(profile, m.layers, dtype=dtype, artifact_bytes=artifact_bytes,
                              peak_activation_bytes=working,
                              artifact_format=artifact.format if artifact is not None else None,
-                             arena_bytes=artifact.arena_bytes if artifact is not None else None)
+                             arena_bytes=artifact.arena_bytes if artifact is not None else None, ops=ops)
     m.device_report = report
     m.update(report.metrics())
     return m

@@ -90,6 +90,9 @@ def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
             "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
             "ram_bytes": pick["device/ram_bytes"], "ram_source": pick.get("device.ram_source", np.nan),
             "latency_ms_est": pick["device/latency_ms_est"], "energy_mj_est": pick["device/energy_mj_est"],
+            "latency_low": pick.get("device/latency_ms_low", np.nan),
+            "latency_high": pick.get("device/latency_ms_high", np.nan),
+            "runtime": pick.get("device.runtime", np.nan),
             "fits": bool(pick["fits"]), "run_ids": pick["run_ids"], "test_acc_by_seed": pick.get(BY_SEED, {})}
 
 
@@ -167,7 +170,8 @@ def answer(g: pd.DataFrame) -> str:
                   f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}) at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
-    lat = f", about {best['latency_ms_est']:.3g} ms (estimate)" if pd.notna(best.get("latency_ms_est")) else ""
+    lat = (f", {render.latency_cell(best)} (estimate{', ' + best['runtime'] if isinstance(best.get('runtime'), str) else ''})"
+           if pd.notna(best.get("latency_ms_est")) else "")
     what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
     return (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")

@@ -184,6 +184,18 @@ def _num(v, f="{:,.0f}") -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
 
 
+def latency_cell(r) -> str:
+    """A device latency estimate as it may be shown: with its band, or labelled uncalibrated (never a plain figure).
+    ``r`` has latency_ms_est and, when the estimate was calibrated, latency_low / latency_high."""
+    ms = r.get("latency_ms_est", np.nan)
+    if ms is None or pd.isna(ms):
+        return "–"
+    lo, hi = r.get("latency_low", np.nan), r.get("latency_high", np.nan)
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return f"~{ms:.3g} (uncalibrated)"
+    return f"{ms:.3g} ({lo:.3g}-{hi:.3g})"
+
+
 def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = (),
                          answers: dict[str, str] | None = None) -> str:
     """``leaderboard.md``: per device, its answer (``answers[device]``), then one row per method family with its
@@ -194,7 +206,7 @@ def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], drop
     for device, g in board.groupby("device", sort=False):
         lines += [f"## {device}", "", (answers or {}).get(device, ""), "",
                   "| family | status | model | chain | n | val acc | test acc | effect_vs_dense | bytes | RAM (B) | "
-                  "latency est (ms) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+                  "latency est (ms, band) | energy est (mJ) |", "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
         for _, r in g.iterrows():
             if pd.isna(r.get("model", np.nan)):
                 lines.append(f"| {r['family']} | {r['status']} | | | | | | | | | | |")
@@ -204,7 +216,7 @@ def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], drop
             vs = "reference" if r["family"] == "dense" else versus(r, comparisons > 1)
             lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} | "
                          f"{int(r['replicates'])} | {r['val_acc']:.4f} | {test} | {vs} | {_num(r['bytes_artifact'])} | "
-                         f"{ram} | {_num(r['latency_ms_est'], '{:.3g}')} | {_num(r['energy_mj_est'], '{:.3g}')} |")
+                         f"{ram} | {latency_cell(r)} | {_num(r['energy_mj_est'], '{:.3g}')} |")
         lines.append("")
     lines += [f"![{p[:-4]}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -216,7 +228,7 @@ def print_leaderboard(board: pd.DataFrame, title: str, out=None) -> None:
     from rich.table import Table
 
     table = Table(title=escape(title), title_justify="left")
-    for col in ("device", "family", "model / chain", "test acc", "bytes", "RAM", "latency est ms", "status"):
+    for col in ("device", "family", "model / chain", "test acc", "bytes", "RAM", "latency est ms (band)", "status"):
         table.add_column(col)
     for _, r in board.iterrows():
         if pd.isna(r.get("model", np.nan)):
@@ -225,7 +237,7 @@ def print_leaderboard(board: pd.DataFrame, title: str, out=None) -> None:
         acc = pm(r["test_acc"], r["test_acc_ci"])
         table.add_row(*map(escape, (str(r["device"]), str(r["family"]), f"{r['model']} / {r['chain']}", acc,
                                     f"{r['bytes_artifact']:,.0f}", "" if pd.isna(r["ram_bytes"]) else f"{r['ram_bytes']:,.0f}",
-                                    "" if pd.isna(r["latency_ms_est"]) else f"{r['latency_ms_est']:.3g}", str(r["status"]))))
+                                    "" if pd.isna(r["latency_ms_est"]) else latency_cell(r), str(r["status"]))))
     (out or console()).print(table)
 
 

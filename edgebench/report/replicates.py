@@ -14,7 +14,7 @@ GROUP_TAG = "replicate_group"  # runs whose configs differ only in the seed (edg
 AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
             "size/bytes_artifact", "compute/macs", "memory/peak_activation_bytes", "latency/host_p50_ms",
             "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
-            "device/energy_mj_est"]
+            "device/latency_ms_low", "device/latency_ms_high", "device/latency_calibrated", "device/energy_mj_est"]
 BY_SEED = "test/acc_by_seed"  # a group's test accuracy per seed ({seed: acc}): what paired comparisons read
 
 

@@ -25,7 +25,9 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "size/bytes_gzip", "size/bytes_sparse", "size/compression_ratio", "compute/macs", "compute/macs_nonzero",
            "compute/theoretical_speedup", "memory/peak_activation_bytes", "latency/host_p50_ms",
            "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
-           "device/energy_mj_est", "quant.accuracy", "chain", "device.fit", "device.ram_source", "edgebench.child"]
+           "device/latency_ms_low", "device/latency_ms_high", "device/latency_calibrated",
+           "device/energy_mj_est", "quant.accuracy", "chain", "device.fit", "device.ram_source", "device.runtime",
+           "device.calibration", "device.energy_source", "edgebench.child"]
 GROUP_BY = ["data", "model"]  # the report's sections: runs of another data set or model are not compared
 BYTES_LABEL = "bytes (smallest of file, gzip, analytic encoding)"
 
@@ -82,7 +84,12 @@ def _host_latency(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def latency_label(df: pd.DataFrame, device: str) -> str:
     """The latency axis of one device's panel: what the numbers are and how they were timed."""
     if device != "host":
-        return f"estimated {device} latency, device/latency_ms_est (ms)"
+        rows = df[(df["device"] == device) & df["latency_ms"].notna()]
+        cal = rows["device/latency_calibrated"] if "device/latency_calibrated" in rows else pd.Series(dtype=float)
+        band = "" if len(rows) and (cal == 1).all() else ", UNCALIBRATED: no error band"
+        rt = rows["device.runtime"].dropna().unique() if "device.runtime" in rows else []
+        return (f"estimated {device} latency{' for ' + ', '.join(map(str, rt)) if len(rt) else ''}"
+                f"{band}, device/latency_ms_est (ms)")
     rows = df[(df["device"] == device) & df["latency_ms"].notna()]
     if len(rows) and rows["latency_side_by_side"].all() and rows.groupby(["model", "data"], dropna=False).ngroups == 1:
         return "host latency (ms): dense p50 / speedup, timed side by side with the dense model"
