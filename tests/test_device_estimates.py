@@ -292,3 +292,22 @@ def test_an_uncalibrated_estimate_is_never_shown_as_a_plain_figure():
     assert "UNCALIBRATED" not in latency_label(df, "stm32l4")
     r = DeviceReport("x", True, latency_ms_est=5.0, runtime="tflite")
     assert r.latency_text() == "~5 ms (uncalibrated)" and r.metrics()["device/latency_calibrated"] == 0.0
+
+
+def test_the_arena_estimates_band_is_the_corpus_check_in_the_results():
+    """results/tflm_zoo.json holds the arena corpus (at least 15 architectures, most out of sample, covering
+    padding, depthwise, residual adds, pooling, concatenation, wide and deep MLPs) and the band a run states when it
+    uses the estimate is that corpus's out-of-sample error range."""
+    from edgebench.measure.memory import ARENA_ESTIMATE_BAND, ARENA_ESTIMATE_CORPUS
+    from edgebench.report.figures.arena_corpus import corpus, summary
+
+    rows = json.loads((ROOT / "results" / "tflm_zoo.json").read_text())["extra"]["arena_corpus"]
+    assert len(rows) >= 15 and {r["model"] for r in rows} == set(corpus())
+    for r in rows:
+        assert r["error"] == pytest.approx(r["estimate"] / r["arena"] - 1)
+    s = summary(rows)
+    assert s["n_out_of_sample"] == ARENA_ESTIMATE_CORPUS
+    assert ARENA_ESTIMATE_BAND == pytest.approx((s["min_error"], s["max_error"]), abs=0.005)
+    covers = " ".join(r["covers"] for r in rows)
+    for what in ("padding", "depthwise", "residual", "pooling", "concatenated", "wide MLP", "deep MLP"):
+        assert what in covers, what

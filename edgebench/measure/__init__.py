@@ -195,8 +195,10 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
 
     artifact_bytes = int(m.get("size/bytes_artifact", m["size/bytes_fp32"] * BITS[dtype] // 32))
     working = int(m["memory/peak_activation_bytes"])
+    arena_estimated = False
     if "tflite_micro" in profile.runtimes and dtype == "int8":  # what TFLite Micro would allocate, estimated
         m["memory/tflm_arena_bytes_est"] = working = tflm_arena_estimate(model, x)["total"]
+        arena_estimated = artifact is None or artifact.arena_bytes is None
     ops = None
     if artifact is not None and artifact.format in ("tflite", "tflite_micro") and profile.kind != DeviceKind.host:
         from edgebench.devices.ops import ops_from_tflite
@@ -206,6 +208,10 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
                              peak_activation_bytes=working,
                              artifact_format=artifact.format if artifact is not None else None,
                              arena_bytes=artifact.arena_bytes if artifact is not None else None, ops=ops)
+    if arena_estimated and report.ram_source == "estimate":  # the estimate is the RAM figure: say how far off it can be
+        from edgebench.measure.memory import ARENA_ESTIMATE_NOTE
+
+        report.note = "; ".join(x for x in (report.note, ARENA_ESTIMATE_NOTE) if x)
     m.device_report = report
     m.update(report.metrics())
     return m

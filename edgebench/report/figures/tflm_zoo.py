@@ -96,4 +96,18 @@ def fits(study, runs, values) -> dict[str, Any]:
         if tol:
             lines += ["", f"The tolerance ({tol:.0%}) is the study's arena threshold (extra_args.arena_tolerance, "
                       f"source: {a.get('arena_tolerance_source', '')})."]
-    return {"markdown": "\n".join(lines), "json": {"fit": rows, "untrained": extra, "devices": devices}}
+    corpus_rows: list[dict] = []
+    if budget in a.get("corpus_budgets", []):  # the arena estimate on architectures it was not tuned on
+        from edgebench.report.figures import arena_corpus
+
+        failed = {}
+        for name in arena_corpus.corpus():
+            try:
+                corpus_rows.append(arena_corpus.measure(name, int(a.get("seed", 0))))
+            except Exception as e:  # noqa: BLE001 - a model TFLite cannot take is a result too
+                failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        lines += ["", *arena_corpus.markdown(corpus_rows, int(a.get("seed", 0)))]
+        if failed:
+            lines += ["Corpus models TFLite could not take:", ""] + [f"- {m}: {e}" for m, e in failed.items()]
+    return {"markdown": "\n".join(lines), "json": {"fit": rows, "untrained": extra, "devices": devices,
+                                                   "arena_corpus": corpus_rows}}
