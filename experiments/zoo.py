@@ -7,6 +7,10 @@ Every model is exported to ONNX and timed at batch 1 in ONNX Runtime (fp32, >= 1
 device columns use the fp32 artifact (a float model does not fit an int8-only device).
 
     python experiments/zoo.py [--models resnet18,lenet5] [--calls 100]   # -> results/zoo.md, results/zoo.json
+    python experiments/zoo.py --devices-only   # only the device columns again, from results/zoo.json (a minute)
+
+``--devices-only`` keeps the measured host figures of results/zoo.json (and their date) and recomputes each
+device's fit and estimate from the rebuilt models: what a change to the device profiles or estimates needs.
 """
 
 from __future__ import annotations
@@ -44,8 +48,23 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODEL_NAMES))
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--out", default="results/zoo")
+    ap.add_argument("--devices-only", action="store_true", help="recompute the device columns only")
     args = ap.parse_args()
     profiles = {d: load_device(d) for d in DEVICES}
+    out = Path(args.out)
+    if args.devices_only:
+        from edgebench.measure import layer_profile
+
+        data = json.loads(out.with_suffix(".json").read_text())
+        for row in data["rows"]:
+            shape, classes = tuple(row["input"]), row["classes"]
+            torch.manual_seed(0)
+            net = build_model(ModelConfig(name=row["model"]), shape, classes).eval()
+            layers = layer_profile(net, torch.zeros(1, *shape))
+            row["devices"] = device_cells(profiles, layers, row)
+        data["meta"]["devices_date"] = time.strftime("%Y-%m-%d %H:%M")
+        write(data["rows"], data["meta"], out, args.calls)
+        return
     rows = []
     for name in args.models.split(","):
         shape, classes = SHAPES.get(name, ((3, 224, 224), 1000))
@@ -58,12 +77,7 @@ def main() -> None:
         row = {"model": name, "input": list(shape), "classes": classes,
                **{k: v for k, v in m.items() if not k.startswith("device/")},
                "exporter": m.artifact.exporter, "devices": {}}
-        for d, prof in profiles.items():
-            r = evaluate_device(prof, m.layers, dtype="fp32", artifact_bytes=int(m["size/bytes_artifact"]),
-                                peak_activation_bytes=int(m["memory/peak_activation_bytes"]))
-            row["devices"][d] = {"fits": r.fits, "reasons": r.reasons, "latency_ms_est": r.latency_ms_est,
-                                 "latency_text": r.latency_text(), "runtime": r.runtime,
-                                 "energy_mj_est": r.energy_mj_est, "note": r.note}
+        row["devices"] = device_cells(profiles, m.layers, m)
         rows.append(row)
         print(f"{name:20s} {human(m['size/params']):>7s} params  {human(m['compute/macs']):>7s} MACs  "
               f"p50 {m['latency/host_p50_ms']:.3g} ms (IQR {m['latency/host_iqr_ms']:.2g}, "
@@ -72,7 +86,22 @@ def main() -> None:
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "machine": platform.machine(),
             "threads": rows[0]["latency/host_threads"] if rows else None, "runtime": "onnxruntime, fp32, batch 1"}
-    out = Path(args.out)
+    write(rows, meta, out, args.calls)
+
+
+def device_cells(profiles: dict, layers, m) -> dict:
+    """Per device: fit, reasons and the latency estimate (with its band or 'uncalibrated') of the fp32 file."""
+    cells = {}
+    for d, prof in profiles.items():
+        r = evaluate_device(prof, layers, dtype="fp32", artifact_bytes=int(m["size/bytes_artifact"]),
+                            peak_activation_bytes=int(m["memory/peak_activation_bytes"]))
+        cells[d] = {"fits": r.fits, "reasons": r.reasons, "latency_ms_est": r.latency_ms_est,
+                    "latency_text": r.latency_text(), "runtime": r.runtime, "calibrated": r.calibrated,
+                    "energy_mj_est": r.energy_mj_est, "note": r.note}
+    return cells
+
+
+def write(rows: list[dict], meta: dict, out: Path, calls: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
 
@@ -80,7 +109,8 @@ def main() -> None:
         "# The model zoo, measured",
         "",
         f"Produced by `experiments/zoo.py` on {meta['date']} (torch {meta['torch']}, {meta['machine']}, "
-        f"ONNX Runtime fp32 at batch 1 with {meta['threads']} threads, >= {args.calls} timed calls each). "
+        f"ONNX Runtime fp32 at batch 1 with {meta['threads']} threads, >= {calls} timed calls each"
+        + (f"; device columns recomputed on {meta['devices_date']}" if meta.get("devices_date") else "") + "). "
         "Torchvision models at 3x224x224 / 1000 classes; small nets at their dataset's shape. "
         "MACs: FlopCounterMode / 2 (conv and matmul only). Peak act.: largest sum of live activations "
         "at batch 1, fp32. File: the ONNX artifact, all its files. Host p50: measured; `*` = still noisy "
@@ -96,9 +126,10 @@ def main() -> None:
                      f"{human(r['size/bytes_artifact'], 'B')} | {r['latency/host_p50_ms']:.3g}{noisy} | "
                      f"{r['latency/host_iqr_ms']:.2g} |")
     lines += ["", "## On each device (fp32 artifact)", "",
-              "Each cell: whether the model fits (storage, memory, dtype), and the **estimated** batch-1 latency "
-              "(roofline; see README for the model, calibration and error band). `no` = does not fit; "
-              "`-` = no estimate (no peak figure for fp32 on that device).", "",
+              "Each cell: whether the model fits (storage, memory, dtype; the file's format is not checked), and the "
+              "**estimated** batch-1 latency of the fp32 model for the profile's first runtime, with its band or "
+              "marked uncalibrated (fp32 is calibrated nowhere but the Jetson; see docs/devices.md). `no` = does "
+              "not fit; `-` = no estimate (no fp32 latency model on that device).", "",
               "| model | " + " | ".join(DEVICES) + " |", "|---|" + "---|" * len(DEVICES)]
     for r in rows:
         cells = []
