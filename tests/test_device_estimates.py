@@ -311,3 +311,15 @@ def test_the_arena_estimates_band_is_the_corpus_check_in_the_results():
     covers = " ".join(r["covers"] for r in rows)
     for what in ("padding", "depthwise", "residual", "pooling", "concatenated", "wide MLP", "deep MLP"):
         assert what in covers, what
+
+
+def test_the_simulated_kernel_counts_are_consistent():
+    """The committed instruction-set simulation: every kernel's output matched the portable C build, and each
+    per-unit figure is its count over its MACs (or elements)."""
+    d = json.loads((ROOT / "edgebench" / "devices" / "data" / "cmsis_nn_cortex_m4.json").read_text())
+    assert len(d["cmsis_nn_commit"]) == 40 and "cortex-m4" in d["cflags"]
+    for k in d["kernels"]:
+        assert k["matches_host_reference"] and k["status"] == 0, k["name"]
+        if k.get("macs"):
+            assert k["instructions_per_mac"] == pytest.approx(k["instructions"] / k["macs"], rel=1e-3)
+            assert k["est_cycles"] >= k["instructions"]  # no instruction takes less than a cycle in the model
