@@ -64,8 +64,10 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 # ``metrics.`test/acc```). edgebench keeps one view per experiment and one per sweep (filtered to its runs).
 VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "edgebench"
 VIEW_COLUMNS = [f"metrics.`{m}`" for m in ("test/acc", "delta/acc", "size/bytes_artifact", "size/compression_ratio",
-                                           "latency/host_p50_ms", "device/fits", "device/latency_ms_est")] + \
-               ["tags.`export.name`", "params.`device.name`"]
+                                           "latency/host_p50_ms", "device/fits", "device/latency_ms_est",
+                                           "device/latency_ms_low", "device/latency_ms_high",
+                                           "device/latency_calibrated")] + \
+               ["tags.`device.runtime`", "tags.`export.name`", "params.`device.name`"]  # an estimate with its band
 
 
 def view_key(sweep: str | None = None) -> str:
