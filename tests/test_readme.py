@@ -54,6 +54,7 @@ ELSEWHERE = {
     "python -m edgebench.store": "test_store_admin.py::test_the_readme_store_commands_run_as_written",
     "python -m edgebench.ui": "test_ui.py and test_ui_view.py start it and render its page",
     "python -m edgebench.report": "test_report.py and test_sweep.py (the leaderboard report)",
+    "python -m edgebench.fit": "test_fit.py::test_the_readme_fit_commands_run_as_written",
     "python -m edgebench.study": "test_study.py (a smoke study through the CLI, resume, --report-only, bad budgets)",
     "hydra/launcher=submitit_slurm": "needs a Slurm cluster",
     "hydra/launcher=ray": "test_sweep.py's slow Ray test",

@@ -264,6 +264,6 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
     elif profile.power_w is not None:
         src = profile.sources.get("power_w", "the profile's power_w")
         report.energy_mj_est = profile.power_w * est.ms
-        report.energy_source = f"upper bound from nameplate power {profile.power_w:g} W ({src})"
+        report.energy_source = f"upper bound from nameplate power: the profile's power_w, {profile.power_w:g} W ({src})"
     report.note = "; ".join(notes)
     return report
