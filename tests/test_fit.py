@@ -68,7 +68,8 @@ def test_bad_input_is_one_line_with_the_fix(capsys, argv, message):
 
 
 def test_the_readme_fit_commands_run_as_written(capsys):
-    cmds = sorted(set(re.findall(r"python -m edgebench\.fit ([^`#\n]*?)\s*(?:#|`|\n)", (ROOT / "README.md").read_text())))
+    blocks = "\n".join(re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S))
+    cmds = sorted(set(re.findall(r"python -m edgebench\.fit ([^#\n]*?)\s*(?:#|\n)", blocks)))
     assert cmds, "the README shows python -m edgebench.fit"
     for args in cmds:
         assert fit.main(args.split()) == 0, args
