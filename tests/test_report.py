@@ -261,3 +261,17 @@ def test_chain_text_names_each_step_with_the_settings_that_were_set():
     assert report.chain_text(pd.Series({"steps": np.nan, "chain": "none", "label": "dense"})) == "dense"
     assert report.chain_text(pd.Series({"chain": "magnitude_pruning", "label": "model=lenet5 sparsity=0.9"})) == \
         "magnitude_pruning sparsity=0.9"
+
+
+def test_the_leaderboard_csv_has_a_column_per_seed():
+    import pandas as pd
+
+    from edgebench.report.leaderboard import csv_table
+
+    board = pd.DataFrame({"device": ["a", "a", "b"], "family": ["dense", "pruning", "dense"],
+                          "test_acc_by_seed": [{0: 0.9, 1: 0.8}, {0: 0.85, 2: 0.7}, float("nan")]})
+    out = csv_table(board)
+    assert "test_acc_by_seed" not in out and list(out.columns[-3:]) == ["test_acc_seed0", "test_acc_seed1",
+                                                                         "test_acc_seed2"]
+    assert out["test_acc_seed0"].tolist()[:2] == [0.9, 0.85] and pd.isna(out.loc[1, "test_acc_seed1"])
+    assert pd.isna(out.loc[2, "test_acc_seed0"])

@@ -183,6 +183,17 @@ def markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[di
     return render.leaderboard_markdown(board, title, plots, dropped, answers)
 
 
+def csv_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The board as ``leaderboard.csv``: one column per seed's test accuracy (``test_acc_seed<N>``: what the paired
+    comparisons read) instead of the dict, so the file can be checked without edgebench."""
+    out = board.drop(columns=["test_acc_by_seed"], errors="ignore").copy()
+    by_seed = board.get("test_acc_by_seed", pd.Series(dtype=object))
+    seeds = sorted({int(s) for d in by_seed if isinstance(d, dict) for s in d})
+    for s in seeds:
+        out[f"test_acc_seed{s}"] = [d.get(s, d.get(str(s), np.nan)) if isinstance(d, dict) else np.nan for d in by_seed]
+    return out
+
+
 def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
                        out: str | Path | None = None) -> pd.DataFrame:
     """``python -m edgebench.report --leaderboard``: :func:`leaderboard` of the store (or one sweep) written to
@@ -194,7 +205,7 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     board = leaderboard(df)
     out = Path(out or "results")
     out.mkdir(parents=True, exist_ok=True)
-    board.to_csv(out / "leaderboard.csv", index=False)
+    csv_table(board).to_csv(out / "leaderboard.csv", index=False)
     # points named by their model only: the colour is the chain, and the table names its settings
     png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
                "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
