@@ -222,17 +222,17 @@ def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     board = report.leaderboard.leaderboard(df, ["arduino_nano_33_ble_sense", "jetson_nano_2gb", "vcu128"])
     ard = board[board["device"] == "arduino_nano_33_ble_sense"].set_index("family")
     assert ard.loc["dense", "status"] == "reference, does not fit"
-    assert ard.loc["quantisation", "model"] == "lenet5"  # chosen on validation, not on the higher test accuracy
-    assert ard.loc["quantisation", "test_acc"] == pytest.approx(0.805) and ard.loc["quantisation", "test_acc_ci"] > 0
-    assert ard.loc["pruning", "status"].startswith("nothing fits (1 tried): no: RAM")
+    assert ard.loc["int8 PTQ", "model"] == "lenet5"  # chosen on validation, not on the higher test accuracy
+    assert ard.loc["int8 PTQ", "test_acc"] == pytest.approx(0.805) and ard.loc["int8 PTQ", "test_acc_ci"] > 0
+    assert ard.loc["structured pruning", "status"].startswith("nothing fits (1 tried): no: RAM")
     assert board[board["device"] == "vcu128"]["status"].tolist() == ["no runs for this device"]
-    assert report.family("low_rank->ptq_int8") == "low rank" and report.family("ptq_int8") == "quantisation"
-    assert report.family("none") == "dense" and report.family("structured_pruning") == "pruning"
+    assert report.family("low_rank->ptq_int8") == "low rank" and report.family("ptq_int8") == "int8 PTQ"
+    assert report.family("none") == "dense" and report.family("structured_pruning") == "structured pruning"
     text = report.leaderboard.markdown(board, "t", [])
     assert "## arduino_nano_33_ble_sense" in text and "0.8050 ± " in text
     # the one-line answer: the best that fits by validation accuracy, and its test accuracy against the dense one's
     assert report.answer(board[board["device"] == "arduino_nano_33_ble_sense"]).startswith(
-        "**Answer:** lenet5, quantisation: ptq_int8: test accuracy 0.8050 ± ")
+        "**Answer:** lenet5, int8 PTQ: ptq_int8: test accuracy 0.8050 ± ")
     # paired by seed with the dense reference (-11 pt on both seeds): below it, though n = 2 gives wide intervals
     assert "test accuracy below the dense reference's (paired by seed: -11.00 ± 0.00 pt, n=2)" in text
     assert "nothing edgebench made fits" in report.answer(board[board["device"] == "vcu128"])
@@ -275,3 +275,14 @@ def test_the_leaderboard_csv_has_a_column_per_seed():
                                                                          "test_acc_seed2"]
     assert out["test_acc_seed0"].tolist()[:2] == [0.9, 0.85] and pd.isna(out.loc[1, "test_acc_seed1"])
     assert pd.isna(out.loc[2, "test_acc_seed0"])
+
+
+@pytest.mark.parametrize("chain, fam", [
+    ("none", "dense"), ("magnitude_pruning", "unstructured pruning"), ("random_pruning->ptq_int8", "unstructured pruning"),
+    ("magnitude_pruning->nonuniform_quant", "Deep Compression"), ("structured_pruning->ptq_int8", "structured pruning"),
+    ("lottery_ticket->ptq_int8", "lottery ticket"), ("ptq_int8", "int8 PTQ"), ("qat_int8", "int8 QAT"),
+    ("uniform_quant", "k-bit codes"), ("kure", "k-bit codes"), ("fp16", "fp16 / bf16"), ("distillation", "distillation"),
+    ("low_rank", "low rank"), ("low_rank_sparse->ptq_int8", "low rank + sparse"),
+    ("structured_pruning->low_rank->ptq_int8", "chain")])
+def test_each_chain_has_its_family(chain, fam):
+    assert report.family(chain) == fam

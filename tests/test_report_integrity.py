@@ -119,7 +119,7 @@ def test_children_of_unfinished_parents_and_duplicates_are_left_out_and_said(tmp
 def test_the_leaderboard_groups_the_same_way(tmp_path, mlflow_template_db, capsys):
     uri, _ = _fake_store(tmp_path, mlflow_template_db)
     board = report.report_leaderboard(uri, out=tmp_path / "lb")
-    row = board[(board["device"] == "host") & (board["family"] == "pruning")].iloc[0]
+    row = board[(board["device"] == "host") & (board["family"] == "lottery ticket")].iloc[0]
     assert row["replicates"] == 2 and row["test_acc"] == pytest.approx((0.94 + 0.92) / 2)
     out = capsys.readouterr().out
     md = (tmp_path / "lb" / "leaderboard.md").read_text()

@@ -239,6 +239,6 @@ def test_leaderboard_preset_and_report_answer_the_device_question(tmp_path):
     board = report.report_leaderboard(f"sqlite:///{tmp_path}/results/mlflow.db", out=tmp_path / "lb")
     ard = board[board["device"] == "arduino_nano_33_ble_sense"].set_index("family")
     assert ard.loc["dense", "status"] == "reference, does not fit"  # a float ONNX model never fits the board
-    assert ard.loc["quantisation", "status"] == "best that fits" and ard.loc["quantisation", "replicates"] == 2
-    assert ard.loc["quantisation", "ram_source"] == "tflm_arena"
+    assert ard.loc["int8 PTQ", "status"] == "best that fits" and ard.loc["int8 PTQ", "replicates"] == 2
+    assert ard.loc["int8 PTQ", "ram_source"] == "tflm_arena"
     assert (tmp_path / "lb" / "leaderboard.md").exists() and (tmp_path / "lb" / "leaderboard.png").exists()

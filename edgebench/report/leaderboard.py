@@ -17,20 +17,37 @@ from edgebench.report.replicates import BY_SEED
 from edgebench.report.table import build
 
 QUANT_STEPS = {"ptq_int8", "qat_int8", "fp16", "bf16", "uniform_quant", "nonuniform_quant", "kure"}
-FAMILY = {"magnitude_pruning": "pruning", "random_pruning": "pruning", "structured_pruning": "pruning",
-          "lottery_ticket": "pruning", "low_rank": "low rank", "low_rank_sparse": "low rank",
-          "distillation": "distillation"}
+KBIT = {"uniform_quant", "nonuniform_quant", "kure"}  # k-bit codes: no runtime loads them (size-only on the board)
+FAMILY = {"magnitude_pruning": "unstructured pruning", "random_pruning": "unstructured pruning",
+          "structured_pruning": "structured pruning", "lottery_ticket": "lottery ticket", "low_rank": "low rank",
+          "low_rank_sparse": "low rank + sparse", "distillation": "distillation"}
 
 
 def family(chain: str) -> str:
-    """A run's method family from its chain (tag ``chain``, e.g. ``structured_pruning->ptq_int8``): the family of
-    its first compressing step (pruning, low rank, distillation), ``quantisation`` for quantisation alone, ``dense``
-    for none. A final quantisation step is how the model is deployed, not its family."""
+    """A run's method family from its chain (tag ``chain``, e.g. ``structured_pruning->ptq_int8``).
+
+    The family of its compressing step (unstructured or structured pruning, lottery ticket, low rank, low rank +
+    sparse, distillation; ``Deep Compression`` for unstructured pruning followed by k-bit codes; ``chain`` for two
+    or more compressing steps); with quantisation alone, the quantisation (``int8 PTQ``, ``int8 QAT``, ``k-bit
+    codes``, ``fp16 / bf16``); ``dense`` for none. A final quantisation step is how the model is deployed, not its
+    family."""
     steps = [s for s in str(chain or "none").split("->") if s and s != "none"]
     rest = [s for s in steps if s not in QUANT_STEPS]
+    quant = [s for s in steps if s in QUANT_STEPS]
+    if not steps:
+        return "dense"
     if not rest:
-        return "quantisation" if steps else "dense"
-    return FAMILY.get(rest[0], rest[0])
+        if "qat_int8" in quant:
+            return "int8 QAT"
+        if "ptq_int8" in quant:
+            return "int8 PTQ"
+        return "k-bit codes" if KBIT & set(quant) else "fp16 / bf16"
+    if len(rest) > 1:
+        return "chain"
+    fam = FAMILY.get(rest[0], rest[0])
+    if fam == "unstructured pruning" and KBIT & set(quant):
+        return "Deep Compression"
+    return fam
 
 
 def device_profiles() -> list[str]:
