@@ -87,7 +87,8 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
         predict = exp.predict(artifact)  # a low-precision or converted file: its own outputs count
     test = training.evaluate(predict, env.dm.test_dataloader())  # the deployed form's accuracy
     # what sweeps and every "best" choice select on: the same deployed form on the validation split, never the test split
-    test["select/val_acc"] = training.evaluate(predict, env.dm.val_dataloader())["test/acc"]
+    val = training.evaluate(predict, env.dm.val_dataloader())
+    test["select/val_acc"], test["select/val_loss"] = val["test/acc"], val["test/loss"]
     log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
              test["test/acc"], dense.test_acc)
     dtype = artifact.dtype if artifact is not None else (out.spec.dtype if out.spec else out.dtype)

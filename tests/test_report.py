@@ -286,3 +286,29 @@ def test_the_leaderboard_csv_has_a_column_per_seed():
     ("structured_pruning->low_rank->ptq_int8", "chain")])
 def test_each_chain_has_its_family(chain, fam):
     assert report.family(chain) == fam
+
+
+def test_the_leaderboards_second_rule_the_smallest_within_the_validation_loss_tolerance():
+    """Declared before the run: the smallest fitting file whose validation loss, paired by seed with the dense
+    reference's, is at most VAL_LOSS_TOLERANCE higher (the interval's upper end)."""
+    from edgebench.report.leaderboard import VAL_LOSS_TOLERANCE
+
+    rows = []
+    for chain_tag, size, losses in [("none", 4000.0, (0.40, 0.42, 0.41)),
+                                    ("ptq_int8", 1000.0, (0.405, 0.425, 0.415)),          # +0.005: within
+                                    ("structured_pruning->ptq_int8", 500.0, (0.50, 0.52, 0.51)),  # +0.10: not
+                                    ("low_rank->ptq_int8", 800.0, (0.40, 0.46, 0.41))]:    # wide interval: not
+        for seed, loss in enumerate(losses):
+            rows.append({"run_id": f"{chain_tag}{seed}", "run_name": "r", "model": "lenet5", "data": "fashion_mnist",
+                         "method": chain_tag.split("->")[-1], "chain": chain_tag, "device": "stm32l4", "seed": seed,
+                         "replicate_group": chain_tag, "test/acc": 0.9 - loss / 10, "select/val_acc": 0.9 - loss / 10,
+                         "select/val_loss": loss, "device/fits": 1.0, "size/bytes_artifact": size,
+                         "device/ram_bytes": 100.0, "device.ram_source": "tflm_arena"})
+    df, _, _ = report.build(pd.DataFrame(rows))
+    board = report.leaderboard.leaderboard(df, ["stm32l4"])
+    small = board.attrs["smallest_within_tolerance"]["stm32l4"]
+    assert small["chain"].startswith("ptq_int8") and small["bytes_artifact"] == 1000.0 and small["n"] == 3
+    assert small["val_loss_vs_dense"] == pytest.approx(0.005) and small["val_loss_vs_dense"] + small[
+        "val_loss_vs_dense_ci"] <= VAL_LOSS_TOLERANCE
+    text = report.leaderboard.markdown(board, "t", [])
+    assert "**Smallest within tolerance**" in text and "1,000 B" in text

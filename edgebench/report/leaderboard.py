@@ -13,7 +13,7 @@ from edgebench.report import render
 from edgebench.report.compare import COLUMNS as COMPARED, against
 from edgebench.report.load import DENSE, load_runs
 from edgebench.report.plots import plot
-from edgebench.report.replicates import BY_SEED
+from edgebench.report.replicates import BY_SEED, VAL_LOSS_BY_SEED
 from edgebench.report.table import build
 
 QUANT_STEPS = {"ptq_int8", "qat_int8", "fp16", "bf16", "uniform_quant", "nonuniform_quant", "kure"}
@@ -113,6 +113,41 @@ def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
             "fits": bool(pick["fits"]), "run_ids": pick["run_ids"], "test_acc_by_seed": pick.get(BY_SEED, {})}
 
 
+# The leaderboard's second selection rule, declared before its study ran (2026-12-06): per device, the smallest file
+# (bytes) among the groups that fit whose validation loss, paired by seed with the dense reference's, is at most this
+# much higher (the whole 95% interval of candidate - dense at or below it). Cross-entropy in nats per example; 0.02
+# is a choice (about a 2% relative change in the likelihood of the correct class), not a figure from a paper.
+VAL_LOSS_TOLERANCE = 0.02
+
+
+def smallest_within_tolerance(d: pd.DataFrame, tolerance: float = VAL_LOSS_TOLERANCE) -> dict | None:
+    """Of one device's groups, the smallest that fits with paired validation loss to its dense reference within
+    ``tolerance`` (non-inferiority: the interval's upper end); None when none qualifies or no dense reference has
+    per-seed validation losses."""
+    from edgebench.stats import paired
+
+    dense = d[(d["family"] == "dense")]
+    if dense.empty or VAL_LOSS_BY_SEED not in d:
+        return None
+    ref = dense.sort_values("select/val_acc", ascending=False).iloc[0]
+    ref_loss = ref.get(VAL_LOSS_BY_SEED)
+    if not isinstance(ref_loss, dict) or len(ref_loss) < 2:
+        return None
+    best = None
+    for _, r in d[d["fits"] & (d["family"] != "dense")].iterrows():
+        loss = r.get(VAL_LOSS_BY_SEED)
+        if not isinstance(loss, dict):
+            continue
+        diff = paired(loss, ref_loss)
+        if diff.n >= 2 and not np.isnan(diff.half) and diff.high <= tolerance:
+            if best is None or r["size/bytes_artifact"] < best["bytes_artifact"]:
+                best = {"family": r["family"], "model": r["model"], "chain": chain_text(r),
+                        "bytes_artifact": r["size/bytes_artifact"], "val_loss_vs_dense": diff.mean,
+                        "val_loss_vs_dense_ci": diff.half, "n": diff.n, "test_acc": r["test/acc"],
+                        "test_acc_ci": r["test/acc_ci"]}
+    return best
+
+
 def _versus_reference(board: pd.DataFrame) -> pd.DataFrame:
     """Each family's pick against its device's dense reference, paired by seed and Holm-corrected over the board
     (:func:`edgebench.report.compare.against`)."""
@@ -140,12 +175,13 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
         df = df[df["edgebench.child"] != "true"]
     chain_col = next((c for c in ("chain", "pipeline") if c in df), "method")  # "pipeline": runs before issue 26
     df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
-    rows = []
+    rows, smallest = [], {}
     for device in devices or device_profiles():
         d = df[df["device"] == device]
         if d.empty:
             rows.append({"device": device, "family": "", "status": "no runs for this device"})
             continue
+        smallest[device] = smallest_within_tolerance(d)
         for fam in ["dense"] + sorted(f for f in d["family"].unique() if f != "dense"):
             g = d[d["family"] == fam]
             if g.empty:
@@ -153,7 +189,9 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
             pick, status = _pick(g, fam)
             rows.append({"device": device, "family": fam, "status": status} if pick is None else
                         _row(device, fam, status, pick))
-    return _versus_reference(pd.DataFrame(rows))
+    board = _versus_reference(pd.DataFrame(rows))
+    board.attrs["smallest_within_tolerance"] = smallest
+    return board
 
 
 def _paired_text(r: pd.Series) -> str:
@@ -190,13 +228,24 @@ def answer(g: pd.DataFrame) -> str:
     lat = (f", {render.latency_cell(best)} (estimate{', ' + best['runtime'] if isinstance(best.get('runtime'), str) else ''})"
            if pd.notna(best.get("latency_ms_est")) else "")
     what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
-    return (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
+    text = (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
+    small = (g.attrs.get("smallest_within_tolerance") or {}).get(str(g["device"].iloc[0])) if len(g) else None
+    if small:
+        text += (f" **Smallest within tolerance** (validation loss at most {VAL_LOSS_TOLERANCE} nats above the dense "
+                 f"reference's, paired by seed): {small['model']}, {small['chain']}, {small['bytes_artifact']:,.0f} B "
+                 f"(validation loss {render.pm(small['val_loss_vs_dense'], small['val_loss_vs_dense_ci'], '{:+.3f}', '{:.3f}')} "
+                 "vs dense, "
+                 f"n={small['n']}; test accuracy {render.pm(small['test_acc'], small['test_acc_ci'])}).")
+    return text
 
 
 def markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = ()) -> str:
     """``leaderboard.md``: :func:`edgebench.report.render.leaderboard_markdown` with each device's :func:`answer`."""
-    answers = {device: answer(g) for device, g in board.groupby("device", sort=False)}
+    answers = {}
+    for device, g in board.groupby("device", sort=False):
+        g.attrs["smallest_within_tolerance"] = board.attrs.get("smallest_within_tolerance", {})
+        answers[device] = answer(g)
     return render.leaderboard_markdown(board, title, plots, dropped, answers)
 
 

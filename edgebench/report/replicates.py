@@ -16,6 +16,7 @@ AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "byt
             "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
             "device/latency_ms_low", "device/latency_ms_high", "device/latency_calibrated", "device/energy_mj_est"]
 BY_SEED = "test/acc_by_seed"  # a group's test accuracy per seed ({seed: acc}): what paired comparisons read
+VAL_LOSS_BY_SEED = "select/val_loss_by_seed"  # its validation loss per seed: what the leaderboard's second rule reads
 
 
 def _group_key(df: pd.DataFrame) -> pd.Series:
@@ -69,6 +70,10 @@ def _summary(g: pd.DataFrame, dups: list[str]) -> dict:
     if "seed" in g and "test/acc" in g:
         seeded = g[g["seed"].notna() & g["test/acc"].notna()]
         row[BY_SEED] = {plain(s): float(a) for s, a in zip(seeded["seed"], seeded["test/acc"])}
+    row[VAL_LOSS_BY_SEED] = {}
+    if "seed" in g and "select/val_loss" in g:
+        seeded = g[g["seed"].notna() & g["select/val_loss"].notna()]
+        row[VAL_LOSS_BY_SEED] = {plain(s): float(v) for s, v in zip(seeded["seed"], seeded["select/val_loss"])}
     if "fits" in g:
         row["fits"] = bool(g["fits"].all())
     return row

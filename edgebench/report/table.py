@@ -18,7 +18,7 @@ import pandas as pd
 from edgebench.report.compare import COLUMNS as COMPARED, vs_dense
 from edgebench.report.load import DENSE
 from edgebench.report.pareto import latency_noise, pareto
-from edgebench.report.replicates import BY_SEED, group_replicates
+from edgebench.report.replicates import BY_SEED, VAL_LOSS_BY_SEED, group_replicates
 
 COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id", "test/acc", "delta/acc",
            "baseline/test_acc", "size/params", "size/params_nonzero", "size/sparsity", "size/bytes_artifact",
@@ -151,7 +151,7 @@ def build(runs: pd.DataFrame, swept: list[str] = (), children: bool = False) -> 
     order = COLUMNS[:7] + ["label", "steps", "replicates", "seeds"] + extra + [
         "bytes", "latency_ms", "latency_noise_ms", "latency_side_by_side", "fits", "pareto_bytes", "pareto_latency",
         *COMPARED, "test/acc_ci", "delta/acc_ci", "select/val_acc", "select/val_acc_ci", "bytes_ci", "latency_ms_ci"] + \
-        COLUMNS[7:] + ["run_ids", "duplicates_dropped", "duplicate_run_ids", BY_SEED]
+        COLUMNS[7:] + ["run_ids", "duplicates_dropped", "duplicate_run_ids", BY_SEED, VAL_LOSS_BY_SEED]
     df = df[[c for c in order if c in df]].sort_values([*GROUP_BY, "device", "method", "test/acc"],
                                                       ascending=[True, True, True, True, False], na_position="last")
     df = df.reset_index(drop=True)
