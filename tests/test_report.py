@@ -312,3 +312,15 @@ def test_the_leaderboards_second_rule_the_smallest_within_the_validation_loss_to
         "val_loss_vs_dense_ci"] <= VAL_LOSS_TOLERANCE
     text = report.leaderboard.markdown(board, "t", [])
     assert "**Smallest within tolerance**" in text and "1,000 B" in text
+
+
+def test_the_pareto_frontier_is_chosen_on_validation_accuracy():
+    """A group that is best on test but dominated on validation is not on the frontier (selection never reads test)."""
+    rows = []
+    for name, size, val, test in [("a", 1000.0, 0.90, 0.80), ("b", 2000.0, 0.85, 0.95)]:
+        rows.append({"run_id": name, "run_name": name, "model": "lenet5", "data": "digits", "method": name,
+                     "chain": name, "device": "host", "seed": 0, "replicate_group": name, "test/acc": test,
+                     "select/val_acc": val, "size/bytes_artifact": size})
+    df, _, _ = report.build(pd.DataFrame(rows))
+    front = dict(zip(df["method"], df["pareto_bytes"]))
+    assert front == {"a": True, "b": False}  # b is larger and less accurate on validation, though better on test

@@ -115,11 +115,14 @@ def _per_run(runs: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
 
 
 def _frontiers(df: pd.DataFrame) -> None:
-    """Flag ``pareto_bytes`` and ``pareto_latency``: one frontier per group and device, of the groups that fit."""
+    """Flag ``pareto_bytes`` and ``pareto_latency``: one frontier per group and device, of the groups that fit, on
+    **validation** accuracy (``select/val_acc``: choosing the frontier is a selection, which never reads the test
+    split; runs logged before that metric existed fall back to their test accuracy)."""
     df["pareto_bytes"] = df["pareto_latency"] = False
     df["latency_noise_ms"] = latency_noise(df)
     for _, g in df.groupby([*GROUP_BY, "device"], dropna=False):
-        acc = g["test/acc"].where(g["fits"])
+        val = g["select/val_acc"] if "select/val_acc" in g else pd.Series(np.nan, index=g.index)
+        acc = val.fillna(g["test/acc"]).where(g["fits"])
         df.loc[g.index, "pareto_bytes"] = pareto(acc, g["bytes"])
         df.loc[g.index, "pareto_latency"] = pareto(acc, g["latency_ms"], g["latency_noise_ms"])
 
