@@ -215,6 +215,8 @@ def test_plain_pip_install(tmp_path):
                    check=True, timeout=300)
     assert (target / "edgebench" / "conf" / "edgebench.yaml").exists()
     assert (target / "edgebench" / "conf" / "model" / "lenet_300_100.yaml").exists()
+    for data in ("mlperf_tiny.json", "graphs.json", "vendor_points.json", "cmsis_nn_cortex_m4.json"):
+        assert (target / "edgebench" / "devices" / "data" / data).exists(), data  # the device estimates' data
     packages = {p.parent.relative_to(repo) for p in (repo / "edgebench").rglob("__init__.py")}
     missing = [str(p) for p in packages if not (target / p / "__init__.py").exists()]
     assert not missing, f"packages missing from the wheel (pyproject.toml [tool.setuptools] packages): {missing}"
