@@ -189,7 +189,7 @@ def _cli(args, cwd, env=None, pythonpath=None):
 def test_cli_from_another_directory(tmp_path):
     out = _cli([*QUICK, "trainer.max_epochs=2"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "MLflow run id:" in out.stdout and "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert "MLflow run id:" in out.stdout and "python -m edgebench.ui --tracking-uri sqlite:///" in out.stdout
     assert (tmp_path / "results" / "mlflow.db").exists()
     assert list((tmp_path / "results" / "cache" / "baselines").iterdir())
 

@@ -177,9 +177,8 @@ def test_the_ui_command_at_the_end_of_a_run_is_quoted(tmp_path):
 
     uri, art = f"sqlite:///{tmp_path}/{EVIL}/mlflow.db", tmp_path / EVIL / "mlartifacts"
     words = _round_trip(ui_command(uri, str(art)), tmp_path)
-    assert words[:2] == ["mlflow", "ui"] and words[words.index("--backend-store-uri") + 1] == uri
-    root = words[words.index("--default-artifact-root") + 1]
-    assert root == art.as_uri()
+    assert words[:3] == ["python", "-m", "edgebench.ui"] and words[words.index("--tracking-uri") + 1] == uri
+    assert words[words.index("--artifact-dir") + 1] == str(art)
 
 
 def test_the_run_summary_prints_the_ui_command_verbatim(tmp_path):
