@@ -25,7 +25,7 @@ The schema is in docs/studies.md.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -261,12 +261,20 @@ def run_overrides(study: Study, arm: str, budget: str, results_dir: Path | None 
     return [*study.overrides(arm, budget), *own]
 
 
-def command(study: Study, arm: str, budget: str, seeds, jobs: int = 1, results_dir: Path | None = None) -> list[str]:
+def command(study: Study, arm: str, budget: str, seeds, jobs: int = 1, results_dir: Path | None = None,
+            ray: dict[str, str] | None = None) -> list[str]:
     """The Hydra multirun of one arm's ``seeds``: ``python -m edgebench -m ... seed=0,1,2``, through the joblib
-    launcher when ``jobs`` > 1 (at most one job per seed)."""
+    launcher when ``jobs`` > 1 (at most one job per seed), or as Ray tasks on the cluster at ``ray["address"]``
+    (Hydra's Ray launcher; every job told the launch folder and the tracking URI, which a Ray worker would otherwise
+    resolve on its own machine)."""
     cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir),
            f"seed={','.join(map(str, seeds))}"]
-    if jobs > 1 and len(seeds) > 1:
+    if ray:
+        # the launcher asks ray.init for a local object store, which Ray refuses when it joins a running cluster
+        cmd += ["hydra/launcher=ray", f"+hydra.launcher.ray.init.address={ray['address']}",
+                "+hydra.launcher.ray.init.object_store_memory=null", f"paths.root_dir={ray['root']}",
+                f"paths.mlflow_tracking_uri={ray['tracking_uri']}"]
+    elif jobs > 1 and len(seeds) > 1:
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(seeds))}"]
     return cmd
 
@@ -316,11 +324,13 @@ def _eta(seconds: float) -> str:
 
 
 def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Path | None = None,
-           log_dir: Path | None = None, echo=print) -> dict[str, Any]:
-    """Run every arm x seed of ``budget`` that has no finished run: one Hydra multirun per arm. Returns what ran,
-    what was skipped and what failed (with the tail of its output)."""
+           log_dir: Path | None = None, echo=print, ray_address: str | None = None) -> dict[str, Any]:
+    """Run every arm x seed of ``budget`` that has no finished run: one Hydra multirun per arm (its seeds as Ray
+    tasks on the cluster at ``ray_address`` when given). Returns what ran, what was skipped and what failed (with
+    the tail of its output)."""
     arms = check(study, budget, root, results_dir)
     uri = next(iter(arms.values()))["tracking_uri"]
+    ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
     seeds = study.budgets[budget].seeds
     total = len(study.arms) * len(seeds)
     done = _done(study, budget, uri)
@@ -339,7 +349,7 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
         eta = "" if not ran else f", ETA {_eta((time.perf_counter() - started) / ran * (n_todo - ran))}"
         echo(f"[{first}-{ran + len(missing)} of {n_todo}] arm {k}/{len(todo)} {arm!r}: seeds "
              f"{','.join(map(str, missing))}{eta}")
-        cmd = command(study, arm, budget, missing, jobs, results_dir)
+        cmd = command(study, arm, budget, missing, jobs, results_dir, ray)
         logfile = log_dir / f"{study.name}-{budget}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', arm)}.log"
         t = time.perf_counter()
         with logfile.open("w") as fh:
@@ -347,14 +357,17 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
             fh.flush()
             proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            seen = 0
+            seen: set[str] = set()  # run ids: a Ray worker's output can reach us twice
             try:
                 for line in proc.stdout:
                     fh.write(line)
-                    if re.search(r"MLflow run [0-9a-f]{32} \(|skipped: run [0-9a-f]{32}", line):
-                        seen += 1
+                    m = re.search(r"MLflow run ([0-9a-f]{32}) \(|skipped: run ([0-9a-f]{32})", line)
+                    if m and (m.group(1) or m.group(2)) not in seen:
+                        seen.add(m.group(1) or m.group(2))
                         what = "skipped (finished before)" if "skipped:" in line else "started"
-                        echo(f"  run {ran + min(seen, len(missing))} of {n_todo} ({arm!r}): {what}")
+                        if len(seen) > len(missing):
+                            what += " again (an earlier attempt died)"
+                        echo(f"  run {ran + min(len(seen), len(missing))} of {n_todo} ({arm!r}): {what}")
                 rc = proc.wait()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the multirun closes its runs as KILLED, then we stop
                 if proc.poll() is None:
@@ -432,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("name", nargs="?", help="a study in conf/study/ (or a study YAML file)")
     ap.add_argument("--budget", default="full", help="a budget of the study (default full)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once within an arm (Hydra's joblib launcher)")
+    ap.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                    help="run each arm's seeds as Ray tasks on a running Ray cluster (Hydra's Ray launcher; default "
+                         "address auto: the cluster `ray start --head` started on this machine); needs the ray extra")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished runs; run nothing")
     ap.add_argument("--out", type=Path, help="folder of NAME.md/.json (default results/, results/BUDGET/ "
                                              "for a budget other than full)")
@@ -448,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.jobs < 1:
             raise StudyError(f"--jobs {args.jobs}: must be at least 1; pass --jobs 1 (one run at a time) or more")
+        if args.ray and args.jobs > 1:
+            raise StudyError("--jobs and --ray: Ray runs as many jobs at once as the cluster has CPUs; drop --jobs")
+        if args.ray and not args.report_only and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+            raise StudyError("--ray needs Hydra's Ray launcher; install it with pip install -e '.[ray]'")
         study = load(args.name)
         if args.budget not in study.budgets:
             raise StudyError(f"study {study.name}: unknown budget {args.budget!r}; use --budget "
@@ -455,10 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or (root / "results" if args.budget == "full" else root / "results" / args.budget)
         results_dir = args.results_dir.resolve() if args.results_dir else None
         command = shlex.join(["python", "-m", "edgebench.study", study.name, "--budget", args.budget]
-                             + (["--jobs", str(args.jobs)] if args.jobs > 1 else []))
+                             + (["--jobs", str(args.jobs)] if args.jobs > 1 else [])
+                             + (["--ray", args.ray] if args.ray else []))
         launched = None
         if not args.report_only:
-            launched = launch(study, args.budget, root, args.jobs, results_dir)
+            launched = launch(study, args.budget, root, args.jobs, results_dir, ray_address=args.ray)
         write_report(study, args.budget, root, out, results_dir, launched, command)
     except StudyError as e:
         print(f"edgebench.study: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import contextmanager, suppress
@@ -282,9 +283,44 @@ def process_alive(host: str | None, pid: int | str | None, started: str | None) 
     return _process_alive(int(pid), started or None)
 
 
+# A run made inside a Ray task records its Ray node and task, so that on a cluster a later job can tell that the
+# process of a RUNNING run on another machine is gone: Ray retries a task only after its attempt died, keeping the
+# task id; and a node Ray has marked dead runs nothing.
+RAY_NODE_TAG, RAY_TASK_TAG = "edgebench.ray.node", "edgebench.ray.task"
+
+
+def _ray_context() -> dict[str, str]:
+    """This process's Ray node and task ids when it runs inside a Ray task (Hydra's Ray launcher), else {}."""
+    ray = sys.modules.get("ray")  # never imports Ray: a job under Ray has it imported already
+    try:
+        if ray is None or not ray.is_initialized():
+            return {}
+        ctx = ray.get_runtime_context()
+        task = ctx.get_task_id()
+        return {RAY_NODE_TAG: ctx.get_node_id(), **({RAY_TASK_TAG: task} if task else {})}
+    except Exception:  # an old Ray, or a driver rather than a task
+        return {}
+
+
+def _ray_node_dead(node: str) -> bool:
+    """Whether Ray (initialised in this process) has marked the node ``node`` dead."""
+    try:
+        return any(n.get("NodeID") == node and not n.get("Alive") for n in sys.modules["ray"].nodes())
+    except Exception:
+        return False
+
+
 def run_process_alive(run) -> bool:
-    """Whether the process that a RUNNING run's tags name (:func:`process_tags`) still runs."""
+    """Whether the process that a RUNNING run's tags name (:func:`process_tags`) still runs. Inside a Ray task a run
+    of another machine is dead when it is an earlier attempt of this very task (Ray retried it) or when its node is
+    dead; elsewhere such a run counts as alive, as any run of another host."""
     tags = run.data.tags
+    here = _ray_context()
+    if here and tags.get(RAY_NODE_TAG):
+        if tags.get(RAY_TASK_TAG) and tags.get(RAY_TASK_TAG) == here.get(RAY_TASK_TAG):
+            return False
+        if _ray_node_dead(tags[RAY_NODE_TAG]):
+            return False
     return process_alive(tags.get(HOST_TAG), tags.get(PID_TAG), tags.get(PID_START_TAG))
 
 
@@ -336,7 +372,8 @@ def claim_lock(uri: str) -> Iterator[None]:
 
 def process_tags() -> dict[str, str]:
     """Where this run's process lives, so a later launch can tell that a RUNNING run's process died."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: _start_time(os.getpid()) or ""}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: _start_time(os.getpid()) or "",
+            **_ray_context()}
 
 
 def source_tags() -> dict[str, str]:
@@ -534,19 +571,28 @@ class Tracker:
         """Mark FAILED the RUNNING runs of this experiment whose process on this host is gone (SIGKILL, power loss).
 
         Every run records ``edgebench.host``, ``edgebench.pid`` and the process's start time; a run
-        still RUNNING whose process no longer exists cannot finish. Runs of other hosts are left alone. The disk
+        still RUNNING whose process no longer exists cannot finish. Runs of other hosts are left alone, but inside a
+        Ray task those of a dead Ray node or of an earlier attempt of this task (:func:`run_process_alive`). The disk
         reserve (``mlflow.db.reserve-<pid>``, see :meth:`run`) a killed process left beside the store is removed.
         """
         host = socket.gethostname()
         reaped = []
-        for r in self.search(f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
+        mine = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+        found = self.search(mine)
+        if _ray_context():  # inside a Ray task: the RUNNING runs of the cluster's other machines too
+            seen = {r.info.run_id for r in found}
+            found += [r for r in self.search(f"attributes.status = 'RUNNING' and tags.`{RAY_NODE_TAG}` != ''")
+                      if r.info.run_id not in seen]
+        for r in found:
             pid, started = r.data.tags.get(PID_TAG), r.data.tags.get(PID_START_TAG)
-            if pid is None or _process_alive(int(pid), started):
+            if pid is None or run_process_alive(r):
                 continue
             if live_launchers(r.data.tags):  # a sweep's parent that another launch of the sweep still runs
                 continue
-            reason = (f"the process that ran it ({host} pid {pid}) is gone: killed (e.g. SIGKILL or out of memory) "
-                      "before it could close the run; marked FAILED by a later launch")
+            where = f"{r.data.tags.get(HOST_TAG, host)} pid {pid}" + (
+                f", Ray node {r.data.tags[RAY_NODE_TAG][:12]}" if r.data.tags.get(RAY_NODE_TAG) else "")
+            reason = (f"the process that ran it ({where}) is gone: killed (e.g. SIGKILL, out of memory or its node "
+                      "lost) before it could close the run; marked FAILED by a later launch")
             Run(self.client, r.info.run_id).end("FAILED", reason)
             log.warning("run %s (%s) was left RUNNING by a dead process; marked FAILED", r.info.run_id,
                         r.info.run_name)

@@ -58,6 +58,7 @@ ELSEWHERE = {
     "python -m edgebench.study": "test_study.py (a smoke study through the CLI, resume, --report-only, bad budgets)",
     "hydra/launcher=submitit_slurm": "needs a Slurm cluster",
     "hydra/launcher=ray": "test_sweep.py's slow Ray test",
+    "--ray": "test_ray_cluster.py::test_a_sweep_survives_the_loss_of_a_ray_worker_node (a two-node Ray cluster)",
     "--config-dir": "test_config.py (a device of your own; a rerun from its config.yaml in test_run_records.py)",
 }
 

@@ -252,6 +252,24 @@ def test_each_arm_is_one_multirun_over_its_seeds_through_joblib_with_jobs():
     assert pipelines.spec("dense", "smoke") != pipelines.spec("dense", "full")  # data=digits trainer.max_epochs=1
 
 
+def test_with_ray_each_arm_is_one_multirun_of_ray_tasks_told_where_to_log(tmp_path, capsys, monkeypatch):
+    s = parse()
+    ray = {"address": "head:6379", "root": "/shared/eb", "tracking_uri": "http://head:5000"}
+    cmd = st.command(s, "pruned", "full", [0, 1, 2], jobs=1, ray=ray)
+    assert cmd[cmd.index("seed=0,1,2") + 1:] == [
+        "hydra/launcher=ray", "+hydra.launcher.ray.init.address=head:6379",
+        "+hydra.launcher.ray.init.object_store_memory=null", "paths.root_dir=/shared/eb",
+        "paths.mlflow_tracking_uri=http://head:5000"]
+    monkeypatch.chdir(tmp_path)
+    assert st.main(["pipelines", "--ray", "--jobs", "2"]) == 2
+    assert capsys.readouterr().err.strip() == ("edgebench.study: error: --jobs and --ray: Ray runs as many jobs at "
+                                               "once as the cluster has CPUs; drop --jobs")
+    monkeypatch.setattr(st.importlib.util, "find_spec", lambda name: None)  # no Hydra Ray launcher installed
+    assert st.main(["pipelines", "--ray"]) == 2
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
     """``extra: module:function`` gets the loaded runs and the values; its markdown and JSON go into the report."""
     root, path, _ = ran

@@ -161,7 +161,10 @@ def test_optuna_search_moves_to_models_that_fit(tmp_path):
 @pytest.mark.slow
 def test_ray_launcher_on_a_local_ray_instance(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e '.[ray]' (Hydra's Ray launcher)")
-    out = _cli(["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", *FAST, "seed=0,1"], tmp_path)
+    from tests.test_ray_cluster import ray_tests_lock
+
+    with ray_tests_lock():  # one Ray instance at a time on this machine
+        out = _cli(["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", *FAST, "seed=0,1"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Started a local Ray instance" in out.stderr + out.stdout
     _, runs = _runs(tmp_path)
