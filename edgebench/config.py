@@ -48,6 +48,7 @@ class ModelName(str, Enum):
     conv2 = "conv2"
     conv4 = "conv4"
     conv6 = "conv6"
+    resnet8 = "resnet8"
     resnet20 = "resnet20"
     alexnet = "alexnet"
     vgg11 = "vgg11"
@@ -110,9 +111,18 @@ class ModelConfig:
     glimpses: Optional[int] = None  # glimpses (recurrent steps) per image
     loc_std: Optional[float] = None  # std of the Gaussian location policy while training (locations in [-1, 1])
     hidden: Optional[int] = None  # recurrent core width (the glimpse network's output)
+    # model=mobilenet_v2 only: torchvision's width multiplier (channels x width_mult, rounded to multiples of 8);
+    # None elsewhere (and for the full width), so other models' store keys do not see it
+    width_mult: Optional[float] = None
 
     def __post_init__(self) -> None:
         check(self.min_input_size >= 0, "model.min_input_size", f"must be >= 0, got {self.min_input_size}")
+        if self.width_mult is not None:
+            name = getattr(self.name, "value", self.name)
+            check(name == "mobilenet_v2", "model.width_mult", f"applies to model=mobilenet_v2 only, not model={name}")
+            check(0 < self.width_mult <= 4, "model.width_mult", f"must be in (0, 4], got {self.width_mult}")
+            check(not self.pretrained, "model.width_mult",
+                  "torchvision's pretrained weights are for the full width; drop model.pretrained or model.width_mult")
         ram = {"glimpse_size": self.glimpse_size, "scales": self.scales, "glimpses": self.glimpses,
                "loc_std": self.loc_std, "hidden": self.hidden}
         if self.name != ModelName.ram:

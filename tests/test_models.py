@@ -110,4 +110,4 @@ def test_small_nets_have_no_pretrained_weights():
 
 
 def test_small_registry_covers_the_paper_nets():
-    assert {"lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "resnet20", "conv2_small"} == set(SMALL)
+    assert {"lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "resnet8", "resnet20", "conv2_small"} == set(SMALL)

@@ -31,6 +31,7 @@ SMALL: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
     "conv2": partial(ConvNet, blocks=1),
     "conv4": partial(ConvNet, blocks=2),
     "conv6": partial(ConvNet, blocks=3),
+    "resnet8": partial(ResNetCifar, depth=8),  # MLPerf Tiny's image-classification ResNet-8 (78 k parameters)
     "resnet20": partial(ResNetCifar, depth=20),
     "conv2_small": SmallConv2,
 }
@@ -135,6 +136,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
         return Adapted(InputAdapter(c, c, size), SMALL[name]((c, size, size), num_classes))
 
     kwargs = dict(TORCHVISION_KWARGS.get(name, {}))
+    if cfg.width_mult is not None:
+        kwargs["width_mult"] = cfg.width_mult
     if cfg.pretrained:
         kwargs["init_weights"] = False if "init_weights" in kwargs else None
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
