@@ -46,7 +46,7 @@ RULES = ("at_least", "at_most")  # the paired difference's whole 95% interval li
 TABLES = ("arms", "comparisons")
 ARM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ >-]*")
 KEYS = {"name", "title", "question", "base", "arms", "reference", "budgets", "metrics", "comparisons", "tables",
-        "plots", "extra", "extra_args", "notes"}
+        "plots", "extra", "extra_args", "notes", "devices"}
 
 
 class StudyError(ConfigError):
@@ -72,6 +72,7 @@ class Budget:
     name: str
     seeds: tuple[int, ...]
     overrides: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # a study over devices: these of its devices at this budget (empty: all)
 
 
 @dataclass
@@ -91,6 +92,10 @@ class Study:
     extra_args: dict[str, Any] = field(default_factory=dict)  # the hook's parameters and its own thresholds
     notes: str = ""
     path: Path | None = None
+    # a second axis beside the seeds: every arm x seed runs on each of these device profiles (the model is trained
+    # once per arm and seed, through the store; each device deploys it in its own format). Such a study's tables
+    # are its extra hook's (the leaderboard): its arms are not compared as one value per seed.
+    devices: list[str] = field(default_factory=list)
 
     def experiment(self, budget: str) -> str:
         """The MLflow experiment of a budget's runs: ``study-NAME`` for full, ``study-NAME-BUDGET`` otherwise."""
@@ -99,6 +104,10 @@ class Study:
     def overrides(self, arm: str, budget: str) -> list[str]:
         """What every run of ``arm`` at ``budget`` is composed from (without its seed)."""
         return [*self.base, *self.arms[arm], *self.budgets[budget].overrides]
+
+    def devices_at(self, budget: str) -> list[str]:
+        """The device axis at ``budget`` (empty for a study without one)."""
+        return list(self.budgets[budget].devices or self.devices) if self.devices else []
 
     def spec(self, arm: str, budget: str) -> str:
         """The digest of an arm's overrides (tag ``study.spec``): runs made before the arm was edited do not count."""
@@ -180,9 +189,10 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     for b, spec in raw["budgets"].items():
         if not isinstance(spec, dict) or not spec.get("seeds"):
             raise _fail(f"{where}: budgets.{b}", "needs seeds", "write e.g. {seeds: [0, 1, 2], overrides: []}")
-        extra = sorted(set(spec) - {"seeds", "overrides"})
+        extra = sorted(set(spec) - {"seeds", "overrides", "devices"})
         if extra:
-            raise _fail(f"{where}: budgets.{b}", f"unknown key {extra[0]!r}", "a budget has seeds and overrides")
+            raise _fail(f"{where}: budgets.{b}", f"unknown key {extra[0]!r}",
+                        "a budget has seeds, overrides and (a study over devices) devices")
         seeds = spec["seeds"]
         if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
                 or len(set(seeds)) != len(seeds):
@@ -190,7 +200,8 @@ def parse(raw: Any, path: Path | None = None) -> Study:
                         "write e.g. [0, 1, 2]")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(b)):
             raise _fail(f"{where}: budgets", f"budget name {b!r} is not a plain name", "use letters, digits, _ and -")
-        budgets[str(b)] = Budget(str(b), tuple(seeds), tuple(_strings(spec.get("overrides"), f"{where}: budgets.{b}.overrides")))
+        budgets[str(b)] = Budget(str(b), tuple(seeds), tuple(_strings(spec.get("overrides"), f"{where}: budgets.{b}.overrides")),
+                                 tuple(_strings(spec.get("devices"), f"{where}: budgets.{b}.devices")))
     metrics = _strings(raw["metrics"], f"{where}: metrics")
     if not metrics:
         raise _fail(f"{where}: metrics", "names no metric", "list e.g. [test/acc, size/bytes_artifact]")
@@ -243,9 +254,30 @@ def parse(raw: Any, path: Path | None = None) -> Study:
         raise _fail(f"{where}: extra_args", f"must be a mapping, got {extra_args!r}", "write e.g. extra_args: {calls: 300}")
     if extra_args and extra is None:
         raise _fail(f"{where}: extra_args", "given without an extra: hook to read it", "add extra: module:function")
+    devices = _strings(raw.get("devices"), f"{where}: devices")
+    if not devices and any(b.devices for b in budgets.values()):
+        raise _fail(f"{where}: budgets", "a budget names devices but the study has no devices:",
+                    "add devices: [..] to the study or drop the budget's devices")
+    if devices:
+        known = sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
+        bad = [d for d in devices if d not in known]
+        if bad:
+            raise _fail(f"{where}: devices", f"{bad[0]!r} is not a device profile", f"use {', '.join(known)}")
+        if tables or comparisons or plots or extra is None:
+            raise _fail(f"{where}: devices", "a study over devices writes its tables in its extra hook",
+                        "set tables: [], no comparisons or plots, and extra: (e.g. edgebench.report.leaderboard:study)")
+        for b in budgets.values():
+            if not set(b.devices) <= set(devices):
+                raise _fail(f"{where}: budgets.{b.name}.devices", f"{sorted(set(b.devices) - set(devices))[0]!r} is "
+                            "not one of the study's devices", f"use some of {', '.join(devices)}")
+        for arm, ovr in arms.items():
+            if any(o.split("=", 1)[0].lstrip("+~") == "device" for o in [*ovr, *_strings(raw.get("base"), where)]):
+                raise _fail(f"{where}: arms.{arm}", "sets device= although the study has devices:",
+                            "leave the device to devices:")
     return Study(name, str(raw.get("title") or name), str(raw.get("question") or ""), _strings(raw.get("base"), f"{where}: base"),
                  arms, reference, budgets, metrics, comparisons, tables, [dict(p) for p in plots],
-                 None if extra is None else str(extra), dict(extra_args), str(raw.get("notes") or "").strip(), path)
+                 None if extra is None else str(extra), dict(extra_args), str(raw.get("notes") or "").strip(), path,
+                 devices)
 
 
 # ---------------------------------------------------------------------------------------------------------- running
@@ -269,6 +301,8 @@ def command(study: Study, arm: str, budget: str, seeds, jobs: int = 1, results_d
     resolve on its own machine)."""
     cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir),
            f"seed={','.join(map(str, seeds))}"]
+    if study.devices:  # resume=true: a device already done for a seed is skipped by its config hash
+        cmd.append(f"device={','.join(study.devices_at(budget))}")
     if ray:
         # the launcher asks ray.init for a local object store, which Ray refuses when it joins a running cluster
         cmd += ["hydra/launcher=ray", f"+hydra.launcher.ray.init.address={ray['address']}",
@@ -290,7 +324,8 @@ def check(study: Study, budget: str, root: Path, results_dir: Path | None = None
                          f"{' or '.join(study.budgets)}")
     out = {}
     for arm in study.arms:
-        overrides = run_overrides(study, arm, budget, results_dir) + [f"seed={study.budgets[budget].seeds[0]}"]
+        overrides = run_overrides(study, arm, budget, results_dir) + [f"seed={study.budgets[budget].seeds[0]}"] + (
+            [f"device={study.devices_at(budget)[0]}"] if study.devices else [])
         try:
             cfg = pipeline.compose(overrides, root)
             spec = validate(cfg)
@@ -315,8 +350,14 @@ def load_runs(study: Study, budget: str, tracking_uri: str):
 
 
 def _done(study: Study, budget: str, uri: str) -> set[tuple[str, int]]:
+    """The (arm, seed) pairs with a finished run (on every device of a study over devices)."""
     df, _ = load_runs(study, budget, uri)
-    return set() if df.empty else {(r["study.arm"], int(r["seed"])) for _, r in df.iterrows()}
+    if df.empty:
+        return set()
+    if not study.devices:
+        return {(r["study.arm"], int(r["seed"])) for _, r in df.iterrows()}
+    got = df.groupby(["study.arm", "seed"])["device"].agg(set)
+    return {(a, int(s)) for (a, s), d in got.items() if set(study.devices_at(budget)) <= d}
 
 
 def _eta(seconds: float) -> str:
@@ -332,11 +373,13 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
     uri = next(iter(arms.values()))["tracking_uri"]
     ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
     seeds = study.budgets[budget].seeds
-    total = len(study.arms) * len(seeds)
+    per = max(1, len(study.devices_at(budget)))  # runs per arm and seed
+    total = len(study.arms) * len(seeds) * per
     done = _done(study, budget, uri)
     todo = {arm: [s for s in seeds if (arm, s) not in done] for arm in study.arms}
-    n_todo = sum(map(len, todo.values()))
-    echo(f"study {study.name} [{budget}]: {total} runs ({len(study.arms)} arms x {len(seeds)} seeds), "
+    n_todo = sum(map(len, todo.values())) * per
+    axes = f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" x {per} devices" if study.devices else "")
+    echo(f"study {study.name} [{budget}]: {total} runs ({axes}), "
          f"{total - n_todo} finished before, {n_todo} to run; MLflow experiment {study.experiment(budget)} in {uri}")
     log_dir = log_dir or (results_dir or root / "results") / "studies"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +390,9 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
             continue
         first = ran + 1
         eta = "" if not ran else f", ETA {_eta((time.perf_counter() - started) / ran * (n_todo - ran))}"
-        echo(f"[{first}-{ran + len(missing)} of {n_todo}] arm {k}/{len(todo)} {arm!r}: seeds "
-             f"{','.join(map(str, missing))}{eta}")
+        n_arm = len(missing) * per
+        echo(f"[{first}-{ran + n_arm} of {n_todo}] arm {k}/{len(todo)} {arm!r}: seeds "
+             f"{','.join(map(str, missing))}" + (f" on {per} devices" if study.devices else "") + eta)
         cmd = command(study, arm, budget, missing, jobs, results_dir, ray)
         logfile = log_dir / f"{study.name}-{budget}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', arm)}.log"
         t = time.perf_counter()
@@ -365,9 +409,9 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
                     if m and (m.group(1) or m.group(2)) not in seen:
                         seen.add(m.group(1) or m.group(2))
                         what = "skipped (finished before)" if "skipped:" in line else "started"
-                        if len(seen) > len(missing):
+                        if len(seen) > n_arm:
                             what += " again (an earlier attempt died)"
-                        echo(f"  run {ran + min(len(seen), len(missing))} of {n_todo} ({arm!r}): {what}")
+                        echo(f"  run {ran + min(len(seen), n_arm)} of {n_todo} ({arm!r}): {what}")
                 rc = proc.wait()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the multirun closes its runs as KILLED, then we stop
                 if proc.poll() is None:
@@ -379,7 +423,7 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
                     except subprocess.TimeoutExpired:
                         proc.kill()
                 raise
-        ran += len(missing)
+        ran += n_arm
         if rc != 0:
             tail = logfile.read_text().strip().splitlines()[-5:]
             failed[arm] = f"exit {rc}: " + " | ".join(tail)[-600:]

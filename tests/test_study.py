@@ -109,6 +109,9 @@ def test_the_long_studies_keep_their_old_scripts_budgets():
     ({"budgets": {"full": {"seeds": [0, 0]}}}, "must be a list of distinct integers"),
     ({"arms": {"dense": ["seed=3"]}}, "is set by the study runner"),
     ({"colour": "red"}, "unknown key 'colour'"),
+    ({"devices": ["arduino"]}, "devices: 'arduino' is not a device profile"),
+    ({"devices": ["stm32l4"]}, "a study over devices writes its tables in its extra hook"),
+    ({"budgets": {"full": {"seeds": [0], "devices": ["stm32l4"]}}}, "a budget names devices but the study has no"),
     ({"metrics": None}, "missing key 'metrics'"),
 ])
 def test_bad_study_configs_fail_with_one_line_naming_the_fix(changes, message):
@@ -268,6 +271,76 @@ def test_with_ray_each_arm_is_one_multirun_of_ray_tasks_told_where_to_log(tmp_pa
     assert st.main(["pipelines", "--ray"]) == 2
     assert "pip install -e '.[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+DEVICE_STUDY = {"devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4", "stm32l4"], "tables": [],
+                "comparisons": [], "plots": [], "extra": "edgebench.report.leaderboard:study",
+                "budgets": {"full": {"seeds": [0, 1]},
+                            "smoke": {"seeds": [0], "devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4"]}}}
+
+
+def test_a_study_over_devices_runs_each_arm_and_seed_on_its_budgets_devices(monkeypatch):
+    s = parse(**DEVICE_STUDY)
+    assert s.devices_at("full") == DEVICE_STUDY["devices"]
+    assert s.devices_at("smoke") == ["arduino_nano_33_ble_sense", "raspberry_pi_4"]
+    assert st.command(s, "pruned", "smoke", [0])[-2:] == ["seed=0", "device=arduino_nano_33_ble_sense,raspberry_pi_4"]
+    with pytest.raises(st.StudyError, match="sets device= although the study has devices"):
+        parse(**DEVICE_STUDY, base=TINY["base"] + ["device=host"])
+    with pytest.raises(st.StudyError, match="'host' is not one of the study's devices"):
+        parse(**{**DEVICE_STUDY, "budgets": {"full": {"seeds": [0], "devices": ["host"]}}})
+    # an arm and seed is done only when it finished on every device of the budget
+    import pandas as pd
+
+    runs = pd.DataFrame([{"study.arm": "dense", "seed": 0, "device": d} for d in DEVICE_STUDY["devices"]]
+                        + [{"study.arm": "pruned", "seed": 0, "device": "raspberry_pi_4"}])
+    monkeypatch.setattr(st, "load_runs", lambda study, budget, uri: (runs, []))
+    assert st._done(s, "full", "uri") == {("dense", 0)}
+    assert st._done(s, "smoke", "uri") == {("dense", 0)}
+
+
+def test_the_leaderboard_study_names_every_family_on_four_nets_and_every_device():
+    from edgebench.report.leaderboard import device_profiles, family
+
+    s = st.load("leaderboard")
+    assert set(s.devices) == set(device_profiles())
+    chains = {a: next((o.split("=", 1)[1] for o in ovr if o.startswith("steps=")), "none") for a, ovr in s.arms.items()}
+    nets = {a.split(" ")[0] for a in s.arms}
+    assert nets == {"lenet_300_100", "lenet5", "resnet8", "mobilenet_v2"}
+    import re
+
+    from edgebench.config import config_dir
+
+    steps = {p.stem for p in (config_dir() / "method").glob("*.yaml")}
+    for net in nets:  # the family each arm's chain falls in, by the leaderboard's own rule
+        fams = {family("->".join(w for w in re.findall(r"[a-z_0-9]+", c) if w in steps) or "none")
+                for a, c in chains.items() if a.startswith(net + " ")}
+        assert fams == {"dense", "int8 PTQ", "int8 QAT", "fp16 / bf16", "k-bit codes", "unstructured pruning",
+                        "Deep Compression", "structured pruning", "lottery ticket", "distillation", "low rank",
+                        "low rank + sparse", "chain"}, (net, fams)
+
+
+@pytest.mark.slow  # 8 digits runs (2 arms x 2 seeds x 2 devices), about 1.5 minutes
+def test_a_study_over_devices_writes_the_leaderboard(tmp_path, monkeypatch, capsys):
+    raw = {**TINY, "base": [*TINY["base"], "export=device"], "arms": {"dense": [], "int8": ["steps=[ptq_int8]"]},
+           "metrics": ["test/acc"], "tables": [], "comparisons": [], "plots": [], "extra": "edgebench.report.leaderboard:study",
+           "devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4"], "budgets": {"full": {"seeds": [0, 1]}}}
+    path = tmp_path / "tiny_devices.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(path)]) == 0
+    md = (tmp_path / "results" / "tiny.md").read_text()
+    assert "## arduino_nano_33_ble_sense" in md and "## raspberry_pi_4" in md
+    assert "| int8 PTQ | best that fits | lenet_300_100 | ptq_int8 | 2 |" in md
+    assert "(tflm_arena)" in md  # the microcontroller's RAM is TFLite Micro's measured arena
+    import pandas as pd
+
+    board = pd.read_csv(tmp_path / "results" / "tiny.csv")
+    assert {"test_acc_seed0", "test_acc_seed1"} <= set(board.columns)
+    assert set(board["device"]) == {"arduino_nano_33_ble_sense", "raspberry_pi_4"}
+    capsys.readouterr()
+    assert st.main([str(path)]) == 0  # resumed: nothing runs again
+    assert "8 runs (2 arms x 2 seeds x 2 devices), 8 finished before, 0 to run" in capsys.readouterr().out
 
 
 def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):

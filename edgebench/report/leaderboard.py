@@ -282,3 +282,24 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     render.print_dropped(dropped)
     print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
     return board
+
+
+def study(study, df: pd.DataFrame, values, context: dict) -> dict:
+    """The ``extra:`` hook of a study over devices (``conf/study/leaderboard.yaml``): :func:`leaderboard` of the
+    study's runs, ``leaderboard.csv`` (per-seed columns) and the plot beside the report, the board as markdown."""
+    table, bytes_label, _ = build(df, [])
+    board = leaderboard(table, study.devices_at(context["budget"]))
+    out = Path(context["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    csv_table(board).to_csv(out / f"{study.name}.csv", index=False)
+    png = plot(table.assign(label=table["model"]), "bytes", bytes_label, "pareto_bytes", out / f"{study.name}.png",
+               "Accuracy against size, per device", by=["data"])
+    text = markdown(board, study.title, [png.name] if png else [], table.attrs.get("dropped", []))
+    body = text.split("\n", 2)[2] if text.startswith("# ") else text  # the study report has its own title
+    return {"markdown": body, "json": json_records(board)}
+
+
+def json_records(board: pd.DataFrame) -> list[dict]:
+    """The board's rows for the study's JSON (per-seed test accuracy as a mapping)."""
+    rows = csv_table(board).to_dict("records")
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]

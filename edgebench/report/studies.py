@@ -48,11 +48,15 @@ def runs(study, budget: str, tracking_uri: str) -> tuple[pd.DataFrame, list[tupl
             left.append((r["run_id"], f"arm {arm!r} ran with other overrides (study.spec {r.get(SPEC)})"))
         elif pd.isna(r.get("seed")) or int(r["seed"]) not in study.budgets[budget].seeds:
             left.append((r["run_id"], f"seed {r.get('seed')} is not in budget {budget}"))
+        elif study.devices and r.get("device") not in study.devices_at(budget):
+            left.append((r["run_id"], f"device {r.get('device')} is not one of the study's devices"))
         else:
             keep.append(i)
     df = df.loc[keep].sort_values("end_time")
-    dup = df.duplicated([ARM, "seed"], keep="last")
-    left += [(r["run_id"], "an older run of the same arm and seed") for _, r in df[dup].iterrows()]
+    key = [ARM, "seed", "device"] if study.devices else [ARM, "seed"]
+    dup = df.duplicated(key, keep="last")
+    left += [(r["run_id"], "an older run of the same arm and seed" + (" on its device" if study.devices else ""))
+             for _, r in df[dup].iterrows()]
     out = df[~dup].reset_index(drop=True)
     # where the runs are, for an extra hook that reads more of them (a step's child runs) through load_runs
     out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget))
@@ -115,7 +119,8 @@ def write(study, budget: str, df: pd.DataFrame, left: list, arms_info: dict[str,
     ``{"markdown": str, "json": ...}`` (either optional). Returns the JSON document."""
     from edgebench.report import plots, render
 
-    vals = values(study, df)
+    # a study over devices has several runs per arm and seed: its tables are its hook's (the leaderboard)
+    vals = values(study, df) if not study.devices else {arm: {m: {} for m in study.metrics} for arm in study.arms}
     rows = compare(study, vals)
     seeds = study.budgets[budget].seeds
     facts = {
