@@ -324,3 +324,24 @@ def test_the_pareto_frontier_is_chosen_on_validation_accuracy():
     df, _, _ = report.build(pd.DataFrame(rows))
     front = dict(zip(df["method"], df["pareto_bytes"]))
     assert front == {"a": True, "b": False}  # b is larger and less accurate on validation, though better on test
+
+
+def test_the_leaderboard_says_where_the_deployed_file_does_not_realise_the_compression():
+    from edgebench.report.leaderboard import size_note
+
+    pick = pd.Series({"size/bytes_sparse": 11705.0})
+    assert size_note("unstructured pruning", pick) == ("the runtime has no sparse kernels and loads the dense file; "
+                                                       "11,705 B as an analytic encoding (size only)")
+    assert size_note("k-bit codes", pick).startswith("no runtime loads k-bit codes")
+    assert "no runtime loads k-bit codes or sparse weights" in size_note("Deep Compression", pd.Series(dtype=float))
+    assert size_note("structured pruning", pick) == "" and size_note("int8 PTQ", pick) == ""
+    from edgebench.report import render
+
+    board = pd.DataFrame([{"device": "host", "family": "k-bit codes", "status": "best that fits",
+                           "note": size_note("k-bit codes", pick), "model": "lenet5", "chain": "uniform_quant(bits=4)",
+                           "replicates": 3, "val_acc": 0.9, "test_acc": 0.89, "test_acc_ci": 0.01,
+                           "bytes_artifact": 250000.0, "ram_bytes": 1000.0, "ram_source": "estimate",
+                           "latency_ms_est": np.nan, "energy_mj_est": np.nan, "effect_vs_dense": "none",
+                           "vs_dense": -0.001, "vs_dense_ci": 0.002, "vs_dense_n": 3, "vs_dense_p_holm": 1.0}])
+    assert "| k-bit codes | best that fits (no runtime loads k-bit codes: the file holds the dequantised weights; " \
+           "11,705 B as an analytic encoding (size only)) | lenet5 |" in render.leaderboard_markdown(board, "t", [])

@@ -100,8 +100,24 @@ def _pick(g: pd.DataFrame, fam: str) -> tuple[pd.Series | None, str]:
     return None, f"nothing fits ({len(g)} tried): {why}"
 
 
+# Families whose compression the deployed file does not realise: the device's runtime loads a dense file
+SIZE_ONLY = {"unstructured pruning": "the runtime has no sparse kernels and loads the dense file",
+             "Deep Compression": "no runtime loads k-bit codes or sparse weights: the file is dense",
+             "k-bit codes": "no runtime loads k-bit codes: the file holds the dequantised weights"}
+
+
+def size_note(fam: str, pick: pd.Series) -> str:
+    """What the row's bytes are for a family whose compression no runtime realises: the file as loaded, with the
+    analytic encoding (``size/bytes_sparse``, at the stored bit width) as a size-only figure."""
+    if fam not in SIZE_ONLY:
+        return ""
+    sparse = pick.get("size/bytes_sparse", np.nan)
+    enc = f"; {sparse:,.0f} B as an analytic encoding (size only)" if pd.notna(sparse) else ""
+    return f"{SIZE_ONLY[fam]}{enc}"
+
+
 def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
-    return {"device": device, "family": fam, "status": status, "model": pick["model"],
+    return {"device": device, "family": fam, "status": status, "note": size_note(fam, pick), "model": pick["model"],
             "chain": chain_text(pick), "label": pick["label"], "replicates": pick["replicates"],
             "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
             "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],

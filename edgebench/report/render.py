@@ -214,7 +214,8 @@ def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], drop
             test = pm(r["test_acc"], r["test_acc_ci"])
             ram = _num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
             vs = "reference" if r["family"] == "dense" else versus(r, comparisons > 1)
-            lines.append(f"| {r['family']} | {r['status']} | {r['model']} | {r['chain']} | "
+            status = r["status"] + (f" ({r['note']})" if isinstance(r.get("note"), str) and r.get("note") else "")
+            lines.append(f"| {r['family']} | {status} | {r['model']} | {r['chain']} | "
                          f"{int(r['replicates'])} | {r['val_acc']:.4f} | {test} | {vs} | {_num(r['bytes_artifact'])} | "
                          f"{ram} | {latency_cell(r)} | {_num(r['energy_mj_est'], '{:.3g}')} |")
         lines.append("")
