@@ -32,6 +32,11 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"edgebench's config folder was not found next to {here}; reinstall edgebench")
 
 
+def device_profiles() -> list[str]:
+    """The device profiles (``conf/device/*.yaml``), sorted."""
+    return sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
+
+
 class ConfigError(ValueError):
     """A config value that is well-typed but not allowed; the message names the key."""
 

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from edgebench.config import ConfigError, config_dir
+    from edgebench.config import ConfigError, device_profiles
     from edgebench.models import build_model
 
     run_like = len(a.target) == 1 and "=" not in a.target[0]
@@ -210,11 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             overrides = list(a.target)
         cfg = _from_overrides(overrides)
-        devices = a.device or sorted(p.stem for p in (config_dir() / "device").glob("*.yaml") if p.stem != "host")
+        devices = a.device or [d for d in device_profiles() if d != "host"]
         for d in devices:
-            if not (config_dir() / "device" / f"{d}.yaml").exists():
-                names = sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
-                raise ConfigError(f"--device {d}: no such profile; use one of {', '.join(names)}")
+            if d not in device_profiles():
+                raise ConfigError(f"--device {d}: no such profile; use one of {', '.join(device_profiles())}")
         shape, classes = _shape(cfg)
         torch.manual_seed(0)
         model = build_model(cfg.model, shape, classes).eval()

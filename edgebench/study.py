@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.config import ConfigError, config_dir
+from edgebench.config import ConfigError, config_dir, device_profiles
 
 log = logging.getLogger("edgebench.study")
 
@@ -259,7 +259,7 @@ def parse(raw: Any, path: Path | None = None) -> Study:
         raise _fail(f"{where}: budgets", "a budget names devices but the study has no devices:",
                     "add devices: [..] to the study or drop the budget's devices")
     if devices:
-        known = sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
+        known = device_profiles()
         bad = [d for d in devices if d not in known]
         if bad:
             raise _fail(f"{where}: devices", f"{bad[0]!r} is not a device profile", f"use {', '.join(known)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgebench.config import device_profiles  # noqa: F401  (re-exported: the board's default devices)
 from edgebench.report import render
 from edgebench.report.compare import COLUMNS as COMPARED, against
 from edgebench.report.load import DENSE, load_runs
@@ -48,12 +49,6 @@ def family(chain: str) -> str:
     if fam == "unstructured pruning" and KBIT & set(quant):
         return "Deep Compression"
     return fam
-
-
-def device_profiles() -> list[str]:
-    from edgebench.config import config_dir
-
-    return sorted(p.stem for p in (config_dir() / "device").glob("*.yaml"))
 
 
 def chain_text(row: pd.Series) -> str:
@@ -276,6 +271,19 @@ def csv_table(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def write_board(table: pd.DataFrame, bytes_label: str, devices: list[str] | None, out: Path, stem: str,
+                title: str) -> tuple[pd.DataFrame, str]:
+    """:func:`leaderboard` of a report table (:func:`build`), written as ``<out>/<stem>.csv`` (per-seed columns) and
+    ``.png`` (accuracy against bytes, one panel per device); returns the board and its markdown."""
+    board = leaderboard(table, devices)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_table(board).to_csv(out / f"{stem}.csv", index=False)
+    # points named by their model only: the colour is the chain, and the table names its settings
+    png = plot(table.assign(label=table["model"]), "bytes", bytes_label, "pareto_bytes", out / f"{stem}.png",
+               "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
+    return board, markdown(board, title, [png.name] if png else [], table.attrs.get("dropped", []))
+
+
 def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: str | None = None,
                        out: str | Path | None = None) -> pd.DataFrame:
     """``python -m edgebench.report --leaderboard``: :func:`leaderboard` of the store (or one sweep) written to
@@ -284,38 +292,26 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
     df, bytes_label, _ = build(runs, runs.attrs.get("swept_keys", []))
-    board = leaderboard(df)
     out = Path(out or "results")
-    out.mkdir(parents=True, exist_ok=True)
-    csv_table(board).to_csv(out / "leaderboard.csv", index=False)
-    # points named by their model only: the colour is the chain, and the table names its settings
-    png = plot(df.assign(label=df["model"]), "bytes", bytes_label, "pareto_bytes", out / "leaderboard.png",
-               "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
     title = f"edgebench leaderboard: {sweep or experiment}"
-    dropped = df.attrs.get("dropped", [])
-    (out / "leaderboard.md").write_text(markdown(board, title, [png.name] if png else [], dropped))
+    board, text = write_board(df, bytes_label, None, out, "leaderboard", title)
+    (out / "leaderboard.md").write_text(text)
     render.print_leaderboard(board, title)
-    render.print_dropped(dropped)
+    render.print_dropped(df.attrs.get("dropped", []))
     print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
     return board
 
 
 def study(study, df: pd.DataFrame, values, context: dict) -> dict:
-    """The ``extra:`` hook of a study over devices (``conf/study/leaderboard.yaml``): :func:`leaderboard` of the
-    study's runs, ``leaderboard.csv`` (per-seed columns) and the plot beside the report, the board as markdown."""
+    """The ``extra:`` hook of a study over devices (``conf/study/leaderboard.yaml``): the board of the study's runs
+    (:func:`write_board`: ``NAME.csv`` and ``NAME.png`` beside the report) as markdown under the report's own title."""
     table, bytes_label, _ = build(df, [])
-    board = leaderboard(table, study.devices_at(context["budget"]))
-    out = Path(context["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    csv_table(board).to_csv(out / f"{study.name}.csv", index=False)
-    png = plot(table.assign(label=table["model"]), "bytes", bytes_label, "pareto_bytes", out / f"{study.name}.png",
-               "Accuracy against size, per device", by=["data"])
-    text = markdown(board, study.title, [png.name] if png else [], table.attrs.get("dropped", []))
-    body = text.split("\n", 2)[2] if text.startswith("# ") else text  # the study report has its own title
-    return {"markdown": body, "json": json_records(board)}
+    board, text = write_board(table, bytes_label, study.devices_at(context["budget"]), Path(context["out_dir"]),
+                              study.name, study.title)
+    return {"markdown": text.split("\n", 2)[2], "json": json_records(board)}
 
 
 def json_records(board: pd.DataFrame) -> list[dict]:
-    """The board's rows for the study's JSON (per-seed test accuracy as a mapping)."""
+    """The board's rows for the study's JSON, as in the CSV (a column per seed), NaN as null."""
     rows = csv_table(board).to_dict("records")
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
