@@ -6,25 +6,36 @@
 
 Returns one :class:`Deployed`; never logs (:mod:`edgebench.record` writes it down). The formats themselves are
 :mod:`edgebench.export`'s and :mod:`edgebench.measure`'s.
+
+The exported file and its evaluation are kept in the store (kind ``deployments``), keyed by the deployed model's own
+store key (the dense baseline's, or the last step's) and the exporter: devices that load the same format (a study over
+devices deploys one model on eleven profiles) convert and evaluate it once; what depends on the device (fit, the
+latency estimate, the measurement) is done for each run. The precheck of an exporter on an untrained model is kept
+the same way (kind ``prechecks``, keyed by the model's config, its input and the exporter).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
 import tempfile
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from edgebench import export, measure, methods, training
+from edgebench import export, measure, methods, store, training
 from edgebench.config import ConfigError, EdgebenchConfig, Runtime
 
 if TYPE_CHECKING:
     from edgebench.chain import Dense, Env
 
 log = logging.getLogger("edgebench.pipeline")  # the run's log lines keep the logger name they always had
+
+DEPLOY_VERSION = 1  # of the stored deployments and prechecks: raise it when an exporter's output changes
 
 
 @dataclass
@@ -62,18 +73,39 @@ def check(spec: EdgebenchConfig, needs, build, example) -> None:
     """Before any training or MLflow run: ``export=`` against what the last step's output will need, and the ops
     TFLite lacks, found on the untrained model (``build()``)."""
     exp = exporter(spec, needs)
-    if exp is not None and exp.precheck is not None:  # ops the format lacks (TFLite): found on the untrained model
-        exp.precheck(build(), example, f"model={spec.model.name.value}")
+    if exp is None or exp.precheck is None:
+        return
 
-def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compressed: bool) -> Deployed:
+    def precheck() -> bool:  # ops the format lacks (TFLite): found on the untrained model (a refusal raises)
+        exp.precheck(build(), example, f"model={spec.model.name.value}")
+        return True
+
+    if not spec.use_baseline_cache:
+        precheck()
+        return
+    # a passed precheck is kept: the same model config, input and exporter pass again (a conversion of tens of seconds)
+    key = {"model": store.plain(spec.model), "input": list(example.shape[1:]), "exporter": exp.name,
+           "version": DEPLOY_VERSION}
+    store.Store(spec.paths.store_dir).get_or_make("prechecks", key, precheck, lambda ok, folder: {"passed": ok},
+                                                  lambda folder: True, name=exp.name, what=f"{exp.name} precheck")
+
+def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compressed: bool, key: str) -> Deployed:
     """Export ``out`` (the last step's output, or the dense baseline as it is), evaluate the deployed form on the
-    test and validation splits, and measure it (beside the dense baseline when ``compressed``)."""
+    test and validation splits, and measure it (beside the dense baseline when ``compressed``). ``key`` is the
+    store key digest of ``out`` (the last step's, or the dense baseline's): the exported file and its accuracy are
+    stored under it and the exporter, so a second device that loads the same format reuses both."""
     spec, model, example = env.spec, out.model, env.example
     artifact_dir = env.work_dir / "artifact"
     exp = exporter(spec, out.spec)  # the registry: export= and what the output needs
     env.phases.start(f"export ({exp.name if exp is not None else 'none'}), test and measure")
     try:
-        artifact = exp(model, example, artifact_dir, out.spec) if exp is not None else None
+        hit = None
+        if exp is None:
+            artifact, test = None, _evaluate(out.predict or model, env)
+        elif spec.use_baseline_cache:
+            artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
+        else:
+            artifact, test = _export_and_evaluate(exp, out, env, artifact_dir)
     except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays
         shutil.rmtree(artifact_dir, ignore_errors=True)
         try:
@@ -82,13 +114,8 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
             pass
         raise
     tags = {"quant.runtime": artifact.note} if artifact is not None and out.spec is not None else {}
-    predict = out.predict or model
-    if artifact is not None and exp.accuracy_from_file:
-        predict = exp.predict(artifact)  # a low-precision or converted file: its own outputs count
-    test = training.evaluate(predict, env.dm.test_dataloader())  # the deployed form's accuracy
-    # what sweeps and every "best" choice select on: the same deployed form on the validation split, never the test split
-    val = training.evaluate(predict, env.dm.val_dataloader())
-    test["select/val_acc"], test["select/val_loss"] = val["test/acc"], val["test/loss"]
+    if hit is not None:  # the file and its accuracy came from the store (another device loads the same format)
+        tags["export.cache_hit"] = str(hit).lower()
     log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
              test["test/acc"], dense.test_acc)
     dtype = artifact.dtype if artifact is not None else (out.spec.dtype if out.spec else out.dtype)
@@ -96,6 +123,68 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
                         dtype=dtype, analytic_bytes=out.analytic_bytes, artifact_dir=artifact_dir)
     metrics = {**test, **measured, "baseline/test_acc": dense.test_acc, "delta/acc": test["test/acc"] - dense.test_acc}
     return Deployed(model, exp.name if exp is not None else "none", metrics, measured, tags)
+
+
+def _evaluate(predict, env: "Env") -> dict[str, float]:
+    """The deployed form's test accuracy and loss, and ``select/val_acc`` / ``select/val_loss``: the same form on the
+    validation split, which sweeps and every "best" choice select on (never the test split)."""
+    test = training.evaluate(predict, env.dm.test_dataloader())
+    val = training.evaluate(predict, env.dm.val_dataloader())
+    test["select/val_acc"], test["select/val_loss"] = val["test/acc"], val["test/loss"]
+    return test
+
+
+def _export_and_evaluate(exp: export.Exporter, out: methods.CompressionResult, env: "Env",
+                         artifact_dir: Path) -> tuple[export.Artifact, dict[str, float]]:
+    artifact = exp(out.model, env.example, artifact_dir, out.spec)
+    predict = out.predict or out.model
+    if exp.accuracy_from_file:
+        predict = exp.predict(artifact)  # a low-precision or converted file: its own outputs count
+    return artifact, _evaluate(predict, env)
+
+
+_PATHS = ("path", "files", "extra_files")  # the Artifact fields that hold paths (kept relative to its folder)
+
+
+def _stored_export(exp: export.Exporter, out: methods.CompressionResult, env: "Env", key: str,
+                   artifact_dir: Path) -> tuple[export.Artifact, dict[str, float], bool]:
+    """The file ``exp`` writes for the stored model ``key``, its evaluation and whether the store had them (made and
+    stored otherwise); the run gets its own copy in ``artifact_dir``."""
+    def save(made, folder: Path) -> dict:
+        art, metrics = made
+        fields = {k: v for k, v in dataclasses.asdict(art).items() if k not in _PATHS}
+        rel = {k: _relative(getattr(art, k), art.path.parent) for k in _PATHS}
+        for name in {*rel["files"], *rel["extra_files"], rel["path"]}:
+            (folder / "artifact" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(art.path.parent / name, folder / "artifact" / name)
+        (folder / "deployed.json").write_text(json.dumps({"artifact": {**fields, **rel}, "metrics": metrics}))
+        return {"exporter": exp.name}
+
+    def load(folder: Path):
+        got = store.read_json(folder / "deployed.json")
+        for name in got["artifact"]["files"]:
+            if not (folder / "artifact" / name).is_file():
+                raise store.UnreadableFileError(f"{folder / 'artifact' / name}: missing")
+        return got, folder / "artifact"
+
+    entry = store.Store(env.spec.paths.store_dir).get_or_make(
+        "deployments", store.child_key(key, {"exporter": exp.name, "version": DEPLOY_VERSION}),
+        lambda: _export_and_evaluate(exp, out, env, artifact_dir), save, load, name=exp.name,
+        what=f"deployed file ({exp.name})")
+    if not entry.hit:
+        return (*entry.value, False)
+    got, src = entry.value
+    log.info("deployed file (%s) and its accuracy reused from the store (%s)", exp.name, entry.path)
+    shutil.copytree(src, artifact_dir, dirs_exist_ok=True)
+    a = got["artifact"]
+    art = export.Artifact(**{k: v for k, v in a.items() if k not in _PATHS}, path=artifact_dir / a["path"],
+                          files=[artifact_dir / f for f in a["files"]],
+                          extra_files=[artifact_dir / f for f in a["extra_files"]])
+    return art, {k: float(v) for k, v in got["metrics"].items()}, True
+
+
+def _relative(value, root: Path):
+    return [str(Path(v).relative_to(root)) for v in value] if isinstance(value, list) else str(Path(value).relative_to(root))
 
 
 def child(model: torch.nn.Module, dense: "Dense", env: "Env") -> tuple[dict[str, float], measure.Measurement]:

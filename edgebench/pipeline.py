@@ -52,11 +52,11 @@ def run(cfg: DictConfig) -> RunResult:
         env = chain.Env(spec, splits, dm, example, build, rec.work_dir, phases)
         dense = chain.baseline(env, rec.curve)
         env.trained = chain.teachers(env, rec.teacher)
-        out = methods.CompressionResult(dense.model)  # the dense run deploys the baseline as it is
+        out, key = methods.CompressionResult(dense.model), dense.key  # the dense run deploys the baseline as it is
         for step in chain.chain(steps, dense, env):
             rec.step(step, dense, env)
-            out = step.out
-        deployed = deploy.deploy(out, dense, env, compressed=bool(steps))
+            out, key = step.out, step.key
+        deployed = deploy.deploy(out, dense, env, compressed=bool(steps), key=key)
         rec.finish(deployed, dense, env)
     result = rec.result(deployed, dense)
     print_summary(result, rec.ui)

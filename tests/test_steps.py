@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgebench import methods
@@ -171,3 +173,26 @@ def test_a_step_asks_for_a_trained_model_of_another_config(make_cfg, monkeypatch
         assert kids[0].data.metrics["test/acc"] > 0.5 and kids[0].data.metrics["compute/macs"] > 0
     # the student's run keeps its own dense baseline's curves only (3 epochs), none of the teacher's 2
     assert [m.step for m in client.get_metric_history(first.run_id, "baseline/val/acc")] == [0, 1, 2]
+
+
+def test_a_second_device_of_the_same_format_reuses_the_deployed_file_and_its_accuracy(make_cfg):
+    """Two microcontrollers that load TFLite Micro: the int8 file is converted, its arena measured and its accuracy
+    evaluated once (the store's deployments), while each device gets its own fit and estimate."""
+    from mlflow.tracking import MlflowClient
+
+    from edgebench import pipeline
+
+    common = ["data=digits", "model=lenet5", "trainer.max_epochs=1", "measure.latency=false", "export=device",
+              "steps=[ptq_int8]"]
+    first = pipeline.run(make_cfg(*common, "device=arduino_nano_33_ble_sense"))
+    second = pipeline.run(make_cfg(*common, "device=stm32l4"))
+    client = MlflowClient(make_cfg().paths.mlflow_tracking_uri)
+    t1, t2 = (client.get_run(r.run_id).data.tags for r in (first, second))
+    assert (t1["export.cache_hit"], t2["export.cache_hit"]) == ("false", "true")
+    for k in ("test/acc", "select/val_acc", "select/val_loss", "size/bytes_artifact", "device/ram_bytes"):
+        assert second.metrics[k] == first.metrics[k], k  # the same file: the same bytes, arena and accuracy
+    assert second.metrics["device/latency_ms_est"] != first.metrics["device/latency_ms_est"]  # M4 vs L4R5: its own
+    assert t2["device"] == "stm32l4" and t1["device"] == "arduino_nano_33_ble_sense"
+    assert second.deployable and Path(second.deployable).read_bytes() == Path(first.deployable).read_bytes()
+    third = pipeline.run(make_cfg(*common, "device=raspberry_pi_4"))  # another format: its own file
+    assert client.get_run(third.run_id).data.tags["export.cache_hit"] == "false"

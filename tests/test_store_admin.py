@@ -324,13 +324,16 @@ def test_a_run_keeps_its_model_once_in_mlflow_and_no_local_copy(make_cfg, tmp_pa
     work_dir = Path(cfg.paths.output_dir) / res.run_id
     leftovers = [f for f in work_dir.rglob("*") if f.is_file()] if work_dir.exists() else []
     assert leftovers == []  # no artifact/model.onnx, no step0/lottery/winning_ticket.pt
-    onnx = [f for f in tmp_path.rglob("*.onnx")]
-    assert len(onnx) == 1 and Path(cfg.paths.mlflow_artifact_dir) in onnx[0].parents
+    # the deployable once in MLflow's artifact store, and once in the store's deployments (what a second device of
+    # the same format reuses); nowhere else
+    onnx = sorted(tmp_path.rglob("*.onnx"), key=lambda f: Path(cfg.paths.store_dir) in f.parents)
+    assert len(onnx) == 2 and Path(cfg.paths.mlflow_artifact_dir) in onnx[0].parents
+    assert Path(cfg.paths.store_dir, "deployments") in onnx[1].parents
     client = MlflowClient(cfg.paths.mlflow_tracking_uri)
     assert "model.onnx" in {a.path for a in client.list_logged_model_artifacts(res.model_id)}  # the run's LoggedModel
     # the store's entries stay (baseline, step, lottery levels) but none of their lock files: nobody holds them
     cache = Path(cfg.paths.store_dir)
-    assert {p.name for p in cache.iterdir()} == {"baselines", "steps", "lottery"}
+    assert {p.name for p in cache.iterdir()} == {"baselines", "steps", "lottery", "deployments"}
     assert not list(cache.rglob("*.lock"))
     assert "lottery/winning_ticket.pt" in {a.path for a in client.list_artifacts(res.run_id, "lottery")}
 

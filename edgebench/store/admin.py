@@ -7,7 +7,9 @@
     python -m edgebench.store --clean --yes            # unheld lock files, .corrupt-* set-asides, dead temporaries
 
 The store (``results/cache``, :mod:`edgebench.store`) holds entries ``<kind>/<name>-<digest>/``: dense
-baselines, each step's output (``steps``) and the lottery's levels (``lottery``, an entry made of parts).
+baselines, each step's output (``steps``), the lottery's levels (``lottery``, an entry made of parts), deployed files
+with their accuracy (``deployments``, used by the runs of the model they were exported from) and passed exporter
+prechecks (``prechecks``, a few bytes each).
 
 * **Uses.** A run uses an entry when one of its tags ``baseline.key`` or ``step.<i>.key`` names the entry's
   digest (found in the MLflow store, ``--tracking-uri``, every experiment, deleted runs left out). A scope
@@ -263,6 +265,9 @@ def _attach(entries: list[Entry], runs: list[_Run]) -> None:
         if e.digest is not None:
             e.runs = {r.ref.run_id: r.ref for r in by_key.get(e.digest, [])}
     steps = [e for e in entries if e.kind == "steps" and isinstance(e.key, dict)]
+    for e in entries:  # a deployed file (edgebench.deploy) is used by the runs of the model it was exported from
+        if e.kind == "deployments" and isinstance(e.key, dict):
+            e.runs = {r.ref.run_id: r.ref for r in by_key.get(e.key.get("parent"), [])}
     for e in entries:
         key = e.key
         if not (isinstance(key, dict) and set(key) == {"dense", "method"} and isinstance(key["method"], dict)):
