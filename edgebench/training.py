@@ -309,6 +309,10 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
     device = fabric.device
     epochs = max_epochs or cfg.max_epochs
     module = Classifier(net, cfg, loss).to(device)
+    # channels-last for a conv net (trainer.channels_last): set before the optimiser sees the weights, undone after
+    nhwc = bool(cfg.channels_last) and any(isinstance(m, nn.Conv2d) for m in net.modules())
+    if nhwc:
+        net.to(memory_format=torch.channels_last)
     optimizer, scheduler = module.configure_optimizers()
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     batches = max(1, int(len(train_loader) * cfg.limit_train_batches))
@@ -327,6 +331,8 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
                 if i >= batches:
                     break
                 batch = (_to(batch[0], device), _to(batch[1], device))
+                if nhwc and batch[0].dim() == 4:
+                    batch = (batch[0].contiguous(memory_format=torch.channels_last), batch[1])
                 fabric.call("on_train_batch_start", fabric, module, batch, i)
                 value = module.training_step(batch, i, optimizer)
                 fabric.call("on_train_batch_end", fabric, module, value, batch, i)
@@ -346,6 +352,8 @@ def fit(net: nn.Module, datamodule, cfg: TrainerConfig, *,
         fabric.call("on_train_end", fabric, module)
     finally:
         optimizer.zero_grad(set_to_none=True)  # a trained model holds no gradients
+        if nhwc:  # the model leaves as it came: exporters and the store see contiguous weights
+            net.to(memory_format=torch.contiguous_format)
         bar.close()
         module.loss.detach()
     if val_points is not None:

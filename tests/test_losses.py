@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 
 import pytest
@@ -127,3 +129,32 @@ def test_a_teacher_in_a_loss_is_frozen_and_the_loss_learns_its_own_parameters(dm
     assert all(p.grad is None for p in teacher.parameters())
     assert not torch.equal(reg_before, loss.regressor.weight), "the loss's own regressor was trained"
     assert history[-1]["val/acc"] > 0.7  # the student learned from the teacher alone, no label in its loss
+
+
+def test_a_conv_net_trains_in_channels_last_and_leaves_contiguous_the_same_model(dm):
+    """trainer.channels_last: the weights are NHWC while training (faster CPU kernels) and contiguous after, and the
+    model learns the same as in the default layout (the two differ only in rounding)."""
+    def conv(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(8 * 4 * 4, 10))
+
+    seen = []
+
+    class Spy(nn.Module):  # records the layout of the second conv's weight as the training step sees it
+        def forward(self, x):
+            seen.append(net[3].weight.is_contiguous(memory_format=torch.channels_last)
+                        and not net[3].weight.is_contiguous())
+            return x
+
+    net, plain = conv(), conv()
+    net.insert(0, Spy())
+    plain.insert(0, nn.Identity())
+    cfg = TrainerConfig(max_epochs=2, batch_size=64, progress_bar=ProgressBar.none, scheduler="none")
+    h_nhwc = training.fit(net, dm, cfg)
+    h_plain = training.fit(plain, dm, dataclasses.replace(cfg, channels_last=False))
+    assert seen and all(seen[:5])  # NHWC during training
+    assert all(p.is_contiguous() for p in net.parameters())  # contiguous after
+    assert h_nhwc[-1]["val/acc"] == pytest.approx(h_plain[-1]["val/acc"], abs=0.02)
+    for a, b in zip(net.parameters(), plain.parameters()):
+        assert torch.allclose(a, b, atol=1e-3)  # the same training up to rounding
