@@ -138,3 +138,17 @@ def test_mnist_given_root_without_data_names_root_and_files(tmp_path):
     msg = str(e.value)
     assert f"data.root={tmp_path / 'nothing_here'}" in msg and "does not exist" in msg
     assert all(f in msg for f in sources.IDX_FILES.values()), msg
+
+
+def test_a_process_loads_the_same_data_once():
+    """A sweep's jobs in one process: the second load of the same data config reuses the tensors (a fresh
+    DataSplits each time); another config loads again."""
+    from edgebench import data
+
+    a = data.load_data(DataConfig(name="digits"), "unused")
+    b = data.load_data(DataConfig(name="digits"), "unused")
+    assert a is not b and a.train_x is b.train_x and a.digest == b.digest
+    a.train_x = None  # a caller replacing an attribute does not change what the next run gets
+    assert data.load_data(DataConfig(name="digits"), "unused").train_x is b.train_x
+    c = data.load_data(DataConfig(name="digits", split_seed=1), "unused")
+    assert c.train_x is not b.train_x and len(c.train_x) == len(b.train_x)
