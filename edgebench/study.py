@@ -46,7 +46,7 @@ RULES = ("at_least", "at_most")  # the paired difference's whole 95% interval li
 TABLES = ("arms", "comparisons")
 ARM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ >-]*")
 KEYS = {"name", "title", "question", "base", "arms", "reference", "budgets", "metrics", "comparisons", "tables",
-        "plots", "extra", "extra_args", "notes", "devices"}
+        "plots", "extra", "extra_args", "notes", "devices", "ledger"}
 
 
 class StudyError(ConfigError):
@@ -96,6 +96,10 @@ class Study:
     # once per arm and seed, through the store; each device deploys it in its own format). Such a study's tables
     # are its extra hook's (the leaderboard): its arms are not compared as one value per seed.
     devices: list[str] = field(default_factory=list)
+    # its finished runs' figures also kept in NAME.runs.csv beside the report (committed with it): a checkout without
+    # the MLflow store that ran them counts them as finished and reports them, so a study longer than one sitting (or
+    # one machine's life) runs in chunks (edgebench.report.studies.write_ledger)
+    ledger: bool = False
 
     def experiment(self, budget: str) -> str:
         """The MLflow experiment of a budget's runs: ``study-NAME`` for full, ``study-NAME-BUDGET`` otherwise."""
@@ -254,6 +258,9 @@ def parse(raw: Any, path: Path | None = None) -> Study:
         raise _fail(f"{where}: extra_args", f"must be a mapping, got {extra_args!r}", "write e.g. extra_args: {calls: 300}")
     if extra_args and extra is None:
         raise _fail(f"{where}: extra_args", "given without an extra: hook to read it", "add extra: module:function")
+    ledger = raw.get("ledger", False)
+    if not isinstance(ledger, bool):
+        raise _fail(f"{where}: ledger", f"must be true or false, got {ledger!r}", "write ledger: true")
     devices = _strings(raw.get("devices"), f"{where}: devices")
     if not devices and any(b.devices for b in budgets.values()):
         raise _fail(f"{where}: budgets", "a budget names devices but the study has no devices:",
@@ -277,7 +284,7 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     return Study(name, str(raw.get("title") or name), str(raw.get("question") or ""), _strings(raw.get("base"), f"{where}: base"),
                  arms, reference, budgets, metrics, comparisons, tables, [dict(p) for p in plots],
                  None if extra is None else str(extra), dict(extra_args), str(raw.get("notes") or "").strip(), path,
-                 devices)
+                 devices, ledger)
 
 
 # ---------------------------------------------------------------------------------------------------------- running
@@ -341,17 +348,23 @@ def check(study: Study, budget: str, root: Path, results_dir: Path | None = None
     return out
 
 
-def load_runs(study: Study, budget: str, tracking_uri: str):
+def load_runs(study: Study, budget: str, tracking_uri: str, ledger: Path | None = None):
     """The study's finished top-level runs at ``budget``, one per arm and seed (the latest of duplicates), and the
-    runs left out with the reason (:func:`edgebench.report.studies.runs`)."""
+    runs left out with the reason (:func:`edgebench.report.studies.runs`); with ``ledger`` (the study's
+    ``NAME.runs.csv``), also the runs it keeps that this MLflow store does not have."""
     from edgebench.report import studies
 
-    return studies.runs(study, budget, tracking_uri)
+    return studies.runs(study, budget, tracking_uri, ledger)
 
 
-def _done(study: Study, budget: str, uri: str) -> set[tuple[str, int]]:
+def ledger_path(study: Study, out_dir: Path) -> Path | None:
+    """Where a study with ``ledger: true`` keeps its finished runs' figures: ``NAME.runs.csv`` beside its report."""
+    return Path(out_dir) / f"{study.name}.runs.csv" if study.ledger else None
+
+
+def _done(study: Study, budget: str, uri: str, ledger: Path | None = None) -> set[tuple[str, int]]:
     """The (arm, seed) pairs with a finished run (on every device of a study over devices)."""
-    df, _ = load_runs(study, budget, uri)
+    df, _ = load_runs(study, budget, uri, ledger)
     if df.empty:
         return set()
     if not study.devices:
@@ -365,17 +378,19 @@ def _eta(seconds: float) -> str:
 
 
 def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Path | None = None,
-           log_dir: Path | None = None, echo=print, ray_address: str | None = None) -> dict[str, Any]:
+           log_dir: Path | None = None, echo=print, ray_address: str | None = None,
+           ledger: Path | None = None) -> dict[str, Any]:
     """Run every arm x seed of ``budget`` that has no finished run: one Hydra multirun per arm (its seeds as Ray
     tasks on the cluster at ``ray_address`` when given). Returns what ran, what was skipped and what failed (with
-    the tail of its output)."""
+    the tail of its output). With ``ledger`` (:func:`ledger_path`), the runs it keeps count as finished, and it is
+    written again after every arm (commit it as it grows)."""
     arms = check(study, budget, root, results_dir)
     uri = next(iter(arms.values()))["tracking_uri"]
     ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
     seeds = study.budgets[budget].seeds
     per = max(1, len(study.devices_at(budget)))  # runs per arm and seed
     total = len(study.arms) * len(seeds) * per
-    done = _done(study, budget, uri)
+    done = _done(study, budget, uri, ledger)
     todo = {arm: [s for s in seeds if (arm, s) not in done] for arm in study.arms}
     n_todo = sum(map(len, todo.values())) * per
     axes = f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" x {per} devices" if study.devices else "")
@@ -430,8 +445,19 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
             echo(f"  arm {arm!r} FAILED (exit {rc}); its output: {logfile}")
         else:
             echo(f"  arm {arm!r} done in {_eta(time.perf_counter() - t)}")
+        if ledger is not None:
+            _write_ledger(study, budget, uri, ledger, echo)
     return {"arms": arms, "tracking_uri": uri, "ran": n_todo, "finished_before": total - n_todo, "failed": failed,
             "wall_s": time.perf_counter() - started}
+
+
+def _write_ledger(study: Study, budget: str, uri: str, ledger: Path, echo=print) -> None:
+    from edgebench.report import studies
+
+    df, _ = load_runs(study, budget, uri, ledger)
+    if not df.empty:
+        n = studies.write_ledger(study, df, ledger)
+        echo(f"  {n} finished runs kept in {ledger}")
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -439,12 +465,16 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
 def write_report(study: Study, budget: str, root: Path, out_dir: Path, results_dir: Path | None = None,
                  launched: dict[str, Any] | None = None, command: str = "", echo=print) -> dict[str, Any]:
     """Write ``NAME.md`` and ``NAME.json`` (and a PNG per plot) under ``out_dir`` from the study's finished runs,
-    through the report layer (:func:`edgebench.report.studies.write`)."""
+    through the report layer (:func:`edgebench.report.studies.write`); a study with a ledger reads and rewrites its
+    ``NAME.runs.csv`` there too."""
     from edgebench.report import studies
 
     arms_info = (launched or {}).get("arms") or check(study, budget, root, results_dir)
     uri = next(iter(arms_info.values()))["tracking_uri"]
-    df, left = load_runs(study, budget, uri)
+    ledger = ledger_path(study, out_dir)
+    df, left = load_runs(study, budget, uri, ledger)
+    if ledger is not None and not df.empty:
+        studies.write_ledger(study, df, ledger)
     if df.empty:
         raise StudyError(f"study {study.name} [{budget}]: no finished runs in MLflow experiment "
                          f"{study.experiment(budget)} of {uri}; run it without --report-only first")
@@ -523,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                              + (["--ray", args.ray] if args.ray else []))
         launched = None
         if not args.report_only:
-            launched = launch(study, args.budget, root, args.jobs, results_dir, ray_address=args.ray)
+            launched = launch(study, args.budget, root, args.jobs, results_dir, ray_address=args.ray,
+                              ledger=ledger_path(study, out))
         write_report(study, args.budget, root, out, results_dir, launched, command)
     except StudyError as e:
         print(f"edgebench.study: error: {e}", file=sys.stderr)

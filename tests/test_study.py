@@ -293,7 +293,7 @@ def test_a_study_over_devices_runs_each_arm_and_seed_on_its_budgets_devices(monk
 
     runs = pd.DataFrame([{"study.arm": "dense", "seed": 0, "device": d} for d in DEVICE_STUDY["devices"]]
                         + [{"study.arm": "pruned", "seed": 0, "device": "raspberry_pi_4"}])
-    monkeypatch.setattr(st, "load_runs", lambda study, budget, uri: (runs, []))
+    monkeypatch.setattr(st, "load_runs", lambda study, budget, uri, ledger=None: (runs, []))
     assert st._done(s, "full", "uri") == {("dense", 0)}
     assert st._done(s, "smoke", "uri") == {("dense", 0)}
 
@@ -341,6 +341,65 @@ def test_a_study_over_devices_writes_the_leaderboard(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert st.main([str(path)]) == 0  # resumed: nothing runs again
     assert "8 runs (2 arms x 2 seeds x 2 devices), 8 finished before, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # 10 digits runs and a study in a second process, about 2 minutes
+def test_a_study_with_a_ledger_resumes_and_reports_in_a_checkout_without_its_mlflow_store(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """ledger: true keeps the finished runs' figures in results/NAME.runs.csv (committed with the report): a fresh
+    checkout (no MLflow store, no model store) counts them as finished, runs only what is missing and writes the
+    same board from them."""
+    import shutil
+
+    import pandas as pd
+
+    raw = {**TINY, "base": [*TINY["base"], "export=device"], "arms": {"dense": [], "int8": ["steps=[ptq_int8]"]},
+           "metrics": ["test/acc"], "tables": [], "comparisons": [], "plots": [], "extra": "edgebench.report.leaderboard:study",
+           "devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4"], "budgets": {"full": {"seeds": [0, 1]}},
+           "ledger": True}
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    first.mkdir()
+    path = first / "tiny_ledger.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(first)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(path)]) == 0
+    results = first / "results"
+    ledger = pd.read_csv(results / "tiny.runs.csv")
+    assert len(ledger) == 8 and set(ledger["study.arm"]) == {"dense", "int8"}
+    assert {"run_id", "study.spec", "seed", "device", "test/acc", "select/val_acc", "device/ram_bytes"} <= set(ledger)
+    assert not any(c.startswith(("edgebench.host", "edgebench.pid")) for c in ledger)  # nothing of the machine
+    board = pd.read_csv(results / "tiny.csv")
+    # a fresh checkout elsewhere: the study and its committed ledger, no MLflow store, no model store
+    results = fresh / "results"
+    results.mkdir(parents=True)
+    shutil.copy(first / "results" / "tiny.runs.csv", results)
+    path = Path(shutil.copy(path, fresh))
+    # one run (int8, seed 1, on the Pi) is not in the ledger: that arm and seed runs again, nothing else
+    led = pd.read_csv(results / "tiny.runs.csv")
+    gone = (led["study.arm"] == "int8") & (led["seed"] == 1) & (led["device"] == "raspberry_pi_4")
+    led[~gone].to_csv(results / "tiny.runs.csv", index=False)
+    def study_there() -> str:  # its own process, as in a new checkout (this one has resolved its paths already)
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "edgebench.study", str(path)], cwd=fresh, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    out = study_there()
+    assert "8 runs (2 arms x 2 seeds x 2 devices), 6 finished before, 2 to run" in out
+    assert f"MLflow experiment study-tiny in sqlite:///{results / 'mlflow.db'}" in out
+    assert "'int8': seeds 1" in out and "'dense': seeds" not in out
+    again = pd.read_csv(results / "tiny.runs.csv")
+    assert len(again) == 8  # the six it kept and the two that ran (the old Arduino run of seed 1 was replaced)
+    md = (results / "tiny.md").read_text()
+    assert "(6 of them read from `tiny.runs.csv`, the study's ledger" in md
+    new = pd.read_csv(results / "tiny.csv")
+    cols = ["device", "family", "model", "test_acc_seed0"]
+    pd.testing.assert_frame_equal(new[cols], board[cols])  # seed 0 came from the ledger alone: the same board
+    assert "8 finished before, 0 to run" in study_there()
 
 
 def test_the_extra_hook_adds_its_table_to_the_report(ran, monkeypatch):
@@ -447,3 +506,34 @@ def test_the_ported_quantisation_studies_compose_at_both_budgets(name, chain):
     if s.extra:
         module, _, fn = s.extra.partition(":")
         assert callable(getattr(importlib.import_module(module), fn))
+
+
+def test_a_ledger_counts_its_runs_as_finished_by_the_same_rules(tmp_path):
+    """The rows of NAME.runs.csv join the MLflow store's runs (ledger true) and are judged alike: an arm edited since
+    (another study.spec), a seed out of the budget, an arm no longer in the study are left out with the reason."""
+    import pandas as pd
+
+    from edgebench.report import studies
+
+    s = parse(ledger=True)
+    spec = {a: s.spec(a, "full") for a in s.arms}
+    rows = [{"run_id": f"r{i}", "run_name": f"run {i}", "start_time": "2026-12-01 10:00:00+00:00",
+             "end_time": f"2026-12-01 10:0{i}:00+00:00", "study": "tiny", "study.arm": arm, "study.spec": sp,
+             "study.budget": "full", "seed": seed, "test/acc": 0.9 + i / 100}
+            for i, (arm, sp, seed) in enumerate([("dense", spec["dense"], 0), ("dense", spec["dense"], 1),
+                                                 ("pruned", spec["pruned"], 0), ("pruned", "edited", 1),
+                                                 ("dense", spec["dense"], 7), ("gone", "x", 0)])]
+    ledger = tmp_path / "tiny.runs.csv"
+    pd.DataFrame(rows).to_csv(ledger, index=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # an empty store: every run comes from the ledger
+    df, left = studies.runs(s, "full", uri, ledger)
+    assert sorted(zip(df["study.arm"], df["seed"])) == [("dense", 0), ("dense", 1), ("pruned", 0)]
+    assert df["ledger"].all() and str(df["end_time"].dtype).startswith("datetime64")
+    assert {r for r, _ in left} == {"r3", "r4", "r5"}
+    assert st._done(s, "full", uri, ledger) == {("dense", 0), ("dense", 1), ("pruned", 0)}
+    assert studies.values(s, df)["dense"]["test/acc"] == {0: 0.9, 1: 0.91}
+    # written back: the kept runs only, sorted, without the column that marks where they came from
+    assert studies.write_ledger(s, df, tmp_path / "again.csv") == 3
+    again = pd.read_csv(tmp_path / "again.csv")
+    assert list(again["run_id"]) == ["r0", "r1", "r2"] and "ledger" not in again
+    assert studies.runs(s, "full", uri, None)[0].empty  # without the ledger: nothing finished

@@ -34,16 +34,26 @@ def plain(v) -> str:
 def _search(tracking_uri: str, experiment: str, missing_ok: bool = False) -> pd.DataFrame:
     """Every run of the experiment, of every status (the parents' status is needed); no experiment of that name
     exits naming the store's experiments, or is no runs with ``missing_ok``."""
+    import os
+
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        if missing_ok:
-            return pd.DataFrame()
-        names = [e.name for e in mlflow.search_experiments()]
-        raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}; experiments: {', '.join(names) or 'none'}")
-    return mlflow.search_runs([exp.experiment_id], max_results=50000)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)  # which also sets MLFLOW_TRACKING_URI: put back below, so that a config
+    try:  # composed later in this process (paths.mlflow_tracking_uri reads it) or a child process does not inherit it
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            if missing_ok:
+                return pd.DataFrame()
+            names = [e.name for e in mlflow.search_experiments()]
+            raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}; experiments: "
+                             f"{', '.join(names) or 'none'}")
+        return mlflow.search_runs([exp.experiment_id], max_results=50000)
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _select(every: pd.DataFrame, sweep: str | None, device: str | None) -> pd.DataFrame:

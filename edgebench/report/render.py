@@ -292,7 +292,9 @@ def study_markdown(study, budget: str, df: pd.DataFrame, left: list, vals: dict,
               f"{', '.join(map(str, seeds))}; model {', '.join(shared['model'])}; data {', '.join(shared['data'])}; "
               f"trainer.max_epochs {', '.join(shared['epochs'])}"
               + (f"; budget overrides `{' '.join(b.overrides)}`" if b.overrides else "") + ". "
-              f"{len(df)} runs in MLflow experiment `{study.experiment(budget)}`; run wall time "
+              f"{len(df)} runs in MLflow experiment `{study.experiment(budget)}`"
+              + (f" ({facts['ledger_runs']} of them read from `{study.name}.runs.csv`, the study's ledger: runs "
+                 "made where that store is not here)" if facts.get("ledger_runs") else "") + "; run wall time "
               f"{facts['run_wall_s'] / 60:.1f} min in all (first start to last end {facts['span_s'] / 60:.1f} min; a "
               "dense baseline found in the store is not trained again)"
               + (f"; this invocation {launched['wall_s'] / 60:.1f} min, {launched['ran']} runs launched, "
@@ -372,6 +374,7 @@ def study_json(study, budget: str, df: pd.DataFrame, left: list, vals: dict, row
             "arm_configs": {a: {k: v for k, v in i.items() if k != "tracking_uri"} for a, i in arms_info.items()},
             "experiment": study.experiment(budget), "date": facts["date"], "command": command,
             "run_wall_s": round(facts["run_wall_s"], 1), "span_s": round(facts["span_s"], 1),
+            "ledger_runs": facts.get("ledger_runs", 0),
             "invocation_wall_s": round(launched["wall_s"], 1) if launched else None, **facts["cpu"],
             "values": {a: {m: {str(s): v for s, v in sorted(xs.items())} for m, xs in ms.items()}
                        for a, ms in vals.items()},

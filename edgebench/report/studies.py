@@ -32,13 +32,31 @@ DERIVED = {
 ARM, SPEC = "study.arm", "study.spec"  # the run tags the runner sets (with study and study.budget)
 
 
-def runs(study, budget: str, tracking_uri: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+# what a ledger (NAME.runs.csv) keeps of each run: who it is, what it ran, and every figure the report layer reads
+# (the study's metrics, the report table's columns, the selection split's); nothing of the machine that ran it
+LEDGER = ["run_id", "run_name", "start_time", "end_time", "study", ARM, SPEC, "study.budget", "seed", "device",
+          "config_hash", "replicate_group", "data", "model", "model.width_mult", "method", "chain", "steps",
+          "select/val_acc", "select/val_loss", "export.name"]
+LEDGER_SOURCE = "ledger"  # the column that marks a run read from the ledger, not from this MLflow store
+
+
+def runs(study, budget: str, tracking_uri: str, ledger: Path | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The study's finished top-level runs at ``budget`` (:func:`edgebench.report.load_runs`), one per arm and seed
     (the latest of duplicates), and the runs left out with the reason: an arm no longer in the study, an arm edited
-    since (another ``study.spec``), a seed not in the budget, an older run of the same arm and seed."""
+    since (another ``study.spec``), a seed not in the budget, an older run of the same arm and seed. With
+    ``ledger`` (the study's ``NAME.runs.csv``, :func:`write_ledger`), its runs of this budget that this MLflow store
+    does not have join them (column ``ledger`` true), judged by the same rules."""
     df = load_runs(tracking_uri, study.experiment(budget), children=False, tagged=(ARM,), missing_ok=True)
+    if ledger is not None and Path(ledger).is_file():
+        kept = read_ledger(ledger)
+        kept = kept[(kept["study.budget"] == budget) & ~kept["run_id"].isin(df["run_id"] if len(df) else [])]
+        if len(kept):
+            df = pd.concat([df.assign(**{LEDGER_SOURCE: False}) if len(df) else df, kept], ignore_index=True)
     if df.empty:
         return pd.DataFrame(), []
+    if LEDGER_SOURCE not in df:
+        df[LEDGER_SOURCE] = False
+    df[LEDGER_SOURCE] = df[LEDGER_SOURCE].fillna(False).astype(bool)
     left, keep = [], []
     for i, r in df.iterrows():
         arm = r[ARM]
@@ -61,6 +79,44 @@ def runs(study, budget: str, tracking_uri: str) -> tuple[pd.DataFrame, list[tupl
     # where the runs are, for an extra hook that reads more of them (a step's child runs) through load_runs
     out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget))
     return out, left
+
+
+def ledger_columns(study, df: pd.DataFrame) -> list[str]:
+    """The columns a ledger keeps: :data:`LEDGER`, the study's metrics (the ones derived from others: those others)
+    and the report table's (:data:`edgebench.report.table.COLUMNS`), as far as the runs have them."""
+    from edgebench.report.table import COLUMNS
+
+    derived = {"size/bytes_artifact", "size/bytes_sparse", "memory/tflm_arena_bytes_est", "memory/tflm_arena_bytes"}
+    want = [*LEDGER, *study.metrics, *sorted(derived), *COLUMNS]
+    return [c for c in dict.fromkeys(want) if c in df and c not in DERIVED]
+
+
+def write_ledger(study, df: pd.DataFrame, path: Path) -> int:
+    """Keep the study's finished runs ``df`` (:func:`runs`, the ledger's own among them) in ``path`` as CSV, one row
+    per run sorted by arm, seed and device: the figures of :func:`ledger_columns`, the MLflow run id and the
+    ``study.spec`` each was made under. Written whole to a temporary file and renamed. Returns the rows written."""
+    from edgebench.store import atomic_write
+
+    cols = ledger_columns(study, df)
+    order = [c for c in (ARM, "seed", "device") if c in df]
+    out = df[cols].sort_values(order, kind="stable")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: out.to_csv(tmp, index=False))
+    return len(out)
+
+
+def read_ledger(path: Path) -> pd.DataFrame:
+    """A ledger's runs as :func:`runs` reads MLflow's: times as UTC timestamps, seeds as integers, column
+    ``ledger`` true."""
+    df = pd.read_csv(path)
+    for col in ("start_time", "end_time"):
+        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+    df["seed"] = df["seed"].astype("Int64").astype(object)
+    for col in (ARM, SPEC, "study.budget", "run_id", "device"):
+        if col in df:
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+    df[LEDGER_SOURCE] = True
+    return df
 
 
 def _value(row, metric: str) -> float | None:
@@ -127,6 +183,7 @@ def write(study, budget: str, df: pd.DataFrame, left: list, arms_info: dict[str,
         "seeds": seeds,
         "missing": [(a, s) for a in study.arms for s in seeds if not ((df[ARM] == a) & (df["seed"] == s)).any()],
         "run_wall_s": float((df["end_time"] - df["start_time"]).dt.total_seconds().sum()),
+        "ledger_runs": int(df[LEDGER_SOURCE].sum()) if LEDGER_SOURCE in df else 0,
         "span_s": (df["end_time"].max() - df["start_time"].min()).total_seconds(),
         "cpu": _host_cpu() if any(m.startswith("latency/") for m in study.metrics) else {},
         "extra": (extra(study, df, vals) or {}) if extra else {},
