@@ -32,13 +32,14 @@ def _net():
 
 def test_registry_names_and_what_each_artifact_says():
     assert export.names() == ["auto", "device", "onnx", "onnx_fp16", "onnx_int8", "torch_export", "tflite", "tflite_int8",
-                              "tflite_micro"]
+                              "tflite_micro", "tflite_micro_fp32"]
     table = {n: (e.dtype, e.format, e.runtime) for n, e in export.EXPORTERS.items()}
     assert table == {"onnx": ("fp32", "onnx", "onnxruntime"), "onnx_fp16": ("fp16", "onnx", "onnxruntime"),
                      "onnx_int8": ("int8", "onnx", "onnxruntime"),
                      "torch_export": ("bf16", "torch.export", "torch"),
                      "tflite": ("fp32", "tflite", "litert"), "tflite_int8": ("int8", "tflite", "litert"),
-                     "tflite_micro": ("int8", "tflite_micro", "litert")}
+                     "tflite_micro": ("int8", "tflite_micro", "litert"),
+                     "tflite_micro_fp32": ("fp32", "tflite_micro", "litert")}
     assert export.resolve("auto", "int8").name == "onnx_int8"  # auto never picks a TFLite exporter
 
 

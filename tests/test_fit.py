@@ -28,9 +28,13 @@ def test_a_zoo_model_on_a_microcontroller_says_what_would_make_it_fit(capsys):
     assert micro["fits"] and micro["needs"].startswith("+method=ptq_int8")
     assert micro["runtime"] == "TFLite Micro with CMSIS-NN kernels" and micro["latency_low_ms"] is not None
     assert micro["bytes"] * 4 == own["bytes"]  # int8 weights: a quarter of fp32
-    assert out["advice"]["stm32l4"] == ("int8 TFLite Micro (export=tflite_micro): 4.0x smaller; needs +method=ptq_int8 "
-                                        "(or qat_int8)")
+    # it fits as it is, as a float TFLite Micro file: the advice needs no other step
+    assert out["advice"]["stm32l4"] == "fp32 TFLite Micro (export=tflite_micro_fp32)"
     assert any("arena" in n for n in micro["notes"])  # the RAM is the arena estimate, with its band
+    flt = by["tflite_micro_fp32"]
+    assert flt["fits"] and flt["needs"] == "" and flt["bytes"] == own["bytes"]
+    assert flt["runtime"] == "TFLite Micro, reference kernels" and flt["latency_ms"] is None  # not calibrated: none
+    assert flt["ram_bytes"] > micro["ram_bytes"]  # 4-byte activations
 
 
 def test_every_profile_is_answered_and_uncalibrated_figures_say_so(capsys):

@@ -160,7 +160,7 @@ def test_the_fix_hint_comes_from_the_exporters_each_device_runtime_loads():
     # docs/devices.md quotes this one
     assert format_reason(load_device("arduino_nano_33_ble_sense"), "onnx") == (
         "arduino_nano_33_ble_sense runs tflite_micro, which cannot load a onnx file; "
-        "use export=tflite_micro after +method=ptq_int8 (or qat_int8)")
+        "use export=tflite_micro after +method=ptq_int8 (or qat_int8), or export=tflite_micro_fp32")
     # the Edge TPU loads int8 .tflite files; without its compiler LiteRT on the CPU loads any .tflite
     assert "use export=tflite" in format_reason(load_device("coral_dev_board"), "onnx")
     assert format_reason(load_device("apalis_imx6"), "torch.export").endswith(
@@ -234,25 +234,31 @@ def test_export_device_picks_each_profiles_own_format():
     assert for_device(runtimes("coral_dev_board"), "int8") == "tflite_int8"
     assert for_device(runtimes("jetson_nano_2gb"), None) == "onnx"
     assert for_device(runtimes("jetson_nano_2gb"), "int8") == "onnx_int8"
-    assert for_device(runtimes("arduino_nano_33_ble_sense"), None) is None  # a float model: no format of its own
+    assert for_device(runtimes("arduino_nano_33_ble_sense"), None) == "tflite_micro_fp32"  # a float model
+    assert for_device(runtimes("coral_dev_board"), "fp16") is None  # no runtime of the board loads fp16 files
     assert for_device(runtimes("azure_sphere_mt3620"), "int8") == "tflite_micro"  # its real-time Cortex-M4F cores
     assert for_device(runtimes("vcu128"), "int8") is None  # a DPU overlay and Vitis AI: nothing edgebench writes
 
 
 @needs_packages
-def test_export_device_deploys_int8_to_the_arduino_as_tflite_micro_and_float_there_does_not_fit(make_cfg):
+def test_export_device_deploys_int8_and_float_to_the_arduino_as_tflite_micro(make_cfg):
     common = ("data=digits", "model=lenet_300_100", "trainer.max_epochs=2", "device=arduino_nano_33_ble_sense",
               "export=device", "measure.latency=false")
     res = pipeline.run(make_cfg(*common, "+method=ptq_int8"))
     assert res.tags["export.format"] == "tflite_micro" and res.metrics["device/fits"] == 1.0
-    assert res.tags["device.ram_source"] == "tflm_arena"
-    dense = pipeline.run(make_cfg(*common))  # a float model on a board that runs int8 TFLite Micro only
-    assert dense.metrics["device/fits"] == 0.0 and "export=tflite_micro" in dense.tags["device.fit"]
+    assert res.tags["device.ram_source"] == "tflm_arena" and res.tags["device.runtime"] == "tflite_micro+cmsis_nn"
+    dense = pipeline.run(make_cfg(*common))  # a float model: the fp32 file, in TFLite Micro's reference kernels
+    assert dense.tags["export.name"] == "tflite_micro_fp32" and dense.tags["export.dtype"] == "fp32"
+    assert dense.metrics["device/fits"] == 1.0 and dense.tags["device.ram_source"] == "tflm_arena"
+    assert dense.metrics["device/ram_bytes"] == dense.metrics["memory/tflm_arena_bytes"] > 0  # its own arena
+    assert dense.tags["device.runtime"] == "tflite_micro+reference"
+    assert "device/latency_ms_est" not in dense.metrics  # no published figure calibrates the float kernels
 
 
 def test_export_auto_follows_the_device_runtime_and_falls_back_with_a_warning(monkeypatch, caplog):
     """README: `+method=ptq_int8 device=coral_dev_board` gives an int8 .tflite (auto = the device's own format); a
-    float model on a board without a float runtime gets ONNX, and a missing extra falls back with a warning."""
+    float model on a microcontroller the fp32 TFLite Micro file, an fp16 one (no runtime of the board loads it) ONNX,
+    and a missing extra falls back with a warning."""
     import dataclasses
 
     from edgebench.export import registry
@@ -262,7 +268,8 @@ def test_export_auto_follows_the_device_runtime_and_falls_back_with_a_warning(mo
 
     assert resolve("auto", "int8", runtimes=runtimes("coral_dev_board")).name == "tflite_int8"
     assert resolve("auto", "int8", runtimes=runtimes("stm32l4")).name == "tflite_micro"
-    assert resolve("auto", None, runtimes=runtimes("arduino_nano_33_ble_sense")).name == "onnx"
+    assert resolve("auto", None, runtimes=runtimes("arduino_nano_33_ble_sense")).name == "tflite_micro_fp32"
+    assert resolve("auto", "fp16", runtimes=runtimes("arduino_nano_33_ble_sense")).name == "onnx_fp16"
     assert resolve("auto", "int8", runtimes=runtimes("host")).name == "onnx_int8"
     assert resolve("auto", None, enabled=False, runtimes=runtimes("host")) is None
 

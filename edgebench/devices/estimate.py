@@ -143,10 +143,11 @@ NO_EDGETPU = ("the Edge TPU runs only files compiled by edgetpu_compiler, which 
               "file runs on the board's CPU (the Coral Dev Board's 4x Cortex-A53) under LiteRT")
 
 
-def runtime_key(profile: DeviceConfig, runtime: str | None) -> str | None:
-    """The calibration name of a runtime on this profile: TFLite Micro with the profile's kernels."""
+def runtime_key(profile: DeviceConfig, runtime: str | None, dtype: str = "int8") -> str | None:
+    """The calibration name of a runtime on this profile: TFLite Micro with the profile's kernels for an int8 model;
+    with its reference kernels for a float one (CMSIS-NN and ESP-NN optimise int8 kernels only)."""
     if runtime == "tflite_micro":
-        return f"tflite_micro+{profile.tflm_kernels}"
+        return f"tflite_micro+{profile.tflm_kernels if dtype == 'int8' else 'reference'}"
     return runtime
 
 
@@ -180,7 +181,7 @@ def latency_estimate(profile: DeviceConfig, runtime: str | None, dtype: str, lay
                      ops: list[Op] | None = None) -> published.LatencyEstimate | None:
     """Batch-1 latency of the model on ``profile`` under ``runtime``: op-level where that runtime is calibrated on
     published measurements, else the profile's roofline; None without a figure for ``dtype`` (or without ops)."""
-    key = runtime_key(profile, runtime)
+    key = runtime_key(profile, runtime, dtype)
     graph = ops if ops is not None else ops_from_layers(layers)
     if not graph:
         return None
@@ -190,7 +191,9 @@ def latency_estimate(profile: DeviceConfig, runtime: str | None, dtype: str, lay
             if ops is None:
                 est.calibration += "; ops from the PyTorch model's conv/linear layers (no .tflite file to read)"
             return est
-    if not profile.peak_ops.get(dtype):
+    if not profile.peak_ops.get(dtype) or (runtime == "tflite_micro" and dtype != "int8"):
+        # TFLite Micro's float kernels are the reference ones, far from the core's peak, and no published
+        # measurement calibrates them: a roofline would rank a float file ahead of its calibrated int8 one
         return None
     ms = estimate_latency_s(layers, profile, dtype) * 1e3
     how = profile.calibration
@@ -243,7 +246,7 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
         reasons.append(f"{what} {ram:,} B > memory {profile.memory_bytes:,} B")
     report = DeviceReport(profile.name, not reasons, reasons, artifact_bytes, ram,
                           ram_source="tflm_arena" if arena_bytes is not None else "estimate",
-                          runtime=runtime_key(profile, runtime))
+                          runtime=runtime_key(profile, runtime, dtype))
     if artifact_format is None and profile.kind != DeviceKind.host:
         notes.append("format not checked: no artifact was exported")
     if profile.kind == DeviceKind.host:
@@ -251,8 +254,11 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
         return report
     est = latency_estimate(profile, runtime, dtype, layers, ops)
     if est is None:
-        report.note = "; ".join([f"no estimate: {profile.name} has no peak compute figure or calibrated latency model for {dtype}"
-                                 + (f" under {runtime}" if runtime else ""), *notes])
+        why = (f"no estimate: no published measurement calibrates TFLite Micro's {dtype} (reference) kernels, and "
+               "they run far below the core's peak" if runtime == "tflite_micro" and dtype != "int8" else
+               f"no estimate: {profile.name} has no peak compute figure or calibrated latency model for {dtype}"
+               + (f" under {runtime}" if runtime else ""))
+        report.note = "; ".join([why, *notes])
         return report
     report.latency_ms_est, report.latency_low_ms, report.latency_high_ms = est.ms, est.low_ms, est.high_ms
     report.calibration = est.calibration

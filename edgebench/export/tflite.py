@@ -458,16 +458,36 @@ def tflite_int8(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None,
           requires=lambda: require("tflite_micro", micro=True), devices=("tflite_micro", "tflite", "tflite_edgetpu", "x_cube_ai"),
           precheck=_check_int8, label="TFLite Micro", after=INT8, **LITERT)
 def tflite_micro(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
-    art = _int8(model, example, spec, out_dir)
+    return _for_micro(_int8(model, example, spec, out_dir), example, out_dir)
+
+
+# after tflite_micro: a microcontroller's int8 file stays the int8 one; a float model (a dense reference, a pruned or
+# low-rank net without int8) gets this float file instead of one no runtime of the device loads
+@register("tflite_micro_fp32", dtype="fp32", format="tflite_micro", requires=lambda: require("tflite_micro_fp32", micro=True),
+          devices=("tflite_micro",), precheck=_check_fp32, label="TFLite Micro", **LITERT)
+def tflite_micro_fp32(model: nn.Module, example: torch.Tensor, spec: QuantSpec | None, out_dir: Path) -> Artifact:
+    path = convert_fp32(model, example, out_dir / "model.tflite")
+    art = Artifact(path, [path], "tflite", "litert-torch", "fp32", "litert",
+                   "fp32 TFLite flatbuffer (torch.export strict -> litert-torch), run by LiteRT on the host")
+    return _for_micro(art, example, out_dir)
+
+
+def _for_micro(art: Artifact, example: torch.Tensor, out_dir: Path) -> Artifact:
+    """A .tflite file made ready for TFLite Micro: its tensor arena measured by running it there, TFLite Micro's
+    output checked against LiteRT's reference kernels on the example, and the C array written."""
     lite = LiteRT(art.path)
     x = lite.quantize_input(example[:1])
     arena = measure_arena(art.path, x)
     # spot check: TFLite Micro's kernels compute what LiteRT's reference kernels do on this input
     ref = LiteRT(art.path, reference=True).run_one(x)
     micro = tflm_predict(art.path, arena, x)
-    diff = int(np.abs(ref.astype(np.int32) - micro.astype(np.int32)).max())
-    if diff > 1:
-        log.warning("TFLite Micro output differs from LiteRT's reference kernels by %d LSB on the example", diff)
+    if art.dtype == "int8":
+        diff = int(np.abs(ref.astype(np.int32) - micro.astype(np.int32)).max())
+        if diff > 1:
+            log.warning("TFLite Micro output differs from LiteRT's reference kernels by %d LSB on the example", diff)
+    elif not np.allclose(ref, micro, rtol=1e-3, atol=1e-4):
+        log.warning("TFLite Micro output differs from LiteRT's reference kernels by %.3g on the example",
+                    float(np.abs(ref - micro).max()))
     sources = c_array(art.path.read_bytes(), arena, out_dir)
     art.format, art.arena_bytes, art.extra_files = "tflite_micro", arena, sources
     art.note = (art.note.replace("run by LiteRT on the host", "")
