@@ -107,12 +107,16 @@ def test_the_edge_tpu_is_refused_before_training_without_its_compiler(make_cfg, 
 
 def test_run_on_a_microcontroller_profile_estimates(make_cfg):
     res = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=stm32h7", "measure.latency=false"))
-    # an fp32 ONNX file is not what the board runs: it does not fit, the reason says which export to use,
-    # and the estimates are still there
-    assert res.metrics["device/fits"] == 0.0 and "export=tflite_micro" in res.tags["device.fit"]
-    assert res.metrics["device/latency_ms_est"] > 0 and res.metrics["device/energy_mj_est"] > 0
-    assert res.metrics["device/ram_bytes"] == res.metrics["memory/peak_activation_bytes"]
-    assert res.tags["device.ram_source"] == "estimate"
+    # a float model on a microcontroller: the fp32 TFLite Micro file (export=auto is the device's own format), its
+    # arena measured; TFLite Micro runs floats with its reference kernels, which nothing calibrates: no estimate
+    assert res.tags["export.name"] == "tflite_micro_fp32" and res.metrics["device/fits"] == 1.0
+    assert res.metrics["device/ram_bytes"] == res.metrics["memory/tflm_arena_bytes"] > 0
+    assert res.tags["device.ram_source"] == "tflm_arena" and res.tags["device.runtime"] == "tflite_micro+reference"
+    assert "device/latency_ms_est" not in res.metrics and "device/energy_mj_est" not in res.metrics
+    # the int8 file of the same net gets the calibrated estimate, with its energy
+    q = pipeline.run(make_cfg(*QUICK, "trainer.max_epochs=1", "device=stm32h7", "measure.latency=false", "+method=ptq_int8"))
+    assert q.tags["export.name"] == "tflite_micro" and q.metrics["device/latency_ms_est"] > 0
+    assert q.metrics["device/energy_mj_est"] > 0
 
 
 def test_second_identical_run_reuses_the_baseline(make_cfg, monkeypatch):
