@@ -99,13 +99,22 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
     exp = exporter(spec, out.spec)  # the registry: export= and what the output needs
     env.phases.start(f"export ({exp.name if exp is not None else 'none'}), test and measure")
     try:
-        hit = None
+        hit, unloadable = None, None
         if exp is None:
             artifact, test = None, _evaluate(out.predict or model, env)
-        elif spec.use_baseline_cache:
-            artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
         else:
-            artifact, test = _export_and_evaluate(exp, out, env, artifact_dir)
+            try:
+                if spec.use_baseline_cache:
+                    artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
+                else:
+                    artifact, test = _export_and_evaluate(exp, out, env, artifact_dir)
+            except Exception as e:  # noqa: BLE001 - the device's own format failed: recorded as not fitting
+                if spec.export not in (export.AUTO, export.DEVICE) or spec.device.kind.value == "host":
+                    raise  # a format asked for by name fails the run
+                shutil.rmtree(artifact_dir, ignore_errors=True)
+                unloadable = f"{exp.label} ({exp.name}) cannot hold this model: {str(e).splitlines()[0][:300]}"
+                log.warning("%s; the run records that it does not fit %s", unloadable, spec.device.name)
+                artifact, test = None, _evaluate(out.predict or model, env)
     except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays
         shutil.rmtree(artifact_dir, ignore_errors=True)
         try:
@@ -116,13 +125,16 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
     tags = {"quant.runtime": artifact.note} if artifact is not None and out.spec is not None else {}
     if hit is not None:  # the file and its accuracy came from the store (another device loads the same format)
         tags["export.cache_hit"] = str(hit).lower()
+    if unloadable:
+        tags["export.failed"] = unloadable
     log.info("test accuracy %.4f (dense %.4f); measuring size, compute, memory and host latency",
              test["test/acc"], dense.test_acc)
     dtype = artifact.dtype if artifact is not None else (out.spec.dtype if out.spec else out.dtype)
     measured = _measure(model, example, spec, artifact, baseline=dense.model if compressed else None,
-                        dtype=dtype, analytic_bytes=out.analytic_bytes, artifact_dir=artifact_dir)
+                        dtype=dtype, analytic_bytes=out.analytic_bytes, artifact_dir=artifact_dir,
+                        unloadable=unloadable)
     metrics = {**test, **measured, "baseline/test_acc": dense.test_acc, "delta/acc": test["test/acc"] - dense.test_acc}
-    return Deployed(model, exp.name if exp is not None else "none", metrics, measured, tags)
+    return Deployed(model, exp.name if exp is not None and not unloadable else "none", metrics, measured, tags)
 
 
 def _evaluate(predict, env: "Env") -> dict[str, float]:

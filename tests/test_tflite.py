@@ -283,3 +283,28 @@ def test_export_auto_follows_the_device_runtime_and_falls_back_with_a_warning(mo
     assert "tflite_int8" in caplog.text and "pip install" in caplog.text
     with pytest.raises(ConfigError, match="pip install"):
         resolve("device", "int8", runtimes=runtimes("coral_dev_board"))
+
+
+@needs_packages
+def test_a_model_the_devices_format_cannot_hold_is_recorded_as_not_fitting(make_cfg, monkeypatch):
+    """export=device on a microcontroller whose TFLite Micro cannot run the file (the recurrent attention model's ops,
+    here forced): the run finishes, says why it does not fit, and keeps the model's accuracy; asked for by name, the
+    same failure fails the run."""
+    from edgebench.export import tflite
+
+    def cannot(path, *a, **k):
+        raise ValueError(f"{path.name} does not run in TFLite Micro even with a 4,194,304 B arena")
+
+    monkeypatch.setattr(tflite, "measure_arena", cannot)
+    common = ("data=digits", "model=lenet_300_100", "trainer.max_epochs=2", "device=arduino_nano_33_ble_sense",
+              "measure.latency=false")
+    res = pipeline.run(make_cfg(*common, "export=device"))
+    assert res.metrics["device/fits"] == 0.0 and res.metrics["test/acc"] > 0.5
+    assert res.tags["device.fit"].startswith("TFLite Micro (tflite_micro_fp32) cannot hold this model: model.tflite "
+                                             "does not run in TFLite Micro")
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient(make_cfg().paths.mlflow_tracking_uri).get_run(res.run_id).data.tags
+    assert logged["export.failed"] == res.tags["device.fit"] and res.deployable is None
+    with pytest.raises(ValueError, match="does not run in TFLite Micro"):
+        pipeline.run(make_cfg(*common, "export=tflite_micro_fp32", "seed=1"))

@@ -216,21 +216,23 @@ def format_reason(profile: DeviceConfig, artifact_format: str) -> str | None:
 
 def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: str, artifact_bytes: int,
                     peak_activation_bytes: int, artifact_format: str | None = None,
-                    arena_bytes: int | None = None, ops: list[Op] | None = None) -> DeviceReport:
+                    arena_bytes: int | None = None, ops: list[Op] | None = None,
+                    unloadable: str | None = None) -> DeviceReport:
     """Fit check and estimates of one deployable model (its format, dtype, file size and memory) on ``profile``.
 
     ``artifact_format`` None (nothing exported) skips the format check, and the note says so.
     ``arena_bytes`` (TFLite Micro's measured arena) replaces ``peak_activation_bytes``, the estimated
     working memory (on a TFLite Micro device, int8: the arena estimate; else the peak activations).
     ``ops``: the deployed file's operators (``edgebench.devices.ops.ops_from_tflite``); without them the latency
-    model reads the PyTorch model's conv/linear ``layers``.
+    model reads the PyTorch model's conv/linear ``layers``. ``unloadable``: why no file of the device's own format
+    exists for the model (its conversion or its run there failed): a reason it does not fit.
     """
     base = profile
     profile, runtime, notes = choose_runtime(profile, artifact_format) if profile.kind != DeviceKind.host \
         else (profile, None, [])
     working = arena_bytes if arena_bytes is not None else peak_activation_bytes
     ram = working + (artifact_bytes if profile.weights_in_ram else 0)
-    reasons = []
+    reasons = [unloadable] if unloadable else []
     if artifact_format is not None and base.runtimes and base.kind != DeviceKind.host:
         why = format_reason(base, artifact_format)
         if why:

@@ -130,7 +130,7 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
                   baseline: nn.Module | None = None, *, config: MeasureConfig | None = None,
                   artifact: Artifact | None = None, baseline_artifact: Artifact | None = None,
                   dtype: str | None = None, analytic_bytes: int | None = None,
-                  artifact_dir: str | Path | None = None) -> Measurement:
+                  artifact_dir: str | Path | None = None, unloadable: str | None = None) -> Measurement:
     """Measure ``model`` at ``example_input`` (batch 1) for ``device``; never exports.
 
     ``artifact`` is the deployable an exporter wrote (``edgebench.export``): its files give
@@ -146,6 +146,7 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     runner times the model, ``baseline_artifact`` is the baseline's file written by its exporter's ``baseline``
     (:func:`baseline_exporter`: the fp32 ONNX file for ONNX Runtime, the fp32 .tflite for LiteRT).
     ``artifact_dir`` is where the host's free storage is read (default: the artifact's folder).
+    ``unloadable``: why the device's own format could not be written or run (the model then does not fit).
     """
     from edgebench.devices import evaluate_device, host_profile
 
@@ -207,7 +208,8 @@ def measure_model(model: nn.Module, example_input: torch.Tensor, device: str | D
     report = evaluate_device(profile, m.layers, dtype=dtype, artifact_bytes=artifact_bytes,
                              peak_activation_bytes=working,
                              artifact_format=artifact.format if artifact is not None else None,
-                             arena_bytes=artifact.arena_bytes if artifact is not None else None, ops=ops)
+                             arena_bytes=artifact.arena_bytes if artifact is not None else None, ops=ops,
+                             unloadable=unloadable)
     if arena_estimated and report.ram_source == "estimate":  # the estimate is the RAM figure: say how far off it can be
         from edgebench.measure.memory import ARENA_ESTIMATE_NOTE
 
