@@ -21,14 +21,14 @@ import json
 import logging
 import shutil
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from edgebench import export, measure, methods, store, training
-from edgebench.config import ConfigError, EdgebenchConfig, Runtime
+from edgebench.config import ConfigError, DeviceKind, EdgebenchConfig, Runtime
 
 if TYPE_CHECKING:
     from edgebench.chain import Dense, Env
@@ -104,12 +104,9 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
             artifact, test = None, _evaluate(out.predict or model, env)
         else:
             try:
-                if spec.use_baseline_cache:
-                    artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
-                else:
-                    artifact, test = _export_and_evaluate(exp, out, env, artifact_dir)
+                artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
             except Exception as e:  # noqa: BLE001 - the device's own format failed: recorded as not fitting
-                if spec.export not in (export.AUTO, export.DEVICE) or spec.device.kind.value == "host":
+                if spec.export not in (export.AUTO, export.DEVICE) or spec.device.kind == DeviceKind.host:
                     raise  # a format asked for by name fails the run
                 shutil.rmtree(artifact_dir, ignore_errors=True)
                 unloadable = f"{exp.label} ({exp.name}) cannot hold this model: {str(e).splitlines()[0][:300]}"
@@ -161,7 +158,10 @@ _PATHS = ("path", "files", "extra_files")  # the Artifact fields that hold paths
 def _stored_export(exp: export.Exporter, out: methods.CompressionResult, env: "Env", key: str,
                    artifact_dir: Path) -> tuple[export.Artifact, dict[str, float], bool]:
     """The file ``exp`` writes for the stored model ``key``, its evaluation and whether the store had them (made and
-    stored otherwise); the run gets its own copy in ``artifact_dir``."""
+    stored otherwise; None with ``use_baseline_cache=false``, which stores nothing); the run gets its own copy in
+    ``artifact_dir``."""
+    if not env.spec.use_baseline_cache:
+        return (*_export_and_evaluate(exp, out, env, artifact_dir), None)
     def save(made, folder: Path) -> dict:
         art, metrics = made
         fields = {k: v for k, v in dataclasses.asdict(art).items() if k not in _PATHS}
