@@ -11,7 +11,7 @@ import pandas as pd
 
 from edgebench.config import device_profiles  # noqa: F401  (re-exported: the board's default devices)
 from edgebench.report import render
-from edgebench.report.compare import COLUMNS as COMPARED, against
+from edgebench.report.compare import COLUMNS as COMPARED, against, word
 from edgebench.report.load import DENSE, load_runs
 from edgebench.report.plots import plot
 from edgebench.report.replicates import BY_SEED, VAL_LOSS_BY_SEED
@@ -202,7 +202,66 @@ def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFr
                         _row(device, fam, status, pick))
     board = _versus_reference(pd.DataFrame(rows))
     board.attrs["smallest_within_tolerance"] = smallest
+    board.attrs["runner_up"] = runner_up(board)
+    for col in RUNNER_UP:  # on the winner's row, for the CSV
+        board[col] = pd.Series(np.nan, index=board.index, dtype=object)
+    for r in board.attrs["runner_up"].values():
+        board.loc[r["row"], RUNNER_UP] = [r["runner_up"], r["diff"], r["ci"], r["n"], r["p_holm"], r["effect"]]
     return board
+
+
+RUNNER_UP = ["runner_up", "vs_runner_up", "vs_runner_up_ci", "vs_runner_up_n", "vs_runner_up_p_holm",
+             "effect_vs_runner_up"]
+
+
+FITS = ("best that fits", "reference, fits")
+# Seeds the board asks for when its winner and runner-up on a device are within an interval (issue 28: 3 seeds
+# minimum, 5 where two candidates are within an interval)
+TIE_SEEDS = 5
+
+
+def runner_up(board: pd.DataFrame) -> dict:
+    """Per device, its winner (the fitting row with the highest validation accuracy, as :func:`answer` names it)
+    against the runner-up (the next one), test accuracy paired by seed, Holm-corrected over the devices compared:
+    ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: no effect while fewer than
+    :data:`TIE_SEEDS` seeds are paired (both candidates need more seeds before the board may rank them)."""
+    from edgebench import stats
+
+    if "val_acc" not in board or "status" not in board:
+        return {}
+    found = {}
+    for device, g in board.groupby("device", sort=False):
+        fits = g[g["status"].isin(FITS) & g["val_acc"].notna()].sort_values("val_acc", ascending=False)
+        if len(fits) < 2:
+            continue
+        a, b = fits.iloc[0], fits.iloc[1]
+        by_a, by_b = a.get("test_acc_by_seed"), b.get("test_acc_by_seed")
+        d = stats.paired(by_a if isinstance(by_a, dict) else {}, by_b if isinstance(by_b, dict) else {})
+        found[device] = (a, b, d)
+    tested = [k for k, (_, _, d) in found.items() if not np.isnan(d.p)]
+    adjusted = dict(zip(tested, stats.holm([found[k][2].p for k in tested])))
+    out = {}
+    for device, (a, b, d) in found.items():
+        effect = word(d, adjusted.get(device) if len(tested) > 1 else None)
+        out[device] = {"row": a.name, "winner": f"{a['model']} {a['family']}", "runner_up": f"{b['model']} {b['family']}",
+                       "runner_up_chain": b["chain"], "diff": d.mean, "ci": d.half, "n": d.n, "p": d.p,
+                       "p_holm": adjusted.get(device, np.nan), "effect": effect,
+                       "tie": effect == "none" and d.n < TIE_SEEDS}
+    return out
+
+
+def runner_up_text(r: dict | None) -> str:
+    """The answer's sentence on the runner-up (:func:`runner_up`)."""
+    if not r or r["effect"] == "n/a":
+        return ""
+    diff = f"{render.pt(r['diff'], r['ci'])} pt, n={r['n']}"
+    if r["effect"] == "none":
+        more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
+                f"{r['n']} so far)" if r["tie"] else "")
+        return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): not distinguishable by test accuracy "
+                f"({diff}, paired by seed: the interval covers zero){more}.")
+    return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the winner's test accuracy is "
+            f"{r['effect']} ({diff}, paired by seed).")
 
 
 def _paired_text(r: pd.Series) -> str:
@@ -213,7 +272,7 @@ def answer(g: pd.DataFrame) -> str:
     """One device's answer in a sentence: the most accurate model (by validation accuracy) that fits, with its method
     and cost, and whether its test accuracy differs from the dense reference's, paired by seed (the verdict of
     :func:`leaderboard`, Holm-corrected over the board)."""
-    fits = g[g["status"].isin(["best that fits", "reference, fits"])] if "status" in g else g.iloc[0:0]
+    fits = g[g["status"].isin(FITS)] if "status" in g else g.iloc[0:0]
     if fits.empty or "val_acc" not in fits:
         return "**Answer:** nothing edgebench made fits this device in its own format (reasons below)."
     best = fits.sort_values("val_acc", ascending=False).iloc[0]
@@ -241,6 +300,8 @@ def answer(g: pd.DataFrame) -> str:
     what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
     text = (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
+    device = str(g["device"].iloc[0]) if len(g) else ""
+    text += runner_up_text((g.attrs.get("runner_up") or {}).get(device))
     small = (g.attrs.get("smallest_within_tolerance") or {}).get(str(g["device"].iloc[0])) if len(g) else None
     if small:
         text += (f" **Smallest within tolerance** (validation loss at most {VAL_LOSS_TOLERANCE} nats above the dense "
@@ -256,6 +317,7 @@ def markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[di
     answers = {}
     for device, g in board.groupby("device", sort=False):
         g.attrs["smallest_within_tolerance"] = board.attrs.get("smallest_within_tolerance", {})
+        g.attrs["runner_up"] = board.attrs.get("runner_up", {})
         answers[device] = answer(g)
     return render.leaderboard_markdown(board, title, plots, dropped, answers)
 
