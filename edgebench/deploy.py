@@ -69,47 +69,71 @@ def exporter(spec: EdgebenchConfig, needs) -> export.Exporter | None:
     return exp
 
 
-def check(spec: EdgebenchConfig, needs, build, example) -> None:
+def check(spec: EdgebenchConfig, needs, build, example) -> str | None:
     """Before any training or MLflow run: ``export=`` against what the last step's output will need, and the ops
-    TFLite lacks, found on the untrained model (``build()``)."""
+    TFLite lacks, found on the untrained model (``build()``). A refusal raises, except under ``export=auto`` or
+    ``device`` on a device profile: there the device's own format not holding the model is a result (the run
+    trains, records that it does not fit and why, and other devices of a study still get the model), returned as
+    the reason for :func:`deploy`."""
     exp = exporter(spec, needs)
     if exp is None or exp.precheck is None:
-        return
+        return None
 
     def precheck() -> bool:  # ops the format lacks (TFLite): found on the untrained model (a refusal raises)
         exp.precheck(build(), example, f"model={spec.model.name.value}")
         return True
 
-    if not spec.use_baseline_cache:
-        precheck()
-        return
-    # a passed precheck is kept: the same model config, input and exporter pass again (a conversion of tens of seconds)
-    key = {"model": store.plain(spec.model), "input": list(example.shape[1:]), "exporter": exp.name,
-           "version": DEPLOY_VERSION}
-    store.Store(spec.paths.store_dir).get_or_make("prechecks", key, precheck, lambda ok, folder: {"passed": ok},
-                                                  lambda folder: True, name=exp.name, what=f"{exp.name} precheck")
+    try:
+        if not spec.use_baseline_cache:
+            precheck()
+            return None
+        # a passed precheck is kept: the same model config, input and exporter pass again (tens of seconds)
+        key = {"model": store.plain(spec.model), "input": list(example.shape[1:]), "exporter": exp.name,
+               "version": DEPLOY_VERSION}
+        store.Store(spec.paths.store_dir).get_or_make("prechecks", key, precheck, lambda ok, folder: {"passed": ok},
+                                                      lambda folder: True, name=exp.name, what=f"{exp.name} precheck")
+    except ConfigError as e:
+        if not _device_format(spec):
+            raise
+        reason = _cannot_hold(exp, e)
+        log.warning("%s; the run trains and records that it does not fit %s", reason, spec.device.name)
+        return reason
+    return None
 
-def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compressed: bool, key: str) -> Deployed:
+
+def _device_format(spec: EdgebenchConfig) -> bool:
+    """Whether the exporter is the device's own format chosen for it (``export=auto``/``device`` on a device
+    profile), so that its failure is a result (does not fit) rather than an error."""
+    return spec.export in (export.AUTO, export.DEVICE) and spec.device.kind != DeviceKind.host
+
+
+def _cannot_hold(exp: export.Exporter, e: BaseException) -> str:
+    return f"{exp.label} ({exp.name}) cannot hold this model: {str(e).splitlines()[0][:300]}"
+
+
+def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compressed: bool, key: str,
+           refused: str | None = None) -> Deployed:
     """Export ``out`` (the last step's output, or the dense baseline as it is), evaluate the deployed form on the
     test and validation splits, and measure it (beside the dense baseline when ``compressed``). ``key`` is the
     store key digest of ``out`` (the last step's, or the dense baseline's): the exported file and its accuracy are
-    stored under it and the exporter, so a second device that loads the same format reuses both."""
+    stored under it and the exporter, so a second device that loads the same format reuses both. ``refused``: the
+    reason :func:`check` found that the device's own format cannot hold the model (not converted again)."""
     spec, model, example = env.spec, out.model, env.example
     artifact_dir = env.work_dir / "artifact"
     exp = exporter(spec, out.spec)  # the registry: export= and what the output needs
     env.phases.start(f"export ({exp.name if exp is not None else 'none'}), test and measure")
     try:
-        hit, unloadable = None, None
-        if exp is None:
+        hit, unloadable = None, refused
+        if exp is None or refused:
             artifact, test = None, _evaluate(out.predict or model, env)
         else:
             try:
                 artifact, test, hit = _stored_export(exp, out, env, key, artifact_dir)
             except Exception as e:  # noqa: BLE001 - the device's own format failed: recorded as not fitting
-                if spec.export not in (export.AUTO, export.DEVICE) or spec.device.kind == DeviceKind.host:
+                if not _device_format(spec):
                     raise  # a format asked for by name fails the run
                 shutil.rmtree(artifact_dir, ignore_errors=True)
-                unloadable = f"{exp.label} ({exp.name}) cannot hold this model: {str(e).splitlines()[0][:300]}"
+                unloadable = _cannot_hold(exp, e)
                 log.warning("%s; the run records that it does not fit %s", unloadable, spec.device.name)
                 artifact, test = None, _evaluate(out.predict or model, env)
     except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays

@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> RunResult:
     build, example = chain.builder(spec, splits), splits.test_x[:1]
     if steps:  # refuse an impossible combination before any training or MLflow run
         steps[0].check(build(), example)
-    deploy.check(spec, getattr(steps[-1] if steps else None, "spec_dtype", None), build, example)
+    refused = deploy.check(spec, getattr(steps[-1] if steps else None, "spec_dtype", None), build, example)
 
     with Record.open(spec, plain_config(cfg), splits, steps) as rec:
         if rec.skipped is not None:
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> RunResult:
         for step in chain.chain(steps, dense, env):
             rec.step(step, dense, env)
             out, key = step.out, step.key
-        deployed = deploy.deploy(out, dense, env, compressed=bool(steps), key=key)
+        deployed = deploy.deploy(out, dense, env, compressed=bool(steps), key=key, refused=refused)
         rec.finish(deployed, dense, env)
     result = rec.result(deployed, dense)
     print_summary(result, rec.ui)

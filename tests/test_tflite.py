@@ -308,3 +308,33 @@ def test_a_model_the_devices_format_cannot_hold_is_recorded_as_not_fitting(make_
     assert logged["export.failed"] == res.tags["device.fit"] and res.deployable is None
     with pytest.raises(ValueError, match="does not run in TFLite Micro"):
         pipeline.run(make_cfg(*common, "export=tflite_micro_fp32", "seed=1"))
+
+
+@needs_packages
+def test_a_precheck_the_devices_format_refuses_is_a_result_under_export_device(make_cfg, monkeypatch):
+    """The recurrent attention model's int8 conversion (forced here): under export=device the untrained model's
+    refusal does not stop the run; it trains, records that the device's format cannot hold it, and converts
+    nothing again at deploy. Asked for by name, the same refusal stops the run before any training."""
+    import dataclasses
+
+    from edgebench.export import registry
+
+    converted = []
+
+    def refuse(model, example, name):
+        raise ConfigError(f"{name} cannot be converted to int8 TFLite: aten.mul.Tensor on an int64 constant")
+
+    def fn(*a, **k):
+        converted.append(a)
+        raise AssertionError("converted after a refused precheck")
+
+    monkeypatch.setitem(registry.EXPORTERS, "tflite_int8",
+                        dataclasses.replace(registry.EXPORTERS["tflite_int8"], precheck=refuse, fn=fn))
+    common = ("data=digits", "model=lenet_300_100", "trainer.max_epochs=1", "device=coral_dev_board",
+              "measure.latency=false", "steps=[ptq_int8]")
+    res = pipeline.run(make_cfg(*common, "export=device"))
+    assert res.metrics["device/fits"] == 0.0 and res.metrics["test/acc"] > 0.3 and not converted
+    assert res.tags["device.fit"].startswith("TFLite (tflite_int8) cannot hold this model: model=lenet_300_100 "
+                                             "cannot be converted to int8 TFLite")
+    with pytest.raises(ConfigError, match="cannot be converted"):
+        pipeline.run(make_cfg(*common, "export=tflite_int8", "seed=1"))
