@@ -73,6 +73,9 @@ class Budget:
     seeds: tuple[int, ...]
     overrides: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()  # a study over devices: these of its devices at this budget (empty: all)
+    # more seeds for named arms, beyond ``seeds``: ((arm, (seed, ...)), ...) (e.g. the leaderboard's rule: 5 seeds
+    # for two candidates within an interval)
+    more_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass
@@ -108,6 +111,11 @@ class Study:
     def overrides(self, arm: str, budget: str) -> list[str]:
         """What every run of ``arm`` at ``budget`` is composed from (without its seed)."""
         return [*self.base, *self.arms[arm], *self.budgets[budget].overrides]
+
+    def seeds_of(self, arm: str, budget: str) -> tuple[int, ...]:
+        """An arm's seeds at ``budget``: the budget's seeds and any ``more_seeds`` it names for the arm."""
+        b = self.budgets[budget]
+        return b.seeds + dict(b.more_seeds).get(arm, ())
 
     def devices_at(self, budget: str) -> list[str]:
         """The device axis at ``budget`` (empty for a study without one)."""
@@ -193,19 +201,31 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     for b, spec in raw["budgets"].items():
         if not isinstance(spec, dict) or not spec.get("seeds"):
             raise _fail(f"{where}: budgets.{b}", "needs seeds", "write e.g. {seeds: [0, 1, 2], overrides: []}")
-        extra = sorted(set(spec) - {"seeds", "overrides", "devices"})
+        extra = sorted(set(spec) - {"seeds", "overrides", "devices", "more_seeds"})
         if extra:
             raise _fail(f"{where}: budgets.{b}", f"unknown key {extra[0]!r}",
-                        "a budget has seeds, overrides and (a study over devices) devices")
+                        "a budget has seeds, overrides, more_seeds and (a study over devices) devices")
         seeds = spec["seeds"]
-        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
-                or len(set(seeds)) != len(seeds):
+        if not _distinct_ints(seeds):
             raise _fail(f"{where}: budgets.{b}.seeds", f"must be a list of distinct integers, got {seeds!r}",
                         "write e.g. [0, 1, 2]")
+        more = spec.get("more_seeds") or {}
+        if not isinstance(more, dict):
+            raise _fail(f"{where}: budgets.{b}.more_seeds", f"must be a mapping of arm to seeds, got {more!r}",
+                        "write e.g. {'lenet5 int8 PTQ': [3, 4]}")
+        for arm, extra_seeds in more.items():
+            if arm not in arms:
+                raise _fail(f"{where}: budgets.{b}.more_seeds", f"names no arm of the study: {arm!r}",
+                            f"use one of {', '.join(map(repr, arms))}")
+            if not _distinct_ints(extra_seeds) or set(extra_seeds) & set(seeds):
+                raise _fail(f"{where}: budgets.{b}.more_seeds.{arm}",
+                            f"must be distinct integers not among the budget's seeds {seeds}, got {extra_seeds!r}",
+                            "write e.g. [3, 4]")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(b)):
             raise _fail(f"{where}: budgets", f"budget name {b!r} is not a plain name", "use letters, digits, _ and -")
         budgets[str(b)] = Budget(str(b), tuple(seeds), tuple(_strings(spec.get("overrides"), f"{where}: budgets.{b}.overrides")),
-                                 tuple(_strings(spec.get("devices"), f"{where}: budgets.{b}.devices")))
+                                 tuple(_strings(spec.get("devices"), f"{where}: budgets.{b}.devices")),
+                                 tuple((str(a), tuple(v)) for a, v in more.items()))
     metrics = _strings(raw["metrics"], f"{where}: metrics")
     if not metrics:
         raise _fail(f"{where}: metrics", "names no metric", "list e.g. [test/acc, size/bytes_artifact]")
@@ -373,6 +393,11 @@ def _done(study: Study, budget: str, uri: str, ledger: Path | None = None) -> se
     return {(a, int(s)) for (a, s), d in got.items() if set(study.devices_at(budget)) <= d}
 
 
+def _distinct_ints(xs) -> bool:
+    return isinstance(xs, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in xs) \
+        and len(set(xs)) == len(xs)
+
+
 def _eta(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -389,11 +414,13 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
     ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
     seeds = study.budgets[budget].seeds
     per = max(1, len(study.devices_at(budget)))  # runs per arm and seed
-    total = len(study.arms) * len(seeds) * per
+    total = sum(len(study.seeds_of(arm, budget)) for arm in study.arms) * per
     done = _done(study, budget, uri, ledger)
-    todo = {arm: [s for s in seeds if (arm, s) not in done] for arm in study.arms}
+    todo = {arm: [s for s in study.seeds_of(arm, budget) if (arm, s) not in done] for arm in study.arms}
     n_todo = sum(map(len, todo.values())) * per
-    axes = f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" x {per} devices" if study.devices else "")
+    more = sum(map(len, dict(study.budgets[budget].more_seeds).values()))
+    axes = (f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" + {more} more seeds of named arms" if more else "")
+            + (f" x {per} devices" if study.devices else ""))
     echo(f"study {study.name} [{budget}]: {total} runs ({axes}), "
          f"{total - n_todo} finished before, {n_todo} to run; MLflow experiment {study.experiment(budget)} in {uri}")
     log_dir = log_dir or (results_dir or root / "results") / "studies"

@@ -113,6 +113,10 @@ def test_the_long_studies_keep_their_old_scripts_budgets():
     ({"devices": ["stm32l4"]}, "a study over devices writes its tables in its extra hook"),
     ({"budgets": {"full": {"seeds": [0], "devices": ["stm32l4"]}}}, "a budget names devices but the study has no"),
     ({"metrics": None}, "missing key 'metrics'"),
+    ({"budgets": {"full": {"seeds": [0, 1, 2], "more_seeds": {"prunned": [3, 4]}}}},
+     "more_seeds: names no arm of the study: 'prunned'"),
+    ({"budgets": {"full": {"seeds": [0, 1, 2], "more_seeds": {"pruned": [2, 3]}}}},
+     "must be distinct integers not among the budget's seeds"),
 ])
 def test_bad_study_configs_fail_with_one_line_naming_the_fix(changes, message):
     with pytest.raises(st.StudyError) as e:
@@ -277,6 +281,35 @@ DEVICE_STUDY = {"devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4", "stm3
                 "comparisons": [], "plots": [], "extra": "edgebench.report.leaderboard:study",
                 "budgets": {"full": {"seeds": [0, 1]},
                             "smoke": {"seeds": [0], "devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4"]}}}
+
+
+def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_path):
+    """The leaderboard's rule (5 seeds for two candidates within an interval): a budget's more_seeds add seeds to the
+    arms it names; the runner launches them for those arms only, and the report keeps them for those arms only."""
+    import pandas as pd
+
+    from edgebench.report import studies
+
+    s = parse(budgets={"full": {"seeds": [0, 1, 2], "more_seeds": {"pruned": [3, 4]}}})
+    assert s.seeds_of("pruned", "full") == (0, 1, 2, 3, 4) and s.seeds_of("dense", "full") == (0, 1, 2)
+    assert s.spec("pruned", "full") == parse().spec("pruned", "full")  # the runs made before still count
+    launched = []
+    monkeypatch.setattr(st, "check", lambda *a, **k: {"dense": {"tracking_uri": "sqlite://"}})
+    monkeypatch.setattr(st, "_done", lambda *a, **k: {(a, x) for a in ("dense", "pruned") for x in (0, 1, 2)})
+    monkeypatch.setattr(st, "command", lambda study, arm, budget, seeds, *a, **k: launched.append((arm, seeds)) or
+                        ["false"])
+    lines = []
+    st.launch(s, "full", tmp_path, echo=lines.append, log_dir=tmp_path)
+    assert launched == [("pruned", [3, 4])]
+    assert "8 arms" not in lines[0] and "2 arms x 3 seeds + 2 more seeds of named arms" in lines[0]
+    assert "6 finished before, 2 to run" in lines[0]
+    runs = pd.DataFrame([{"run_id": f"{a}{x}", "study.arm": a, "study.spec": s.spec(a, "full"), "seed": x,
+                          "start_time": pd.Timestamp(0, tz="UTC"), "end_time": pd.Timestamp(1, tz="UTC")}
+                         for a in ("dense", "pruned") for x in (0, 3)])
+    monkeypatch.setattr(studies, "load_runs", lambda *a, **k: runs.copy())
+    kept, left = studies.runs(s, "full", "sqlite://")
+    assert sorted(kept["run_id"]) == ["dense0", "pruned0", "pruned3"]
+    assert left == [("dense3", "seed 3 is not in budget full")]
 
 
 def test_a_study_over_devices_runs_each_arm_and_seed_on_its_budgets_devices(monkeypatch):

@@ -176,16 +176,23 @@ def _versus_reference(board: pd.DataFrame) -> pd.DataFrame:
     return board
 
 
-def leaderboard(df: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
+def leaderboard(df: pd.DataFrame, devices: list[str] | None = None, reference_model: str | None = None) -> pd.DataFrame:
     """Per device profile and method family, the group (replicates averaged, :func:`build`) with the highest mean
     validation accuracy (``select/val_acc``: never the test split) among those that fit the device, plus the most
     accurate dense group as the reference whether it fits or not, each with its test accuracy against the
     reference's, paired by seed (:data:`edgebench.report.compare.COLUMNS`). A family with runs of which none fits
-    gets a row saying so, with the reason the device gave; a profile without runs gets one row saying that."""
+    gets a row saying so, with the reason the device gave; a profile without runs gets one row saying that.
+
+    ``reference_model``: a board about one model (the recurrent attention model's section): its families as usual,
+    its dense group the reference, and every other model's groups candidates of their own (``conv2_small dense``,
+    ``conv2_small int8 PTQ``), compared with that reference."""
     if "edgebench.child" in df:  # a chain's intermediate steps are not deployables of their own
         df = df[df["edgebench.child"] != "true"]
     chain_col = next((c for c in ("chain", "pipeline") if c in df), "method")  # "pipeline": runs before issue 26
     df = df.assign(family=df[chain_col].map(family), chain=df[chain_col].fillna("none"))
+    if reference_model is not None:
+        other = df["model"] != reference_model
+        df.loc[other, "family"] = df.loc[other, "model"] + " " + df.loc[other, "family"]
     rows, smallest = [], {}
     for device in devices or device_profiles():
         d = df[df["device"] == device]
@@ -257,7 +264,8 @@ def runner_up_text(r: dict | None) -> str:
     diff = f"{render.pt(r['diff'], r['ci'])} pt, n={r['n']}"
     if r["effect"] == "none":
         more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
-                f"{r['n']} so far)" if r["tie"] else "")
+                f"{r['n']} so far: both arms' further seeds go under the study's budgets.full.more_seeds)"
+                if r["tie"] else "")
         return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): not distinguishable by test accuracy "
                 f"({diff}, paired by seed: the interval covers zero){more}.")
     return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the winner's test accuracy is "
@@ -334,10 +342,10 @@ def csv_table(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_board(table: pd.DataFrame, bytes_label: str, devices: list[str] | None, out: Path, stem: str,
-                title: str) -> tuple[pd.DataFrame, str]:
+                title: str, reference_model: str | None = None) -> tuple[pd.DataFrame, str]:
     """:func:`leaderboard` of a report table (:func:`build`), written as ``<out>/<stem>.csv`` (per-seed columns) and
     ``.png`` (accuracy against bytes, one panel per device); returns the board and its markdown."""
-    board = leaderboard(table, devices)
+    board = leaderboard(table, devices, reference_model)
     out.mkdir(parents=True, exist_ok=True)
     csv_table(board).to_csv(out / f"{stem}.csv", index=False)
     # points named by their model only: the colour is the chain, and the table names its settings
@@ -366,10 +374,15 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
 
 def study(study, df: pd.DataFrame, values, context: dict) -> dict:
     """The ``extra:`` hook of a study over devices (``conf/study/leaderboard.yaml``): the board of the study's runs
-    (:func:`write_board`: ``NAME.csv`` and ``NAME.png`` beside the report) as markdown under the report's own title."""
+    (:func:`write_board`: ``NAME.csv`` and ``NAME.png`` beside the report) as markdown under the report's own title.
+    ``extra_args: {reference_model: NAME}``: a board about one model (:func:`leaderboard`)."""
+    unknown = set(study.extra_args) - {"reference_model"}
+    if unknown:
+        raise ValueError(f"{study.name}: extra_args {sorted(unknown)} unknown to the leaderboard; it takes "
+                         "reference_model (a board about one model)")
     table, bytes_label, _ = build(df, [])
     board, text = write_board(table, bytes_label, study.devices_at(context["budget"]), Path(context["out_dir"]),
-                              study.name, study.title)
+                              study.name, study.title, study.extra_args.get("reference_model"))
     return {"markdown": text.split("\n", 2)[2], "json": json_records(board)}
 
 

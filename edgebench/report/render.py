@@ -289,7 +289,9 @@ def study_markdown(study, budget: str, df: pd.DataFrame, left: list, vals: dict,
     if study.question:
         lines += [f"**Question.** {study.question}", ""]
     lines += [f"Study `{study.name}` (conf/study/{study.name}.yaml), budget **{budget}**: seeds "
-              f"{', '.join(map(str, seeds))}; model {', '.join(shared['model'])}; data {', '.join(shared['data'])}; "
+              f"{', '.join(map(str, seeds))}"
+              + "".join(f" (and {', '.join(map(str, more))} for {arm})" for arm, more in b.more_seeds)
+              + f"; model {', '.join(shared['model'])}; data {', '.join(shared['data'])}; "
               f"trainer.max_epochs {', '.join(shared['epochs'])}"
               + (f"; budget overrides `{' '.join(b.overrides)}`" if b.overrides else "") + ". "
               f"{len(df)} runs in MLflow experiment `{study.experiment(budget)}`"

@@ -64,7 +64,7 @@ def runs(study, budget: str, tracking_uri: str, ledger: Path | None = None) -> t
             left.append((r["run_id"], f"arm {arm!r} is no longer in the study"))
         elif r.get(SPEC) != study.spec(arm, budget):
             left.append((r["run_id"], f"arm {arm!r} ran with other overrides (study.spec {r.get(SPEC)})"))
-        elif pd.isna(r.get("seed")) or int(r["seed"]) not in study.budgets[budget].seeds:
+        elif pd.isna(r.get("seed")) or int(r["seed"]) not in study.seeds_of(arm, budget):
             left.append((r["run_id"], f"seed {r.get('seed')} is not in budget {budget}"))
         elif study.devices and r.get("device") not in study.devices_at(budget):
             left.append((r["run_id"], f"device {r.get('device')} is not one of the study's devices"))
@@ -181,7 +181,8 @@ def write(study, budget: str, df: pd.DataFrame, left: list, arms_info: dict[str,
     seeds = study.budgets[budget].seeds
     facts = {
         "seeds": seeds,
-        "missing": [(a, s) for a in study.arms for s in seeds if not ((df[ARM] == a) & (df["seed"] == s)).any()],
+        "missing": [(a, s) for a in study.arms for s in study.seeds_of(a, budget)
+                    if not ((df[ARM] == a) & (df["seed"] == s)).any()],
         "run_wall_s": float((df["end_time"] - df["start_time"]).dt.total_seconds().sum()),
         "ledger_runs": int(df[LEDGER_SOURCE].sum()) if LEDGER_SOURCE in df else 0,
         "span_s": (df["end_time"].max() - df["start_time"].min()).total_seconds(),
