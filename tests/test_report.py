@@ -356,7 +356,9 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
             ("stm32l4", "ptq_int8", 0.89, (0.899, 0.912, 0.904)),           # within an interval of dense
             ("stm32l4", "structured_pruning->ptq_int8", 0.80, (0.80, 0.81, 0.805)),
             ("esp32_s3", "none", 0.90, (0.900, 0.910, 0.905)),
-            ("esp32_s3", "structured_pruning->ptq_int8", 0.85, (0.850, 0.861, 0.854))]:  # 5 pt below on every seed
+            ("esp32_s3", "structured_pruning->ptq_int8", 0.85, (0.850, 0.861, 0.854)),  # 5 pt below on every seed
+            ("host", "none", 0.90, (0.900, 0.910, 0.905)),
+            ("host", "fp16", 0.89, (0.900, 0.910, 0.905))]:  # the same predictions: no more seeds asked
         for seed, test in enumerate(tests):
             rows.append({"run_id": f"{device}{chain_tag}{seed}", "run_name": "r", "model": "lenet5",
                          "data": "fashion_mnist", "method": chain_tag.split("->")[-1], "chain": chain_tag,
@@ -364,12 +366,14 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
                          "test/acc": test, "select/val_acc": val, "device/fits": 1.0, "size/bytes_artifact": 1000.0,
                          "device/ram_bytes": 100.0, "device.ram_source": "tflm_arena"})
     df, _, _ = report.build(pd.DataFrame(rows))
-    board = report.leaderboard.leaderboard(df, ["stm32l4", "esp32_s3"])
+    board = report.leaderboard.leaderboard(df, ["stm32l4", "esp32_s3", "host"])
     tie, clear = board.attrs["runner_up"]["stm32l4"], board.attrs["runner_up"]["esp32_s3"]
+    same = board.attrs["runner_up"]["host"]
+    assert same["effect"] == "none" and not same["tie"]
     assert tie["winner"] == "lenet5 dense" and tie["runner_up"] == "lenet5 int8 PTQ" and tie["n"] == 3
     assert tie["diff"] == pytest.approx(np.mean([0.001, -0.002, 0.001])) and tie["effect"] == "none" and tie["tie"]
     assert clear["diff"] == pytest.approx(np.mean([0.05, 0.049, 0.051])) and clear["effect"] == "higher"
-    assert not clear["tie"] and clear["p_holm"] >= clear["p"]  # Holm over the two devices
+    assert not clear["tie"] and clear["p_holm"] >= clear["p"]  # Holm over the devices
     csv = report.leaderboard.csv_table(board)
     winner = csv[(csv["device"] == "esp32_s3") & (csv["family"] == "dense")].iloc[0]
     assert winner["runner_up"] == "lenet5 structured pruning" and winner["effect_vs_runner_up"] == "higher"
@@ -377,5 +381,6 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
     text = report.leaderboard.markdown(board, "t", [])
     assert "**Runner-up** lenet5 int8 PTQ (ptq_int8): not distinguishable by test accuracy (+0.00 ± " in text
     assert "5 seeds for two candidates within an interval; 3 so far" in text
+    assert "**Runner-up** lenet5 fp16 / bf16 (fp16): the same test accuracy on every seed (+0.00 ± 0.00 pt, n=3)" in text
     assert ("**Runner-up** lenet5 structured pruning (structured_pruning->ptq_int8): the winner's test accuracy "
             "is higher (+5.00 ± ") in text

@@ -304,12 +304,25 @@ def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_p
     assert "8 arms" not in lines[0] and "2 arms x 3 seeds + 2 more seeds of named arms" in lines[0]
     assert "6 finished before, 2 to run" in lines[0]
     runs = pd.DataFrame([{"run_id": f"{a}{x}", "study.arm": a, "study.spec": s.spec(a, "full"), "seed": x,
+                          "study.budget": "full",
                           "start_time": pd.Timestamp(0, tz="UTC"), "end_time": pd.Timestamp(1, tz="UTC")}
                          for a in ("dense", "pruned") for x in (0, 3)])
     monkeypatch.setattr(studies, "load_runs", lambda *a, **k: runs.copy())
     kept, left = studies.runs(s, "full", "sqlite://")
     assert sorted(kept["run_id"]) == ["dense0", "pruned0", "pruned3"]
     assert left == [("dense3", "seed 3 is not in budget full")]
+    info = {a: {"model": "lenet_300_100", "data": "digits", "epochs": 1} for a in s.arms}
+    studies.write(s, "full", kept.assign(**{"test/acc": 0.9}), left, info, tmp_path, echo=lambda *_: None)
+    md = (tmp_path / "tiny.md").read_text()
+    assert "seeds 0, 1, 2 (and 3, 4 for pruned);" in md
+    assert "**Missing runs** (no finished run): dense seeds 1, 2; pruned seeds 1, 2, 4." in md
+    # a checkout whose MLflow experiment exists but holds no finished run yet (a study under way) reads its ledger
+    studies.write_ledger(s, kept, tmp_path / "tiny.runs.csv")
+    monkeypatch.setattr(studies, "load_runs", lambda *a, **k: pd.DataFrame(columns=["run_id", "start_time",
+                                                                                   "end_time", "study.arm"]))
+    again, _ = studies.runs(s, "full", "sqlite://", tmp_path / "tiny.runs.csv")
+    assert sorted(again["run_id"]) == ["dense0", "pruned0", "pruned3"]
+    assert (again["end_time"] - again["start_time"]).dt.total_seconds().notna().all()
 
 
 def test_a_study_over_devices_runs_each_arm_and_seed_on_its_budgets_devices(monkeypatch):

@@ -231,7 +231,8 @@ def runner_up(board: pd.DataFrame) -> dict:
     """Per device, its winner (the fitting row with the highest validation accuracy, as :func:`answer` names it)
     against the runner-up (the next one), test accuracy paired by seed, Holm-corrected over the devices compared:
     ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: no effect while fewer than
-    :data:`TIE_SEEDS` seeds are paired (both candidates need more seeds before the board may rank them)."""
+    :data:`TIE_SEEDS` seeds are paired and the two differ on some seed (both candidates need more seeds before the
+    board may rank them; two that predict the same on every seed would not separate with more)."""
     from edgebench import stats
 
     if "val_acc" not in board or "status" not in board:
@@ -253,7 +254,7 @@ def runner_up(board: pd.DataFrame) -> dict:
         out[device] = {"row": a.name, "winner": f"{a['model']} {a['family']}", "runner_up": f"{b['model']} {b['family']}",
                        "runner_up_chain": b["chain"], "diff": d.mean, "ci": d.half, "n": d.n, "p": d.p,
                        "p_holm": adjusted.get(device, np.nan), "effect": effect,
-                       "tie": effect == "none" and d.n < TIE_SEEDS}
+                       "tie": effect == "none" and d.n < TIE_SEEDS and any(x != 0 for x in d.diffs)}
     return out
 
 
@@ -262,6 +263,9 @@ def runner_up_text(r: dict | None) -> str:
     if not r or r["effect"] == "n/a":
         return ""
     diff = f"{render.pt(r['diff'], r['ci'])} pt, n={r['n']}"
+    if r["effect"] == "none" and not r["tie"]:  # the same predictions on every seed: more seeds would not separate
+        return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the same test accuracy on every seed "
+                f"({diff}).")
     if r["effect"] == "none":
         more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
                 f"{r['n']} so far: both arms' further seeds go under the study's budgets.full.more_seeds)"
@@ -274,6 +278,19 @@ def runner_up_text(r: dict | None) -> str:
 
 def _paired_text(r: pd.Series) -> str:
     return f"paired by seed: {render.pt(r['vs_dense'], r['vs_dense_ci'])} pt, n={int(r['vs_dense_n'])}"
+
+
+def _latency_text(r: pd.Series) -> str:
+    """``, latency 22.8 ms (band 12.6-43.8 ms; estimate for tflite_micro+cmsis_nn)``, or ``~0.0525 ms (uncalibrated
+    estimate ...)``; empty without an estimate."""
+    ms = r.get("latency_ms_est", np.nan)
+    if ms is None or pd.isna(ms):
+        return ""
+    runtime = f" for {r['runtime']}" if isinstance(r.get("runtime"), str) else ""
+    lo, hi = r.get("latency_low", np.nan), r.get("latency_high", np.nan)
+    if pd.isna(lo) or pd.isna(hi):
+        return f", latency ~{ms:.3g} ms (uncalibrated estimate{runtime})"
+    return f", latency {ms:.3g} ms (band {lo:.3g}-{hi:.3g} ms; estimate{runtime})"
 
 
 def answer(g: pd.DataFrame) -> str:
@@ -303,8 +320,7 @@ def answer(g: pd.DataFrame) -> str:
                   f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}) at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
-    lat = (f", {render.latency_cell(best)} (estimate{', ' + best['runtime'] if isinstance(best.get('runtime'), str) else ''})"
-           if pd.notna(best.get("latency_ms_est")) else "")
+    lat = _latency_text(best)
     what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
     text = (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")

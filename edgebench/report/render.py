@@ -308,7 +308,11 @@ def study_markdown(study, budget: str, df: pd.DataFrame, left: list, vals: dict,
         lines += [f"Host latency measured on {cpu.get('cpu')} (flags: {cpu.get('cpu_flags')}), the machine that "
                   "wrote this report.", ""]
     if facts["missing"]:
-        lines += [f"**Missing runs** (no finished run): {', '.join(f'{a} seed {s}' for a, s in facts['missing'])}.", ""]
+        by_arm: dict[str, list] = {}
+        for a, s in facts["missing"]:
+            by_arm.setdefault(a, []).append(s)
+        lines += ["**Missing runs** (no finished run): " + "; ".join(
+            f"{a} seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))}" for a, ss in by_arm.items()) + ".", ""]
     lines += ["Arms (overrides on the base `" + " ".join(study.base) + "`): "
               + "; ".join(f"**{a}**: `{' '.join(o) or '(none)'}`" for a, o in study.arms.items()) + ".", ""]
     if "arms" in study.tables:

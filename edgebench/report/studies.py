@@ -51,7 +51,7 @@ def runs(study, budget: str, tracking_uri: str, ledger: Path | None = None) -> t
         kept = read_ledger(ledger)
         kept = kept[(kept["study.budget"] == budget) & ~kept["run_id"].isin(df["run_id"] if len(df) else [])]
         if len(kept):
-            df = pd.concat([df.assign(**{LEDGER_SOURCE: False}) if len(df) else df, kept], ignore_index=True)
+            df = pd.concat([df.assign(**{LEDGER_SOURCE: False}) if len(df) else None, kept], ignore_index=True)
     if df.empty:
         return pd.DataFrame(), []
     if LEDGER_SOURCE not in df:
