@@ -360,7 +360,8 @@ def check(study: Study, budget: str, root: Path, results_dir: Path | None = None
         except ConfigError as e:
             raise StudyError(f"study {study.name}, arm {arm!r}: {e}") from None
         except Exception as e:  # Hydra's own errors (a missing config group option, bad override syntax)
-            raise StudyError(f"study {study.name}, arm {arm!r}: {type(e).__name__}: {str(e).splitlines()[0]}; "
+            why = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]
+            raise StudyError(f"study {study.name}, arm {arm!r}: {type(e).__name__}: {': '.join(why)}; "
                              "fix the arm's overrides") from None
         out[arm] = {"model": spec.model.name.value, "data": spec.data.name.value, "epochs": spec.trainer.max_epochs,
                     "chain": [s.name for s in steps] or ["none"],

@@ -283,6 +283,17 @@ DEVICE_STUDY = {"devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4", "stm3
                             "smoke": {"seeds": [0], "devices": ["arduino_nano_33_ble_sense", "raspberry_pi_4"]}}}
 
 
+def test_a_study_refuses_to_select_on_the_test_split(tmp_path):
+    """What a run returns to a sweeper (objective) is validation accuracy or fit, never test accuracy: an arm asking
+    for test is refused with one line before any run, naming the values it may take."""
+    s = parse(arms={"dense": [], "pruned": ["objective=test_acc"]})
+    with pytest.raises(st.StudyError) as e:
+        st.check(s, "full", tmp_path)
+    msg = str(e.value)
+    assert "arm 'pruned'" in msg and "Invalid value 'test_acc', expected one of [val_acc, fits_device]" in msg
+    assert "\n" not in msg
+
+
 def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_path):
     """The leaderboard's rule (5 seeds for two candidates within an interval): a budget's more_seeds add seeds to the
     arms it names; the runner launches them for those arms only, and the report keeps them for those arms only."""
