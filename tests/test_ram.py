@@ -186,3 +186,14 @@ def test_ram_defaults_have_one_source():
     assert {k: sig[k].default for k in RAM_DEFAULTS} == RAM_DEFAULTS
     conf = yaml.safe_load((config_dir() / "model" / "ram.yaml").read_text())
     assert {k: conf[k] for k in RAM_DEFAULTS} == RAM_DEFAULTS
+
+
+def test_ram_in_half_precision_draws_where_it_looked():
+    """After an fp16 step the model's own figure runs it in its dtype (the float test images, cast)."""
+    from edgebench.models.ram import RecurrentAttention
+
+    net = RecurrentAttention((1, 16, 16), 10, glimpse_size=4, scales=2, glimpses=3).half()
+    x = torch.rand(2, 1, 16, 16)
+    plots = net.report_plots(x, torch.tensor([1, 2]))
+    data = plots["attention/glimpses.png"].data
+    assert len(data["predictions"]) == 2 and len(data["locations"]) == 2 and data["images"] == x[:, 0].tolist()

@@ -122,8 +122,8 @@ class RecurrentAttention(nn.Module):
 
         was = self.training
         self.eval()
-        try:
-            pred = self(x).argmax(1)
+        try:  # in the model's own dtype (fp16 after a half-precision step; the plot keeps the float images)
+            pred = self(x.to(next(self.parameters()).dtype)).argmax(1)
         finally:
             self.train(was)
         return {"attention/glimpses.png": Plot("glimpse_paths", {
