@@ -384,3 +384,30 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
     assert "**Runner-up** lenet5 fp16 / bf16 (fp16): the same test accuracy on every seed (+0.00 ± 0.00 pt, n=3)" in text
     assert ("**Runner-up** lenet5 structured pruning (structured_pruning->ptq_int8): the winner's test accuracy "
             "is higher (+5.00 ± ") in text
+
+
+def test_a_board_about_one_model_names_the_others_as_candidates():
+    """The attention model's section (reference_model=ram): its dense form is the reference (here not fitting, and
+    the row says why), the conv net beside it a candidate of its own, compared with it paired by seed."""
+    why = "TFLite Micro (tflite_micro_fp32) cannot hold this model: model.tflite does not run in TFLite Micro"
+    rows = []
+    for model, chain_tag, tests, fits, size in [("ram", "none", (0.70, 0.71, 0.72), 0.0, np.nan),
+                                                ("conv2_small", "none", (0.76, 0.77, 0.78), 1.0, 125000.0),
+                                                ("conv2_small", "ptq_int8", (0.75, 0.77, 0.78), 1.0, 38000.0)]:
+        for seed, test in enumerate(tests):
+            rows.append({"run_id": f"{model}{chain_tag}{seed}", "run_name": "r", "model": model, "data": "translated",
+                         "method": chain_tag, "chain": chain_tag, "device": "arduino_nano_33_ble_sense",
+                         "seed": seed, "replicate_group": f"{model}{chain_tag}", "test/acc": test,
+                         "select/val_acc": test, "device/fits": fits, "size/bytes_artifact": size,
+                         "device.fit": "fits" if fits else why})
+    df, _, _ = report.build(pd.DataFrame(rows))
+    board = report.leaderboard.leaderboard(df, ["arduino_nano_33_ble_sense"], reference_model="ram")
+    fam = board.set_index("family")
+    assert list(fam.index) == ["dense", "conv2_small dense", "conv2_small int8 PTQ"]
+    assert fam.loc["dense", "model"] == "ram" and fam.loc["dense", "note"] == why
+    assert fam.loc["conv2_small dense", "vs_dense"] == pytest.approx(0.06)  # paired with the attention model's seeds
+    text = report.answer(board)
+    assert text.startswith("**Answer:** conv2_small, dense, uncompressed: test accuracy 0.7700 ± ")
+    assert "nan%" not in text and "**Runner-up** conv2_small int8 PTQ (ptq_int8)" in text
+    md = report.leaderboard.markdown(board, "t", [])
+    assert f"| dense | reference, does not fit ({why}) | ram |" in md

@@ -112,7 +112,10 @@ def size_note(fam: str, pick: pd.Series) -> str:
 
 
 def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
-    return {"device": device, "family": fam, "status": status, "note": size_note(fam, pick), "model": pick["model"],
+    note = size_note(fam, pick)
+    if status == "reference, does not fit" and isinstance(pick.get("device.fit"), str):
+        note = pick["device.fit"]  # why (the flash, the RAM, or a format that cannot hold the model)
+    return {"device": device, "family": fam, "status": status, "note": note, "model": pick["model"],
             "chain": chain_text(pick), "label": pick["label"], "replicates": pick["replicates"],
             "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
             "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
@@ -251,11 +254,17 @@ def runner_up(board: pd.DataFrame) -> dict:
     out = {}
     for device, (a, b, d) in found.items():
         effect = word(d, adjusted.get(device) if len(tested) > 1 else None)
-        out[device] = {"row": a.name, "winner": f"{a['model']} {a['family']}", "runner_up": f"{b['model']} {b['family']}",
+        out[device] = {"row": a.name, "winner": _candidate(a), "runner_up": _candidate(b),
                        "runner_up_chain": b["chain"], "diff": d.mean, "ci": d.half, "n": d.n, "p": d.p,
                        "p_holm": adjusted.get(device, np.nan), "effect": effect,
                        "tie": effect == "none" and d.n < TIE_SEEDS and any(x != 0 for x in d.diffs)}
     return out
+
+
+def _candidate(r: pd.Series) -> str:
+    """``lenet5 int8 PTQ``: a row's model and family (once, when the family already names the model)."""
+    fam = str(r["family"])
+    return fam if fam.startswith(f"{r['model']} ") else f"{r['model']} {fam}"
 
 
 def runner_up_text(r: dict | None) -> str:
@@ -311,7 +320,8 @@ def answer(g: pd.DataFrame) -> str:
               "none": f"; test accuracy not distinguishable from the dense reference's ({_paired_text(best)}: the "
                       "interval covers zero)",
               "n/a": ""}[e]
-        vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes" if d["bytes_artifact"] else ""
+        if pd.notna(d["bytes_artifact"]) and d["bytes_artifact"]:
+            vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes"
     if best["family"] == "dense" and len(fits) > 1:  # a smaller model as good, paired by seed, is worth naming
         same = [r for _, r in fits[fits["family"] != "dense"].iterrows() if r.get("effect_vs_dense") in ("none", "higher")]
         if same:
@@ -321,7 +331,8 @@ def answer(g: pd.DataFrame) -> str:
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
     lat = _latency_text(best)
-    what = "dense, uncompressed" if best["family"] == "dense" else f"{best['family']}: {best['chain']}"
+    fam = str(best["family"]).removeprefix(f"{best['model']} ")  # a board about one model names the others' families
+    what = "dense, uncompressed" if fam == "dense" else f"{fam}: {best['chain']}"
     text = (f"**Answer:** {best['model']}, {what}: test accuracy {render.pm(best['test_acc'], best['test_acc_ci'])}, "
             f"{best['bytes_artifact']:,.0f} B{ram}{lat}{vs}.")
     device = str(g["device"].iloc[0]) if len(g) else ""
