@@ -411,3 +411,19 @@ def test_a_board_about_one_model_names_the_others_as_candidates():
     assert "nan%" not in text and "**Runner-up** conv2_small int8 PTQ (ptq_int8)" in text
     md = report.leaderboard.markdown(board, "t", [])
     assert f"| dense | reference, does not fit ({why}) | ram |" in md
+
+
+def test_the_boards_figure_puts_each_model_at_the_bytes_its_device_loads():
+    """Unstructured pruning's sparse encoding is 10x smaller than its file, but the device loads the dense file:
+    on the board's figure it sits at the file's bytes, and a smaller structured-pruned file is on the frontier."""
+    rows = [{"run_id": name, "run_name": name, "model": "lenet5", "data": "digits", "method": name, "chain": name,
+             "device": "stm32l4", "seed": 0, "replicate_group": name, "test/acc": val, "select/val_acc": val,
+             "size/bytes_artifact": file, "size/bytes_sparse": sparse, "device/fits": 1.0}
+            for name, file, sparse, val in [("magnitude_pruning", 1000.0, 100.0, 0.90),
+                                            ("structured_pruning", 500.0, 450.0, 0.85)]]
+    table, _, _ = report.build(pd.DataFrame(rows))
+    assert dict(zip(table["method"], table["pareto_bytes"])) == {"magnitude_pruning": True,
+                                                                  "structured_pruning": False}  # smallest encoding
+    fig = report.leaderboard.deployed(table)
+    assert dict(zip(fig["method"], fig["bytes"])) == {"magnitude_pruning": 1000.0, "structured_pruning": 500.0}
+    assert dict(zip(fig["method"], fig["pareto_bytes"])) == {"magnitude_pruning": True, "structured_pruning": True}

@@ -15,7 +15,7 @@ from edgebench.report.compare import COLUMNS as COMPARED, against, word
 from edgebench.report.load import DENSE, load_runs
 from edgebench.report.plots import plot
 from edgebench.report.replicates import BY_SEED, VAL_LOSS_BY_SEED
-from edgebench.report.table import build
+from edgebench.report.table import build, frontiers
 
 QUANT_STEPS = {"ptq_int8", "qat_int8", "fp16", "bf16", "uniform_quant", "nonuniform_quant", "kure"}
 KBIT = {"uniform_quant", "nonuniform_quant", "kure"}  # k-bit codes: no runtime loads them (size-only on the board)
@@ -368,15 +368,26 @@ def csv_table(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_board(table: pd.DataFrame, bytes_label: str, devices: list[str] | None, out: Path, stem: str,
+DEPLOYED_BYTES = "bytes of the deployed file (as the device's runtime loads it)"
+
+
+def deployed(table: pd.DataFrame) -> pd.DataFrame:
+    """The report table as the board's figure draws it: bytes are the file as the device loads it (not the smallest
+    encoding: no device runtime loads sparse or k-bit codes), the Pareto frontier chosen again on them (on
+    validation accuracy), points named by their model only (the colour is the chain)."""
+    out = table.assign(bytes=table["size/bytes_artifact"], label=table["model"])
+    frontiers(out)
+    return out
+
+
+def write_board(table: pd.DataFrame, devices: list[str] | None, out: Path, stem: str,
                 title: str, reference_model: str | None = None) -> tuple[pd.DataFrame, str]:
     """:func:`leaderboard` of a report table (:func:`build`), written as ``<out>/<stem>.csv`` (per-seed columns) and
     ``.png`` (accuracy against bytes, one panel per device); returns the board and its markdown."""
     board = leaderboard(table, devices, reference_model)
     out.mkdir(parents=True, exist_ok=True)
     csv_table(board).to_csv(out / f"{stem}.csv", index=False)
-    # points named by their model only: the colour is the chain, and the table names its settings
-    png = plot(table.assign(label=table["model"]), "bytes", bytes_label, "pareto_bytes", out / f"{stem}.png",
+    png = plot(deployed(table), "bytes", DEPLOYED_BYTES, "pareto_bytes", out / f"{stem}.png",
                "Accuracy against size, per device", by=["data"])  # the models side by side: which one fits
     return board, markdown(board, title, [png.name] if png else [], table.attrs.get("dropped", []))
 
@@ -388,10 +399,10 @@ def report_leaderboard(tracking_uri: str, experiment: str = "edgebench", sweep: 
     runs = load_runs(tracking_uri, experiment, sweep)
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
-    df, bytes_label, _ = build(runs, runs.attrs.get("swept_keys", []))
+    df, _, _ = build(runs, runs.attrs.get("swept_keys", []))
     out = Path(out or "results")
     title = f"edgebench leaderboard: {sweep or experiment}"
-    board, text = write_board(df, bytes_label, None, out, "leaderboard", title)
+    board, text = write_board(df, None, out, "leaderboard", title)
     (out / "leaderboard.md").write_text(text)
     render.print_leaderboard(board, title)
     render.print_dropped(df.attrs.get("dropped", []))
@@ -407,8 +418,8 @@ def study(study, df: pd.DataFrame, values, context: dict) -> dict:
     if unknown:
         raise ValueError(f"{study.name}: extra_args {sorted(unknown)} unknown to the leaderboard; it takes "
                          "reference_model (a board about one model)")
-    table, bytes_label, _ = build(df, [])
-    board, text = write_board(table, bytes_label, study.devices_at(context["budget"]), Path(context["out_dir"]),
+    table, _, _ = build(df, [])
+    board, text = write_board(table, study.devices_at(context["budget"]), Path(context["out_dir"]),
                               study.name, study.title, study.extra_args.get("reference_model"))
     return {"markdown": text.split("\n", 2)[2], "json": json_records(board)}
 

@@ -114,7 +114,7 @@ def _per_run(runs: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     return df
 
 
-def _frontiers(df: pd.DataFrame) -> None:
+def frontiers(df: pd.DataFrame) -> None:
     """Flag ``pareto_bytes`` and ``pareto_latency``: one frontier per group and device, of the groups that fit, on
     **validation** accuracy (``select/val_acc``: choosing the frontier is a selection, which never reads the test
     split; runs logged before that metric existed fall back to their test accuracy)."""
@@ -148,7 +148,7 @@ def build(runs: pd.DataFrame, swept: list[str] = (), children: bool = False) -> 
     compared = vs_dense(df)
     for col in COMPARED:
         df[col] = compared[col]
-    _frontiers(df)
+    frontiers(df)
     extra = sorted(c for c in df.columns if c.startswith("method.") and c != "method.name"
                    and _varies(df[c]))  # the params that vary: what was swept
     order = COLUMNS[:7] + ["label", "steps", "replicates", "seeds"] + extra + [
