@@ -329,7 +329,8 @@ def answer(g: pd.DataFrame) -> str:
             vs = (f"; {small['family']} ({small['chain']}) is not distinguishable from it by test accuracy "
                   f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}) at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
-    ram = (f", RAM {best['ram_bytes']:,.0f} B ({best['ram_source']})" if pd.notna(best.get("ram_bytes")) else "")
+    ram = (f", RAM {best['ram_bytes']:,.0f} B ({render.ram_label(best['ram_source'])})"
+           if pd.notna(best.get("ram_bytes")) else "")
     lat = _latency_text(best)
     fam = str(best["family"]).removeprefix(f"{best['model']} ")  # a board about one model names the others' families
     what = "dense, uncompressed" if fam == "dense" else f"{fam}: {best['chain']}"

@@ -172,12 +172,22 @@ def print_frontier(df: pd.DataFrame, title: str, out=None) -> None:
 LEADERBOARD_INTRO = (
     "Per device profile and method family: the model with the highest mean **validation** accuracy among "
     "those that fit the device in its own format (every replicate fits), with its **test** accuracy (mean ± "
-    "95% t interval over the replicates), the artifact's bytes, its RAM (`tflm_arena`: TFLite Micro's "
-    "measured arena; `estimate`: estimated peak activations, plus weights where the device loads them), and "
+    "95% t interval over the replicates), the artifact's bytes, its RAM on one basis per device (`measured "
+    "arena`: TFLite Micro's arena, measured on the file, wherever a TFLite Micro file exists; `estimate, "
+    "uncalibrated`: estimated peak activations, plus weights where the device loads them, for the other runtimes: "
+    "no published measurement calibrates it), and "
     "the device's estimated latency and energy (estimates: see the README's *Device estimates*). The dense "
     "row is the reference, whether it fits or not. A dash: no figure, because the profile has none to "
     "estimate from (no sourced power figure for energy, no peak compute for latency; the host's latency is "
     "measured, not estimated, and only when `measure.latency` is on).")
+
+
+RAM_LABELS = {"tflm_arena": "measured arena", "estimate": "estimate, uncalibrated"}
+
+
+def ram_label(source: str) -> str:
+    """How a RAM figure was obtained, as the leaderboard says it (``device.ram_source``)."""
+    return RAM_LABELS.get(source, source)
 
 
 def _num(v, f="{:,.0f}") -> str:
@@ -212,7 +222,7 @@ def leaderboard_markdown(board: pd.DataFrame, title: str, plots: list[str], drop
                 lines.append(f"| {r['family']} | {r['status']} | | | | | | | | | | |")
                 continue
             test = pm(r["test_acc"], r["test_acc_ci"])
-            ram = _num(r["ram_bytes"]) + (f" ({r['ram_source']})" if isinstance(r["ram_source"], str) else "")
+            ram = _num(r["ram_bytes"]) + (f" ({ram_label(r['ram_source'])})" if isinstance(r["ram_source"], str) else "")
             vs = "reference" if r["family"] == "dense" else versus(r, comparisons > 1)
             status = r["status"] + (f" ({r['note']})" if isinstance(r.get("note"), str) and r.get("note") else "")
             lines.append(f"| {r['family']} | {status} | {r['model']} | {r['chain']} | "
