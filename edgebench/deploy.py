@@ -133,7 +133,7 @@ def deploy(out: methods.CompressionResult, dense: "Dense", env: "Env", compresse
                 if not _device_format(spec):
                     raise  # a format asked for by name fails the run
                 shutil.rmtree(artifact_dir, ignore_errors=True)
-                unloadable = _cannot_hold(exp, e)
+                unloadable = str(e) if isinstance(e, CannotHold) else _cannot_hold(exp, e)
                 log.warning("%s; the run records that it does not fit %s", unloadable, spec.device.name)
                 artifact, test = None, _evaluate(out.predict or model, env)
     except BaseException:  # Ctrl-C, a full disk, a converter failure: no empty or half-written artifact/ stays
@@ -179,14 +179,38 @@ def _export_and_evaluate(exp: export.Exporter, out: methods.CompressionResult, e
 _PATHS = ("path", "files", "extra_files")  # the Artifact fields that hold paths (kept relative to its folder)
 
 
+class CannotHold(Exception):
+    """The device's own format cannot hold the model (its conversion refused it, or its runtime cannot run the file):
+    the reason, as found by this run or stored by another device's run of the same model and format."""
+
+
+# what a format's refusal raises: a conversion's ConfigError, or TFLite Micro's CannotRun (kept in the store: the same
+# model and exporter fail the same way on the next device of that format)
+REFUSALS = (ConfigError, export.tflite.CannotRun)
+
+
 def _stored_export(exp: export.Exporter, out: methods.CompressionResult, env: "Env", key: str,
                    artifact_dir: Path) -> tuple[export.Artifact, dict[str, float], bool]:
     """The file ``exp`` writes for the stored model ``key``, its evaluation and whether the store had them (made and
     stored otherwise; None with ``use_baseline_cache=false``, which stores nothing); the run gets its own copy in
-    ``artifact_dir``."""
+    ``artifact_dir``. Under ``export=auto``/``device`` a refusal of the format (:data:`REFUSALS`) is stored too and
+    raised as :class:`CannotHold`, so the next device of that format does not convert again."""
     if not env.spec.use_baseline_cache:
         return (*_export_and_evaluate(exp, out, env, artifact_dir), None)
+
+    def make():
+        try:
+            return _export_and_evaluate(exp, out, env, artifact_dir)
+        except REFUSALS as e:
+            if not _device_format(env.spec):
+                raise
+            shutil.rmtree(artifact_dir, ignore_errors=True)
+            return CannotHold(_cannot_hold(exp, e))
+
     def save(made, folder: Path) -> dict:
+        if isinstance(made, CannotHold):
+            (folder / "refused.json").write_text(json.dumps({"reason": str(made)}))
+            return {"exporter": exp.name, "refused": True}
         art, metrics = made
         fields = {k: v for k, v in dataclasses.asdict(art).items() if k not in _PATHS}
         rel = {k: _relative(getattr(art, k), art.path.parent) for k in _PATHS}
@@ -197,6 +221,8 @@ def _stored_export(exp: export.Exporter, out: methods.CompressionResult, env: "E
         return {"exporter": exp.name}
 
     def load(folder: Path):
+        if (folder / "refused.json").is_file():
+            return CannotHold(store.read_json(folder / "refused.json")["reason"])
         got = store.read_json(folder / "deployed.json")
         for name in got["artifact"]["files"]:
             if not (folder / "artifact" / name).is_file():
@@ -205,8 +231,11 @@ def _stored_export(exp: export.Exporter, out: methods.CompressionResult, env: "E
 
     entry = store.Store(env.spec.paths.store_dir).get_or_make(
         "deployments", store.child_key(key, {"exporter": exp.name, "version": DEPLOY_VERSION}),
-        lambda: _export_and_evaluate(exp, out, env, artifact_dir), save, load, name=exp.name,
-        what=f"deployed file ({exp.name})")
+        make, save, load, name=exp.name, what=f"deployed file ({exp.name})")
+    if isinstance(entry.value, CannotHold):
+        if entry.hit:
+            log.info("%s (found in the store: %s)", entry.value, entry.path)
+        raise entry.value
     if not entry.hit:
         return (*entry.value, False)
     got, src = entry.value

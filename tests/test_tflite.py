@@ -292,8 +292,11 @@ def test_a_model_the_devices_format_cannot_hold_is_recorded_as_not_fitting(make_
     same failure fails the run."""
     from edgebench.export import tflite
 
+    tried = []
+
     def cannot(path, *a, **k):
-        raise ValueError(f"{path.name} does not run in TFLite Micro even with a 4,194,304 B arena")
+        tried.append(path)
+        raise tflite.CannotRun(f"{path.name} does not run in TFLite Micro even with a 4,194,304 B arena")
 
     monkeypatch.setattr(tflite, "measure_arena", cannot)
     common = ("data=digits", "model=lenet_300_100", "trainer.max_epochs=2", "device=arduino_nano_33_ble_sense",
@@ -306,6 +309,11 @@ def test_a_model_the_devices_format_cannot_hold_is_recorded_as_not_fitting(make_
 
     logged = MlflowClient(make_cfg().paths.mlflow_tracking_uri).get_run(res.run_id).data.tags
     assert logged["export.failed"] == res.tags["device.fit"] and res.deployable is None
+    # the next microcontroller of that format finds the refusal in the store: nothing converted or run again
+    other = pipeline.run(make_cfg(*[c.replace("arduino_nano_33_ble_sense", "stm32h7") for c in common],
+                                  "export=device"))
+    assert len(tried) == 1 and other.tags["device.fit"] == res.tags["device.fit"]
+    assert other.metrics["device/fits"] == 0.0 and other.metrics["test/acc"] == res.metrics["test/acc"]
     with pytest.raises(ValueError, match="does not run in TFLite Micro"):
         pipeline.run(make_cfg(*common, "export=tflite_micro_fp32", "seed=1"))
 

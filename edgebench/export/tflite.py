@@ -46,6 +46,11 @@ CALIBRATION_SAMPLES = 256  # batch-1 calibration passes (of the step's calibrati
 ALIGN = 16  # TFLM wants the model buffer 16-byte aligned
 
 
+
+class CannotRun(ValueError):
+    """A file TFLite Micro cannot run at any arena size tried (a format that cannot hold the model)."""
+
+
 def missing(micro: bool = False) -> list[str]:
     """The pip names of the TFLite packages that are not installed (``micro``: TFLite Micro's too)."""
     need = [m for m in PACKAGES if m != "tflite_micro" or micro]
@@ -368,7 +373,7 @@ def measure_arena(path: str | Path, example: np.ndarray, limit: int = 64 << 20) 
     few hundred bytes short of what initialisation needs (LeNet-300-100: reported 6,496 B)."""
     path = Path(path)
     if not _runs(path, limit, example):
-        raise ValueError(f"{path.name} does not run in TFLite Micro even with a {limit:,} B arena")
+        raise CannotRun(f"{path.name} does not run in TFLite Micro even with a {limit:,} B arena")
     with _quiet() as cap:
         it = tflm_interpreter(path, limit)
         it.set_input(example, 0)
