@@ -236,6 +236,11 @@ def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     # paired by seed with the dense reference (-11 pt on both seeds): below it, though n = 2 gives wide intervals
     assert "test accuracy below the dense reference's (paired by seed: -11.00 ± 0.00 pt, n=2)" in text
     assert "nothing edgebench made fits" in report.answer(board[board["device"] == "vcu128"])
+    # the short answer (what the README shows): one line per device, the same pick, paired with dense
+    short = text.split("## The short answer", 1)[1]
+    assert "| arduino_nano_33_ble_sense | lenet5, int8 PTQ | 0.8050 ± " in short
+    assert "| -11.00 ± 0.00 (lower) | 1,000 | 500 B (measured arena) |" in short
+    assert "| jetson_nano_2gb | lenet5, dense | 0.9150 ± " in short and "| vcu128 | no runs for this device |" in short
 
 
 def test_a_child_run_is_not_averaged_with_its_parent():

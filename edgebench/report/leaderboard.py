@@ -123,7 +123,7 @@ def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
             "latency_ms_est": pick["device/latency_ms_est"], "energy_mj_est": pick["device/energy_mj_est"],
             "latency_low": pick.get("device/latency_ms_low", np.nan),
             "latency_high": pick.get("device/latency_ms_high", np.nan),
-            "runtime": pick.get("device.runtime", np.nan),
+            "runtime": pick.get("device.runtime", np.nan), "format": pick.get("export.name", np.nan),
             "fits": bool(pick["fits"]), "run_ids": pick["run_ids"], "test_acc_by_seed": pick.get(BY_SEED, {})}
 
 
@@ -349,13 +349,42 @@ def answer(g: pd.DataFrame) -> str:
 
 
 def markdown(board: pd.DataFrame, title: str, plots: list[str], dropped: list[dict] = ()) -> str:
-    """``leaderboard.md``: :func:`edgebench.report.render.leaderboard_markdown` with each device's :func:`answer`."""
+    """``leaderboard.md``: :func:`short_table`, then :func:`edgebench.report.render.leaderboard_markdown` with each
+    device's :func:`answer`."""
     answers = {}
     for device, g in board.groupby("device", sort=False):
         g.attrs["smallest_within_tolerance"] = board.attrs.get("smallest_within_tolerance", {})
         g.attrs["runner_up"] = board.attrs.get("runner_up", {})
         answers[device] = answer(g)
-    return render.leaderboard_markdown(board, title, plots, dropped, answers)
+    text = render.leaderboard_markdown(board, title, plots, dropped, answers)
+    head, rest = text.split("\n", 1)
+    return f"{head}\n\n## The short answer\n\n{short_table(board)}\n{rest}"
+
+
+def short_table(board: pd.DataFrame) -> str:
+    """One line per device: the most accurate model that fits (by validation accuracy, as :func:`answer` picks), in
+    the format its runtime loads, with its test accuracy, its difference from the dense reference paired by seed,
+    bytes, RAM and latency with their basis; what the README shows."""
+    lines = ["| device | most accurate that fits (family, file) | test acc | vs dense, paired (pt) | bytes | RAM | "
+             "latency (estimate) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for device, g in board.groupby("device", sort=False):
+        fits = g[g["status"].isin(FITS)] if "status" in g else g.iloc[0:0]
+        if fits.empty or "val_acc" not in fits:
+            why = g["status"].iloc[0] if "status" in g and len(g) == 1 else "nothing edgebench made fits"
+            lines.append(f"| {device} | {why} | | | | | |")
+            continue
+        b = fits.sort_values("val_acc", ascending=False).iloc[0]
+        fam = str(b["family"]).removeprefix(f"{b['model']} ")
+        fmt = f" ({b['format']})" if isinstance(b.get("format"), str) else ""
+        vs = "reference" if b["family"] == "dense" else (
+            f"{render.pt(b['vs_dense'], b['vs_dense_ci'])} ({b['effect_vs_dense']})" if pd.notna(b.get("vs_dense"))
+            else "n/a")
+        ram = (f"{b['ram_bytes']:,.0f} B ({render.ram_label(b['ram_source'])})" if pd.notna(b.get("ram_bytes"))
+               else "–")
+        lat = _latency_text(b).removeprefix(", latency ") or "–"
+        lines.append(f"| {device} | {b['model']}, {fam}{fmt} | {render.pm(b['test_acc'], b['test_acc_ci'])} | {vs} "
+                     f"| {b['bytes_artifact']:,.0f} | {ram} | {lat} |")
+    return "\n".join(lines) + "\n"
 
 
 def csv_table(board: pd.DataFrame) -> pd.DataFrame:

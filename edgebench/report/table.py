@@ -27,7 +27,7 @@ COLUMNS = ["run_id", "run_name", "model", "data", "method", "device", "sweep_id"
            "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/fits", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
            "device/latency_ms_low", "device/latency_ms_high", "device/latency_calibrated",
            "device/energy_mj_est", "quant.accuracy", "chain", "device.fit", "device.ram_source", "device.runtime",
-           "device.calibration", "device.energy_source", "edgebench.child"]
+           "export.name", "device.calibration", "device.energy_source", "edgebench.child"]
 GROUP_BY = ["data", "model"]  # the report's sections: runs of another data set or model are not compared
 BYTES_LABEL = "bytes (smallest of file, gzip, analytic encoding)"
 
