@@ -179,3 +179,27 @@ def test_prune_then_distil_from_the_dense_model_then_int8(make_cfg):
     assert res.tags["chain"] == "structured_pruning->distillation->ptq_int8"
     assert tags["distill.teacher"] == "baseline" and tags["distill.init"] == "input"  # the pruned model learns
     assert res.tags["export.dtype"] == "int8" and res.metrics["test/acc"] > 0.3
+
+
+def test_response_kd_runs_the_teacher_once_per_image_and_reads_the_same_logits_after():
+    """Response KD keeps the frozen teacher's logits per image: a second epoch of reshuffled batches runs the
+    teacher on no image again, and the kept logits are the teacher's own (up to float rounding)."""
+    teacher = _net(0)
+    calls = []
+    teacher.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0])))
+    loss = Distill(DistillationConfig(alpha=1.0), teacher)
+    x = torch.randn(48, 1, 8, 8)
+    student = _net(1)
+    for perm in (torch.arange(48), torch.randperm(48, generator=torch.Generator().manual_seed(0))):
+        for i in range(0, 48, 16):
+            xb = x[perm[i:i + 16]]
+            loss(student, xb, student(xb), torch.zeros(16, dtype=torch.long))
+    assert sum(calls) == 48  # the first epoch only
+    kept = loss._teacher_logits(x[:16])
+    assert sum(calls) == 48
+    with torch.no_grad():
+        direct = teacher.eval()(x[:16])
+    assert torch.allclose(kept, direct, atol=1e-6)
+    # feature taps need the teacher's activations of every batch: nothing kept
+    hinted = Distill(DistillationConfig(kind="feature"), teacher, "0", "0", regressor=torch.nn.Identity())
+    assert hinted._memo is None
