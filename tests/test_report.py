@@ -432,3 +432,16 @@ def test_the_boards_figure_puts_each_model_at_the_bytes_its_device_loads():
     fig = report.leaderboard.deployed(table)
     assert dict(zip(fig["method"], fig["bytes"])) == {"magnitude_pruning": 1000.0, "structured_pruning": 500.0}
     assert dict(zip(fig["method"], fig["pareto_bytes"])) == {"magnitude_pruning": True, "structured_pruning": True}
+
+
+def test_the_board_takes_an_arm_when_all_its_seeds_have_finished():
+    """A study run in chunks: an arm with some seeds finished stays off the board (its comparisons would pair fewer
+    seeds than the others') and is named."""
+    from types import SimpleNamespace
+
+    from edgebench.report.leaderboard import complete_arms
+
+    study = SimpleNamespace(arms={"dense": [], "int8": []}, seeds_of=lambda arm, budget: (0, 1, 2))
+    df = pd.DataFrame({"study.arm": ["dense"] * 3 + ["int8"], "seed": [0, 1, 2, 0]})
+    kept, partial = complete_arms(study, df, "full")
+    assert kept["study.arm"].unique().tolist() == ["dense"] and partial == ["int8 (1 of 3 seeds)"]

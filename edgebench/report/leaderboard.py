@@ -448,10 +448,33 @@ def study(study, df: pd.DataFrame, values, context: dict) -> dict:
     if unknown:
         raise ValueError(f"{study.name}: extra_args {sorted(unknown)} unknown to the leaderboard; it takes "
                          "reference_model (a board about one model)")
+    df, partial = complete_arms(study, df, context["budget"])
+    if df.empty:
+        return {"markdown": "No arm has finished all its seeds yet: no board.\n", "json": []}
     table, _, _ = build(df, [])
     board, text = write_board(table, study.devices_at(context["budget"]), Path(context["out_dir"]),
                               study.name, study.title, study.extra_args.get("reference_model"))
-    return {"markdown": text.split("\n", 2)[2], "json": json_records(board)}
+    text = text.split("\n", 2)[2]
+    if partial:
+        text = ("**Not on the board yet** (an arm joins when every seed of the budget has finished, so that each "
+                "comparison is paired over the same seeds): " + "; ".join(partial) + ".\n\n" + text)
+    return {"markdown": text, "json": json_records(board)}
+
+
+def complete_arms(study, df: pd.DataFrame, budget: str) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of the arms whose every seed (at ``budget``, :meth:`edgebench.study.Study.seeds_of`) finished on
+    at least one device, and ``"arm (n of N seeds)"`` for each arm left out with some runs."""
+    from edgebench.report.studies import ARM
+
+    keep, partial = [], []
+    for arm, g in df.groupby(ARM, sort=False):
+        want = set(study.seeds_of(arm, budget)) if arm in study.arms else set()
+        have = {int(x) for x in g["seed"].dropna()}
+        if want and want <= have:
+            keep.append(arm)
+        else:
+            partial.append(f"{arm} ({len(have & want)} of {len(want)} seeds)")
+    return df[df[ARM].isin(keep)], partial
 
 
 def json_records(board: pd.DataFrame) -> list[dict]:
