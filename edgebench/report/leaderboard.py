@@ -230,6 +230,14 @@ FITS = ("best that fits", "reference, fits")
 TIE_SEEDS = 5
 
 
+def ranked(g: pd.DataFrame) -> pd.DataFrame:
+    """One device's rows that fit, most accurate on validation first: the winner, the runner-up, ... (the one
+    selection rule that :func:`answer`, :func:`runner_up` and :func:`short_table` read)."""
+    if "status" not in g or "val_acc" not in g:
+        return g.iloc[0:0]
+    return g[g["status"].isin(FITS) & g["val_acc"].notna()].sort_values("val_acc", ascending=False)
+
+
 def runner_up(board: pd.DataFrame) -> dict:
     """Per device, its winner (the fitting row with the highest validation accuracy, as :func:`answer` names it)
     against the runner-up (the next one), test accuracy paired by seed, Holm-corrected over the devices compared:
@@ -242,7 +250,7 @@ def runner_up(board: pd.DataFrame) -> dict:
         return {}
     found = {}
     for device, g in board.groupby("device", sort=False):
-        fits = g[g["status"].isin(FITS) & g["val_acc"].notna()].sort_values("val_acc", ascending=False)
+        fits = ranked(g)
         if len(fits) < 2:
             continue
         a, b = fits.iloc[0], fits.iloc[1]
@@ -306,10 +314,10 @@ def answer(g: pd.DataFrame) -> str:
     """One device's answer in a sentence: the most accurate model (by validation accuracy) that fits, with its method
     and cost, and whether its test accuracy differs from the dense reference's, paired by seed (the verdict of
     :func:`leaderboard`, Holm-corrected over the board)."""
-    fits = g[g["status"].isin(FITS)] if "status" in g else g.iloc[0:0]
-    if fits.empty or "val_acc" not in fits:
+    fits = ranked(g)
+    if fits.empty:
         return "**Answer:** nothing edgebench made fits this device in its own format (reasons below)."
-    best = fits.sort_values("val_acc", ascending=False).iloc[0]
+    best = fits.iloc[0]
     dense = g[g["family"] == "dense"]
     vs = ""
     if len(dense) and best["family"] != "dense" and pd.notna(dense.iloc[0].get("test_acc")):
@@ -368,12 +376,12 @@ def short_table(board: pd.DataFrame) -> str:
     lines = ["| device | most accurate that fits (family, file) | test acc | vs dense, paired (pt) | bytes | RAM | "
              "latency (estimate) |", "|---|---|---:|---:|---:|---:|---:|"]
     for device, g in board.groupby("device", sort=False):
-        fits = g[g["status"].isin(FITS)] if "status" in g else g.iloc[0:0]
-        if fits.empty or "val_acc" not in fits:
+        fits = ranked(g)
+        if fits.empty:
             why = g["status"].iloc[0] if "status" in g and len(g) == 1 else "nothing edgebench made fits"
             lines.append(f"| {device} | {why} | | | | | |")
             continue
-        b = fits.sort_values("val_acc", ascending=False).iloc[0]
+        b = fits.iloc[0]
         fam = str(b["family"]).removeprefix(f"{b['model']} ")
         fmt = f" ({b['format']})" if isinstance(b.get("format"), str) else ""
         vs = "reference" if b["family"] == "dense" else (
