@@ -271,6 +271,9 @@ def test_default_runtimes_of_the_mcu_profiles():
     assert "arena + weights 400,000 B > memory 262,144 B" in sphere.reasons[0]
     onnx = run("stm32l4", "onnx")
     assert not onnx.fits and onnx.runtime is None
+    # no runtime loads it, so no latency or energy is estimated for it (an estimate is for the runtime that loads it)
+    assert onnx.latency_ms_est is None and onnx.energy_mj_est is None and onnx.latency_text() == "no estimate"
+    assert "no runtime of stm32l4 loads a onnx file" in onnx.note and "device/latency_ms_est" not in onnx.metrics()
 
 
 def test_an_uncalibrated_estimate_is_never_shown_as_a_plain_figure():

@@ -254,6 +254,10 @@ def evaluate_device(profile: DeviceConfig, layers: list[LayerInfo], *, dtype: st
     if profile.kind == DeviceKind.host:
         report.note = "host latency is measured (latency/host_*), not estimated"
         return report
+    if runtime is None and artifact_format is not None and base.runtimes:
+        # an estimate is for the runtime that loads the file: where none of the device's does, there is none
+        report.note = "; ".join([f"no estimate: no runtime of {profile.name} loads a {artifact_format} file", *notes])
+        return report
     est = latency_estimate(profile, runtime, dtype, layers, ops)
     if est is None:
         why = (f"no estimate: no published measurement calibrates TFLite Micro's {dtype} (reference) kernels, and "
