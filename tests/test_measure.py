@@ -232,3 +232,27 @@ def test_every_profile_names_sources():
         prof = load_device(name)
         assert prof.sources, f"{name} has no sources"
         assert prof.calibration, name
+
+
+def test_host_speed_summary_on_a_known_sample():
+    """experiments/host_speed.py: the speedup is the geometric mean over processes with a t interval on the log
+    ratios, and the verdict needs the interval to exclude 1x after Holm over every comparison of the file."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("host_speed", Path(__file__).parents[1] / "experiments/host_speed.py")
+    hs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hs)
+
+    def proc(int8, low):  # p50 ms of one process: fp32 10 ms; int8 and low rank given
+        return {"m|onnxruntime|1": {"fp32": {"p50_ms": 10.0, "noisy": False}, "int8": {"p50_ms": int8, "noisy": False},
+                                    "low rank": {"p50_ms": low, "noisy": False}}}
+
+    rows = {r["variant"]: r for r in hs.summarise([proc(5.0, 9.0), proc(5.1, 11.0), proc(4.9, 10.5), proc(5.0, 9.5),
+                                                   proc(5.05, 10.2)])}
+    i8, low = rows["int8"], rows["low rank"]
+    assert i8["speedup"] == pytest.approx(math.exp(sum(math.log(10 / t) for t in (5, 5.1, 4.9, 5, 5.05)) / 5))
+    assert i8["low"] > 1.9 and i8["high"] < 2.1 and i8["verdict"] == "faster" and i8["p_holm"] < 0.05
+    assert low["low"] < 1 < low["high"] and low["verdict"] == "not distinguishable"
+    assert hs.has_vnni("avx2 avx512f avx512_vnni") and not hs.has_vnni("avx2 fma")

@@ -234,6 +234,24 @@ def test_ptq_int8_run_accuracy_comes_from_the_onnx_file(make_cfg):
     assert run.data.metrics["method/bits"] == 8 and run.data.metrics["method/calibration_batches"] == 8
 
 
+def test_ptq_and_qat_write_the_same_int8_graph(make_cfg):
+    """QAT changes the weights, not the file's graph: both go through the same ONNX Runtime quantiser, so their
+    files have the same operators in the same order and the same tensor shapes and types (a speed difference
+    between them is noise, issue 29)."""
+    from onnx import numpy_helper
+
+    def graph(*extra):
+        cfg = make_cfg(*DIGITS, *extra, "export=onnx_int8")
+        g = onnx.load(str(_logged_model(cfg, pipeline.run(cfg).run_id))).graph
+        return g, {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+    ptq, ptq_w = graph("+method=ptq_int8")
+    qat, qat_w = graph("+method=qat_int8", "method.finetune_epochs=1")
+    assert [n.op_type for n in ptq.node] == [n.op_type for n in qat.node] and len(ptq.node) > 10
+    assert {k: (v.dtype, v.shape) for k, v in ptq_w.items()} == {k: (v.dtype, v.shape) for k, v in qat_w.items()}
+    assert any(not np.array_equal(ptq_w[k], qat_w[k]) for k in ptq_w if ptq_w[k].dtype == np.int8)
+
+
 def test_fp16_run_halves_the_artifact_and_bf16_runs_in_torch(make_cfg):
     from mlflow.tracking import MlflowClient
 

@@ -129,15 +129,17 @@ def _convert(model: nn.Module, x1: torch.Tensor, path: Path, quantizer=None) -> 
         raise RuntimeError(f"{err}\n{cap.get('text', '')[-3000:]}") from err
 
 
-def convert_fp32(model: nn.Module, example: torch.Tensor, path: str | Path, name: str | None = None) -> Path:
-    """``model`` as an fp32 ``.tflite`` at ``path``; a ConfigError names the op the converter refused and the
-    model (``name``, e.g. the zoo name, else its class)."""
+def convert_fp32(model: nn.Module, example: torch.Tensor, path: str | Path, name: str | None = None,
+                 batch: int = 1) -> Path:
+    """``model`` as an fp32 ``.tflite`` at ``path`` (static shapes: ``batch`` inputs a call, 1 for every
+    exporter); a ConfigError names the op the converter refused and the model (``name``, e.g. the zoo name, else its
+    class)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     _importable(model)
     try:
-        _convert(model, example[:1].contiguous(), path)
+        _convert(model, example[:batch].contiguous(), path)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - any converter failure is the user's model meeting TFLite
@@ -203,8 +205,9 @@ def _failing_node(prepared, samples: list[torch.Tensor]) -> str | None:
 
 
 def convert_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor], path: str | Path,
-                 name: str | None = None) -> Path:
-    """Full-integer int8 ``.tflite`` (per-channel symmetric weights, int8 activations and I/O) by PT2E.
+                 name: str | None = None, batch: int = 1) -> Path:
+    """Full-integer int8 ``.tflite`` (per-channel symmetric weights, int8 activations and I/O) by PT2E; static
+    shapes: ``batch`` inputs a call (1 for every exporter), calibrated on slices of that many.
 
     A ConfigError names the model (``name``, e.g. ``model=ram``, else its class), the op the conversion refused
     and, when calibration fails on an op, where that op is in the model's source."""
@@ -216,8 +219,9 @@ def convert_int8(model: nn.Module, example: torch.Tensor, calibration: list[torc
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     _importable(model)
-    x1 = example[:1].contiguous()
-    samples = [b[i:i + 1] for b in calibration for i in range(len(b))][:CALIBRATION_SAMPLES]
+    x1 = example[:batch].contiguous()
+    samples = [b[i:i + batch] for b in calibration for i in range(0, len(b) - batch + 1, batch)]
+    samples = samples[:max(1, CALIBRATION_SAMPLES // batch)]
     if not samples:
         raise ValueError("int8 TFLite needs calibration samples (method.calibration_batches >= 1)")
     prepared = None
@@ -308,9 +312,10 @@ def litert_predictor(artifact: Artifact, threads: int = 0) -> LiteRT:
 
 
 def litert_runner(path: str | Path, example_input: torch.Tensor, threads: int) -> Callable[[], object]:
-    """One batch-1 invocation of a ``.tflite`` file in LiteRT (default kernels, XNNPACK), input quantised once."""
+    """One invocation of a ``.tflite`` file in LiteRT (default kernels, XNNPACK) on as many of ``example_input`` as
+    the file's static batch holds (1 for every exporter's file), input quantised once."""
     lite = LiteRT(path, threads=threads)
-    x = lite.quantize_input(example_input[:1])
+    x = lite.quantize_input(example_input[:int(lite.inp["shape"][0])])
 
     def run():
         return lite.run_one(x)
