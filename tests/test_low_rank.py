@@ -54,6 +54,29 @@ def test_tucker2_conv_keeps_stride_padding_and_reconstructs_a_low_rank_kernel():
     assert seq[1].stride == (2, 2) and seq[1].padding == (1, 1)
 
 
+def test_a_strided_1x1_conv_is_a_matrix_and_every_layer_gets_its_planned_rank():
+    """ResNet shortcuts (1x1, stride 2) are factorised as two 1x1 convs, the stride on the first (a Tucker-2 core of
+    1x1 cannot hold an output rank above its input rank: tensorly cut it silently, and the plan's sizes were wrong);
+    the factorised ResNet-8 has exactly the weights its plan says."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 1, stride=2)
+    with torch.no_grad():
+        conv.weight.copy_((torch.randn(32, 3) @ torch.randn(3, 16))[:, :, None, None])  # rank 3
+    two, err = svd_layers(conv, 3)
+    x = torch.randn(2, 16, 9, 9)
+    assert err < 1e-5 and two[0].stride == (2, 2) and torch.allclose(two(x), conv(x), atol=1e-4)
+    for cfg in (LowRankConfig(energy=None, ratio=0.5), LowRankConfig(energy=0.9)):
+        model = build_model(ModelConfig(name="resnet8"), (1, 28, 28), 10).eval()
+        before = sum(p.numel() for p in model.parameters())
+        plans = plan(model, cfg)
+        kinds = {p.kind for p in plans if p.name.endswith("shortcut.0")}
+        assert kinds == {"svd"} if cfg.ratio else kinds <= {"svd", None}  # None: its energy rank saves nothing
+        table = factorise(model, plans)
+        saved = sum(r["params"] - r["params_after"] for r in table if r["factorised"])
+        assert sum(p.numel() for p in model.parameters()) == before - saved > 0
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_plan_says_why_a_layer_is_left_alone_and_skips_depthwise():
     net = build_model(ModelConfig(name="mobilenet_v2"), (3, 32, 32), 10)
     plans = plan(net, LowRankConfig(energy=0.5))

@@ -91,13 +91,13 @@ def _as_matrix(m: nn.Module) -> torch.Tensor:
 
 
 def _kind(m: nn.Module) -> str | None:
-    """svd (linear, 1x1 conv), tucker (kxk conv), or None with the reason (see :func:`plan`)."""
+    """svd (linear, 1x1 conv of any stride: a matrix), tucker (kxk conv), or None with the reason (see :func:`plan`)."""
     if isinstance(m, nn.Linear):
         return "svd"
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
             return None
-        return "svd" if m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), "valid") else "tucker"
+        return "svd" if m.kernel_size == (1, 1) and m.padding in ((0, 0), "valid") else "tucker"
     return None
 
 
@@ -175,12 +175,14 @@ def plan(model: nn.Module, cfg: LowRankConfig) -> list[LayerPlan]:
                 r1 = r2 = 0
                 for t in range(1, max(c, k_out) + 1):  # the largest proportional ranks within the budget
                     a, b = max(1, round(c * t / max(c, k_out))), max(1, round(k_out * t / max(c, k_out)))
-                    if tucker_params(c, k_out, area, a, b) <= cfg.ratio * dense:
+                    if tucker_params(c, k_out, area, a, b) <= cfg.ratio * dense and max(a, b) <= min(a, b) * area:
                         r1, r2 = a, b
             else:
                 w = m.weight.detach()
                 r2 = energy_rank(torch.linalg.svdvals(w.flatten(1)), cfg.energy)  # output-channel mode
                 r1 = energy_rank(torch.linalg.svdvals(w.transpose(0, 1).flatten(1)), cfg.energy)  # input mode
+            # a mode's rank is at most the product of the other modes' (the core's unfolding): no more is computed
+            r1, r2 = min(r1, r2 * area), min(r2, r1 * area)
             p.rank = (r1, r2)
             p.params_after = tucker_params(c, k_out, area, r1, r2)
             if r1 < 1 or r2 < 1 or p.params_after >= dense:
@@ -198,7 +200,8 @@ def plan(model: nn.Module, cfg: LowRankConfig) -> list[LayerPlan]:
 
 
 def svd_layers(m: nn.Module, r: int) -> tuple[nn.Module, float]:
-    """``m`` (linear or 1x1 conv) as two layers of rank ``r``; and the relative Frobenius error."""
+    """``m`` (linear or 1x1 conv) as two layers of rank ``r`` (a strided 1x1 conv's stride on the first: it picks
+    the same pixels); and the relative Frobenius error."""
     w = _as_matrix(m)
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     a = (torch.diag(s[:r].sqrt()) @ vh[:r])  # r x n
@@ -209,7 +212,8 @@ def svd_layers(m: nn.Module, r: int) -> tuple[nn.Module, float]:
         first, second = nn.Linear(m.in_features, r, bias=False), nn.Linear(r, m.out_features, bias=bias)
         first.weight.data, second.weight.data = a.clone(), b.clone()
     else:
-        first, second = nn.Conv2d(m.in_channels, r, 1, bias=False), nn.Conv2d(r, m.out_channels, 1, bias=bias)
+        first = nn.Conv2d(m.in_channels, r, 1, stride=m.stride, bias=False)
+        second = nn.Conv2d(r, m.out_channels, 1, bias=bias)
         first.weight.data, second.weight.data = a.clone()[:, :, None, None], b.clone()[:, :, None, None]
     if bias:
         second.bias.data = m.bias.detach().clone()
