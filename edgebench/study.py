@@ -148,7 +148,11 @@ def load(name_or_path: str | Path) -> Study:
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = study_dir() / f"{name_or_path}.yaml"
         if not path.exists():
-            raise StudyError(f"no study {str(name_or_path)!r}: studies are {', '.join(names()) or 'none'} "
+            import difflib
+
+            close = difflib.get_close_matches(str(name_or_path), names(), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise StudyError(f"no study {str(name_or_path)!r}: {hint}studies are {', '.join(names()) or 'none'} "
                              f"(conf/study/NAME.yaml), or pass the path of a study YAML file")
     try:
         raw = yaml.safe_load(path.read_text())

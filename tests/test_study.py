@@ -132,6 +132,8 @@ def test_unknown_budget_and_study_are_refused_before_anything_runs(tmp_path, cap
     assert err == "edgebench.study: error: study pipelines: unknown budget 'huge'; use --budget full or smoke"
     assert st.main(["no_such_study"]) == 2
     assert "no study 'no_such_study': studies are " in capsys.readouterr().err
+    assert st.main(["leaderbord"]) == 2  # a typo: the nearest name
+    assert "no study 'leaderbord': did you mean leaderboard? studies are " in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
 
 
