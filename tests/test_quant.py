@@ -241,7 +241,8 @@ def test_ptq_and_qat_write_the_same_int8_graph(make_cfg):
     from onnx import numpy_helper
 
     def graph(*extra):
-        cfg = make_cfg(*DIGITS, *extra, "export=onnx_int8")
+        cfg = make_cfg("data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false", *extra,
+                       "export=onnx_int8")
         g = onnx.load(str(_logged_model(cfg, pipeline.run(cfg).run_id))).graph
         return g, {i.name: numpy_helper.to_array(i) for i in g.initializer}
 
