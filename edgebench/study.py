@@ -61,10 +61,15 @@ class Comparison:
     rule: str | None = None
     threshold: float | None = None
     source: str | None = None
+    # a selection declared before the run: ``arm`` is the one of these with the highest mean ``by`` (a validation
+    # metric, select/*), picked when the report is written; the comparison is the pick's
+    best_of: tuple[str, ...] = ()
+    by: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.arm} - {self.against}" if self.against is not None else f"{self.arm} (own values)"
+        arm = f"best of {len(self.best_of)} on {self.by}" if self.best_of else self.arm
+        return f"{arm} - {self.against}" if self.against is not None else f"{arm} (own values)"
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,29 @@ class Study:
         from edgebench.store import digest
 
         return digest(self.overrides(arm, budget))
+
+
+def _selection(spec: Any, at: str, arms: dict, metrics: list[str]) -> tuple[tuple[str, ...], str | None]:
+    """A comparison's ``arm: {best_of: [A, B, ...], by: select/val_acc}``: the arms and the validation metric that
+    picks one of them (``((), None)`` for a plain arm name)."""
+    if not isinstance(spec, dict):
+        return (), None
+    extra = sorted(set(spec) - {"best_of", "by"})
+    if extra:
+        raise _fail(at, f"unknown key {extra[0]!r}", "write {best_of: [A, B], by: select/val_acc}")
+    best_of = spec.get("best_of")
+    if not isinstance(best_of, list) or len(best_of) < 2:
+        raise _fail(f"{at}.best_of", "must list two or more arms", "write best_of: [A, B]")
+    for a in best_of:
+        if str(a) not in arms:
+            raise _fail(f"{at}.best_of", f"{a!r} is not an arm", f"name arms of {', '.join(arms)}")
+    by = str(spec.get("by", ""))
+    if not by.startswith("select/"):
+        raise _fail(f"{at}.by", f"{by!r} would pick on the test split or an unknown figure",
+                    "pick on a validation metric: by: select/val_acc (or select/val_loss)")
+    if by not in metrics:
+        raise _fail(f"{at}.by", f"{by!r} is not one of the study's metrics", "add it to metrics: first")
+    return tuple(str(a) for a in best_of), by
 
 
 def _fail(where: str, problem: str, fix: str) -> StudyError:
@@ -242,12 +270,14 @@ def parse(raw: Any, path: Path | None = None) -> Study:
         if extra:
             raise _fail(at, f"unknown key {extra[0]!r}", "the keys are arm, against, metric, rule, threshold, source")
         one_sample = "against" in c and c["against"] is None  # against: null -> the arm's own values
-        arm, against = str(c.get("arm")), (None if one_sample else str(c.get("against", reference)))
-        for key, a in (("arm", arm), ("against", against)):
+        against = None if one_sample else str(c.get("against", reference))
+        best_of, by = _selection(c.get("arm"), f"{at}.arm", arms, metrics)
+        arm = "" if best_of else str(c.get("arm"))
+        for key, a in (("arm", arm or None), ("against", against)):
             if a is not None and a not in arms:
                 raise _fail(f"{at}.{key}", f"{a!r} is not an arm", f"name one of {', '.join(arms)}")
-        if arm == against:
-            raise _fail(at, f"compares {arm!r} with itself", "set against: to another arm")
+        if against is not None and (arm == against or against in best_of):
+            raise _fail(at, f"compares {against!r} with itself", "set against: to another arm")
         metric = str(c.get("metric", ""))
         if metric not in metrics:
             raise _fail(f"{at}.metric", f"{metric!r} is not one of the study's metrics", "add it to metrics: first")
@@ -264,7 +294,7 @@ def parse(raw: Any, path: Path | None = None) -> Study:
                 raise _fail(f"{at}.source", "a threshold needs its source (a paper's table, an issue)",
                             'add source: "Han et al. 2015, Table 1"')
         comparisons.append(Comparison(arm, metric, against, rule, None if threshold is None else float(threshold),
-                                      None if source is None else str(source)))
+                                      None if source is None else str(source), best_of, by))
     tables = _strings(raw.get("tables", list(TABLES)), f"{where}: tables")
     for t in tables:
         if t not in TABLES:

@@ -117,6 +117,14 @@ def test_the_long_studies_keep_their_old_scripts_budgets():
      "more_seeds: names no arm of the study: 'prunned'"),
     ({"budgets": {"full": {"seeds": [0, 1, 2], "more_seeds": {"pruned": [2, 3]}}}},
      "must be distinct integers not among the budget's seeds"),
+    ({"comparisons": [{"arm": {"best_of": ["pruned", "dense"], "by": "test/acc"}, "metric": "test/acc"}]},
+     "arm.by: 'test/acc' would pick on the test split"),
+    ({"comparisons": [{"arm": {"best_of": ["pruned"], "by": "select/val_acc"}, "metric": "test/acc"}]},
+     "best_of: must list two or more arms"),
+    ({"comparisons": [{"arm": {"best_of": ["pruned", "prunned"], "by": "select/val_acc"}, "metric": "test/acc"}]},
+     "best_of: 'prunned' is not an arm"),
+    ({"comparisons": [{"arm": {"best_of": ["pruned", "dense"], "by": "select/val_acc"}, "metric": "test/acc"}]},
+     "'select/val_acc' is not one of the study's metrics"),
 ])
 def test_bad_study_configs_fail_with_one_line_naming_the_fix(changes, message):
     with pytest.raises(st.StudyError) as e:
@@ -551,6 +559,35 @@ def test_a_one_sample_comparison_extra_args_and_the_derived_ratios():
         st.DERIVED["size/log_bytes_artifact"][1]({"size/bytes_artifact": 1000}) == pytest.approx(math.log(0.3))
     assert st.DERIVED["memory/tflm_arena_est_error"][1]({"memory/tflm_arena_bytes_est": 115,
                                                         "memory/tflm_arena_bytes": 100}) == pytest.approx(0.15)
+
+
+def test_a_declared_selection_picks_on_validation_and_compares_the_pick_on_test():
+    """``arm: {best_of: [...], by: select/val_acc}``: the arm with the highest mean validation accuracy is compared
+    (on test, paired by seed, in the file's Holm family), even when another arm of the group is better on test."""
+    raw = json.loads(json.dumps(TINY))
+    raw["arms"] |= {"kd T2": [], "kd T4": []}
+    raw["metrics"] = ["test/acc", "select/val_acc", "select/val_loss"]
+    raw["plots"] = []
+    raw["comparisons"] = [{"arm": {"best_of": ["kd T2", "kd T4"], "by": "select/val_acc"}, "metric": "test/acc"},
+                          {"arm": {"best_of": ["kd T2", "kd T4"], "by": "select/val_loss"}, "metric": "test/acc"},
+                          {"arm": "pruned", "metric": "test/acc"}]
+    s = st.parse(raw)
+    assert s.comparisons[0].label == "best of 2 on select/val_acc - dense"
+    vals = {"dense": {"test/acc": {0: 0.80, 1: 0.81, 2: 0.79}},
+            "kd T2": {"test/acc": {0: 0.90, 1: 0.91, 2: 0.92}, "select/val_acc": {0: 0.85, 1: 0.86, 2: 0.84},
+                      "select/val_loss": {0: 0.50, 1: 0.50, 2: 0.50}},  # best on test, not on validation
+            "kd T4": {"test/acc": {0: 0.82, 1: 0.84, 2: 0.83}, "select/val_acc": {0: 0.88, 1: 0.87, 2: 0.89},
+                      "select/val_loss": {0: 0.40, 1: 0.41, 2: 0.39}},
+            "pruned": {"test/acc": {0: 0.80, 1: 0.80, 2: 0.80}}}
+    by_acc, by_loss, plain = st.compare(s, vals)
+    assert by_acc["picked"] == by_loss["picked"] == "kd T4"  # highest accuracy, lowest loss
+    assert by_acc["paired"].mean == pytest.approx(0.03) and by_acc["pick_means"]["kd T2"] == pytest.approx(0.85)
+    assert by_acc["label"] == "kd T4 (best of 2 on select/val_acc) - dense"
+    assert by_acc["p_holm"] >= by_acc["paired"].p and "picked" not in plain  # one Holm family of 3
+    from edgebench.report.render import _comparisons_table
+
+    assert any(line.startswith("| kd T4 (best of 2 on select/val_acc) - dense | test/acc | ")
+               for line in _comparisons_table([by_acc, by_loss, plain]))
 
 
 @pytest.mark.parametrize("name, chain", [("kure_resnet20", ["kure"]), ("quant_resnet20", ["ptq_int8"]),

@@ -372,7 +372,7 @@ def _comparisons_table(rows: list[dict]) -> list[str]:
         c, d = r["comparison"], r["paired"]
         thr = "" if c.rule is None else f"{c.rule} {c.threshold:g}"
         passed = "" if c.rule is None else ("n/a" if r["passed"] is None else ("yes" if r["passed"] else "**no**"))
-        lines.append(f"| {c.label} | {c.metric} | {fmt_metric(d.mean, c.metric)} | "
+        lines.append(f"| {r.get('label', c.label)} | {c.metric} | {fmt_metric(d.mean, c.metric)} | "
                      f"[{fmt_metric(d.low, c.metric)}, {fmt_metric(d.high, c.metric)}] | {d.n} | {d.p:.3g} | "
                      f"{r['p_holm']:.3g} | {r['verdict']} | {thr} | {passed} | {c.source or ''} |")
     return lines + [""]
@@ -396,7 +396,9 @@ def study_json(study, budget: str, df: pd.DataFrame, left: list, vals: dict, row
                        for a, ms in vals.items()},
             "run_ids": {a: {str(int(r["seed"])): r["run_id"] for _, r in df[df["study.arm"] == a].iterrows()}
                         for a in study.arms},
-            "comparisons": [{"arm": r["comparison"].arm, "against": r["comparison"].against,
+            "comparisons": [{"arm": r.get("picked", r["comparison"].arm), "against": r["comparison"].against,
+                             **({"best_of": list(r["comparison"].best_of), "by": r["comparison"].by,
+                                 "pick_means": r["pick_means"]} if r["comparison"].best_of else {}),
                              "metric": r["comparison"].metric, "mean": r["paired"].mean, "half": r["paired"].half,
                              "low": r["paired"].low, "high": r["paired"].high, "n": r["paired"].n,
                              "p": r["paired"].p, "p_holm": r["p_holm"], "verdict": r["verdict"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -148,9 +149,17 @@ def compare(study, vals) -> list[dict[str, Any]]:
 
     rows = []
     for c in study.comparisons:
-        own = vals[c.arm][c.metric]  # against: null -> the arm's own values against zero (one sample)
+        arm, extra = c.arm, {}
+        if c.best_of:  # the declared selection: the highest mean of the validation metric ``by``
+            means = {a: statistics.fmean(vals[a][c.by].values()) for a in c.best_of if vals[a][c.by]}
+            best = min if c.by.endswith("loss") else max  # a loss is best lowest, an accuracy highest
+            arm = best(means, key=means.get) if means else c.best_of[0]
+            pick = f"{arm} (best of {len(c.best_of)} on {c.by})"
+            extra = {"picked": arm, "pick_means": means,
+                     "label": f"{pick} - {c.against}" if c.against is not None else f"{pick} (own values)"}
+        own = vals[arm][c.metric]  # against: null -> the arm's own values against zero (one sample)
         d = paired(own, vals[c.against][c.metric] if c.against is not None else {s: 0.0 for s in own})
-        rows.append({"comparison": c, "paired": d})
+        rows.append({"comparison": c, "paired": d, **extra})
     adjusted = holm([r["paired"].p for r in rows])
     for r, p_adj in zip(rows, adjusted):
         c, d = r["comparison"], r["paired"]
