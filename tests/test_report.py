@@ -339,6 +339,7 @@ def test_the_leaderboard_says_where_the_deployed_file_does_not_realise_the_compr
                                                        "11,705 B as an analytic encoding (size only)")
     assert size_note("k-bit codes", pick).startswith("no runtime loads k-bit codes")
     assert "no runtime loads k-bit codes or sparse weights" in size_note("Deep Compression", pd.Series(dtype=float))
+    assert size_note("low rank + sparse", pick).startswith("no runtime has sparse kernels: the file stores the sparse")
     assert size_note("structured pruning", pick) == "" and size_note("int8 PTQ", pick) == ""
     from edgebench.report import render
 

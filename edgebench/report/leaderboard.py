@@ -98,7 +98,8 @@ def _pick(g: pd.DataFrame, fam: str) -> tuple[pd.Series | None, str]:
 # Families whose compression the deployed file does not realise: the device's runtime loads a dense file
 SIZE_ONLY = {"unstructured pruning": "the runtime has no sparse kernels and loads the dense file",
              "Deep Compression": "no runtime loads k-bit codes or sparse weights: the file is dense",
-             "k-bit codes": "no runtime loads k-bit codes: the file holds the dequantised weights"}
+             "k-bit codes": "no runtime loads k-bit codes: the file holds the dequantised weights",
+             "low rank + sparse": "no runtime has sparse kernels: the file stores the sparse part S as a dense tensor"}
 
 
 def size_note(fam: str, pick: pd.Series) -> str:
