@@ -181,7 +181,7 @@ def test_int8_fits_coral_where_fp32_does_not(tmp_path):
     assert fp32["device/fits"] == 0 and "int8" in fp32.tags()["device.fit"]
     # fit by format: the Coral runs .tflite, not ONNX (tests/test_tflite.py: an int8 .tflite fits); only the format
     # keeps the int8 ONNX file out, where the fp32 one also fails on its dtype
-    assert q["device/fits"] == 0 and q["device/latency_ms_est"] > 0
+    assert q["device/fits"] == 0 and "device/latency_ms_est" not in q  # no Coral runtime loads it: no estimate
     assert "export=tflite_int8" in q.tags()["device.fit"] and "this model is" not in q.tags()["device.fit"]
     assert q["size/bytes_artifact"] == int8.path.stat().st_size
     assert q.tags()["latency.runtime"] == "onnxruntime" and q.tags()["export.dtype"] == "int8"
