@@ -331,6 +331,23 @@ def test_the_pareto_frontier_is_chosen_on_validation_accuracy():
     assert front == {"a": True, "b": False}  # b is larger and less accurate on validation, though better on test
 
 
+def test_the_boards_figure_draws_one_frontier_across_the_models():
+    """The board's figure asks which model a device should take: its frontier spans the models of a data set (a
+    larger, less accurate model of another net is not on it), where a report's frontier is one per model."""
+    from edgebench.report.leaderboard import deployed
+
+    rows = []
+    for name, model, size, val in [("a", "resnet8", 100e3, 0.92), ("b", "lenet_300_100", 134e3, 0.89),
+                                   ("c", "lenet5", 70e3, 0.91)]:
+        rows.append({"run_id": name, "run_name": name, "model": model, "data": "fashion_mnist", "method": name,
+                     "chain": name, "device": "host", "seed": 0, "replicate_group": name, "test/acc": val,
+                     "select/val_acc": val, "size/bytes_artifact": size})
+    df, _, _ = report.build(pd.DataFrame(rows))
+    assert dict(zip(df["method"], df["pareto_bytes"])) == {"a": True, "b": True, "c": True}  # one per model
+    board = deployed(df)
+    assert dict(zip(board["method"], board["pareto_bytes"])) == {"a": True, "b": False, "c": True}
+
+
 def test_the_leaderboard_says_where_the_deployed_file_does_not_realise_the_compression():
     from edgebench.report.leaderboard import size_note
 

@@ -413,9 +413,10 @@ DEPLOYED_BYTES = "bytes of the deployed file (as the device's runtime loads it)"
 def deployed(table: pd.DataFrame) -> pd.DataFrame:
     """The report table as the board's figure draws it: bytes are the file as the device loads it (not the smallest
     encoding: no device runtime loads sparse or k-bit codes), the Pareto frontier chosen again on them (on
-    validation accuracy), points named by their model only (the colour is the chain)."""
+    validation accuracy) across the models of a data set (which model a device should take), points named by their
+    model only (the colour is the chain)."""
     out = table.assign(bytes=table["size/bytes_artifact"], label=table["model"])
-    frontiers(out)
+    frontiers(out, by=["data"])
     return out
 
 

@@ -114,13 +114,14 @@ def _per_run(runs: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     return df
 
 
-def frontiers(df: pd.DataFrame) -> None:
-    """Flag ``pareto_bytes`` and ``pareto_latency``: one frontier per group and device, of the groups that fit, on
-    **validation** accuracy (``select/val_acc``: choosing the frontier is a selection, which never reads the test
-    split; runs logged before that metric existed fall back to their test accuracy)."""
+def frontiers(df: pd.DataFrame, by: list[str] = GROUP_BY) -> None:
+    """Flag ``pareto_bytes`` and ``pareto_latency``: one frontier per section (``by``: data set and model) and
+    device, of the groups that fit, on **validation** accuracy (``select/val_acc``: choosing the frontier is a
+    selection, which never reads the test split; runs logged before that metric existed fall back to their test
+    accuracy)."""
     df["pareto_bytes"] = df["pareto_latency"] = False
     df["latency_noise_ms"] = latency_noise(df)
-    for _, g in df.groupby([*GROUP_BY, "device"], dropna=False):
+    for _, g in df.groupby([*by, "device"], dropna=False):
         val = g["select/val_acc"] if "select/val_acc" in g else pd.Series(np.nan, index=g.index)
         acc = val.fillna(g["test/acc"]).where(g["fits"])
         df.loc[g.index, "pareto_bytes"] = pareto(acc, g["bytes"])
