@@ -68,7 +68,14 @@ class Comparison:
 
     @property
     def label(self) -> str:
-        arm = f"best of {len(self.best_of)} on {self.by}" if self.best_of else self.arm
+        return self.label_for(self.arm or None)
+
+    def label_for(self, picked: str | None) -> str:
+        """The comparison's name, with the arm a selection ``picked`` (None: not picked yet)."""
+        arm = self.arm
+        if self.best_of:
+            choice = f"best of {len(self.best_of)} on {self.by}"
+            arm = f"{picked} ({choice})" if picked else choice
         return f"{arm} - {self.against}" if self.against is not None else f"{arm} (own values)"
 
 

@@ -175,13 +175,14 @@ def plan(model: nn.Module, cfg: LowRankConfig) -> list[LayerPlan]:
                 r1 = r2 = 0
                 for t in range(1, max(c, k_out) + 1):  # the largest proportional ranks within the budget
                     a, b = max(1, round(c * t / max(c, k_out))), max(1, round(k_out * t / max(c, k_out)))
-                    if tucker_params(c, k_out, area, a, b) <= cfg.ratio * dense and max(a, b) <= min(a, b) * area:
+                    if tucker_params(c, k_out, area, a, b) <= cfg.ratio * dense:
                         r1, r2 = a, b
             else:
                 w = m.weight.detach()
                 r2 = energy_rank(torch.linalg.svdvals(w.flatten(1)), cfg.energy)  # output-channel mode
                 r1 = energy_rank(torch.linalg.svdvals(w.transpose(0, 1).flatten(1)), cfg.energy)  # input mode
-            # a mode's rank is at most the product of the other modes' (the core's unfolding): no more is computed
+            # every rule: a mode's rank is at most the product of the other modes' (the core's unfolding), and
+            # tensorly computes no more than that
             r1, r2 = min(r1, r2 * area), min(r2, r1 * area)
             p.rank = (r1, r2)
             p.params_after = tucker_params(c, k_out, area, r1, r2)

@@ -154,9 +154,7 @@ def compare(study, vals) -> list[dict[str, Any]]:
             means = {a: statistics.fmean(vals[a][c.by].values()) for a in c.best_of if vals[a][c.by]}
             best = min if c.by.endswith("loss") else max  # a loss is best lowest, an accuracy highest
             arm = best(means, key=means.get) if means else c.best_of[0]
-            pick = f"{arm} (best of {len(c.best_of)} on {c.by})"
-            extra = {"picked": arm, "pick_means": means,
-                     "label": f"{pick} - {c.against}" if c.against is not None else f"{pick} (own values)"}
+            extra = {"picked": arm, "pick_means": means, "label": c.label_for(arm)}
         own = vals[arm][c.metric]  # against: null -> the arm's own values against zero (one sample)
         d = paired(own, vals[c.against][c.metric] if c.against is not None else {s: 0.0 for s in own})
         rows.append({"comparison": c, "paired": d, **extra})
