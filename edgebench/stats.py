@@ -92,13 +92,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def verdict(d: Paired, p_adjusted: float | None = None, higher: str = "higher", lower: str = "lower") -> str:
     """The one effect rule: ``higher``/``lower`` when the paired 95% interval excludes zero (and, for one of
-    several comparisons, Holm's adjusted p is below 0.05), ``no effect`` when it covers zero, ``n/a`` with fewer
+    several comparisons, Holm's adjusted p is below 0.05), ``not distinguishable`` when it covers zero (not "no effect": a wide
+    interval may hide one), ``n/a`` with fewer
     than two paired seeds."""
     if d.n < 2 or math.isnan(d.half):
         return "n/a"
     significant = d.excludes_zero() and (p_adjusted is None or p_adjusted < 0.05)
     if not significant:
-        return "no effect"
+        return "not distinguishable"
     return higher if d.mean > 0 else lower
 
 

@@ -47,6 +47,6 @@ def test_holm_matches_the_textbook_example():
 def test_verdict_respects_holm_and_within_needs_the_whole_interval():
     d = paired({0: 1.0, 1: 1.1, 2: 1.05}, {0: 0.0, 1: 0.0, 2: 0.0})
     assert verdict(d) == "higher"
-    assert verdict(d, p_adjusted=0.2) == "no effect"
+    assert verdict(d, p_adjusted=0.2) == "not distinguishable"
     flat = paired({0: 0.001, 1: -0.001, 2: 0.0}, {0: 0, 1: 0, 2: 0})
-    assert verdict(flat) == "no effect" and within(flat, 0.01) and not within(d, 0.5)
+    assert verdict(flat) == "not distinguishable" and within(flat, 0.01) and not within(d, 0.5)

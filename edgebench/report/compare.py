@@ -19,9 +19,9 @@ COLUMNS = ["vs_dense", "vs_dense_ci", "vs_dense_n", "vs_dense_p", "vs_dense_p_ho
 
 
 def word(d: stats.Paired, p_adjusted: float | None = None) -> str:
-    """:func:`edgebench.stats.verdict` in the report's words: ``higher``, ``lower``, ``none`` (no effect), ``n/a``."""
+    """:func:`edgebench.stats.verdict` in the report's words: ``higher``, ``lower``, ``none`` (not distinguishable), ``n/a``."""
     v = stats.verdict(d, p_adjusted)
-    return "none" if v == "no effect" else v
+    return "none" if v == "not distinguishable" else v
 
 
 def against(df: pd.DataFrame, refs: Mapping, by_seed: str = BY_SEED) -> pd.DataFrame:

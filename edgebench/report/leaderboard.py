@@ -242,7 +242,7 @@ def ranked(g: pd.DataFrame) -> pd.DataFrame:
 def runner_up(board: pd.DataFrame) -> dict:
     """Per device, its winner (the fitting row with the highest validation accuracy, as :func:`answer` names it)
     against the runner-up (the next one), test accuracy paired by seed, Holm-corrected over the devices compared:
-    ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: no effect while fewer than
+    ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: not distinguishable while fewer than
     :data:`TIE_SEEDS` seeds are paired and the two differ on some seed (both candidates need more seeds before the
     board may rank them; two that predict the same on every seed would not separate with more)."""
     from edgebench import stats

@@ -363,8 +363,8 @@ def _comparisons_table(rows: list[dict]) -> list[str]:
     lines = ["## Comparisons (declared in the study file before the run)", "",
              "Paired difference `arm - against` by seed, 95% t interval, n seeds, two-sided p of a paired t test "
              f"and Holm's adjusted p over the {len(rows)} comparisons of this file. Verdict by the one rule: an "
-             "effect (higher / lower) only when the interval excludes zero and Holm's p < 0.05; otherwise no "
-             "effect. A threshold passes when the whole 95% interval (not Holm-adjusted) lies at or above it "
+             "effect (higher / lower) only when the interval excludes zero and Holm's p < 0.05; otherwise not "
+             "distinguishable (an interval that covers zero shows no effect, and does not rule one out). A threshold passes when the whole 95% interval (not Holm-adjusted) lies at or above it "
              "(at_least) or at or below it (at_most).", "",
              "| arm - against | metric | difference | 95% interval | n | p | p (Holm) | verdict | threshold | "
              "passed | source |", "|---|---|---:|---|---:|---:|---:|---|---|---|---|"]
