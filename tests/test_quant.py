@@ -240,17 +240,33 @@ def test_ptq_and_qat_write_the_same_int8_graph(make_cfg):
     between them is noise, issue 29)."""
     from onnx import numpy_helper
 
-    def graph(*extra):
+    metrics = {}
+
+    def graph(name, *extra):
         cfg = make_cfg("data=digits", "trainer.max_epochs=1", "trainer.batch_size=32", "measure.latency=false", *extra,
                        "export=onnx_int8")
-        g = onnx.load(str(_logged_model(cfg, pipeline.run(cfg).run_id))).graph
+        from mlflow.tracking import MlflowClient
+
+        res = pipeline.run(cfg)
+        metrics[name] = MlflowClient(cfg.paths.mlflow_tracking_uri).get_run(res.run_id).data.metrics
+        g = onnx.load(str(_logged_model(cfg, res.run_id))).graph
         return g, {i.name: numpy_helper.to_array(i) for i in g.initializer}
 
-    ptq, ptq_w = graph("+method=ptq_int8")
-    qat, qat_w = graph("+method=qat_int8", "method.finetune_epochs=1")
-    assert [n.op_type for n in ptq.node] == [n.op_type for n in qat.node] and len(ptq.node) > 10
-    assert {k: (v.dtype, v.shape) for k, v in ptq_w.items()} == {k: (v.dtype, v.shape) for k, v in qat_w.items()}
-    assert any(not np.array_equal(ptq_w[k], qat_w[k]) for k in ptq_w if ptq_w[k].dtype == np.int8)
+    ptq, ptq_w = graph("ptq", "+method=ptq_int8")
+    qat, qat_w = graph("qat", "+method=qat_int8", "method.finetune_epochs=1")
+    # QAT's control: the same fine-tuning without fake quantisation, the same export
+    ctl, ctl_w = graph("control", "+method=qat_int8", "method.finetune_epochs=1", "method.fake_quant=false")
+    assert [n.op_type for n in ptq.node] == [n.op_type for n in qat.node] == [n.op_type for n in ctl.node]
+    assert len(ptq.node) > 10
+    shapes = {k: (v.dtype, v.shape) for k, v in ptq_w.items()}
+    assert shapes == {k: (v.dtype, v.shape) for k, v in qat_w.items()} == {k: (v.dtype, v.shape) for k, v in ctl_w.items()}
+    int8 = [k for k in ptq_w if ptq_w[k].dtype == np.int8]
+    assert any(not np.array_equal(ptq_w[k], qat_w[k]) for k in int8)
+    # the control was fine-tuned (its weights moved from the parent's) but not as QAT was
+    assert any(not np.array_equal(ptq_w[k], ctl_w[k]) for k in int8)
+    assert any(not np.array_equal(qat_w[k], ctl_w[k]) for k in int8)
+    assert metrics["qat"]["method/fake_quant"] == 1 and "method/fakequant_test_acc" in metrics["qat"]
+    assert metrics["control"]["method/fake_quant"] == 0 and "method/fakequant_test_acc" not in metrics["control"]
 
 
 def test_fp16_run_halves_the_artifact_and_bf16_runs_in_torch(make_cfg):

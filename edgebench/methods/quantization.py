@@ -90,6 +90,9 @@ class Int8Config:
 @dataclass
 class QatInt8Config(Int8Config):
     name: str = "qat_int8"
+    # false: QAT's control, the same fine-tuning (epochs, lr, data order) without fake quantisation, then the same
+    # post-training int8 export: what QAT gains over simply training its parent longer
+    fake_quant: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -252,13 +255,17 @@ class QatInt8(Int8Method):
 
     def train(self, ctx: MethodContext, model: nn.Module, knobs: dict[str, float]) -> list[dict[str, float]]:
         cfg = self.cfg
-        fq = Int8FakeQuant(model, cfg.granularity == WeightGranularity.per_channel, cfg.reduce_range)
+        fq = Int8FakeQuant(model, cfg.granularity == WeightGranularity.per_channel, cfg.reduce_range) \
+            if cfg.fake_quant else None
         hist = ctx.retrain(model, cfg.finetune_epochs, lr=cfg.lr)
-        knobs["fakequant_test_acc"] = ctx.evaluate(model)["test/acc"]
         series = [{"round": i + 1, **{f"qat/{k.replace('/', '_')}": v for k, v in row.items() if k != "epoch"}}
                   for i, row in enumerate(hist)]
+        knobs.update({"finetune_epochs": cfg.finetune_epochs, "lr": cfg.lr, "fake_quant": float(cfg.fake_quant)})
+        if fq is None:
+            log.info("QAT control: %d epochs of fp32 fine-tuning, no fake quantisation", cfg.finetune_epochs)
+            return series
+        knobs["fakequant_test_acc"] = ctx.evaluate(model)["test/acc"]
         fq.remove()
-        knobs.update({"finetune_epochs": cfg.finetune_epochs, "lr": cfg.lr})
         log.info("QAT: %d epochs; fake-quantised test acc %.4f", cfg.finetune_epochs, knobs["fakequant_test_acc"])
         return series
 
