@@ -25,6 +25,7 @@ The schema is in docs/studies.md.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib.util
 import logging
 import os
@@ -88,6 +89,9 @@ class Budget:
     # more seeds for named arms, beyond ``seeds``: ((arm, (seed, ...)), ...) (e.g. the leaderboard's rule: 5 seeds
     # for two candidates within an interval)
     more_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # overrides for the arms whose name matches a glob, after ``overrides``: ((glob, (override, ...)), ...) (e.g. a
+    # smoke budget's extra epochs for a net that learns nothing in its 2)
+    arm_overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass
@@ -122,7 +126,9 @@ class Study:
 
     def overrides(self, arm: str, budget: str) -> list[str]:
         """What every run of ``arm`` at ``budget`` is composed from (without its seed)."""
-        return [*self.base, *self.arms[arm], *self.budgets[budget].overrides]
+        b = self.budgets[budget]
+        return [*self.base, *self.arms[arm], *b.overrides,
+                *(o for glob, extra in b.arm_overrides if fnmatch.fnmatchcase(arm, glob) for o in extra)]
 
     def seeds_of(self, arm: str, budget: str) -> tuple[int, ...]:
         """An arm's seeds at ``budget``: the budget's seeds and any ``more_seeds`` it names for the arm."""
@@ -240,10 +246,18 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     for b, spec in raw["budgets"].items():
         if not isinstance(spec, dict) or not spec.get("seeds"):
             raise _fail(f"{where}: budgets.{b}", "needs seeds", "write e.g. {seeds: [0, 1, 2], overrides: []}")
-        extra = sorted(set(spec) - {"seeds", "overrides", "devices", "more_seeds"})
+        extra = sorted(set(spec) - {"seeds", "overrides", "devices", "more_seeds", "arm_overrides"})
         if extra:
-            raise _fail(f"{where}: budgets.{b}", f"unknown key {extra[0]!r}",
-                        "a budget has seeds, overrides, more_seeds and (a study over devices) devices")
+            raise _fail(f"{where}: budgets.{b}", f"unknown key {extra[0]!r}", "a budget has seeds, overrides, "
+                        "arm_overrides, more_seeds and (a study over devices) devices")
+        per_arm = spec.get("arm_overrides") or {}
+        if not isinstance(per_arm, dict):
+            raise _fail(f"{where}: budgets.{b}.arm_overrides", f"must map a glob of arm names to overrides, got "
+                        f"{per_arm!r}", "write e.g. {'mobilenet*': [trainer.max_epochs=8]}")
+        for glob in per_arm:
+            if not any(fnmatch.fnmatchcase(a, str(glob)) for a in arms):
+                raise _fail(f"{where}: budgets.{b}.arm_overrides", f"{glob!r} matches no arm of the study",
+                            f"use a glob of {', '.join(map(repr, arms))}")
         seeds = spec["seeds"]
         if not _distinct_ints(seeds):
             raise _fail(f"{where}: budgets.{b}.seeds", f"must be a list of distinct integers, got {seeds!r}",
@@ -264,7 +278,9 @@ def parse(raw: Any, path: Path | None = None) -> Study:
             raise _fail(f"{where}: budgets", f"budget name {b!r} is not a plain name", "use letters, digits, _ and -")
         budgets[str(b)] = Budget(str(b), tuple(seeds), tuple(_strings(spec.get("overrides"), f"{where}: budgets.{b}.overrides")),
                                  tuple(_strings(spec.get("devices"), f"{where}: budgets.{b}.devices")),
-                                 tuple((str(a), tuple(v)) for a, v in more.items()))
+                                 tuple((str(a), tuple(v)) for a, v in more.items()),
+                                 tuple((str(g), tuple(_strings(v, f"{where}: budgets.{b}.arm_overrides.{g}")))
+                                       for g, v in per_arm.items()))
     metrics = _strings(raw["metrics"], f"{where}: metrics")
     if not metrics:
         raise _fail(f"{where}: metrics", "names no metric", "list e.g. [test/acc, size/bytes_artifact]")
@@ -633,7 +649,12 @@ def main(argv: list[str] | None = None) -> int:
               "finished runs are not launched again", file=sys.stderr)
         return 130
     if launched and launched["failed"]:
-        print("edgebench.study: " + "; ".join(f"arm {a!r} failed ({why})" for a, why in launched["failed"].items())
+        by_reason: dict[str, list[str]] = {}
+        for a, why in launched["failed"].items():
+            by_reason.setdefault(why, []).append(repr(a))
+        print("edgebench.study: " + "; ".join(f"arm {arms[0]} failed ({why})" if len(arms) == 1 else
+                                              f"{len(arms)} arms failed ({', '.join(arms)}), each for one reason ({why})"
+                                              for why, arms in by_reason.items())
               + "; run the same command again to retry only what did not finish", file=sys.stderr)
         return 1
     return 0

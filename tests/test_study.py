@@ -117,6 +117,8 @@ def test_the_long_studies_keep_their_old_scripts_budgets():
      "more_seeds: names no arm of the study: 'prunned'"),
     ({"budgets": {"full": {"seeds": [0, 1, 2], "more_seeds": {"pruned": [2, 3]}}}},
      "must be distinct integers not among the budget's seeds"),
+    ({"budgets": {"full": {"seeds": [0, 1, 2], "arm_overrides": {"prunned*": ["trainer.max_epochs=3"]}}}},
+     "arm_overrides: 'prunned*' matches no arm of the study"),
     ({"comparisons": [{"arm": {"best_of": ["pruned", "dense"], "by": "test/acc"}, "metric": "test/acc"}]},
      "arm.by: 'test/acc' would pick on the test split"),
     ({"comparisons": [{"arm": {"best_of": ["pruned"], "by": "select/val_acc"}, "metric": "test/acc"}]},
@@ -304,6 +306,15 @@ def test_a_study_refuses_to_select_on_the_test_split(tmp_path):
     assert "\n" not in msg
 
 
+def test_arm_overrides_apply_to_the_arms_their_glob_matches_only():
+    s = parse(budgets={"full": {"seeds": [0, 1, 2]},
+                       "smoke": {"seeds": [0], "overrides": ["trainer.max_epochs=2"],
+                                 "arm_overrides": {"prun*": ["trainer.max_epochs=8"]}}})
+    assert s.overrides("pruned", "smoke")[-2:] == ["trainer.max_epochs=2", "trainer.max_epochs=8"]  # the last wins
+    assert s.overrides("dense", "smoke")[-1] == "trainer.max_epochs=2"
+    assert s.spec("pruned", "full") == parse().spec("pruned", "full")  # other budgets' runs unchanged
+
+
 def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_path):
     """The leaderboard's rule (5 seeds for two candidates within an interval): a budget's more_seeds add seeds to the
     arms it names; the runner launches them for those arms only, and the report keeps them for those arms only."""
@@ -412,6 +423,25 @@ def test_a_study_over_devices_writes_the_leaderboard(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert st.main([str(path)]) == 0  # resumed: nothing runs again
     assert "8 runs (2 arms x 2 seeds x 2 devices), 8 finished before, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # 8 digits runs (the dense arm of each of the board's 4 nets x 2 seeds), a few minutes
+def test_every_net_of_the_leaderboard_learns_at_its_smoke_budget(tmp_path, monkeypatch):
+    """The README's first command (`leaderboard --budget smoke`) is 300 runs, too long for a test; its dense parents
+    are what fails first when a net cannot learn digits in the smoke budget's epochs (MobileNet v2 did not in 2): each
+    net's dense arm at the smoke budget, on one device, must finish."""
+    raw = yaml.safe_load((Path(__file__).parents[1] / "conf" / "study" / "leaderboard.yaml").read_text())
+    raw["name"], raw["ledger"] = "leaderboard_nets", False
+    raw["arms"] = {k: v for k, v in raw["arms"].items() if k.endswith(" dense")}
+    assert len(raw["arms"]) == 4
+    raw["budgets"]["smoke"]["devices"] = ["raspberry_pi_4"]
+    raw["budgets"]["smoke"]["arm_overrides"] = {g: o for g, o in (raw["budgets"]["smoke"].get("arm_overrides") or {}).items()
+                                                if any(__import__("fnmatch").fnmatchcase(a, g) for a in raw["arms"])}
+    path = tmp_path / "leaderboard_nets.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert st.main([str(path), "--budget", "smoke", "--jobs", "2"]) == 0
 
 
 @pytest.mark.slow  # 10 digits runs and a study in a second process, about 2 minutes
