@@ -667,3 +667,15 @@ def test_a_ledger_counts_its_runs_as_finished_by_the_same_rules(tmp_path):
     again = pd.read_csv(tmp_path / "again.csv")
     assert list(again["run_id"]) == ["r0", "r1", "r2"] and "ledger" not in again
     assert studies.runs(s, "full", uri, None)[0].empty  # without the ledger: nothing finished
+
+
+def test_arms_that_fail_for_one_reason_are_reported_once(monkeypatch, tmp_path, capsys):
+    """Twelve arms whose shared dense parent cannot learn fail with the same reason: the user reads it once."""
+    why = "exit 1: NotLearnedError: the dense baseline has not learned yet: train longer"
+    monkeypatch.setattr(st, "launch", lambda *a, **k: {"failed": {"a": why, "b": why, "c": "exit 2: other"}})
+    monkeypatch.setattr(st, "write_report", lambda *a, **k: None)
+    monkeypatch.chdir(tmp_path)
+    assert st.main(["leaderboard"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("NotLearnedError") == 1 and "2 arms failed ('a', 'b'), each for one reason" in err
+    assert "arm 'c' failed (exit 2: other)" in err and "run the same command again" in err
