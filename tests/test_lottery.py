@@ -169,6 +169,10 @@ def test_lottery_run_in_mlflow(make_cfg, tmp_path):
     assert [h.step for h in hist] == [0, 1, 2] and hist[0].value == 1.0 and hist[2].value < hist[1].value < 1
     assert [h.step for h in client.get_metric_history(res.run_id, "lth/reinit_test_acc")] == [1, 2]
     assert len(client.get_metric_history(res.run_id, "lth/best_val_step")) == 3
+    # the iterations each level trained: 1 epoch of the digits training split at batch 64, the same at every level
+    steps = client.get_metric_history(res.run_id, "lth/steps")
+    assert len(steps) == 3 and len({h.value for h in steps}) == 1 and steps[0].value > 0
+    assert all(h.value <= steps[0].value for h in client.get_metric_history(res.run_id, "lth/best_val_step"))
     assert len(client.get_metric_history(res.run_id, "lth/early_stop_test_acc")) == 3  # labelled: at the minimum val loss
     run = client.get_run(res.run_id)
     # two references, both named, one definition each: delta/acc vs the fully trained dense baseline, and

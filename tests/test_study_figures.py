@@ -71,3 +71,23 @@ def test_lth_levels_pairs_each_level_by_seed_with_holm_over_all(monkeypatch):
     assert all(d["p_holm"] >= d["p"] for d in tests)
     assert doc["findings"]["reinit_below_ticket_from_pct_on"] == pytest.approx(80.0)
     assert "## Paired differences by level (Holm over all" in out["markdown"]
+
+
+def test_lth_levels_say_where_early_stopping_was_cut_off_by_the_budget(monkeypatch):
+    """Reinit's minimum validation loss at 6,975 of 7,200 iterations (issue 29) is at the end of its budget: the report
+    names those levels instead of reading the early-stop comparison as the paper's."""
+    s = st.load("lth_lenet_fashion")
+    seeds = (0, 1, 2)
+    lv = {0: {"lth/remaining": {k: 1.0 for k in seeds}, "lth/test_acc": {k: 0.88 for k in seeds},
+              "lth/steps": {k: 7200 for k in seeds}}}
+    for L, reinit_step in ((1, 4000), (2, 6975)):
+        lv[L] = {"lth/remaining": {k: 0.8 ** L for k in seeds}, "lth/test_acc": {k: 0.89 + 0.001 * k for k in seeds},
+                 "lth/best_val_step": {k: 3000 + 100 * k for k in seeds}, "lth/steps": {k: 7200 for k in seeds},
+                 "lth/reinit_best_val_step": {k: reinit_step for k in seeds}}
+    monkeypatch.setattr(lth_lenet_fashion, "per_level", lambda runs: lv)
+    out = lth_lenet_fashion.levels(s, pd.DataFrame(), _values(s, {"dense": {"test/acc": {k: 0.885 for k in seeds}}}))
+    assert out["json"]["findings"]["early_stop_cut_off_at_pct"] == {"ticket": [], "reinit": [64.0]}
+    assert "for reinit at: [64.0] (their early-stop comparisons are not comparable" in out["markdown"]
+    del lv[0]["lth/steps"], lv[1]["lth/steps"], lv[2]["lth/steps"]  # runs from before lth/steps was logged
+    out = lth_lenet_fashion.levels(s, pd.DataFrame(), _values(s, {"dense": {"test/acc": {k: 0.885 for k in seeds}}}))
+    assert out["json"]["findings"]["early_stop_cut_off_at_pct"] is None and "is not known" in out["markdown"]

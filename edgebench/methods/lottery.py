@@ -211,7 +211,8 @@ class LotteryTicket(Method):
         best = min(points, key=lambda p: p["val/loss"]) if points else {}
         figures = {"test_acc": ctx.evaluate(model)["test/acc"], "best_val_step": best.get("step", 0),
                    "best_val_loss": best.get("val/loss", float("nan")),
-                   "final_val_acc": points[-1]["val/acc"] if points else float("nan")}
+                   "final_val_acc": points[-1]["val/acc"] if points else float("nan"),
+                   "steps": points[-1]["step"] if points else 0}  # the iterations trained (the last validation's)
         if early:  # the test accuracy of the weights at the early-stopping iteration (chosen on validation loss)
             at = copy.deepcopy(model)
             at.load_state_dict(early["state"])
@@ -270,7 +271,8 @@ class LotteryTicket(Method):
             raise ConfigError(f"method.rewind_step={cfg.rewind_step} is past the end of level 0's training "
                               f"({cfg.epochs} epoch(s)); lower it or raise method.epochs")
         rows = [{"round": 0, "lth/remaining": 1.0, "lth/test_acc": dense_fig["test_acc"],
-                 **_early(dense_fig, "lth/early_stop_test_acc"), "lth/best_val_step": dense_fig["best_val_step"]}]
+                 **_early(dense_fig, "lth/early_stop_test_acc"), "lth/best_val_step": dense_fig["best_val_step"],
+                 **_steps(dense_fig)}]
         figs = {0: dense_fig}
         finals = {0: dense.final}
         masks = {}
@@ -289,7 +291,7 @@ class LotteryTicket(Method):
             fig = figs[level] = ticket.figures
             finals[level] = ticket.final
             row = {"round": level, "lth/remaining": fig["remaining"], "lth/test_acc": fig["test_acc"],
-                   **_early(fig, "lth/early_stop_test_acc"), "lth/best_val_step": fig["best_val_step"]}
+                   **_early(fig, "lth/early_stop_test_acc"), "lth/best_val_step": fig["best_val_step"], **_steps(fig)}
             if "reinit" in cfg.controls:
                 seed = ctx.seed + 1000 + level
                 f = self._branch(ctx, store, level, "reinit",
@@ -360,6 +362,12 @@ def _early(figures: dict, name: str) -> dict:
     """``{name: test accuracy at the early-stopping iteration}`` when the branch recorded it (levels stored before
     it was recorded have none: nothing is made up)."""
     return {name: figures["early_stop_test_acc"]} if "early_stop_test_acc" in figures else {}
+
+
+def _steps(figures: dict) -> dict:
+    """``{"lth/steps": iterations the branch trained}`` when recorded (the budget an early-stopping iteration is read
+    against: one at the end of the budget may have been cut off by it)."""
+    return {"lth/steps": figures["steps"]} if "steps" in figures else {}
 
 
 def _store_note(root: Path, out: Path) -> Path:

@@ -14,7 +14,8 @@ from edgebench.stats import holm, mean_ci, paired, verdict
 
 ARM = "lottery_ticket"
 KEYS = ["lth/remaining", "lth/test_acc", "lth/early_stop_test_acc", "lth/best_val_step", "lth/reinit_test_acc",
-        "lth/reinit_early_stop_test_acc", "lth/reinit_best_val_step", "lth/random_prune_test_acc"]
+        "lth/reinit_early_stop_test_acc", "lth/reinit_best_val_step", "lth/random_prune_test_acc", "lth/steps"]
+CUT_OFF = 0.9  # an early-stopping iteration at or past this share of the level's iterations may be cut off by the budget
 # per level >= 1: (name, (key at level L), (key, level 0 | None = level L | "dense" = the dense arm), scale, unit)
 DIFFS = [("ticket - reinit, end", "lth/test_acc", ("lth/reinit_test_acc", None)),
          ("ticket - reinit, early stop", "lth/early_stop_test_acc", ("lth/reinit_early_stop_test_acc", None)),
@@ -127,8 +128,22 @@ def levels(study, runs, values) -> dict:
                 "ticket_below_dense_at_pct": where("ticket - dense, end", "lower"),
                 "ticket_stops_earlier_than_level0_at_pct": where("ticket - level 0, early-stop iteration", "lower"),
                 "reinit_stops_later_than_ticket_at_pct": where("reinit - ticket, early-stop iteration", "higher")}
+    # the budget: was the early-stopping iteration (minimum validation loss) inside the training, or at its end?
+    cut = {}
+    for branch, key in (("ticket", "lth/best_val_step"), ("reinit", "lth/reinit_best_val_step")):
+        cut[branch] = [round(pct[L], 1) for L in sorted(lv) if L >= 1 and lv[L].get(key) and lv[L].get("lth/steps")
+                       and mean_ci(list(lv[L][key].values()))[0] >= CUT_OFF * mean_ci(list(lv[L]["lth/steps"].values()))[0]]
+    logged = any(lv[L].get("lth/steps") for L in lv)
+    findings["early_stop_cut_off_at_pct"] = cut if logged else None
     f = findings
-    lines += ["", "## Findings (from the verdicts above; % of weights remaining)", "",
+    budget_line = ("- The budget: the runs did not log the iterations per level (lth/steps), so whether early stopping "
+                   "was cut off is not known." if not logged else
+                   "- The budget: early stopping (mean over seeds) at or past "
+                   f"{CUT_OFF:.0%} of a level's iterations, so possibly cut off by the budget, for tickets at: "
+                   f"{cut['ticket'] or 'no level'}; for reinit at: {cut['reinit'] or 'no level'}"
+                   + (" (their early-stop comparisons are not comparable to the paper's: train longer)."
+                      if cut["ticket"] or cut["reinit"] else "."))
+    lines += ["", "## Findings (from the verdicts above; % of weights remaining)", "", budget_line,
               f"- Tickets below level 0 at the end of training at: {f['ticket_below_level0_at_pct'] or 'no level'}; "
               f"above it at: {f['ticket_above_level0_at_pct'] or 'no level'}.",
               f"- Reinit below its ticket at: {f['reinit_below_ticket_at_pct'] or 'no level'} (end), "
