@@ -118,7 +118,7 @@ class Study:
     # its finished runs' figures also kept in NAME.runs.csv beside the report (committed with it): a checkout without
     # the MLflow store that ran them counts them as finished and reports them, so a study longer than one sitting (or
     # one machine's life) runs in chunks (edgebench.report.studies.write_ledger)
-    ledger: bool = False
+    ledger: bool | str = False  # "children": the runs' child runs (a lottery run's levels) kept too, NAME.children.csv
 
     def experiment(self, budget: str) -> str:
         """The MLflow experiment of a budget's runs: ``study-NAME`` for full, ``study-NAME-BUDGET`` otherwise."""
@@ -336,8 +336,9 @@ def parse(raw: Any, path: Path | None = None) -> Study:
     if extra_args and extra is None:
         raise _fail(f"{where}: extra_args", "given without an extra: hook to read it", "add extra: module:function")
     ledger = raw.get("ledger", False)
-    if not isinstance(ledger, bool):
-        raise _fail(f"{where}: ledger", f"must be true or false, got {ledger!r}", "write ledger: true")
+    if not isinstance(ledger, bool) and ledger != "children":
+        raise _fail(f"{where}: ledger", f"must be true, false or children, got {ledger!r}",
+                    "write ledger: true (or ledger: children to keep the runs' child runs too)")
     devices = _strings(raw.get("devices"), f"{where}: devices")
     if not devices and any(b.devices for b in budgets.values()):
         raise _fail(f"{where}: budgets", "a budget names devices but the study has no devices:",

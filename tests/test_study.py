@@ -679,3 +679,31 @@ def test_arms_that_fail_for_one_reason_are_reported_once(monkeypatch, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("NotLearnedError") == 1 and "2 arms failed ('a', 'b'), each for one reason" in err
     assert "arm 'c' failed (exit 2: other)" in err and "run the same command again" in err
+
+
+def test_a_ledger_with_children_keeps_the_child_runs_a_hook_reads(monkeypatch, tmp_path):
+    """ledger: children (the lottery study: its per-level tables read each run's child runs) keeps them beside the
+    ledger, so a checkout without the MLflow store that made them still has every level."""
+    import pandas as pd
+
+    from edgebench.report import studies
+
+    s = parse(ledger="children")
+    assert s.ledger == "children"
+    df = pd.DataFrame({"run_id": ["p1", "p2"], "study.arm": ["pruned", "pruned"], "seed": [0, 1]})
+    df.attrs.update(tracking_uri="sqlite://", experiment="study-tiny",
+                    children_ledger=str(studies.children_path(tmp_path / "tiny.runs.csv")))
+    kids = pd.DataFrame({"run_id": ["k1", "k2", "k3", "x"], "parent_run_id": ["p1", "p1", "p2", "other"],
+                         "seed": [0, 0, 1, 5], "lth/level": [0, 1, 0, 0], "lth/test_acc": [0.8, 0.81, 0.79, 0.5],
+                         "tags.note": ["a", "b", "c", "d"]})
+    monkeypatch.setattr(studies, "load_runs", lambda *a, **k: kids)
+    studies.write_ledger(s, df, tmp_path / "tiny.runs.csv")
+    kept = pd.read_csv(tmp_path / "tiny.children.csv")
+    assert list(kept["run_id"]) == ["k1", "k2", "k3"] and "lth/test_acc" in kept and "tags.note" not in kept
+    # a fresh checkout: no MLflow store; the levels come from the file
+    monkeypatch.setattr(studies, "load_runs", lambda *a, **k: pd.DataFrame())
+    got = studies.child_runs(["p1", "p2"], df.attrs)
+    assert sorted(got["run_id"]) == ["k1", "k2", "k3"] and got["lth/test_acc"].tolist() == [0.8, 0.81, 0.79]
+    assert parse(ledger=True).ledger is True
+    with pytest.raises(st.StudyError, match="must be true, false or children"):
+        parse(ledger="yes")

@@ -78,8 +78,33 @@ def runs(study, budget: str, tracking_uri: str, ledger: Path | None = None) -> t
              for _, r in df[dup].iterrows()]
     out = df[~dup].reset_index(drop=True)
     # where the runs are, for an extra hook that reads more of them (a step's child runs) through load_runs
-    out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget))
+    out.attrs.update(tracking_uri=tracking_uri, experiment=study.experiment(budget),
+                     children_ledger=str(children_path(ledger)) if ledger is not None else None)
     return out, left
+
+
+def children_path(ledger: Path) -> Path:
+    """Where a study with ``ledger: children`` keeps its runs' child runs (``NAME.children.csv`` beside the ledger)."""
+    return Path(ledger).with_name(Path(ledger).name.removesuffix(".runs.csv") + ".children.csv")
+
+
+def child_runs(run_ids, attrs: dict) -> pd.DataFrame:
+    """The child runs of ``run_ids`` (a lottery run's levels, one row each with the parent's ``seed``): from the MLflow
+    store of ``attrs`` (:func:`runs` sets it), and, for parents this store does not have, from the ledger's children
+    file (``ledger: children``)."""
+    parents = set(run_ids)
+    kids = load_runs(attrs["tracking_uri"], attrs["experiment"], missing_ok=True)
+    if len(kids) and "parent_run_id" in kids:
+        kids = kids[kids["parent_run_id"].isin(parents)]
+    else:
+        kids = pd.DataFrame(columns=["run_id", "parent_run_id"])
+    path = attrs.get("children_ledger")
+    if path and Path(path).is_file():
+        kept = pd.read_csv(path)
+        kept = kept[kept["parent_run_id"].isin(parents - set(kids["parent_run_id"]))]
+        if len(kept):
+            kids = pd.concat([kids if len(kids) else None, kept], ignore_index=True)
+    return kids.reset_index(drop=True)
 
 
 def ledger_columns(study, df: pd.DataFrame) -> list[str]:
@@ -102,7 +127,14 @@ def write_ledger(study, df: pd.DataFrame, path: Path) -> int:
     order = [c for c in (ARM, "seed", "device") if c in df]
     out = df[cols].sort_values(order, kind="stable")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if study.ledger == "children" and "tracking_uri" in df.attrs:  # read before either file is rewritten
+        kids = child_runs(df["run_id"], df.attrs)
+        keep = ["run_id", "parent_run_id", "seed", *sorted(c for c in kids if isinstance(c, str) and "/" in c
+                                                            and kids[c].notna().any())]
+        kids = kids[[c for c in keep if c in kids]].sort_values(["parent_run_id", "run_id"], kind="stable")
     atomic_write(path, lambda tmp: out.to_csv(tmp, index=False))
+    if study.ledger == "children" and "tracking_uri" in df.attrs:
+        atomic_write(children_path(path), lambda tmp: kids.to_csv(tmp, index=False))
     return len(out)
 
 

@@ -29,14 +29,16 @@ DIFFS = [("ticket - reinit, end", "lth/test_acc", ("lth/reinit_test_acc", None))
 
 def per_level(runs) -> dict[int, dict[str, dict[int, float]]]:
     """``{level: {key: {seed: value}}}`` from the child runs of the study's lottery runs."""
-    from edgebench import report
+    from edgebench.report.studies import child_runs
 
     ours = runs[runs["study.arm"] == ARM]
     seed_of = {r["run_id"]: int(r["seed"]) for _, r in ours.iterrows()}
     if not seed_of:
         return {}
-    kids = report.load_runs(runs.attrs["tracking_uri"], runs.attrs["experiment"])
-    kids = kids[kids["parent_run_id"].isin(list(seed_of)) & kids.get("lth/level").notna()]
+    kids = child_runs(seed_of, runs.attrs)  # from MLflow, or from the ledger's children file for a ledger's runs
+    if "lth/level" not in kids:
+        return {}
+    kids = kids[kids["lth/level"].notna()]
     out: dict[int, dict[str, dict[int, float]]] = {}
     for _, k in kids.iterrows():
         level, seed = int(k["lth/level"]), seed_of[k["parent_run_id"]]
