@@ -384,10 +384,12 @@ def command(study: Study, arm: str, budget: str, seeds, jobs: int = 1, results_d
     launcher when ``jobs`` > 1 (at most one job per seed), or as Ray tasks on the cluster at ``ray["address"]``
     (Hydra's Ray launcher; every job told the launch folder and the tracking URI, which a Ray worker would otherwise
     resolve on its own machine)."""
-    cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir),
-           f"seed={','.join(map(str, seeds))}"]
+    cmd = [sys.executable, "-m", "edgebench", "-m", *run_overrides(study, arm, budget, results_dir)]
     if study.devices:  # resume=true: a device already done for a seed is skipped by its config hash
+        # before seed=: Hydra's sweep varies the last key fastest, so jobs side by side are of different seeds and
+        # train their dense parents at once (with seed first, both wait on one seed's parent in the store)
         cmd.append(f"device={','.join(study.devices_at(budget))}")
+    cmd.append(f"seed={','.join(map(str, seeds))}")
     if ray:
         # the launcher asks ray.init for a local object store, which Ray refuses when it joins a running cluster
         cmd += ["hydra/launcher=ray", f"+hydra.launcher.ray.init.address={ray['address']}",
