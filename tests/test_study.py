@@ -709,3 +709,19 @@ def test_a_ledger_with_children_keeps_the_child_runs_a_hook_reads(monkeypatch, t
     assert parse(ledger=True).ledger is True
     with pytest.raises(st.StudyError, match="must be true, false or children"):
         parse(ledger="yes")
+
+
+def test_study_wall_time_reads_each_arms_time_from_the_runners_log(tmp_path):
+    """experiments/study_wall_time.py compares the two ways on the arms that finished in both, from the lines the
+    study runner prints (seconds below 90 s, minutes above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_wall_time",
+                                                  Path(__file__).parents[1] / "experiments" / "study_wall_time.py")
+    wt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wt)
+    log = tmp_path / "local.log"
+    log.write_text("  arm 'lenet5 dense' done in 35 s\n  arm 'resnet8 chain' done in 2.0 min\n"
+                   "  arm 'mobilenet_v2 x0.35 dense' FAILED (exit 1)\n")
+    assert wt.arm_seconds(log) == {"lenet5 dense": 35.0, "resnet8 chain": 120.0}
+    assert wt.arm_seconds(tmp_path / "missing.log") == {}
