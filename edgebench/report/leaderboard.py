@@ -386,7 +386,8 @@ def short_table(board: pd.DataFrame) -> str:
         fam = str(b["family"]).removeprefix(f"{b['model']} ")
         fmt = f" ({b['format']})" if isinstance(b.get("format"), str) else ""
         vs = "reference" if b["family"] == "dense" else (
-            f"{render.pt(b['vs_dense'], b['vs_dense_ci'])} ({b['effect_vs_dense']})" if pd.notna(b.get("vs_dense"))
+            f"{render.pt(b['vs_dense'], b['vs_dense_ci'])} ({EFFECT_WORDS.get(b['effect_vs_dense'], b['effect_vs_dense'])})"
+            if pd.notna(b.get("vs_dense"))
             else "n/a")
         ram = (f"{b['ram_bytes']:,.0f} B ({render.ram_label(b['ram_source'])})" if pd.notna(b.get("ram_bytes"))
                else "–")
@@ -394,6 +395,9 @@ def short_table(board: pd.DataFrame) -> str:
         lines.append(f"| {device} | {b['model']}, {fam}{fmt} | {render.pm(b['test_acc'], b['test_acc_ci'])} | {vs} "
                      f"| {b['bytes_artifact']:,.0f} | {ram} | {lat} |")
     return "\n".join(lines) + "\n"
+
+
+EFFECT_WORDS = {"none": "not distinguishable"}  # the report's short verdict word, as the results files say it
 
 
 def csv_table(board: pd.DataFrame) -> pd.DataFrame:
