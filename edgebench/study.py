@@ -463,13 +463,27 @@ def _eta(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def select_arms(study: Study, patterns: list[str] | None) -> list[str]:
+    """The arms of ``study`` that any of the shell ``patterns`` (``fnmatch``, case-sensitive) matches, in the study's
+    order; all of them when ``patterns`` is empty. A pattern that matches no arm is an error naming the arms."""
+    if not patterns:
+        return list(study.arms)
+    unmatched = [p for p in patterns if not fnmatch.filter(study.arms, p)]
+    if unmatched:
+        raise StudyError(f"study {study.name}: --arms {', '.join(map(repr, unmatched))} matches no arm; the arms are "
+                         f"{', '.join(map(repr, study.arms))} (shell patterns: 'resnet8 *')")
+    return [a for a in study.arms if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
+
+
 def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Path | None = None,
            log_dir: Path | None = None, echo=print, ray_address: str | None = None,
-           ledger: Path | None = None) -> dict[str, Any]:
+           ledger: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Run every arm x seed of ``budget`` that has no finished run: one Hydra multirun per arm (its seeds as Ray
     tasks on the cluster at ``ray_address`` when given). Returns what ran, what was skipped and what failed (with
     the tail of its output). With ``ledger`` (:func:`ledger_path`), the runs it keeps count as finished, and it is
-    written again after every arm (commit it as it grows)."""
+    written again after every arm (commit it as it grows). ``only`` (shell patterns of arm names) runs just the
+    arms it matches, in the study's order; the others wait for a later command."""
+    selected = select_arms(study, only)
     arms = check(study, budget, root, results_dir)
     uri = next(iter(arms.values()))["tracking_uri"]
     ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
@@ -477,13 +491,17 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
     per = max(1, len(study.devices_at(budget)))  # runs per arm and seed
     total = sum(len(study.seeds_of(arm, budget)) for arm in study.arms) * per
     done = _done(study, budget, uri, ledger)
-    todo = {arm: [s for s in study.seeds_of(arm, budget) if (arm, s) not in done] for arm in study.arms}
+    todo = {arm: [s for s in study.seeds_of(arm, budget) if (arm, s) not in done] if arm in selected else []
+            for arm in study.arms}
     n_todo = sum(map(len, todo.values())) * per
+    n_done = sum((arm, x) in done for arm in study.arms for x in study.seeds_of(arm, budget)) * per
+    n_out = total - n_done - n_todo  # the unfinished runs of the arms ``only`` leaves out
     more = sum(map(len, dict(study.budgets[budget].more_seeds).values()))
     axes = (f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" + {more} more seeds of named arms" if more else "")
             + (f" x {per} devices" if study.devices else ""))
     echo(f"study {study.name} [{budget}]: {total} runs ({axes}), "
-         f"{total - n_todo} finished before, {n_todo} to run; MLflow experiment {study.experiment(budget)} in {uri}")
+         f"{n_done} finished before, {n_todo} to run" + (f" ({n_out} more in the arms --arms leaves out)" if n_out else "")
+         + f"; MLflow experiment {study.experiment(budget)} in {uri}")
     log_dir = log_dir or (results_dir or root / "results") / "studies"
     log_dir.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
@@ -610,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                     help="run each arm's seeds as Ray tasks on a running Ray cluster (Hydra's Ray launcher; default "
                          "address auto: the cluster `ray start --head` started on this machine); needs the ray extra")
+    ap.add_argument("--arms", nargs="+", metavar="PATTERN",
+                    help="run only the arms these shell patterns match (e.g. 'resnet8 *'); the report still reads "
+                         "every arm's finished runs")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished runs; run nothing")
     ap.add_argument("--out", type=Path, help="folder of NAME.md/.json (default results/, results/BUDGET/ "
                                              "for a budget other than full)")
@@ -642,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         launched = None
         if not args.report_only:
             launched = launch(study, args.budget, root, args.jobs, results_dir, ray_address=args.ray,
-                              ledger=ledger_path(study, out))
+                              ledger=ledger_path(study, out), only=args.arms)
         write_report(study, args.budget, root, out, results_dir, launched, command)
     except StudyError as e:
         print(f"edgebench.study: error: {e}", file=sys.stderr)

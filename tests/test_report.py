@@ -234,7 +234,7 @@ def test_leaderboard_picks_by_validation_accuracy_among_models_that_fit():
     assert report.answer(board[board["device"] == "arduino_nano_33_ble_sense"]).startswith(
         "**Answer:** lenet5, int8 PTQ: ptq_int8: test accuracy 0.8050 ± ")
     # paired by seed with the dense reference (-11 pt on both seeds): below it, though n = 2 gives wide intervals
-    assert "test accuracy below the dense reference's (paired by seed: -11.00 ± 0.00 pt, n=2)" in text
+    assert "test accuracy below the dense reference's (paired by seed: -11.00 ± 0.00 pt, n=2, Holm p=" in text
     assert "nothing edgebench made fits" in report.answer(board[board["device"] == "vcu128"])
     # the short answer (what the README shows): one line per device, the same pick, paired with dense
     short = text.split("## The short answer", 1)[1]
@@ -463,3 +463,16 @@ def test_the_board_takes_an_arm_when_all_its_seeds_have_finished():
     df = pd.DataFrame({"study.arm": ["dense"] * 3 + ["int8"], "seed": [0, 1, 2, 0]})
     kept, partial = complete_arms(study, df, "full")
     assert kept["study.arm"].unique().tolist() == ["dense"] and partial == ["int8 (1 of 3 seeds)"]
+
+
+def test_an_answer_says_why_a_difference_is_not_an_effect():
+    """A paired interval that excludes zero is still `none` when Holm's correction over the board keeps it: the answer
+    must not say the interval covers zero."""
+    import pandas as pd
+
+    from edgebench.report import leaderboard as lb
+
+    kept = pd.Series({"vs_dense": -0.0138, "vs_dense_ci": 0.0046, "vs_dense_n": 3, "vs_dense_p_holm": 0.31})
+    assert lb._paired_text(kept) == "paired by seed: -1.38 ± 0.46 pt, n=3, Holm p=0.31"
+    assert lb._why_none(kept).startswith("the interval excludes zero, but not after Holm")
+    assert lb._why_none(kept.copy().replace({-0.0138: -0.001})) == "the interval covers zero"

@@ -357,6 +357,26 @@ def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_p
     assert (again["end_time"] - again["start_time"]).dt.total_seconds().notna().all()
 
 
+def test_arms_runs_only_the_arms_its_patterns_match_and_refuses_a_pattern_that_matches_none(monkeypatch, tmp_path,
+                                                                                            capsys):
+    """``--arms 'resnet8 *'``: a sitting can run the arms whose parents it trains, in the study's order."""
+    s = parse()
+    assert st.select_arms(s, None) == ["dense", "pruned"] and st.select_arms(s, ["pr*"]) == ["pruned"]
+    launched = []
+    monkeypatch.setattr(st, "check", lambda *a, **k: {"dense": {"tracking_uri": "sqlite://"}})
+    monkeypatch.setattr(st, "_done", lambda *a, **k: {("pruned", 0)})
+    monkeypatch.setattr(st, "command", lambda study, arm, budget, seeds, *a, **k: launched.append((arm, seeds)) or
+                        ["false"])
+    lines = []
+    st.launch(s, "full", tmp_path, echo=lines.append, log_dir=tmp_path, only=["pr*"])
+    assert launched == [("pruned", [1, 2])]
+    assert "1 finished before, 2 to run (3 more in the arms --arms leaves out)" in lines[0]
+    monkeypatch.chdir(tmp_path)
+    assert st.main(["leaderboard", "--arms", "resnet8 *", "resnet 8*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--arms 'resnet 8*' matches no arm" in err and "'resnet8 dense'" in err
+
+
 def test_a_study_over_devices_runs_each_arm_and_seed_on_its_budgets_devices(monkeypatch):
     s = parse(**DEVICE_STUDY)
     assert s.devices_at("full") == DEVICE_STUDY["devices"]

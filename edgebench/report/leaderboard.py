@@ -288,14 +288,25 @@ def runner_up_text(r: dict | None) -> str:
         more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
                 f"{r['n']} so far: both arms' further seeds go under the study's budgets.full.more_seeds)"
                 if r["tie"] else "")
+        why = _why_none(pd.Series({"vs_dense": r["diff"], "vs_dense_ci": r["ci"]}))
         return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): not distinguishable by test accuracy "
-                f"({diff}, paired by seed: the interval covers zero){more}.")
+                f"({diff}, paired by seed: {why}){more}.")
     return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the winner's test accuracy is "
             f"{r['effect']} ({diff}, paired by seed).")
 
 
 def _paired_text(r: pd.Series) -> str:
-    return f"paired by seed: {render.pt(r['vs_dense'], r['vs_dense_ci'])} pt, n={int(r['vs_dense_n'])}"
+    p = r.get("vs_dense_p_holm", np.nan)
+    holm = "" if p is None or pd.isna(p) else f", Holm p={p:.2g}"
+    return f"paired by seed: {render.pt(r['vs_dense'], r['vs_dense_ci'])} pt, n={int(r['vs_dense_n'])}{holm}"
+
+
+def _why_none(r: pd.Series) -> str:
+    """Why a paired difference is not an effect: its interval covers zero, or only Holm's correction keeps it."""
+    d, ci = r.get("vs_dense", np.nan), r.get("vs_dense_ci", np.nan)
+    if pd.notna(d) and pd.notna(ci) and abs(d) > ci:
+        return "the interval excludes zero, but not after Holm's correction over the board (family-wise 5%)"
+    return "the interval covers zero"
 
 
 def _latency_text(r: pd.Series) -> str:
@@ -326,8 +337,8 @@ def answer(g: pd.DataFrame) -> str:
         e = best.get("effect_vs_dense", "n/a")
         vs = {"higher": f"; test accuracy above the dense reference's ({_paired_text(best)})",
               "lower": f"; test accuracy below the dense reference's ({_paired_text(best)})",
-              "none": f"; test accuracy not distinguishable from the dense reference's ({_paired_text(best)}: the "
-                      "interval covers zero)",
+              "none": f"; test accuracy not distinguishable from the dense reference's ({_paired_text(best)}: "
+                      f"{_why_none(best)})",
               "n/a": ""}[e]
         if pd.notna(d["bytes_artifact"]) and d["bytes_artifact"]:
             vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes"
@@ -335,8 +346,11 @@ def answer(g: pd.DataFrame) -> str:
         same = [r for _, r in fits[fits["family"] != "dense"].iterrows() if r.get("effect_vs_dense") in ("none", "higher")]
         if same:
             small = min(same, key=lambda r: r["bytes_artifact"])
-            vs = (f"; {small['family']} ({small['chain']}) is not distinguishable from it by test accuracy "
-                  f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}) at "
+            higher = small.get("effect_vs_dense") == "higher"
+            vs = (f"; {small['family']} ({small['chain']}) "
+                  + ("is above it by test accuracy " if higher else "is not distinguishable from it by test accuracy ")
+                  + f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}"
+                  + ("" if higher else f": {_why_none(small)}") + ") at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({render.ram_label(best['ram_source'])})"
            if pd.notna(best.get("ram_bytes")) else "")

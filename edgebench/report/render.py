@@ -65,8 +65,9 @@ def rule(comparisons: int, whose: str) -> str:
                  "dense model in this file: family-wise 5%)")
     elif comparisons == 1:
         text += " (one comparison in this file: no multiple-comparison correction)"
-    return text + (", `none` when it covers zero (a difference inside the interval is not an effect), `n/a` with "
-                   "fewer than two seeds shared with the dense model.")
+    return text + (", `none` otherwise (a difference inside the interval is not an effect" +
+                   ("; nor is one whose interval excludes zero while Holm's adjusted p is 0.05 or more" if comparisons > 1
+                    else "") + "), `n/a` with fewer than two seeds shared with the dense model.")
 
 
 def children_line(df: pd.DataFrame) -> str:
