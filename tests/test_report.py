@@ -459,10 +459,20 @@ def test_the_board_takes_an_arm_when_all_its_seeds_have_finished():
 
     from edgebench.report.leaderboard import complete_arms
 
-    study = SimpleNamespace(arms={"dense": [], "int8": []}, seeds_of=lambda arm, budget: (0, 1, 2))
+    budgets = {"full": SimpleNamespace(seeds=(0, 1, 2))}
+    study = SimpleNamespace(arms={"dense": [], "int8": []}, seeds_of=lambda arm, budget: (0, 1, 2), budgets=budgets)
     df = pd.DataFrame({"study.arm": ["dense"] * 3 + ["int8"], "seed": [0, 1, 2, 0]})
     kept, partial = complete_arms(study, df, "full")
     assert kept["study.arm"].unique().tolist() == ["dense"] and partial == ["int8 (1 of 3 seeds)"]
+    # the 5-seed rule for a tie: dense's more seeds 3, 4 join when both have finished; until then its seeds 0-2 stay
+    study.seeds_of = lambda arm, budget: (0, 1, 2, 3, 4) if arm == "dense" else (0, 1, 2)
+    df = pd.DataFrame({"study.arm": ["dense"] * 4 + ["int8"] * 3, "seed": [0, 1, 2, 3, 0, 1, 2]})
+    kept, partial = complete_arms(study, df, "full")
+    assert sorted(kept[kept["study.arm"] == "dense"]["seed"]) == [0, 1, 2] and len(kept) == 6
+    assert partial == ["dense (on the board with seeds 0, 1, 2: 4 of its 5 seeds have finished)"]
+    df = pd.concat([df, pd.DataFrame({"study.arm": ["dense"], "seed": [4]})])
+    kept, partial = complete_arms(study, df, "full")
+    assert sorted(kept[kept["study.arm"] == "dense"]["seed"]) == [0, 1, 2, 3, 4] and partial == []
 
 
 def test_an_answer_says_why_a_difference_is_not_an_effect():

@@ -484,25 +484,33 @@ def study(study, df: pd.DataFrame, values, context: dict) -> dict:
                               study.name, study.title, study.extra_args.get("reference_model"))
     text = text.split("\n", 2)[2]
     if partial:
-        text = ("**Not on the board yet** (an arm joins when every seed of the budget has finished, so that each "
-                "comparison is paired over the same seeds): " + "; ".join(partial) + ".\n\n" + text)
+        text = ("**Not on the board yet, or not with all its seeds** (an arm joins when every seed of the budget "
+                "has finished, and its more seeds when all of them have, so that each comparison is paired over one "
+                "set of seeds): " + "; ".join(partial) + ".\n\n" + text)
     return {"markdown": text, "json": json_records(board)}
 
 
 def complete_arms(study, df: pd.DataFrame, budget: str) -> tuple[pd.DataFrame, list[str]]:
     """The runs of the arms whose every seed (at ``budget``, :meth:`edgebench.study.Study.seeds_of`) finished on
-    at least one device, and ``"arm (n of N seeds)"`` for each arm left out with some runs."""
+    at least one device, and ``"arm (n of N seeds)"`` for each arm left out with some runs. An arm whose
+    ``more_seeds`` have not all finished stays on the board with the budget's seeds (its extra seeds join together,
+    so that its comparisons are paired over one set of seeds), and is named with how many it has."""
     from edgebench.report.studies import ARM
 
+    base = set(study.budgets[budget].seeds)
     keep, partial = [], []
     for arm, g in df.groupby(ARM, sort=False):
         want = set(study.seeds_of(arm, budget)) if arm in study.arms else set()
         have = {int(x) for x in g["seed"].dropna()}
         if want and want <= have:
-            keep.append(arm)
+            keep.append(g)
+        elif want and base <= have:
+            keep.append(g[g["seed"].isin(base)])
+            partial.append(f"{arm} (on the board with seeds {', '.join(map(str, sorted(base)))}: "
+                           f"{len(have & want)} of its {len(want)} seeds have finished)")
         else:
             partial.append(f"{arm} ({len(have & want)} of {len(want)} seeds)")
-    return df[df[ARM].isin(keep)], partial
+    return (pd.concat(keep) if keep else df.iloc[:0]), partial
 
 
 def json_records(board: pd.DataFrame) -> list[dict]:
