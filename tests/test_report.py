@@ -486,3 +486,21 @@ def test_an_answer_says_why_a_difference_is_not_an_effect():
     assert lb._paired_text(kept) == "paired by seed: -1.38 ± 0.46 pt, n=3, Holm p=0.31"
     assert lb._why_none(kept).startswith("the interval excludes zero, but not after Holm")
     assert lb._why_none(kept.copy().replace({-0.0138: -0.001})) == "the interval covers zero"
+
+
+def test_the_fine_tuning_check_ranks_families_on_validation_and_calls_a_swap_inside_its_interval_a_tie():
+    from edgebench.report.leaderboard import fine_tuning_ranking
+
+    val = {"a x1": [0.90, 0.91, 0.92], "a x3": [0.91, 0.92, 0.93],  # a stays first
+           "b x1": [0.85, 0.86, 0.87], "b x3": [0.880, 0.870, 0.880],  # b and c swap, by 0.0033 +- a wide interval
+           "c x1": [0.86, 0.87, 0.88], "c x3": [0.870, 0.875, 0.875], "dense 15 epochs": [0.9, 0.9, 0.9]}
+    df = pd.DataFrame([{"study.arm": a, "seed": s, "select/val_acc": v, "test/acc": 0.0}
+                       for a, vs in val.items() for s, v in enumerate(vs)])
+    out = fine_tuning_ranking(None, df, None)
+    j = out["json"]
+    assert j["rank"]["x1"] == {"a": 1, "c": 2, "b": 3} and j["rank"]["x3"] == {"a": 1, "b": 2, "c": 3}
+    assert [(s["above"], s["below"], s["n"], s["tie"]) for s in j["swaps"]] == [("b", "c", 3, True)]
+    assert j["held"] and j["kendall_tau"] == pytest.approx(1 / 3)
+    assert "the ranking holds up to ties" in out["markdown"] and "b over c at x3: +0.33 ± " in out["markdown"]
+    # test accuracy plays no part: the same runs with another test/acc give the same answer
+    assert fine_tuning_ranking(None, df.assign(**{"test/acc": 1.0}), None)["json"] == j

@@ -517,3 +517,47 @@ def json_records(board: pd.DataFrame) -> list[dict]:
     """The board's rows for the study's JSON, as in the CSV (a column per seed), NaN as null."""
     rows = csv_table(board).to_dict("records")
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
+
+
+def fine_tuning_ranking(study, df: pd.DataFrame, values) -> dict:
+    """The ``extra:`` hook of ``leaderboard_budget``: does the longer fine-tuning change the families' ranking?
+    Its arms ``FAMILY x1`` / ``FAMILY x3`` are ranked by mean validation accuracy at each budget (never test); the
+    table gives both ranks, Kendall's tau between them, and for each pair that swaps, its paired validation difference
+    by seed at the longer budget (a swap whose interval covers zero is a tie, not a change of ranking)."""
+    from scipy.stats import kendalltau
+
+    from edgebench import stats
+    from edgebench.report.studies import ARM
+
+    val = "select/val_acc"
+    by_arm = {a: dict(zip(g["seed"].astype(int), g[val])) for a, g in df.dropna(subset=[val]).groupby(ARM)}
+    names = {a.rsplit(" ", 1)[0] for a in by_arm if a.endswith((" x1", " x3"))}
+    fams = sorted(f for f in names if f"{f} x1" in by_arm and f"{f} x3" in by_arm)
+    if len(fams) < 2:
+        return {}
+    mean = {(f, b): float(np.mean(list(by_arm[f"{f} {b}"].values()))) for f in fams for b in ("x1", "x3")}
+    rank = {b: {f: i + 1 for i, f in enumerate(sorted(fams, key=lambda f: -mean[(f, b)]))} for b in ("x1", "x3")}
+    tau = kendalltau([rank["x1"][f] for f in fams], [rank["x3"][f] for f in fams]).statistic
+    rows = ["| family | val acc x1 | rank x1 | val acc x3 | rank x3 |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {f} | {mean[(f, 'x1')]:.4f} | {rank['x1'][f]} | {mean[(f, 'x3')]:.4f} | {rank['x3'][f]} |"
+             for f in sorted(fams, key=lambda f: rank["x3"][f])]
+    swaps, out = [], []
+    for i, f in enumerate(fams):
+        for g in fams[i + 1:]:
+            if (rank["x1"][f] - rank["x1"][g]) * (rank["x3"][f] - rank["x3"][g]) < 0:
+                hi, lo = (f, g) if rank["x3"][f] < rank["x3"][g] else (g, f)
+                d = stats.paired(by_arm[f"{hi} x3"], by_arm[f"{lo} x3"])
+                tie = not (abs(d.mean) > d.half)
+                swaps.append(f"{hi} over {lo} at x3: {render.pt(d.mean, d.half)} pt on validation, n={d.n} "
+                             f"({'the interval covers zero: a tie' if tie else 'the interval excludes zero'})")
+                out.append({"above": hi, "below": lo, "diff": d.mean, "ci": d.half, "n": d.n, "tie": tie})
+    held = all(s["tie"] for s in out)
+    verdict = ("the ranking holds: no pair swaps" if not out else
+               "the ranking holds up to ties: every pair that swaps is within its interval" if held else
+               "the ranking changes: a pair swaps beyond its interval")
+    text = ("## Does the longer fine-tuning change the ranking?\n\n"
+            f"The families ranked by mean validation accuracy at the fine-tuning first planned (x1) and three times "
+            f"it (x3, the board's), on the same seeds: Kendall's tau {tau:.2f}; {verdict}"
+            + ("" if not swaps else " (" + "; ".join(swaps) + ")") + ".\n\n" + "\n".join(rows) + "\n")
+    return {"markdown": text, "json": {"kendall_tau": tau, "held": held, "swaps": out,
+                                       "rank": rank, "val_acc": {f"{f} {b}": v for (f, b), v in mean.items()}}}
