@@ -477,13 +477,22 @@ def select_arms(study: Study, patterns: list[str] | None) -> list[str]:
 
 def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Path | None = None,
            log_dir: Path | None = None, echo=print, ray_address: str | None = None,
-           ledger: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
+           ledger: Path | None = None, only: list[str] | None = None,
+           only_seeds: list[int] | None = None) -> dict[str, Any]:
     """Run every arm x seed of ``budget`` that has no finished run: one Hydra multirun per arm (its seeds as Ray
     tasks on the cluster at ``ray_address`` when given). Returns what ran, what was skipped and what failed (with
     the tail of its output). With ``ledger`` (:func:`ledger_path`), the runs it keeps count as finished, and it is
     written again after every arm (commit it as it grows). ``only`` (shell patterns of arm names) runs just the
-    arms it matches, in the study's order; the others wait for a later command."""
+    arms it matches, in the study's order; the others wait for a later command. ``only_seeds`` runs just those seeds (a chunk of a
+    long study whose arms share each seed's dense parent: every arm's seeds 0-3 in one sitting, so that each finished
+    chunk is paired)."""
     selected = select_arms(study, only)
+    if only_seeds is not None:
+        every = {x for arm in study.arms for x in study.seeds_of(arm, budget)}
+        unknown = sorted(set(only_seeds) - every)
+        if unknown:
+            raise StudyError(f"study {study.name} [{budget}]: --seeds {' '.join(map(str, unknown))} not in the "
+                             f"budget's seeds {' '.join(map(str, sorted(every)))}; pick from those")
     arms = check(study, budget, root, results_dir)
     uri = next(iter(arms.values()))["tracking_uri"]
     ray = {"address": ray_address, "root": str(root), "tracking_uri": uri} if ray_address else None
@@ -491,16 +500,17 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
     per = max(1, len(study.devices_at(budget)))  # runs per arm and seed
     total = sum(len(study.seeds_of(arm, budget)) for arm in study.arms) * per
     done = _done(study, budget, uri, ledger)
-    todo = {arm: [s for s in study.seeds_of(arm, budget) if (arm, s) not in done] if arm in selected else []
+    todo = {arm: [s for s in study.seeds_of(arm, budget) if (arm, s) not in done
+                  and (only_seeds is None or s in only_seeds)] if arm in selected else []
             for arm in study.arms}
     n_todo = sum(map(len, todo.values())) * per
     n_done = sum((arm, x) in done for arm in study.arms for x in study.seeds_of(arm, budget)) * per
-    n_out = total - n_done - n_todo  # the unfinished runs of the arms ``only`` leaves out
+    n_out = total - n_done - n_todo  # the unfinished runs that --arms or --seeds leave out
     more = sum(map(len, dict(study.budgets[budget].more_seeds).values()))
     axes = (f"{len(study.arms)} arms x {len(seeds)} seeds" + (f" + {more} more seeds of named arms" if more else "")
             + (f" x {per} devices" if study.devices else ""))
     echo(f"study {study.name} [{budget}]: {total} runs ({axes}), "
-         f"{n_done} finished before, {n_todo} to run" + (f" ({n_out} more in the arms --arms leaves out)" if n_out else "")
+         f"{n_done} finished before, {n_todo} to run" + (f" ({n_out} more that --arms / --seeds leave out)" if n_out else "")
          + f"; MLflow experiment {study.experiment(budget)} in {uri}")
     log_dir = log_dir or (results_dir or root / "results") / "studies"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -631,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", nargs="+", metavar="PATTERN",
                     help="run only the arms these shell patterns match (e.g. 'resnet8 *'); the report still reads "
                          "every arm's finished runs")
+    ap.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                    help="run only these seeds of the budget (a chunk: every selected arm's seeds in one sitting, so "
+                         "arms that share a seed's dense parent finish paired)")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished runs; run nothing")
     ap.add_argument("--out", type=Path, help="folder of NAME.md/.json (default results/, results/BUDGET/ "
                                              "for a budget other than full)")
@@ -663,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         launched = None
         if not args.report_only:
             launched = launch(study, args.budget, root, args.jobs, results_dir, ray_address=args.ray,
-                              ledger=ledger_path(study, out), only=args.arms)
+                              ledger=ledger_path(study, out), only=args.arms,
+                              only_seeds=args.seeds)
         write_report(study, args.budget, root, out, results_dir, launched, command)
     except StudyError as e:
         print(f"edgebench.study: error: {e}", file=sys.stderr)

@@ -357,9 +357,9 @@ def test_more_seeds_run_and_count_for_the_arms_they_name_only(monkeypatch, tmp_p
     assert (again["end_time"] - again["start_time"]).dt.total_seconds().notna().all()
 
 
-def test_arms_runs_only_the_arms_its_patterns_match_and_refuses_a_pattern_that_matches_none(monkeypatch, tmp_path,
-                                                                                            capsys):
-    """``--arms 'resnet8 *'``: a sitting can run the arms whose parents it trains, in the study's order."""
+def test_arms_and_seeds_run_a_chunk_and_refuse_what_the_study_does_not_have(monkeypatch, tmp_path, capsys):
+    """``--arms 'resnet8 *'``: a sitting runs the arms whose parents it trains, in the study's order; ``--seeds 0 1``
+    runs every arm's seeds 0 and 1, so arms that share a seed's parent finish paired."""
     s = parse()
     assert st.select_arms(s, None) == ["dense", "pruned"] and st.select_arms(s, ["pr*"]) == ["pruned"]
     launched = []
@@ -370,7 +370,12 @@ def test_arms_runs_only_the_arms_its_patterns_match_and_refuses_a_pattern_that_m
     lines = []
     st.launch(s, "full", tmp_path, echo=lines.append, log_dir=tmp_path, only=["pr*"])
     assert launched == [("pruned", [1, 2])]
-    assert "1 finished before, 2 to run (3 more in the arms --arms leaves out)" in lines[0]
+    assert "1 finished before, 2 to run (3 more that --arms / --seeds leave out)" in lines[0]
+    launched.clear()
+    st.launch(s, "full", tmp_path, echo=lambda *_: None, log_dir=tmp_path, only_seeds=[1])  # a chunk: seed 1 of each
+    assert launched == [("dense", [1]), ("pruned", [1])]
+    with pytest.raises(st.StudyError, match="--seeds 7 not in the budget's seeds 0 1 2; pick from those"):
+        st.launch(s, "full", tmp_path, echo=lambda *_: None, log_dir=tmp_path, only_seeds=[1, 7])
     monkeypatch.chdir(tmp_path)
     assert st.main(["leaderboard", "--arms", "resnet8 *", "resnet 8*"]) == 2
     err = capsys.readouterr().err.strip()
