@@ -504,3 +504,11 @@ def test_the_fine_tuning_check_ranks_families_on_validation_and_calls_a_swap_ins
     assert "the ranking holds up to ties" in out["markdown"] and "b over c at x3: +0.33 ± " in out["markdown"]
     # test accuracy plays no part: the same runs with another test/acc give the same answer
     assert fine_tuning_ranking(None, df.assign(**{"test/acc": 1.0}), None)["json"] == j
+
+
+def test_a_board_of_thirteen_families_gives_each_its_own_colour():
+    from edgebench.report.plots import colours
+
+    assert colours(["none", "ptq_int8"]) == {"none": "C0", "ptq_int8": "C1"}
+    many = colours([f"m{i}" for i in range(13)])
+    assert len(set(map(str, many.values()))) == 13

@@ -187,6 +187,18 @@ def _handles(methods: list, present: set, colour: dict, drawn: set) -> list:
     return handles
 
 
+def colours(methods: list[str]) -> dict[str, object]:
+    """One colour per method, none repeated: matplotlib's ten default colours, and past ten tab20's twenty (its dark
+    shades first, then the light ones), so that a board of 13 families never gives two of them one colour."""
+    if len(methods) <= 10:
+        return {m: f"C{i}" for i, m in enumerate(methods)}
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"].colors
+    order = [tab20[i] for i in range(0, 20, 2)] + [tab20[i] for i in range(1, 20, 2)]
+    return {m: order[i % 20] for i, m in enumerate(methods)}
+
+
 def figure(df: pd.DataFrame, x: str, xlabel: str, flag: str, title: str, by: list[str] = GROUP_BY):
     """Accuracy against ``x``: one panel and one dashed frontier per group (``by``: data set and model) and device,
     devices whose panels would be identical in one panel naming them; one colour per method; points labelled by
@@ -204,7 +216,7 @@ def figure(df: pd.DataFrame, x: str, xlabel: str, flag: str, title: str, by: lis
     panels = _panels(df, x, flag, list(by))
     groups = len({p[0] for p in panels})
     methods = sorted(full["method"].dropna().unique(), key=lambda m: (m != DENSE, m))
-    colour = {m: f"C{i}" for i, m in enumerate(methods)}
+    colour = colours(methods)
     ncols = min(len(panels), 3)
     nrows = -(-len(panels) // ncols)
     fig, axes = pyplot().subplots(nrows, ncols, figsize=(6.8 * ncols, 4.9 * nrows + 0.8), squeeze=False,
