@@ -223,14 +223,21 @@ def test_clean_removes_stale_locks_set_asides_and_dead_temporaries(project, caps
     assert again.hit and again.value == "loaded"
 
 
-def _maker(root: str, until: float, violations, made) -> None:
+def _going(until: tuple[float, float], made, removed) -> bool:
+    """Run at least until ``until[0]``, then on until enough entries were made and lock files removed (a loaded
+    machine gets there later), never past ``until[1]``."""
+    now = time.time()
+    return now < until[0] or (now < until[1] and (made.value <= 30 or removed.value <= 10))
+
+
+def _maker(root: str, until: tuple[float, float], violations, made, removed) -> None:
     """Make the same three entries again and again (``redo``), each time checking that no other process is
     making that entry at the same moment (an O_EXCL marker held while making)."""
     def save(_v, folder: Path) -> dict:
         return {}
 
     n = 0
-    while time.time() < until:
+    while _going(until, made, removed):
         key = {"k": n % 3}
         marker = Path(root) / f"making-{n % 3}"
 
@@ -250,8 +257,8 @@ def _maker(root: str, until: float, violations, made) -> None:
         n += 1
 
 
-def _cleaner(root: str, until: float, removed) -> None:
-    while time.time() < until:
+def _cleaner(root: str, until: tuple[float, float], made, removed) -> None:
+    while _going(until, made, removed):
         removed.value += store_admin.remove_unheld_locks(Path(root) / "cache")
 
 
@@ -263,13 +270,13 @@ def test_removing_unheld_lock_files_never_lets_two_processes_make_one_entry(tmp_
 
     ctx = mp.get_context("fork")
     violations, made, removed = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
-    until = time.time() + 3
-    procs = [ctx.Process(target=_maker, args=(str(tmp_path), until, violations, made)) for _ in range(3)]
-    procs.append(ctx.Process(target=_cleaner, args=(str(tmp_path), until, removed)))
+    until = (time.time() + 3, time.time() + 60)
+    procs = [ctx.Process(target=_maker, args=(str(tmp_path), until, violations, made, removed)) for _ in range(3)]
+    procs.append(ctx.Process(target=_cleaner, args=(str(tmp_path), until, made, removed)))
     for proc in procs:
         proc.start()
     for proc in procs:
-        proc.join(30)
+        proc.join(90)
     assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
     assert violations.value == 0 and made.value > 30 and removed.value > 10
 
