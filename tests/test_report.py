@@ -512,3 +512,14 @@ def test_a_board_of_thirteen_families_gives_each_its_own_colour():
     assert colours(["none", "ptq_int8"]) == {"none": "C0", "ptq_int8": "C1"}
     many = colours([f"m{i}" for i in range(13)])
     assert len(set(map(str, many.values()))) == 13
+
+
+def test_an_exact_tie_on_validation_accuracy_goes_to_the_lower_validation_loss_whatever_the_order():
+    from edgebench.report.leaderboard import by_validation
+
+    g = pd.DataFrame({"select/val_acc": [0.921, 0.921, 0.90], "select/val_loss": [0.25, 0.24, 0.1],
+                      "size/bytes_artifact": [99008, 99008, 10], "name": ["qat", "ptq", "small"]})
+    for order in ([0, 1, 2], [1, 0, 2], [2, 1, 0]):
+        assert by_validation(g.iloc[order])["name"].tolist() == ["ptq", "qat", "small"]
+    # never the test split: a test column plays no part
+    assert by_validation(g.assign(**{"test/acc": [0.99, 0.1, 0.5]}))["name"].iloc[0] == "ptq"

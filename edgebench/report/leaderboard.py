@@ -81,15 +81,24 @@ def chain_text(row: pd.Series) -> str:
     return f"{chain} {label}".strip()
 
 
+def by_validation(g: pd.DataFrame, acc: str = "select/val_acc", loss: str = "select/val_loss",
+                  size: str = "size/bytes_artifact") -> pd.DataFrame:
+    """``g`` most accurate on validation first; an exact tie in validation accuracy (two int8 files of one net often
+    classify the same number of validation images right) goes to the lower validation loss, then the smaller file,
+    then the order given: the pick never depends on how a sort breaks ties."""
+    keys = [c for c in (acc, loss, size) if c in g]
+    return g.sort_values(keys, ascending=[c != acc for c in keys], kind="mergesort", na_position="last")
+
+
 def _pick(g: pd.DataFrame, fam: str) -> tuple[pd.Series | None, str]:
     """A family's row on one device: the dense reference (the most accurate dense group, fitting or not), else the
     group with the highest validation accuracy that fits; ``(None, why)`` when none fits."""
     if fam == "dense":
-        pick = g.sort_values("select/val_acc", ascending=False).iloc[0]
+        pick = by_validation(g).iloc[0]
         return pick, "reference, fits" if pick["fits"] else "reference, does not fit"
     fit = g[g["fits"] & g["select/val_acc"].notna()]
     if len(fit):
-        return fit.sort_values("select/val_acc", ascending=False).iloc[0], "best that fits"
+        return by_validation(fit).iloc[0], "best that fits"
     reasons = g.get("device.fit", pd.Series(dtype=object)).dropna()
     why = reasons.mode().iloc[0] if len(reasons) else "no replicate fits"
     return None, f"nothing fits ({len(g)} tried): {why}"
@@ -118,7 +127,8 @@ def _row(device: str, fam: str, status: str, pick: pd.Series) -> dict:
         note = pick["device.fit"]  # why (the flash, the RAM, or a format that cannot hold the model)
     return {"device": device, "family": fam, "status": status, "note": note, "model": pick["model"],
             "chain": chain_text(pick), "label": pick["label"], "replicates": pick["replicates"],
-            "val_acc": pick["select/val_acc"], "test_acc": pick["test/acc"],
+            "val_acc": pick["select/val_acc"], "val_loss": pick.get("select/val_loss", np.nan),
+            "test_acc": pick["test/acc"],
             "test_acc_ci": pick["test/acc_ci"], "bytes_artifact": pick["size/bytes_artifact"],
             "ram_bytes": pick["device/ram_bytes"], "ram_source": pick.get("device.ram_source", np.nan),
             "latency_ms_est": pick["device/latency_ms_est"], "energy_mj_est": pick["device/energy_mj_est"],
@@ -236,7 +246,7 @@ def ranked(g: pd.DataFrame) -> pd.DataFrame:
     selection rule that :func:`answer`, :func:`runner_up` and :func:`short_table` read)."""
     if "status" not in g or "val_acc" not in g:
         return g.iloc[0:0]
-    return g[g["status"].isin(FITS) & g["val_acc"].notna()].sort_values("val_acc", ascending=False)
+    return by_validation(g[g["status"].isin(FITS) & g["val_acc"].notna()], "val_acc", "val_loss", "bytes_artifact")
 
 
 def runner_up(board: pd.DataFrame) -> dict:
@@ -483,11 +493,43 @@ def study(study, df: pd.DataFrame, values, context: dict) -> dict:
     board, text = write_board(table, study.devices_at(context["budget"]), Path(context["out_dir"]),
                               study.name, study.title, study.extra_args.get("reference_model"))
     text = text.split("\n", 2)[2]
+    if study.extra_args.get("reference_model") is None:
+        text += "\n" + per_net(table, study.devices_at(context["budget"]))
     if partial:
         text = ("**Not on the board yet, or not with all its seeds** (an arm joins when every seed of the budget "
                 "has finished, and its more seeds when all of them have, so that each comparison is paired over one "
                 "set of seeds): " + "; ".join(partial) + ".\n\n" + text)
     return {"markdown": text, "json": json_records(board)}
+
+
+def per_net(table: pd.DataFrame, devices: list[str] | None) -> str:
+    """Per device and net, the net's most accurate file (on validation) that fits, by the board's own rule
+    (:func:`leaderboard` on that net's groups, :func:`ranked`): which family, its test accuracy, the file's bytes and
+    its RAM with how it was obtained. The board above names one net per family; this shows every net, so that a net
+    whose activations, not its weights, decide the fit is seen on each device."""
+    if "model" not in table or table["model"].nunique() < 2:
+        return ""
+    models = sorted(table["model"].dropna().unique())
+    cells: dict[tuple[str, str], str] = {}
+    order: list[str] = []
+    for m in models:
+        board = leaderboard(table[table["model"] == m], devices)
+        for device, g in board.groupby("device", sort=False):
+            if device not in order:
+                order.append(device)
+            fits = ranked(g)
+            if fits.empty:
+                cells[(device, m)] = "nothing fits"
+                continue
+            r = fits.iloc[0]
+            ram = ("" if pd.isna(r.get("ram_bytes")) else
+                   f", RAM {r['ram_bytes'] / 1000:,.1f} kB ({render.ram_label(r['ram_source'])})")
+            cells[(device, m)] = (f"{r['family']}: {r['test_acc']:.4f}, {r['bytes_artifact'] / 1000:,.1f} kB{ram}")
+    rows = ["| device | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    rows += [f"| {d} | " + " | ".join(cells.get((d, m), "no runs") for m in models) + " |" for d in order]
+    return ("## Per net\n\nEach net's most accurate file that fits each device (validation picks it; test accuracy "
+            "shown; mean over the seeds; kB = 1,000 bytes), by the board's own rule: the board above keeps one net "
+            "per family, this table keeps every net.\n\n" + "\n".join(rows) + "\n")
 
 
 def complete_arms(study, df: pd.DataFrame, budget: str) -> tuple[pd.DataFrame, list[str]]:

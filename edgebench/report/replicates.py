@@ -11,7 +11,7 @@ from edgebench.stats import mean_ci
 
 GROUP_TAG = "replicate_group"  # runs whose configs differ only in the seed (edgebench.sweep.replicate_group)
 # figures averaged over a group's replicates, each with the half-width of its 95% t interval in <name>_ci
-AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
+AVERAGED = ["test/acc", "delta/acc", "select/val_acc", "select/val_loss", "baseline/test_acc", "bytes", "latency_ms", "size/params_nonzero",
             "size/bytes_artifact", "compute/macs", "memory/peak_activation_bytes", "latency/host_p50_ms",
             "latency/host_speedup", "latency/host_iqr_ms", "latency/host_noisy", "device/flash_bytes", "device/ram_bytes", "device/latency_ms_est",
             "device/latency_ms_low", "device/latency_ms_high", "device/latency_calibrated", "device/energy_mj_est"]
