@@ -468,7 +468,7 @@ def select_arms(study: Study, patterns: list[str] | None) -> list[str]:
     order; all of them when ``patterns`` is empty. A pattern that matches no arm is an error naming the arms."""
     if not patterns:
         return list(study.arms)
-    unmatched = [p for p in patterns if not fnmatch.filter(study.arms, p)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in study.arms)]
     if unmatched:
         raise StudyError(f"study {study.name}: --arms {', '.join(map(repr, unmatched))} matches no arm; the arms are "
                          f"{', '.join(map(repr, study.arms))} (shell patterns: 'resnet8 *')")

@@ -298,7 +298,7 @@ def runner_up_text(r: dict | None) -> str:
         more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
                 f"{r['n']} so far: both arms' further seeds go under the study's budgets.full.more_seeds)"
                 if r["tie"] else "")
-        why = _why_none(pd.Series({"vs_dense": r["diff"], "vs_dense_ci": r["ci"]}))
+        why = _why_none(r["diff"], r["ci"])
         return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): not distinguishable by test accuracy "
                 f"({diff}, paired by seed: {why}){more}.")
     return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the winner's test accuracy is "
@@ -311,9 +311,9 @@ def _paired_text(r: pd.Series) -> str:
     return f"paired by seed: {render.pt(r['vs_dense'], r['vs_dense_ci'])} pt, n={int(r['vs_dense_n'])}{holm}"
 
 
-def _why_none(r: pd.Series) -> str:
-    """Why a paired difference is not an effect: its interval covers zero, or only Holm's correction keeps it."""
-    d, ci = r.get("vs_dense", np.nan), r.get("vs_dense_ci", np.nan)
+def _why_none(d: float, ci: float) -> str:
+    """Why a paired difference ``d`` ± ``ci`` is not an effect: its interval covers zero, or only Holm's correction
+    keeps it from being one."""
     if pd.notna(d) and pd.notna(ci) and abs(d) > ci:
         return "the interval excludes zero, but not after Holm's correction over the board (family-wise 5%)"
     return "the interval covers zero"
@@ -348,7 +348,7 @@ def answer(g: pd.DataFrame) -> str:
         vs = {"higher": f"; test accuracy above the dense reference's ({_paired_text(best)})",
               "lower": f"; test accuracy below the dense reference's ({_paired_text(best)})",
               "none": f"; test accuracy not distinguishable from the dense reference's ({_paired_text(best)}: "
-                      f"{_why_none(best)})",
+                      f"{_why_none(best.get('vs_dense'), best.get('vs_dense_ci'))})",
               "n/a": ""}[e]
         if pd.notna(d["bytes_artifact"]) and d["bytes_artifact"]:
             vs += f", at {best['bytes_artifact'] / d['bytes_artifact']:.0%} of its bytes"
@@ -360,7 +360,7 @@ def answer(g: pd.DataFrame) -> str:
             vs = (f"; {small['family']} ({small['chain']}) "
                   + ("is above it by test accuracy " if higher else "is not distinguishable from it by test accuracy ")
                   + f"({render.pm(small['test_acc'], small['test_acc_ci'])}; {_paired_text(small)}"
-                  + ("" if higher else f": {_why_none(small)}") + ") at "
+                  + ("" if higher else f": {_why_none(small.get('vs_dense'), small.get('vs_dense_ci'))}") + ") at "
                   f"{small['bytes_artifact'] / best['bytes_artifact']:.0%} of its bytes")
     ram = (f", RAM {best['ram_bytes']:,.0f} B ({render.ram_label(best['ram_source'])})"
            if pd.notna(best.get("ram_bytes")) else "")
