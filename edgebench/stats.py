@@ -51,7 +51,21 @@ class Paired:
         return self.mean + self.half
 
     def excludes_zero(self) -> bool:
-        return self.n >= 2 and not math.isnan(self.half) and (self.low > 0 or self.high < 0)
+        return self.n >= 2 and excludes_zero(self.mean, self.half)
+
+
+def excludes_zero(mean: float, half: float) -> bool:
+    """Whether the interval ``mean`` ± ``half`` excludes zero (False when either is NaN): the one place the
+    effect rule's interval test is written."""
+    return not (math.isnan(mean) or math.isnan(half)) and abs(mean) > half
+
+
+def why_not_effect(mean: float, half: float, family: str = "") -> str:
+    """Why a difference that the rule does not call an effect is not one: its interval covers zero, or it excludes
+    zero and only Holm's correction (over ``family``, e.g. "the board") keeps it from being an effect."""
+    if excludes_zero(mean, half):
+        return f"the interval excludes zero, but not after Holm's correction{' over ' + family if family else ''} (family-wise 5%)"
+    return "the interval covers zero"
 
 
 def paired(a: Mapping, b: Mapping) -> Paired:

@@ -504,6 +504,12 @@ def test_the_fine_tuning_check_ranks_families_on_validation_and_calls_a_swap_ins
     assert "the ranking holds up to ties" in out["markdown"] and "b over c at x3: +0.33 ± " in out["markdown"]
     # test accuracy plays no part: the same runs with another test/acc give the same answer
     assert fine_tuning_ranking(None, df.assign(**{"test/acc": 1.0}), None)["json"] == j
+    # an exact tie on validation accuracy goes to the lower validation loss, as on the board
+    tied = df[df["study.arm"].str.match("[bc] ")].copy()
+    tied.loc[tied["study.arm"] == "c x3", "select/val_acc"] = [0.880, 0.870, 0.880]
+    for loss_b, first in ((0.30, "c"), (0.20, "b")):
+        tied["select/val_loss"] = np.where(tied["study.arm"] == "b x3", loss_b, 0.25)
+        assert fine_tuning_ranking(None, tied, None)["json"]["rank"]["x3"][first] == 1
 
 
 def test_a_board_of_thirteen_families_gives_each_its_own_colour():

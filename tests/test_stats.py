@@ -50,3 +50,13 @@ def test_verdict_respects_holm_and_within_needs_the_whole_interval():
     assert verdict(d, p_adjusted=0.2) == "not distinguishable"
     flat = paired({0: 0.001, 1: -0.001, 2: 0.0}, {0: 0, 1: 0, 2: 0})
     assert verdict(flat) == "not distinguishable" and within(flat, 0.01) and not within(d, 0.5)
+
+
+def test_why_not_an_effect_names_the_reason():
+    from edgebench.stats import excludes_zero, why_not_effect
+
+    assert excludes_zero(-0.0138, 0.0046) and not excludes_zero(-0.001, 0.0046)
+    assert not excludes_zero(0.01, math.nan) and not excludes_zero(math.nan, 0.01)
+    assert why_not_effect(-0.001, 0.0046) == "the interval covers zero"
+    assert why_not_effect(0.02, 0.01, family="the board") == (
+        "the interval excludes zero, but not after Holm's correction over the board (family-wise 5%)")

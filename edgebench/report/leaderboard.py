@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgebench import stats
 from edgebench.config import device_profiles  # noqa: F401  (re-exported: the board's default devices)
 from edgebench.report import render
 from edgebench.report.compare import COLUMNS as COMPARED, against, word
@@ -149,7 +150,6 @@ def smallest_within_tolerance(d: pd.DataFrame, tolerance: float = VAL_LOSS_TOLER
     """Of one device's groups, the smallest that fits with paired validation loss to its dense reference within
     ``tolerance`` (non-inferiority: the interval's upper end); None when none qualifies or no dense reference has
     per-seed validation losses."""
-    from edgebench.stats import paired
 
     dense = d[(d["family"] == "dense")]
     if dense.empty or VAL_LOSS_BY_SEED not in d:
@@ -163,7 +163,7 @@ def smallest_within_tolerance(d: pd.DataFrame, tolerance: float = VAL_LOSS_TOLER
         loss = r.get(VAL_LOSS_BY_SEED)
         if not isinstance(loss, dict):
             continue
-        diff = paired(loss, ref_loss)
+        diff = stats.paired(loss, ref_loss)
         if diff.n >= 2 and not np.isnan(diff.half) and diff.high <= tolerance:
             if best is None or r["size/bytes_artifact"] < best["bytes_artifact"]:
                 best = {"family": r["family"], "model": r["model"], "chain": chain_text(r),
@@ -255,7 +255,6 @@ def runner_up(board: pd.DataFrame) -> dict:
     ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: not distinguishable while fewer than
     :data:`TIE_SEEDS` seeds are paired and the two differ on some seed (both candidates need more seeds before the
     board may rank them; two that predict the same on every seed would not separate with more)."""
-    from edgebench import stats
 
     if "val_acc" not in board or "status" not in board:
         return {}
@@ -312,11 +311,9 @@ def _paired_text(r: pd.Series) -> str:
 
 
 def _why_none(d: float, ci: float) -> str:
-    """Why a paired difference ``d`` ± ``ci`` is not an effect: its interval covers zero, or only Holm's correction
-    keeps it from being one."""
-    if pd.notna(d) and pd.notna(ci) and abs(d) > ci:
-        return "the interval excludes zero, but not after Holm's correction over the board (family-wise 5%)"
-    return "the interval covers zero"
+    """Why a paired difference ``d`` ± ``ci`` is not an effect (:func:`edgebench.stats.why_not_effect`), Holm's
+    family being the board."""
+    return stats.why_not_effect(float(d), float(ci), family="the board")
 
 
 def _latency_text(r: pd.Series) -> str:
@@ -563,12 +560,12 @@ def json_records(board: pd.DataFrame) -> list[dict]:
 
 def fine_tuning_ranking(study, df: pd.DataFrame, values) -> dict:
     """The ``extra:`` hook of ``leaderboard_budget``: does the longer fine-tuning change the families' ranking?
-    Its arms ``FAMILY x1`` / ``FAMILY x3`` are ranked by mean validation accuracy at each budget (never test); the
+    Its arms ``FAMILY x1`` / ``FAMILY x3`` are ranked by mean validation accuracy at each budget (never test; an
+    exact tie goes to the lower mean validation loss, as on the board); the
     table gives both ranks, Kendall's tau between them, and for each pair that swaps, its paired validation difference
     by seed at the longer budget (a swap whose interval covers zero is a tie, not a change of ranking)."""
     from scipy.stats import kendalltau
 
-    from edgebench import stats
     from edgebench.report.studies import ARM
 
     val = "select/val_acc"
@@ -578,7 +575,11 @@ def fine_tuning_ranking(study, df: pd.DataFrame, values) -> dict:
     if len(fams) < 2:
         return {}
     mean = {(f, b): float(np.mean(list(by_arm[f"{f} {b}"].values()))) for f in fams for b in ("x1", "x3")}
-    rank = {b: {f: i + 1 for i, f in enumerate(sorted(fams, key=lambda f: -mean[(f, b)]))} for b in ("x1", "x3")}
+    loss = (df.groupby(ARM)["select/val_loss"].mean() if "select/val_loss" in df else pd.Series(dtype=float))
+    # the board's tie-break (by_validation): an exact tie on validation accuracy goes to the lower validation loss
+    key = {(f, b): (-mean[(f, b)], float(loss.get(f"{f} {b}", np.nan)) if pd.notna(loss.get(f"{f} {b}")) else 0.0)
+           for f in fams for b in ("x1", "x3")}
+    rank = {b: {f: i + 1 for i, f in enumerate(sorted(fams, key=lambda f: key[(f, b)]))} for b in ("x1", "x3")}
     tau = kendalltau([rank["x1"][f] for f in fams], [rank["x3"][f] for f in fams]).statistic
     rows = ["| family | val acc x1 | rank x1 | val acc x3 | rank x3 |", "|---|---:|---:|---:|---:|"]
     rows += [f"| {f} | {mean[(f, 'x1')]:.4f} | {rank['x1'][f]} | {mean[(f, 'x3')]:.4f} | {rank['x3'][f]} |"
@@ -589,7 +590,7 @@ def fine_tuning_ranking(study, df: pd.DataFrame, values) -> dict:
             if (rank["x1"][f] - rank["x1"][g]) * (rank["x3"][f] - rank["x3"][g]) < 0:
                 hi, lo = (f, g) if rank["x3"][f] < rank["x3"][g] else (g, f)
                 d = stats.paired(by_arm[f"{hi} x3"], by_arm[f"{lo} x3"])
-                tie = not (abs(d.mean) > d.half)
+                tie = not stats.excludes_zero(d.mean, d.half)
                 swaps.append(f"{hi} over {lo} at x3: {render.pt(d.mean, d.half)} pt on validation, n={d.n} "
                              f"({'the interval covers zero: a tie' if tie else 'the interval excludes zero'})")
                 out.append({"above": hi, "below": lo, "diff": d.mean, "ci": d.half, "n": d.n, "tie": tie})
