@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -394,8 +395,14 @@ def check_override_keys(overrides: list[str]) -> None:
     """Reject a command-line override of a key the schema does not have (``trainer.max_epoch=3``) in one line with
     the nearest key, before Hydra's multi-line "Could not override" message. Only plain ``a.b=value`` overrides of
     the typed groups are checked; ``+``/``~`` overrides, ``method``, ``steps``, dict-typed fields and Hydra's own
-    keys are left to Hydra and :func:`validate`."""
+    keys are left to Hydra and :func:`validate`. A top-level key (``modle=lenet5``) and an option of a config group
+    (``model=lenet_5``, ``+method=lotery_ticket``, each value of a sweep ``model=a,b``) are checked too."""
+    dirs = [config_dir()] + [Path(a.split("=", 1)[1] if "=" in a else b) for a, b in zip(overrides, overrides[1:] + [""])
+                             if a.split("=", 1)[0] in ("--config-dir", "-cd")]  # a user's own groups count too
     for arg in overrides:
+        if "=" in arg and arg[0] != "-" and not any(c in arg.split("=", 1)[0] for c in "./@"):
+            _check_top_level(arg, dirs, options=not any(a.lstrip("+").startswith("hydra.searchpath") for a in overrides))
+            continue
         if "=" not in arg or arg[0] in "+~-" or "." not in arg.split("=", 1)[0]:
             continue
         path = arg.split("=", 1)[0].split(".")
@@ -411,6 +418,26 @@ def check_override_keys(overrides: list[str]) -> None:
                 raise ConfigError(f"{'.'.join(path[:depth + 1])}: unknown key{hint}; known keys of {prefix}: "
                                   f"{', '.join(known)}")
             schema = typing.get_type_hints(schema)[key]
+
+
+def _check_top_level(arg: str, dirs: list[Path], options: bool = True) -> None:
+    """``key=value`` without a dot: ``key`` a field of the schema or a config group, and (``options``) a group's
+    plain option names (not ``null``, interpolations or Hydra's sweep functions) files of that group in ``dirs``."""
+    name, value = arg.split("=", 1)
+    key = name.lstrip("+~")
+    fields = [f.name for f in dataclasses.fields(EdgebenchConfig)]
+    groups = sorted({p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()} - {"hydra", "study"})
+    if key in groups:
+        names = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
+        for v in value.split(",") if options else ():
+            if re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v != "null" and v not in names:
+                near = [o for o in names if o.startswith(v)][:1] or difflib.get_close_matches(v, names, n=1)
+                hint = f"did you mean {key}={near[0]}? " if near else ""
+                raise ConfigError(f"{key}={v}: no such {key}; {hint}choose one of {', '.join(names)}")
+    elif key not in fields and name == key:
+        near = difflib.get_close_matches(key, sorted(set(fields) | set(groups)), n=1)
+        hint = f" (did you mean {near[0]}={value}?)" if near else ""
+        raise ConfigError(f"{key}: unknown key{hint}; python -m edgebench --help lists the groups and keys")
 
 
 def check_accelerator(accelerator: str) -> None:

@@ -79,25 +79,8 @@ def _from_overrides(overrides: list[str]):
     check_override_keys(overrides)
     try:
         return validate(compose(overrides))
-    except HydraException as e:  # an unknown model or data set, a malformed override: its first line, and the fix
-        import difflib
-        import re
-
-        from edgebench.config import config_dir
-
+    except HydraException as e:  # a malformed override (check_override_keys named unknown keys and options): its first line
         first = str(e).strip().splitlines()[0].rstrip(".")
-        missing = re.search(r"Could not find '(\w+)/([^']+)'", first)
-        if missing and (config_dir() / missing.group(1)).is_dir():
-            names = sorted(p.stem for p in (config_dir() / missing.group(1)).glob("*.yaml"))
-            close = difflib.get_close_matches(missing.group(2), names, n=1)
-            hint = f"did you mean {missing.group(1)}={close[0]}? " if close else ""
-            raise ConfigError(f"no {missing.group(1)} {missing.group(2)!r}; {hint}choose one of {', '.join(names)}") from None
-        bad = re.search(r"Could not override '([^']+)'", first)
-        if bad:
-            keys = ["model", "data", "device", "method", "trainer", "paths", "preset", "chain", "seed"]
-            close = difflib.get_close_matches(bad.group(1), keys, n=1)
-            raise ConfigError(f"unknown key {bad.group(1)!r}" + (f"; did you mean {close[0]}?" if close else "")
-                              + " (python -m edgebench --help lists the groups and keys)") from None
         raise ConfigError(f"{first}; see python -m edgebench --help for the groups and options") from None
 
 

@@ -162,6 +162,17 @@ def test_a_typo_in_a_command_line_key_is_one_line_with_the_nearest_key():
     with pytest.raises(ConfigError, match=r"model.glimpse: unknown key \(did you mean model.glimpses\?\)"):
         check_override_keys(["model=ram", "model.glimpse=4"])
     # right keys, sweeps, additions, methods, steps and Hydra's own keys pass to Hydra untouched
+    # a top-level key and a config group's option: the nearest one named, before Hydra's multi-line message
+    with pytest.raises(ConfigError, match=r"^modle: unknown key \(did you mean model=lenet5\?\)"):
+        check_override_keys(["modle=lenet5"])
+    with pytest.raises(ConfigError, match=r"^model=lenet_5: no such model; did you mean model=lenet5\? choose one of "):
+        check_override_keys(["model=lenet_300_100,lenet_5"])
+    with pytest.raises(ConfigError, match=r"^method=lotery_ticket: no such method; did you mean method=lottery_ticket\?"):
+        check_override_keys(["+method=lotery_ticket"])
+    with pytest.raises(ConfigError, match=r"^device=coral: no such device; did you mean device=coral_dev_board\?"):
+        check_override_keys(["device=coral"])
+    check_override_keys(["model=lenet5,conv2", "+sweep=bit_ladder", "seed=0,1", "export=device", "~method",
+                         "model=${oc.env:M}", "+preset=quick", "hydra/launcher=joblib", "+method=null"])
     check_override_keys(["trainer.max_epochs=1,2", "+method=low_rank", "method.energy=0.5", "steps.0.ratio=0.3",
                          "hydra.job.chdir=false", "data.canvas=60", "seed=3"])
 
