@@ -200,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         devices = a.device or [d for d in device_profiles() if d != "host"]
         for d in devices:
             if d not in device_profiles():
-                raise ConfigError(f"--device {d}: no such profile; use one of {', '.join(device_profiles())}")
+                import difflib
+
+                near = [p for p in device_profiles() if p.startswith(d)][:1] or difflib.get_close_matches(d, device_profiles(), n=1)
+                hint = f"did you mean --device {near[0]}? " if near else ""
+                raise ConfigError(f"--device {d}: no such profile; {hint}use one of {', '.join(device_profiles())}")
         shape, classes = _shape(cfg)
         torch.manual_seed(0)
         model = build_model(cfg.model, shape, classes).eval()

@@ -63,7 +63,8 @@ def test_a_runs_own_file_is_shown_with_its_measured_figures(capsys, monkeypatch)
 @pytest.mark.parametrize("argv, message", [
     (["model=lenet55"], "model=lenet55: no such model; did you mean model=lenet5?"),
     (["modle=lenet5"], "modle: unknown key (did you mean model=lenet5?)"),
-    (["model=lenet5", "--device", "stm32"], "--device stm32: no such profile"),
+    (["model=lenet5", "--device", "stm32"], "--device stm32: no such profile; did you mean --device stm32h7?"),
+    (["model=lenet5", "--device", "jetson_nano"], "did you mean --device jetson_nano_2gb?"),
 ])
 def test_bad_input_is_one_line_with_the_fix(capsys, argv, message):
     assert fit.main(argv) == 2
