@@ -420,6 +420,14 @@ def check_override_keys(overrides: list[str]) -> None:
             schema = typing.get_type_hints(schema)[key]
 
 
+def nearest(word: str, names) -> str | None:
+    """The name of ``names`` a mistyped ``word`` most likely meant: one it begins (``coral`` -> ``coral_dev_board``),
+    else the closest by difflib; None when nothing is close."""
+    names = list(names)
+    near = [n for n in names if n.startswith(word)][:1] or difflib.get_close_matches(word, names, n=1)
+    return near[0] if near else None
+
+
 def _check_top_level(arg: str, dirs: list[Path], options: bool = True) -> None:
     """``key=value`` without a dot: ``key`` a field of the schema or a config group, and (``options``) a group's
     plain option names (not ``null``, interpolations or Hydra's sweep functions) files of that group in ``dirs``."""
@@ -431,8 +439,8 @@ def _check_top_level(arg: str, dirs: list[Path], options: bool = True) -> None:
         names = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
         for v in value.split(",") if options else ():
             if re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v != "null" and v not in names:
-                near = [o for o in names if o.startswith(v)][:1] or difflib.get_close_matches(v, names, n=1)
-                hint = f"did you mean {key}={near[0]}? " if near else ""
+                near = nearest(v, names)
+                hint = f"did you mean {key}={near}? " if near else ""
                 raise ConfigError(f"{key}={v}: no such {key}; {hint}choose one of {', '.join(names)}")
     elif key not in fields and name == key:
         near = difflib.get_close_matches(key, sorted(set(fields) | set(groups)), n=1)

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from edgebench.config import ConfigError, device_profiles
+    from edgebench.config import ConfigError, device_profiles, nearest
     from edgebench.models import build_model
 
     run_like = len(a.target) == 1 and "=" not in a.target[0]
@@ -200,10 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         devices = a.device or [d for d in device_profiles() if d != "host"]
         for d in devices:
             if d not in device_profiles():
-                import difflib
-
-                near = [p for p in device_profiles() if p.startswith(d)][:1] or difflib.get_close_matches(d, device_profiles(), n=1)
-                hint = f"did you mean --device {near[0]}? " if near else ""
+                near = nearest(d, device_profiles())
+                hint = f"did you mean --device {near}? " if near else ""
                 raise ConfigError(f"--device {d}: no such profile; {hint}use one of {', '.join(device_profiles())}")
         shape, classes = _shape(cfg)
         torch.manual_seed(0)
