@@ -575,11 +575,11 @@ def fine_tuning_ranking(study, df: pd.DataFrame, values) -> dict:
     if len(fams) < 2:
         return {}
     mean = {(f, b): float(np.mean(list(by_arm[f"{f} {b}"].values()))) for f in fams for b in ("x1", "x3")}
-    loss = (df.groupby(ARM)["select/val_loss"].mean() if "select/val_loss" in df else pd.Series(dtype=float))
-    # the board's tie-break (by_validation): an exact tie on validation accuracy goes to the lower validation loss
-    key = {(f, b): (-mean[(f, b)], float(loss.get(f"{f} {b}", np.nan)) if pd.notna(loss.get(f"{f} {b}")) else 0.0)
-           for f in fams for b in ("x1", "x3")}
-    rank = {b: {f: i + 1 for i, f in enumerate(sorted(fams, key=lambda f: key[(f, b)]))} for b in ("x1", "x3")}
+    loss = df.groupby(ARM)["select/val_loss"].mean() if "select/val_loss" in df else pd.Series(dtype=float)
+    # the board's own order (by_validation): an exact tie on validation accuracy goes to the lower validation loss
+    rank = {b: {f: i + 1 for i, f in enumerate(by_validation(pd.DataFrame(
+        {"select/val_acc": [mean[(f, b)] for f in fams], "select/val_loss": [loss.get(f"{f} {b}", np.nan) for f in fams]},
+        index=fams)).index)} for b in ("x1", "x3")}
     tau = kendalltau([rank["x1"][f] for f in fams], [rank["x3"][f] for f in fams]).statistic
     rows = ["| family | val acc x1 | rank x1 | val acc x3 | rank x3 |", "|---|---:|---:|---:|---:|"]
     rows += [f"| {f} | {mean[(f, 'x1')]:.4f} | {rank['x1'][f]} | {mean[(f, 'x3')]:.4f} | {rank['x3'][f]} |"
