@@ -19,7 +19,8 @@ from edgebench import tracking, ui
 # the metric columns of edgebench's view (tracking.VIEW_COLUMNS) that a dense run without latency has, all on a
 # 1600 px wide screen (the run's export and device come next, a scroll to the right)
 COLUMNS = ["test/acc", "delta/acc", "size/bytes_artifact", "size/compression_ratio", "device/fits"]
-GENAI = ["Detect Issues", "Token Usage", "Tokens per Trace"]  # MLflow's GenAI overview
+# MLflow's GenAI overview: 3.17 shows trace charts, 3.18 an empty-state "send your first trace" guide
+GENAI = ["Detect Issues", "Token Usage", "Tokens per Trace", "Send your first trace", "Unlocks with your first trace"]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,9 @@ def test_edgebench_ui_and_the_printed_link_open_the_runs_table_with_its_columns(
             assert column in text, (column, text[:3000])
         assert not [g for g in GENAI if g in text], text[:2000]
         assert _run_name(where) in text
-        # without the link, MLflow 3.17 opens a new browser on the GenAI overview whatever the experiment's kind
-        # (its sidebar switch decides): documented in docs/mlflow.md, checked here so the note stays true
+        # without the link, MLflow 3.17 and 3.18 open a new browser on the GenAI overview whatever the
+        # experiment's kind (its sidebar switch decides): documented in docs/mlflow.md, checked here so the
+        # note stays true
         exp_id = page.split("/#/experiments/")[1].split("/")[0]
         bare = render_page(f"http://127.0.0.1:{port}/#/experiments/{exp_id}")
         assert [g for g in GENAI if g in bare], bare[:2000]
