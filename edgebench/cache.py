@@ -157,7 +157,8 @@ def get_or_train(cfg: EdgebenchConfig, store_dir: str | Path, build: Callable[[]
 
     A freshly trained baseline must be clearly better than chance (``num_classes`` classes; None:
     the output width of the model's last linear layer), or :class:`edgebench.training.DivergedError`
-    is raised and nothing is cached (:class:`edgebench.training.NotLearnedError` for a falling loss: train longer).
+    is raised and nothing is cached (:class:`edgebench.training.NotLearnedError` for a falling loss: train longer); the
+    store remembers that failure for this key (a later call raises :class:`edgebench.store.RememberedFailure`).
     ``what`` names the model in that message (default "the dense baseline (<model>)"), ``keys`` where its trainer
     settings are set (``trainer``, or ``method.teacher.trainer`` for a teacher).
     """
@@ -193,7 +194,10 @@ def get_or_train(cfg: EdgebenchConfig, store_dir: str | Path, build: Callable[[]
         _rechecked(p, model, history, recheck)
         return model, history, seconds
 
+    from edgebench.training import SAME_EACH_TIME
+
     (model, history, seconds), hit, path = Store(store_dir).get_or_make(
-        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline store entry")
+        "baselines", key, make, save, load, name=_entry_name(cfg), what="baseline store entry",
+        remember=SAME_EACH_TIME)
     log.info("dense baseline %s %s", "loaded from the store:" if hit else "stored in", path)
     return Baseline(model, history, hit, path, h, seconds)

@@ -240,7 +240,8 @@ def stored_step(spec: EdgebenchConfig, step, parent: str, make, label: str):
         return out
 
     entry = store.Store(spec.paths.store_dir).get_or_make("steps", key, make, save, load, name=step.name,
-                                                         what=f"stored output of step {label}")
+                                                         what=f"stored output of step {label}",
+                                                         remember=training.SAME_EACH_TIME)
     if entry.hit:
         log.info("step %s: output reused from the store (%s)", label, entry.path)
     return entry.value, entry.hit, h

@@ -50,6 +50,11 @@ class NotLearnedError(DivergedError):
     A :class:`DivergedError`, so whoever catches that catches this too."""
 
 
+# Training failures that its settings and seed decide (the same key fails the same way): the store remembers them
+# (edgebench.store, ``remember``), so the other jobs that need the same model fail at once instead of retraining it.
+SAME_EACH_TIME = (NonFiniteLossError, DivergedError)
+
+
 def chance_margin(num_classes: int) -> float:
     """The lowest validation accuracy that counts as clearly above chance for ``num_classes`` classes.
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from edgebench import cache, pipeline, training
+from edgebench import cache, pipeline, store, training
 from edgebench.config import validate
 from tests import cli
 
@@ -245,7 +246,7 @@ def test_compose_runs_from_python(tmp_path, mlflow_template_db):
 
 
 def _baseline_entries(cfg) -> list[Path]:
-    return [p for p in Path(cfg.paths.store_dir).glob("baselines/*") if not p.name.endswith(".lock")]
+    return [p for p in Path(cfg.paths.store_dir).glob("baselines/*") if p.is_dir()]  # not a lock or a failure
 
 
 def test_diverged_baseline_fails_and_is_not_cached(make_cfg):
@@ -266,6 +267,17 @@ def test_nan_loss_with_the_cache_on_fails_clearly_and_caches_nothing(make_cfg):
     with pytest.raises(training.NonFiniteLossError, match=r"lower trainer\.lr \(now 1e\+30\)"):
         pipeline.run(cfg)
     assert not _baseline_entries(cfg)
+    # the store remembers it: the same key fails again at once, without training, and says how to retry
+    (failed,) = Path(cfg.paths.store_dir).glob("baselines/*.failed.json")
+    t0 = time.perf_counter()
+    with pytest.raises(store.RememberedFailure, match=r"failed before.*lower trainer\.lr \(now 1e\+30\).*delete "):
+        pipeline.run(cfg)
+    assert time.perf_counter() - t0 < 30  # no epoch trained (loading the data is most of it)
+    row = _search(cfg).iloc[-1]  # the newest
+    assert row.status == "FAILED" and row["tags.status_reason"].startswith("RememberedFailure")
+    failed.unlink()  # deleting it tries again
+    with pytest.raises(training.NonFiniteLossError):
+        pipeline.run(cfg)
 
 
 def test_check_learned_rule():

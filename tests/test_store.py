@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.store import Store, child_key, digest, read_json, read_meta
+from edgebench.store import RememberedFailure, Store, child_key, digest, failed_path, read_json, read_meta
 
 
 def _save(value, folder: Path) -> dict:
@@ -89,6 +89,47 @@ def test_failed_make_stores_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="diverged"):
         store.get_or_make("models", {"k": 1}, boom, _save, _load)
     assert [p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")] == []
+
+
+class SameEachTime(ValueError):
+    pass
+
+
+def test_a_failure_the_key_decides_is_remembered_until_its_file_goes(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def nan():
+        calls.append(1)
+        raise SameEachTime("training loss is nan at epoch 0, batch 1")
+
+    for _ in range(2):  # the second ask does not call make: it raises the remembered failure at once
+        with pytest.raises((SameEachTime, RememberedFailure), match="training loss is nan at epoch 0, batch 1"):
+            store.get_or_make("steps", {"k": 1}, nan, _save, _load, what="step prune", remember=(SameEachTime,))
+    assert len(calls) == 1
+    failed = failed_path(store.path("steps", {"k": 1}))
+    with pytest.raises(RememberedFailure) as err:
+        store.get_or_make("steps", {"k": 1}, nan, _save, _load, what="step prune", remember=(SameEachTime,))
+    said = str(err.value)
+    assert said.startswith("making the step prune failed before") and f"delete {failed}" in said and "\n" not in said
+    assert json.loads(failed.read_text())["error"] == "SameEachTime"
+    # another key is not affected; a redo tries again and, made, forgets the failure
+    assert store.get_or_make("steps", {"k": 2}, Maker(3), _save, _load, remember=(SameEachTime,)).value == 3
+    entry = store.get_or_make("steps", {"k": 1}, Maker(5), _save, _load, remember=(SameEachTime,), redo=True)
+    assert (entry.value, entry.hit, failed.exists()) == (5, False, False)
+    assert len(calls) == 1
+
+
+def test_other_failures_are_not_remembered(tmp_path):
+    store = Store(tmp_path)
+
+    def gone():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.get_or_make("steps", {"k": 1}, gone, _save, _load, remember=(SameEachTime,))
+    assert not failed_path(store.path("steps", {"k": 1})).exists()
+    assert store.get_or_make("steps", {"k": 1}, Maker(7), _save, _load, remember=(SameEachTime,)).value == 7
 
 
 def test_scope_parts_files_and_folders(tmp_path, caplog):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from edgebench.store import META, Store, child_key, digest
+from edgebench.store import META, Store, child_key, digest, failed_path
+from edgebench.training import SAME_EACH_TIME, NonFiniteLossError
 
 DAY = 86400
 
@@ -127,6 +128,24 @@ def test_listing_names_each_entry_its_size_and_the_runs_that_use_it(project, cap
     assert "5 entries" in out and "6 lock files" in out and "1 set-aside" in out
     assert "nothing removed" in out.lower() or "remove" in out.lower()
     assert all(e.path.exists() for e in by_path.values())  # listing changes nothing
+
+
+def test_listing_names_a_remembered_failure_and_its_reason(project, capsys):
+    p = project
+    store = Store(p["cache"])
+    key = child_key(digest({"model": "lenet", "seed": 0}), {"step": "magnitude_pruning", "config": {"sparsity": 0.99}})
+
+    def nan():
+        raise NonFiniteLossError("training loss is nan at epoch 0, batch 1")
+
+    with pytest.raises(NonFiniteLossError):
+        store.get_or_make("steps", key, nan, lambda v, f: None, lambda f: 1, name="magnitude_pruning",
+                          remember=SAME_EACH_TIME)
+    found = store_admin.scan(p["cache"], p["uri"])
+    assert [x.path for x in found.failures] == [failed_path(store.path("steps", key, "magnitude_pruning"))]
+    assert len(found.entries) == 5  # not an entry
+    out = _cli(p, capsys=capsys)
+    assert "1 remembered failure" in out and "NonFiniteLossError: training loss is nan at epoch 0, batch 1" in out
 
 
 def test_removing_is_a_dry_run_unless_yes(project, capsys):

@@ -22,6 +22,12 @@
   set aside and made again, never handed out. A one-file part keeps its hash in ``<file>.sha256``.
   :meth:`Store.scope` gives a store rooted inside one entry whose parts are named by hand
   (the lottery's ``level_<L>/ticket/``, ``level_<L>/mask.pt``), each got or made the same way.
+* **A remembered failure.** ``get_or_make(..., remember=(SomeError,))``: when ``make`` raises one of those errors
+  (a failure the key alone decides, such as a training loss that turns NaN), ``<entry>.failed.json`` keeps its
+  class, message and time, and every later ``get_or_make`` for that key raises :class:`RememberedFailure` at once
+  instead of making it again (the study's other jobs of a failing seed fail in seconds, not after the same
+  retraining). Deleting the file (``python -m edgebench.store`` lists them) or ``redo=True`` tries again; a key
+  that changes (another setting, a new code version) is a new entry.
 """
 
 from __future__ import annotations
@@ -219,6 +225,33 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ the store
+class RememberedFailure(RuntimeError):
+    """Making this store entry failed before with an error the key alone decides (``<entry>.failed.json``)."""
+
+
+FAILED_SUFFIX = ".failed.json"  # a remembered failure, beside its entry
+
+
+def failed_path(path: str | Path) -> Path:
+    """Where the failure of the entry at ``path`` is remembered: ``<entry>.failed.json``."""
+    path = Path(path)
+    return path.with_name(path.name + FAILED_SUFFIX)
+
+
+def _remembered(path: Path, what: str) -> None:
+    """Raise :class:`RememberedFailure` when making the entry at ``path`` failed before."""
+    failed = failed_path(path)
+    if not failed.is_file():
+        return
+    try:
+        rec = json.loads(failed.read_text())
+        said = f"{rec['error']}: {rec['message']} (at {rec['when']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        said = "no readable reason"
+    raise RememberedFailure(f"making the {what} failed before, and would fail the same way: {said}. "
+                            f"To try again, delete {failed}")
+
+
 class Entry(NamedTuple, Generic[T]):
     value: T
     hit: bool  # True: loaded from the store; False: made now
@@ -242,17 +275,19 @@ class Store:
 
     def get_or_make(self, kind: str, key: Any, make: Callable[[], T], save: Callable[[T, Path], dict | None],
                     load: Callable[[Path], T], *, name: str | None = None, what: str | None = None,
-                    redo: bool = False) -> Entry[T]:
+                    redo: bool = False, remember: tuple[type[BaseException], ...] = ()) -> Entry[T]:
         """The stored value for ``key``, or ``make()`` saved there first.
 
         ``save(value, folder)`` writes the value's files into ``folder`` (which exists) and may return
         a dict added to ``meta.json``; ``load(folder)`` reads them back and must raise (best through
         :func:`read`, which names the file) on anything it cannot use: that entry is then named in a
         warning, moved aside as ``<name>.corrupt-<time>`` and made again. ``redo`` makes it again anyway.
+        ``remember``: errors of ``make`` that the key alone decides; one is kept beside the entry and raised again
+        as :class:`RememberedFailure` without calling ``make`` (see the module's notes).
         """
         path = self.path(kind, key, name)
         return self._get_or_make(path, key, digest(key), make, save, load, what or f"{kind} store entry",
-                                 redo=redo, file=False)
+                                 redo=redo, file=False, remember=remember)
 
     def part(self, rel: str, make: Callable[[], T], save: Callable[[T, Path], dict | None],
              load: Callable[[Path], T], *, what: str | None = None, redo: bool = False,
@@ -276,7 +311,7 @@ class Store:
         return Store(path, key)
 
     def _get_or_make(self, path: Path, key: Any, h: str | None, make, save, load, what: str, *,
-                     redo: bool, file: bool) -> Entry:
+                     redo: bool, file: bool, remember: tuple[type[BaseException], ...] = ()) -> Entry:
         path.parent.mkdir(parents=True, exist_ok=True)
         from edgebench import locks
 
@@ -287,7 +322,15 @@ class Store:
                                            else (lambda p: _load_entry(p, h, load)), what)
                 if loaded is not None:
                     return Entry(loaded, True, path)
-            value = make()
+                _remembered(path, what)
+            try:
+                value = make()
+            except remember as e:
+                record = {"error": type(e).__name__, "message": str(e), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "key": plain(key)}
+                atomic_write(failed_path(path), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+                raise
+            failed_path(path).unlink(missing_ok=True)  # made after all (redo): the old failure no longer holds
 
             def write(tmp: Path) -> None:
                 if file:

@@ -6,6 +6,9 @@
     python -m edgebench.store --max-size 2GB --yes     # keep the entries under 2 GB, least recently used out first
     python -m edgebench.store --clean --yes            # unheld lock files, .corrupt-* set-asides, dead temporaries
 
+The listing also names each remembered failure (``<entry>.failed.json``: a step or baseline whose training failed in a
+way its key decides, such as a NaN loss); delete that file to have it made again.
+
 The store (``results/cache``, :mod:`edgebench.store`) holds entries ``<kind>/<name>-<digest>/``: dense
 baselines, each step's output (``steps``), the lottery's levels (``lottery``, an entry made of parts), deployed files
 with their accuracy (``deployments``, used by the runs of the model they were exported from) and passed exporter
@@ -45,7 +48,7 @@ from typing import Any
 
 from edgebench import locks
 from edgebench.naming import CHAIN_TAG, RENAMED_TAGS
-from edgebench.store import META
+from edgebench.store import FAILED_SUFFIX, META
 
 ERROR = "edgebench: error: "
 CORRUPT = re.compile(r"\.corrupt-\d+(-\d+)?$")
@@ -106,6 +109,7 @@ class Scan:
     temporaries: list[Leftover]
     runs_known: bool  # the MLflow store was read
     running_since: float | None  # start of the oldest run still RUNNING with a live process
+    failures: list[Leftover] = field(default_factory=list)  # <entry>.failed.json: a remembered failure, its reason
 
 
 def _bytes(path: Path) -> int:
@@ -157,6 +161,7 @@ def scan(root: str | Path, tracking_uri: str | None) -> Scan:
     lock_paths: list[Path] = []
     set_asides: list[Leftover] = []
     temporaries: list[Leftover] = []
+    failures: list[Leftover] = []
 
     def leftovers(folder: Path) -> list[Path]:
         """Lock files, set-asides and temporaries anywhere under ``folder`` (a scope's parts have their own)."""
@@ -183,6 +188,13 @@ def scan(root: str | Path, tracking_uri: str | None) -> Scan:
 
     for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         for p in sorted(kind_dir.iterdir()):
+            if p.name.endswith(FAILED_SUFFIX):
+                try:
+                    rec = json.loads(p.read_text())
+                    why = f"{rec['error']}: {rec['message']}"
+                except (OSError, ValueError, KeyError, TypeError):
+                    why = "unreadable"
+                failures.append(Leftover(p, _bytes(p), why))
             if sort_leftover(p) or not p.is_dir():
                 continue
             try:
@@ -207,7 +219,7 @@ def scan(root: str | Path, tracking_uri: str | None) -> Scan:
         runs, running_since = _runs(tracking_uri)
         _attach(entries, runs)
         runs_known = True
-    return Scan(root, entries, locks, set_asides, temporaries, runs_known, running_since)
+    return Scan(root, entries, locks, set_asides, temporaries, runs_known, running_since, failures)
 
 
 # ------------------------------------------------------------------------------------------------ the runs
@@ -468,6 +480,9 @@ def print_totals(found: Scan) -> None:
     if found.temporaries:
         print(f"{_plural(len(found.temporaries), 'leftover temporary', 'leftover temporaries')}, "
               f"{human(sum(x.bytes for x in found.temporaries))}")
+    if found.failures:
+        print(f"{_plural(len(found.failures), 'remembered failure')} (made again only once its file is deleted)"
+              + "".join(f"\n  {x.path.relative_to(found.root)}  {x.what[:200]}" for x in found.failures))
 
 
 def main(argv: list[str] | None = None) -> None:
