@@ -91,6 +91,60 @@ def test_per_layer_overrides_and_output_layer():
     assert rows["fc3"] == pytest.approx(0.2, abs=1e-2)
 
 
+def _mobilenet():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(name="mobilenet_v2", width_mult=0.35), (1, 28, 28), 10)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_depthwise_sparsity_keeps_depthwise_convs_at_their_own_rate(scope):
+    model = _mobilenet()
+    depthwise = {n for n, m in weight_layers(model) if isinstance(m, nn.Conv2d) and m.groups > 1}
+    assert len(depthwise) == 17  # one per inverted-residual block
+    cfg = UnstructuredPruningConfig(sparsity=0.92, scope=scope, depthwise_sparsity=0.0)
+    targets = layer_targets(model, cfg)
+    assert {n for n, s in targets.items() if s == 0.0} == depthwise
+    prune_to(model, targets, cfg, 1.0)
+    bake(model)
+    rows = {r["layer"]: r for r in layer_table(model)}
+    assert all(rows[n]["sparsity"] == 0.0 for n in depthwise)
+    rest = [r for n, r in rows.items() if n not in depthwise]
+    assert 1 - sum(r["nonzero"] for r in rest) / sum(r["params"] for r in rest) == pytest.approx(0.92, abs=1e-3)
+    # an explicit layer_sparsity still wins over the depthwise rule
+    one = sorted(depthwise)[0]
+    cfg = UnstructuredPruningConfig(sparsity=0.9, depthwise_sparsity=0.0, layer_sparsity={one.replace(".", "/"): 0.5})
+    assert layer_targets(model, cfg)[one] == 0.5
+
+
+def test_an_unset_depthwise_sparsity_leaves_the_step_key_as_it_was():
+    key = methods.build(UnstructuredPruningConfig(sparsity=0.92, rounds=3)).key()
+    assert "depthwise_sparsity" not in key["config"]  # stored steps made before the option stay valid
+    assert methods.build(UnstructuredPruningConfig(sparsity=0.92, depthwise_sparsity=0.0)).key()["config"][
+        "depthwise_sparsity"] == 0.0
+
+
+def test_a_nan_loss_in_a_pruning_round_names_the_emptied_channels_and_the_fix():
+    model = _mobilenet()
+
+    def nan(net, epochs, callbacks=(), loss=None):
+        raise training.NonFiniteLossError("training loss is nan at epoch 0, batch 1; lower trainer.lr (now 0.01).")
+
+    ctx = MethodContext(model_in=model, datamodule=None, example_input=torch.zeros(1, 1, 28, 28), retrain=nan,
+                        evaluate=None, train_batches_per_epoch=1, output_dir=None, seed=0)
+    with pytest.raises(training.NonFiniteLossError) as err:
+        methods.build(UnstructuredPruningConfig(sparsity=0.92, rounds=3, retrain_epochs=1)).compress(ctx)
+    said = str(err.value)
+    assert said.startswith("training loss is nan at epoch 0, batch 1") and "In pruning round 1, " in said
+    dead = int(said.split("In pruning round 1, ")[1].split()[0])
+    assert dead > 0 and "depthwise_sparsity: 0" in said and "\n" not in said
+    # a model with no emptied channel gets the error as it was
+    with pytest.raises(training.NonFiniteLossError) as err:
+        methods.build(UnstructuredPruningConfig(sparsity=0.1, rounds=1, retrain_epochs=1)).compress(
+            MethodContext(model_in=_lenet(), datamodule=None, example_input=torch.zeros(1, 1, 8, 8), retrain=nan,
+                          evaluate=None, train_batches_per_epoch=1, output_dir=None, seed=0))
+    assert "pruning round" not in str(err.value)
+
+
 def test_unknown_layer_override_names_the_layers():
     with pytest.raises(ConfigError, match="no prunable layer named fc9.*fc1, fc2, fc3"):
         layer_targets(_lenet(), UnstructuredPruningConfig(layer_sparsity={"fc9": 0.5}))

@@ -27,7 +27,7 @@ from torch.nn.utils import prune
 
 from edgebench.config import ConfigError, check
 from edgebench.mask import Mask, bake, refresh
-from edgebench.training import Callback
+from edgebench.training import Callback, NonFiniteLossError
 from edgebench.measure.size import weight_layers
 from edgebench.methods.base import CompressionResult, Method, MethodContext
 
@@ -61,6 +61,7 @@ class UnstructuredPruningConfig:
     scope: str = "layer"  # layer: each layer at its rate | global: one magnitude threshold over all layers
     layer_sparsity: Optional[dict[str, float]] = None  # per-layer overrides, by module name (dots written as /)
     output_layer_sparsity: Optional[float] = None  # override for the last prunable layer (the classifier)
+    depthwise_sparsity: Optional[float] = None  # override for depthwise convs (MobileNet's; 0: keep them dense)
     schedule: Schedule = Schedule.iterative
     rounds: int = 1
     retrain_epochs: int = 3  # per round (iterative) or in all (agp)
@@ -75,6 +76,9 @@ class UnstructuredPruningConfig:
         if self.output_layer_sparsity is not None:
             _check(0.0 <= self.output_layer_sparsity < 1.0, "output_layer_sparsity",
                    f"must be in [0, 1), got {self.output_layer_sparsity}")
+        if self.depthwise_sparsity is not None:
+            _check(0.0 <= self.depthwise_sparsity < 1.0, "depthwise_sparsity",
+                   f"must be in [0, 1), got {self.depthwise_sparsity}")
         _check(self.rounds >= 1, "rounds", f"must be >= 1, got {self.rounds}")
         _check(self.retrain_epochs >= 0, "retrain_epochs", f"must be >= 0, got {self.retrain_epochs}")
         _check(self.agp_update_every >= 1, "agp_update_every", f"must be >= 1, got {self.agp_update_every}")
@@ -112,27 +116,40 @@ def layer_table(model: nn.Module) -> list[dict]:
     return rows
 
 
-def layer_targets(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str, float]:
-    """Final sparsity of every prunable layer (the default, per-layer overrides, the output layer)."""
+def _depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
+
+def _overrides(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str, float]:
+    """The layers whose sparsity is not ``cfg.sparsity``: depthwise convs (``depthwise_sparsity``), then the output
+    layer (``output_layer_sparsity``), then ``layer_sparsity`` by name, each later one winning."""
     layers = weight_layers(model)
     names = [n for n, _ in layers]
     unknown = sorted(set(cfg.layer_sparsity) - set(names))
     if unknown:
         raise ConfigError(f"method.layer_sparsity: no prunable layer named {', '.join(unknown)}; "
                           f"prunable layers are: {', '.join(names)}")
-    targets = {n: cfg.sparsity for n in names}
+    out = {}
+    if cfg.depthwise_sparsity is not None:
+        out.update({n: cfg.depthwise_sparsity for n, m in layers if _depthwise(m)})
     if cfg.output_layer_sparsity is not None and names:
-        targets[names[-1]] = cfg.output_layer_sparsity
-    targets.update(cfg.layer_sparsity)
-    return targets
-
-
-def _overridden(model: nn.Module, cfg: UnstructuredPruningConfig) -> set[str]:
-    names = [n for n, _ in weight_layers(model)]
-    out = set(cfg.layer_sparsity)
-    if cfg.output_layer_sparsity is not None and names:
-        out.add(names[-1])
+        out[names[-1]] = cfg.output_layer_sparsity
+    out.update(cfg.layer_sparsity)
     return out
+
+
+def layer_targets(model: nn.Module, cfg: UnstructuredPruningConfig) -> dict[str, float]:
+    """Final sparsity of every prunable layer (the default, then :func:`_overrides`)."""
+    return {n: cfg.sparsity for n, _ in weight_layers(model)} | _overrides(model, cfg)
+
+
+def dead_channels(model: nn.Module) -> int:
+    """Output channels of conv layers whose every weight is zero (pruned): each feeds a constant to what follows."""
+    dead = 0
+    for _, m in weight_layers(model):
+        if isinstance(m, nn.Conv2d):
+            dead += int((m.weight.detach().reshape(m.weight.shape[0], -1) != 0).sum(1).eq(0).sum())
+    return dead
 
 
 @torch.no_grad()
@@ -150,7 +167,7 @@ def prune_to(model: nn.Module, targets: dict[str, float], cfg: UnstructuredPruni
     zeros = {n: held.zeros(f"{n}.weight") for n in layers}
     step = {n: 1 - (1 - s) ** fraction for n, s in targets.items()}
     if cfg.scope == "global":
-        pool = [n for n in layers if n not in _overridden(model, cfg)]
+        pool = [n for n in layers if n not in _overrides(model, cfg)]
         total = sum(layers[n].weight.numel() for n in pool)
         want = round(total * step[pool[0]]) if pool else 0
         have = sum(zeros[n] for n in pool)
@@ -230,12 +247,27 @@ class UnstructuredPruning(Method):
             started = time.perf_counter()
             for r in range(1, cfg.rounds + 1):
                 prune_to(model, targets, cfg, r / cfg.rounds, self.random)
-                hist = ctx.retrain(model, cfg.retrain_epochs) if cfg.retrain_epochs else []
+                hist = self._retrain(ctx, model, r) if cfg.retrain_epochs else []
                 series.append(self._round(ctx, model, r, hist, started))
         bake(model)
         knobs = {"sparsity": cfg.sparsity, "rounds": cfg.rounds, "retrain_epochs": cfg.retrain_epochs,
                  "global_scope": float(cfg.scope == "global"), "random": float(self.random)}
         return CompressionResult(model, knobs, series, layers=layer_table(model))
+
+    def _retrain(self, ctx: MethodContext, model: nn.Module, r: int) -> list[dict]:
+        """Round ``r``'s retraining; a NaN loss with dead channels in the model says what they do and the fix."""
+        try:
+            return ctx.retrain(model, self.cfg.retrain_epochs)
+        except NonFiniteLossError as e:
+            dead = dead_channels(model)
+            if not dead:
+                raise
+            # measured on MobileNet v2 x0.35 at 0.92 per layer: the gradient reaching a dead channel's BatchNorm
+            # grows by up to 1/sqrt(eps) per layer, 2.5e36 in block 1, inf (then NaN) in the first conv
+            raise NonFiniteLossError(
+                f"{e} In pruning round {r}, {dead} conv output channels have every weight pruned: a BatchNorm over "
+                "such a constant channel multiplies its gradient by up to 1/sqrt(eps) in training, and chains of them "
+                "overflow. Keep depthwise convs dense (depthwise_sparsity: 0) or lower the sparsity.") from e
 
     def _round(self, ctx: MethodContext, model: nn.Module, r: int, hist: list[dict], started: float = 0.0) -> dict:
         snapshot = bake(copy.deepcopy(refresh(model)))
