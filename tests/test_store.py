@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.store import RememberedFailure, Store, child_key, digest, failed_path, read_json, read_meta
+from edgebench.store import (RememberedFailure, Store, child_key, digest, failed_path, failure_reason, read_json,
+                             read_meta)
 
 
 def _save(value, folder: Path) -> dict:
@@ -118,6 +119,16 @@ def test_a_failure_the_key_decides_is_remembered_until_its_file_goes(tmp_path):
     entry = store.get_or_make("steps", {"k": 1}, Maker(5), _save, _load, remember=(SameEachTime,), redo=True)
     assert (entry.value, entry.hit, failed.exists()) == (5, False, False)
     assert len(calls) == 1
+
+
+def test_an_unreadable_failure_record_still_stops_the_run(tmp_path):
+    store = Store(tmp_path)
+    failed = failed_path(store.path("steps", {"k": 1}))
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    failed.write_text("{not json")
+    with pytest.raises(RememberedFailure, match="failed before, and would fail the same way: no readable reason"):
+        store.get_or_make("steps", {"k": 1}, Maker(1), _save, _load, remember=(SameEachTime,))
+    assert failure_reason(failed) == "no readable reason"
 
 
 def test_other_failures_are_not_remembered(tmp_path):

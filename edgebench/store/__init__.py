@@ -238,18 +238,21 @@ def failed_path(path: str | Path) -> Path:
     return path.with_name(path.name + FAILED_SUFFIX)
 
 
+def failure_reason(failed: Path) -> str:
+    """The reason a remembered-failure record (``<entry>.failed.json``) gives: ``"Error: message (at time)"``."""
+    try:
+        rec = json.loads(Path(failed).read_text())
+        return f"{rec['error']}: {rec['message']} (at {rec['when']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no readable reason"
+
+
 def _remembered(path: Path, what: str) -> None:
     """Raise :class:`RememberedFailure` when making the entry at ``path`` failed before."""
     failed = failed_path(path)
-    if not failed.is_file():
-        return
-    try:
-        rec = json.loads(failed.read_text())
-        said = f"{rec['error']}: {rec['message']} (at {rec['when']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        said = "no readable reason"
-    raise RememberedFailure(f"making the {what} failed before, and would fail the same way: {said}. "
-                            f"To try again, delete {failed}")
+    if failed.is_file():
+        raise RememberedFailure(f"making the {what} failed before, and would fail the same way: "
+                                f"{failure_reason(failed)}. To try again, delete {failed}")
 
 
 class Entry(NamedTuple, Generic[T]):

@@ -48,7 +48,7 @@ from typing import Any
 
 from edgebench import locks
 from edgebench.naming import CHAIN_TAG, RENAMED_TAGS
-from edgebench.store import FAILED_SUFFIX, META
+from edgebench.store import FAILED_SUFFIX, META, failure_reason
 
 ERROR = "edgebench: error: "
 CORRUPT = re.compile(r"\.corrupt-\d+(-\d+)?$")
@@ -189,12 +189,7 @@ def scan(root: str | Path, tracking_uri: str | None) -> Scan:
     for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         for p in sorted(kind_dir.iterdir()):
             if p.name.endswith(FAILED_SUFFIX):
-                try:
-                    rec = json.loads(p.read_text())
-                    why = f"{rec['error']}: {rec['message']}"
-                except (OSError, ValueError, KeyError, TypeError):
-                    why = "unreadable"
-                failures.append(Leftover(p, _bytes(p), why))
+                failures.append(Leftover(p, _bytes(p), failure_reason(p)))
             if sort_leftover(p) or not p.is_dir():
                 continue
             try:
