@@ -38,7 +38,7 @@ from edgebench.config import ConfigError, check
 from edgebench.methods.base import ChildResult, CompressionResult, Method, MethodContext, Plot
 from edgebench.measure.size import weight_layers
 from edgebench.mask import Mask, bake, refresh
-from edgebench.methods.pruning import UnstructuredPruningConfig, prune_to
+from edgebench.methods.pruning import UnstructuredPruningConfig, naming_dead_channels, prune_to
 from edgebench.progress import eta
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,9 @@ class LotteryTicket(Method):
                 self._check(module)
 
         callbacks = [EarlyStop(), *([Rewind()] if rewind_at > 0 else [])]
-        ctx.fit(model, self.cfg.epochs, callbacks=callbacks, val_check_interval=1.0 / self.cfg.val_checks_per_epoch,
-                val_points=points)
+        with naming_dead_channels(model, "At this lottery level", "Lower method.rate (method.conv_rate for convs)."):
+            ctx.fit(model, self.cfg.epochs, callbacks=callbacks,
+                    val_check_interval=1.0 / self.cfg.val_checks_per_epoch, val_points=points)
         bake(refresh(model))
         best = min(points, key=lambda p: p["val/loss"]) if points else {}
         figures = {"test_acc": ctx.evaluate(model)["test/acc"], "best_val_step": best.get("step", 0),
