@@ -381,7 +381,9 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
             ("esp32_s3", "none", 0.90, (0.900, 0.910, 0.905)),
             ("esp32_s3", "structured_pruning->ptq_int8", 0.85, (0.850, 0.861, 0.854)),  # 5 pt below on every seed
             ("host", "none", 0.90, (0.900, 0.910, 0.905)),
-            ("host", "fp16", 0.89, (0.900, 0.910, 0.905))]:  # the same predictions: no more seeds asked
+            ("host", "fp16", 0.89, (0.900, 0.910, 0.905)),  # the same predictions: no more seeds asked
+            ("stm32h7", "none", 0.90, (0.900, 0.910, 0.905, 0.902, 0.908)),
+            ("stm32h7", "ptq_int8", 0.89, (0.901, 0.909, 0.905, 0.903, 0.907))]:  # within an interval at 5 seeds
         for seed, test in enumerate(tests):
             rows.append({"run_id": f"{device}{chain_tag}{seed}", "run_name": "r", "model": "lenet5",
                          "data": "fashion_mnist", "method": chain_tag.split("->")[-1], "chain": chain_tag,
@@ -389,10 +391,11 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
                          "test/acc": test, "select/val_acc": val, "device/fits": 1.0, "size/bytes_artifact": 1000.0,
                          "device/ram_bytes": 100.0, "device.ram_source": "tflm_arena"})
     df, _, _ = report.build(pd.DataFrame(rows))
-    board = report.leaderboard.leaderboard(df, ["stm32l4", "esp32_s3", "host"])
+    board = report.leaderboard.leaderboard(df, ["stm32l4", "esp32_s3", "host", "stm32h7"])
     tie, clear = board.attrs["runner_up"]["stm32l4"], board.attrs["runner_up"]["esp32_s3"]
-    same = board.attrs["runner_up"]["host"]
-    assert same["effect"] == "none" and not same["tie"]
+    same, five = board.attrs["runner_up"]["host"], board.attrs["runner_up"]["stm32h7"]
+    assert same["effect"] == "none" and not same["tie"] and same["same"]
+    assert five["effect"] == "none" and five["n"] == 5 and not five["tie"] and not five["same"]
     assert tie["winner"] == "lenet5 dense" and tie["runner_up"] == "lenet5 int8 PTQ" and tie["n"] == 3
     assert tie["diff"] == pytest.approx(np.mean([0.001, -0.002, 0.001])) and tie["effect"] == "none" and tie["tie"]
     assert clear["diff"] == pytest.approx(np.mean([0.05, 0.049, 0.051])) and clear["effect"] == "higher"
@@ -405,6 +408,10 @@ def test_the_leaderboard_compares_its_winner_with_the_runner_up_paired_by_seed()
     assert "**Runner-up** lenet5 int8 PTQ (ptq_int8): not distinguishable by test accuracy (+0.00 ± " in text
     assert "5 seeds for two candidates within an interval; 3 so far" in text
     assert "**Runner-up** lenet5 fp16 / bf16 (fp16): the same test accuracy on every seed (+0.00 ± 0.00 pt, n=3)" in text
+    assert "**Runner-up** lenet5 int8 PTQ (ptq_int8): not distinguishable by test accuracy (+0.00 ± " in text
+    assert ("n=5, paired by seed: the interval covers zero) at 5 seeds, the board's rule for two candidates within an "
+            "interval.") in text
+    assert text.count("the same test accuracy on every seed") == 1
     assert ("**Runner-up** lenet5 structured pruning (structured_pruning->ptq_int8): the winner's test accuracy "
             "is higher (+5.00 ± ") in text
 

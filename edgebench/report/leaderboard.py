@@ -252,7 +252,8 @@ def ranked(g: pd.DataFrame) -> pd.DataFrame:
 def runner_up(board: pd.DataFrame) -> dict:
     """Per device, its winner (the fitting row with the highest validation accuracy, as :func:`answer` names it)
     against the runner-up (the next one), test accuracy paired by seed, Holm-corrected over the devices compared:
-    ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, tie}}``. ``tie``: not distinguishable while fewer than
+    ``{device: {winner, runner_up, diff, ci, n, p, p_holm, effect, same, tie}}``. ``same``: the same test accuracy on
+    every paired seed. ``tie``: not distinguishable while fewer than
     :data:`TIE_SEEDS` seeds are paired and the two differ on some seed (both candidates need more seeds before the
     board may rank them; two that predict the same on every seed would not separate with more)."""
 
@@ -275,6 +276,7 @@ def runner_up(board: pd.DataFrame) -> dict:
         out[device] = {"row": a.name, "winner": _candidate(a), "runner_up": _candidate(b),
                        "runner_up_chain": b["chain"], "diff": d.mean, "ci": d.half, "n": d.n, "p": d.p,
                        "p_holm": adjusted.get(device, np.nan), "effect": effect,
+                       "same": bool(d.n) and all(x == 0 for x in d.diffs),
                        "tie": effect == "none" and d.n < TIE_SEEDS and any(x != 0 for x in d.diffs)}
     return out
 
@@ -290,13 +292,14 @@ def runner_up_text(r: dict | None) -> str:
     if not r or r["effect"] == "n/a":
         return ""
     diff = f"{render.pt(r['diff'], r['ci'])} pt, n={r['n']}"
-    if r["effect"] == "none" and not r["tie"]:  # the same predictions on every seed: more seeds would not separate
+    if r.get("same"):  # the same test accuracy on every seed: more seeds would not separate them
         return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): the same test accuracy on every seed "
                 f"({diff}).")
     if r["effect"] == "none":
         more = (f" (the board's rule: {TIE_SEEDS} seeds for two candidates within an interval; "
                 f"{r['n']} so far: both arms' further seeds go under the study's budgets.full.more_seeds)"
-                if r["tie"] else "")
+                if r["tie"] else f" at {r['n']} seeds, the board's rule for two candidates within an interval"
+                if r["n"] >= TIE_SEEDS else "")
         why = _why_none(r["diff"], r["ci"])
         return (f" **Runner-up** {r['runner_up']} ({r['runner_up_chain']}): not distinguishable by test accuracy "
                 f"({diff}, paired by seed: {why}){more}.")
