@@ -525,7 +525,9 @@ def launch(study: Study, budget: str, root: Path, jobs: int = 1, results_dir: Pa
         echo(f"[{first}-{ran + n_arm} of {n_todo}] arm {k}/{len(todo)} {arm!r}: seeds "
              f"{','.join(map(str, missing))}" + (f" on {per} devices" if study.devices else "") + eta)
         cmd = command(study, arm, budget, missing, jobs, results_dir, ray)
-        logfile = log_dir / f"{study.name}-{budget}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', arm)}.log"
+        # a chunk of seeds (--seeds) logs to a file of its own: two processes on one arm's seeds keep both logs
+        chunk = "" if only_seeds is None else "-seeds-" + "_".join(map(str, missing))
+        logfile = log_dir / f"{study.name}-{budget}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', arm)}{chunk}.log"
         t = time.perf_counter()
         with logfile.open("w") as fh:
             fh.write(shlex.join(cmd) + "\n")

@@ -374,6 +374,9 @@ def test_arms_and_seeds_run_a_chunk_and_refuse_what_the_study_does_not_have(monk
     launched.clear()
     st.launch(s, "full", tmp_path, echo=lambda *_: None, log_dir=tmp_path, only_seeds=[1])  # a chunk: seed 1 of each
     assert launched == [("dense", [1]), ("pruned", [1])]
+    # a chunk logs to a file of its own, beside the whole arm's: two processes on one arm keep both logs
+    assert {p.name for p in tmp_path.glob("*.log")} >= {"tiny-full-pruned.log", "tiny-full-dense-seeds-1.log",
+                                                        "tiny-full-pruned-seeds-1.log"}
     with pytest.raises(st.StudyError, match="--seeds 7 not in the budget's seeds 0 1 2; pick from those"):
         st.launch(s, "full", tmp_path, echo=lambda *_: None, log_dir=tmp_path, only_seeds=[1, 7])
     monkeypatch.chdir(tmp_path)
