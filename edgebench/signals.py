@@ -9,22 +9,43 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 # The name of the signal that interrupted this process (None: not interrupted, or plain Ctrl-C).
 received: str | None = None
 # Why this process interrupted itself (:func:`interrupt`), e.g. its sweep's launcher died; None otherwise.
 why: str | None = None
+# This process's child processes when it was interrupted: a joblib sweep's workers, which joblib SIGKILLs as the
+# interruption reaches it, so their runs cannot close themselves (the launcher closes them: edgebench.sweep).
+children: frozenset[int] = frozenset()
+
+
+def child_pids() -> frozenset[int]:
+    """The pids of this process's children (Linux ``/proc``; empty elsewhere)."""
+    me, found = os.getpid(), set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
+                found.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+    return frozenset(found)
 
 
 def _on_signal(signum, frame) -> None:
-    global received
-    received = signal.Signals(signum).name
+    global received, children
+    children = child_pids()
+    if signum != signal.SIGINT:  # Ctrl-C keeps its own wording (reason())
+        received = signal.Signals(signum).name
     raise KeyboardInterrupt(received)
 
 
 def install() -> None:
-    """SIGTERM raises ``KeyboardInterrupt`` (as SIGINT does), so a terminated run is closed as KILLED."""
+    """SIGTERM raises ``KeyboardInterrupt`` (as SIGINT does), so a terminated run is closed as KILLED; both note
+    this process's children first (:data:`children`). A SIGINT ignored (a background job) stays ignored."""
     signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_signal)
 
 
 def interrupt(reason: str) -> None:

@@ -87,7 +87,8 @@ def _leave(tracker, parent_id: str, key: str, entry: dict[str, Any]) -> list[dic
 
 
 def close_interrupted_sweep() -> str | None:
-    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM); its sweep id. While
+    """Mark the parent run of the sweep this process launched KILLED (on Ctrl-C or SIGTERM), and the runs its
+    workers left open when joblib killed them (:data:`edgebench.signals.children`); its sweep id. While
     another launch of the same sweep still runs, the parent stays open for it (and None is returned)."""
     if not ACTIVE:
         return None
@@ -95,6 +96,8 @@ def close_interrupted_sweep() -> str | None:
     from edgebench.tracking import claim_lock
 
     tracker = ACTIVE["tracker"]
+    # a joblib launcher's workers were SIGKILLed as the interruption reached joblib: their runs end KILLED here
+    tracker.kill_runs_of(signals.children, signals.reason())
     with claim_lock(tracker.uri):
         others = _leave(tracker, ACTIVE["parent_run_id"], *ACTIVE["launcher"])
         if not others:

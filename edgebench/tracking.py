@@ -567,6 +567,19 @@ class Tracker:
     def attach(self, run_id: str) -> "Run":
         return Run(self.client, run_id)
 
+    def kill_runs_of(self, pids, reason: str) -> list[str]:
+        """End KILLED with ``reason`` the RUNNING runs (child runs too) of this experiment that processes ``pids`` of
+        this host opened and left open because they were killed (they no longer run)."""
+        pids = {str(p) for p in pids}
+        if not pids:
+            return []
+        killed = []
+        for r in self.search(f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"):
+            if r.data.tags.get(PID_TAG) in pids and not run_process_alive(r):
+                Run(self.client, r.info.run_id).end("KILLED", reason)
+                killed.append(r.info.run_id)
+        return killed
+
     def reap_dead_runs(self) -> list[str]:
         """Mark FAILED the RUNNING runs of this experiment whose process on this host is gone (SIGKILL, power loss).
 

@@ -229,6 +229,24 @@ def test_interrupted_sweep_closes_its_parent(tmp_path, mlflow_template_db):
     assert statuses == {"parent": "KILLED", "job": "KILLED"}, statuses
 
 
+@pytest.mark.slow  # two loky workers training at once
+def test_sigterm_to_a_joblib_sweep_closes_its_workers_runs_killed(tmp_path, mlflow_template_db):
+    # joblib answers the launcher's interruption by SIGKILLing its workers, so their runs cannot close themselves:
+    # the launcher closes them (and their child runs) KILLED, not left RUNNING for a later launch to call FAILED
+    uri = f"sqlite:///{tmp_path}/results/mlflow.db"
+    proc = _start(["-m", *LONG, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path,
+                  mlflow_template_db)
+    _wait_for_training(proc, uri)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    _, runs = _runs(uri)
+    jobs = [r for r in runs if "edgebench.sweep_parent" not in r.data.tags]
+    assert jobs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+    assert all("interrupted by SIGTERM" in r.data.tags["status_reason"] for r in jobs), \
+        [r.data.tags.get("status_reason") for r in jobs]
+
+
 def test_sigkilled_run_is_marked_failed_by_the_next_launch(tmp_path, mlflow_template_db):
     uri = f"sqlite:///{tmp_path}/results/mlflow.db"
     proc = _start(LONG, tmp_path, mlflow_template_db)
