@@ -18,6 +18,7 @@ from edgebench.methods.distillation import (
     Distillation,
     Kind,
     kd_loss,
+    last_linear,
     regressor_for,
     rkd_distance,
     sp_loss,
@@ -200,6 +201,49 @@ def test_response_kd_runs_the_teacher_once_per_image_and_reads_the_same_logits_a
     with torch.no_grad():
         direct = teacher.eval()(x[:16])
     assert torch.allclose(kept, direct, atol=1e-6)
-    # feature taps need the teacher's activations of every batch: nothing kept
-    hinted = Distill(DistillationConfig(kind="feature"), teacher, "0", "0", regressor=torch.nn.Identity())
-    assert hinted._memo is None
+
+
+@pytest.mark.parametrize("kind,relation", [("relation", "rkd"), ("relation", "sp"), ("feature", "rkd")])
+def test_tapped_teacher_features_are_kept_per_image_while_they_fit(monkeypatch, kind, relation):
+    """A relation loss's teacher embeddings (and a small hint map) are kept per image with the logits: a later
+    epoch runs the teacher on no image and gives the loss it would have given. When the data set's outputs would
+    not fit the memo's budget, nothing is kept and the teacher runs on every batch."""
+    import edgebench.methods.distillation as distillation
+
+    torch.manual_seed(0)
+    teacher, student = _net(0), _net(1)
+    calls = []
+    teacher.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0])))
+    cfg = DistillationConfig(kind=kind, relation=relation)
+    layers = dict(guided="0", hint="0", regressor=torch.nn.Identity()) if kind == "feature" else \
+        dict(penultimate=(last_linear(student), last_linear(teacher)))
+    x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 4, (48,))
+
+    def epoch(loss, perm):
+        out = []
+        for i in range(0, 48, 16):
+            idx = perm[i:i + 16]
+            with torch.no_grad():
+                out.append(float(loss(student, x[idx], student(x[idx]), y[idx])))
+        return out
+
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(0))
+    kept = Distill(cfg, teacher, **layers)
+    kept.attach(student)
+    epoch(kept, torch.arange(48))
+    assert sum(calls) == 48 and kept._memo is not None and len(kept._memo) == 48
+    again = epoch(kept, perm)
+    assert sum(calls) == 48  # the second epoch ran the teacher on no image
+    calls.clear()
+    fresh = Distill(cfg, teacher, **layers)
+    fresh._memo = None  # the teacher on every batch
+    fresh.attach(student)
+    assert epoch(fresh, perm) == pytest.approx(again, rel=1e-5, abs=1e-6)
+    assert sum(calls) == 48
+    monkeypatch.setattr(distillation, "MEMO_BYTES", 100)  # less than one batch's outputs
+    calls.clear()
+    tight = Distill(cfg, teacher, **layers)
+    tight.attach(student)
+    epoch(tight, torch.arange(48))
+    epoch(tight, perm)
+    assert tight._memo is None and sum(calls) == 96

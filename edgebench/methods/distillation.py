@@ -142,7 +142,7 @@ def _pool_to(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return F.adaptive_avg_pool2d(a, size), F.adaptive_avg_pool2d(b, size)
 
 
-MEMO_IMAGES = 1_000_000  # teacher logits kept per image for response KD (10 classes: about 60 MB with the keys)
+MEMO_BYTES = 256 * 2**20  # the teacher's outputs kept per image (see Distill._teacher_logits), at most this much
 
 
 class Distill(Loss):
@@ -166,8 +166,8 @@ class Distill(Loss):
             tap.attach(self.teacher.model)
         self._sums: dict[str, float] = {}
         self._n = 0
-        # response KD reads the teacher's logits alone: kept per image (see _teacher_logits)
-        self._memo: dict[bytes, torch.Tensor] | None = None if self._teacher_taps else {}
+        # the teacher's logits and tapped features, kept per image while they fit MEMO_BYTES (see _teacher_logits)
+        self._memo: dict[bytes, tuple[torch.Tensor, ...]] | None = {}
 
     def attach(self, net: nn.Module) -> None:
         for tap in self._student_taps:
@@ -184,22 +184,30 @@ class Distill(Loss):
         return out
 
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The frozen teacher's logits for ``x``. Without feature taps (response KD) each image's logits depend on
-        that image alone, so on the CPU they are kept per image (keyed by its bytes) and every later epoch reads
-        them instead of running the teacher again: with a ResNet-8 teacher (12 M MACs an image) and a LeNet
-        student (0.3 M), the teacher's forward passes were most of distillation's time. Up to
-        :data:`MEMO_IMAGES` images; a batch with any image not kept runs the teacher."""
+        """The frozen teacher's logits for ``x`` (and its taps' features for this batch). The teacher is in eval
+        mode, so each image's logits and features depend on that image alone: on the CPU they are kept per image
+        (keyed by its bytes) and every later epoch reads them instead of running the teacher again. With a
+        ResNet-8 teacher (12 M MACs an image) and a LeNet student (0.3 M) the teacher's forward passes were most
+        of distillation's time. Kept while every image's outputs fit :data:`MEMO_BYTES` (the logits and a relation
+        loss's embeddings do; when a FitNets hint map of a large layer does not, the memo is dropped and the teacher
+        runs on every batch); a batch with any image not kept runs the teacher."""
         if self._memo is None or x.device.type != "cpu":
             return self.teacher(x)
         rows = x.detach().contiguous().numpy().reshape(len(x), -1)
         keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
         kept = [self._memo.get(k) for k in keys]
         if all(t is not None for t in kept):
-            return torch.stack(kept)
+            for i, tap in enumerate(self._teacher_taps, start=1):
+                tap.outputs[tap.names[0]] = torch.stack([t[i] for t in kept])
+            return torch.stack([t[0] for t in kept])
         out = self.teacher(x)
-        if len(self._memo) + len(keys) <= MEMO_IMAGES:
-            for k, t in zip(keys, out.detach()):
-                self._memo[k] = t.clone()
+        values = [out.detach(), *(_value(tap).detach() for tap in self._teacher_taps)]
+        per_image = 16 + sum(v[0].numel() * v.element_size() for v in values)
+        if (len(self._memo) + len(keys)) * per_image > MEMO_BYTES:  # the data set's outputs will not fit: keep none
+            self._memo = None
+        else:
+            for j, k in enumerate(keys):
+                self._memo[k] = tuple(v[j].clone() for v in values)
         return out
 
     def forward(self, net, x, logits, y):  # noqa: ARG002
